@@ -1,0 +1,179 @@
+"""The `refreshq` command: a thin click group that parses, calls the package and formats output."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+import redis
+
+from jobs.config import Settings
+from jobs.errors import ConfigError, RefreshqError, ValidationError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Runtime:
+    """What commands share: settings read once when the command starts, and a lazy connection."""
+
+    settings: Settings
+    _conn: redis.Redis | None = field(default=None, repr=False)
+
+    @property
+    def conn(self) -> redis.Redis:
+        if self._conn is None:
+            from jobs.connection import connect
+
+            self._conn = connect(self.settings)
+        return self._conn
+
+
+pass_runtime = click.make_pass_decorator(Runtime)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@click.group()
+@click.version_option(package_name="refreshq")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """refreshq: crash-safe, resumable refresh jobs on RQ and Redis."""
+    ctx.obj = Runtime(Settings.from_env())
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def server(ctx: click.Context) -> None:
+    """Run the embedded Valkey server in the foreground (or: server url | server stop)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from jobs.server import EmbeddedServer
+
+    settings = ctx.find_object(Runtime).settings  # type: ignore[union-attr]
+    if settings.redis_url:
+        raise ConfigError("REDIS_URL is set: refreshq uses that server and runs no embedded one")
+    embedded = EmbeddedServer(settings.data_dir)
+    click.echo(f"refreshq: embedded server at {embedded.url}", err=True)
+    sys.exit(embedded.run_foreground())
+
+
+@server.command("url")
+@pass_runtime
+def server_url(rt: Runtime) -> None:
+    """Print the URL of the server in use (starting the embedded one if needed)."""
+    from jobs.connection import server_url as url_of
+
+    click.echo(url_of(rt.settings))
+
+
+@server.command("stop")
+@pass_runtime
+def server_stop(rt: Runtime) -> None:
+    """Stop the embedded server, flushing its data to disk."""
+    from jobs.server import EmbeddedServer
+
+    if rt.settings.redis_url:
+        raise ConfigError("REDIS_URL is set: there is no embedded server to stop")
+    stopped = EmbeddedServer(rt.settings.data_dir).stop()
+    click.echo("stopped" if stopped else "not running")
+
+
+@cli.command()
+@click.option("--queue", "-q", "queue_names", multiple=True, help="Queue to drain (repeatable); default: all.")
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--name", default=None, help="Worker name (default: generated).")
+@pass_runtime
+def worker(rt: Runtime, queue_names: tuple[str, ...], burst: bool, name: str | None) -> None:
+    """Run a worker on refreshq's queues (JSON-serialized jobs)."""
+    from jobs import queues
+    from workers import build_worker
+
+    _setup_logging()
+    w = build_worker(rt.conn, queue_names or queues.ALL_QUEUES, name=name)
+    w.work(burst=burst, with_scheduler=False)
+
+
+@cli.command("scheduler")
+@pass_runtime
+def scheduler_command(rt: Runtime) -> None:
+    """Run the scheduler (one active instance; others stand by)."""
+    from scheduler import Scheduler
+
+    _setup_logging()
+    process = Scheduler(rt.conn)
+    process.install_signal_handlers()
+    process.run()
+
+
+@cli.command()
+@click.option("--host", envvar="REFRESHQ_WEB_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="PORT", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@pass_runtime
+def web(rt: Runtime, host: str, port: int) -> None:
+    """Serve the dashboard (rq-dashboard under /rq)."""
+    import waitress
+
+    from jobs.connection import server_url as url_of
+    from web.app import check_exposure, create_app
+
+    _setup_logging()
+    check_exposure(rt.settings, host)
+    app = create_app(rt.settings, url_of(rt.settings))
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)  # waitress closes its sockets on SystemExit
+
+    signal.signal(signal.SIGTERM, stop)
+    click.echo(f"refreshq: dashboard on http://{host}:{port}/rq/", err=True)
+    waitress.serve(app, host=host, port=port, threads=8, ident="refreshq")
+
+
+@cli.command()
+@pass_runtime
+def info(rt: Runtime) -> None:
+    """Show the server in use, queues with their counts, and workers."""
+    from jobs.info import collect_info
+
+    report = collect_info(rt.settings, rt.conn)
+    click.echo(f"server: {report.server}")
+    click.echo("queues:")
+    for q in report.queues:
+        click.echo(
+            f"  {q.name:<9} queued {q.queued:>6}  started {q.started:>4}  failed {q.failed:>5}  "
+            f"finished {q.finished:>6}"
+        )
+    click.echo(f"workers: {len(report.workers)}")
+    for w in report.workers:
+        click.echo(f"  {w}")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (ConfigError, ValidationError) as exc:
+        click.echo(f"refreshq: error: {exc}", err=True)
+        sys.exit(2)
+    except RefreshqError as exc:
+        click.echo(f"refreshq: error: {exc}", err=True)
+        sys.exit(1)
+    except redis.ConnectionError as exc:
+        click.echo(f"refreshq: error: cannot reach Redis: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""refreshq: crash-safe, resumable refresh jobs on RQ and Redis."""

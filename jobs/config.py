@@ -1,0 +1,120 @@
+"""Settings: one frozen object built from the environment when a command starts, never at import."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs.errors import ConfigError
+
+
+def _default_data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".local" / "share")
+    return Path(base) / "refreshq"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    expected = f"a whole number >= {minimum}" if maximum is None else f"a whole number from {minimum} to {maximum}"
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not valid: expected a number >= {minimum}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} is not valid: expected a number >= {minimum}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(tuple(f"{s}://" for s in schemes)):
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise ConfigError(f"{name}={raw!r} is not valid: expected a URL starting with {allowed}")
+    return raw.rstrip("/")
+
+
+def _str(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    return raw or None
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+HTTP_SCHEMES = ("http", "https")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything refreshq reads from the environment. Secrets are kept out of repr()."""
+
+    redis_url: str | None = None
+    data_dir: Path = field(default_factory=lambda: _default_data_dir(os.environ))
+    upstream_url: str | None = None
+    upstream_token: str | None = field(default=None, repr=False)
+    llm_base_url: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    llm_model: str | None = None
+    sample_scale: int = 1_000_000
+    max_concurrent_tasks: int = 5
+    task_timeout: int = 7200
+    upstream_concurrency: int = 16
+    upstream_rps: float = 0.0
+    max_pending: int = 1000
+    port: int = 5000
+    web_host: str = "127.0.0.1"
+    web_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings; raise ConfigError naming the first bad variable."""
+        env = os.environ if environ is None else environ
+        data_dir = _str(env, "REFRESHQ_DATA_DIR")
+        llm_base_url = _url(env, "REFRESHQ_LLM_BASE_URL", HTTP_SCHEMES)
+        llm_model = _str(env, "REFRESHQ_LLM_MODEL")
+        if llm_base_url and not llm_model:
+            raise ConfigError("REFRESHQ_LLM_MODEL is not set: expected a model name when REFRESHQ_LLM_BASE_URL is set")
+        return cls(
+            redis_url=_url(env, "REDIS_URL", REDIS_SCHEMES),
+            data_dir=Path(data_dir).expanduser() if data_dir else _default_data_dir(env),
+            upstream_url=_url(env, "REFRESHQ_UPSTREAM_URL", HTTP_SCHEMES),
+            upstream_token=_str(env, "REFRESHQ_UPSTREAM_TOKEN"),
+            llm_base_url=llm_base_url,
+            llm_api_key=_str(env, "REFRESHQ_LLM_API_KEY"),
+            llm_model=llm_model,
+            sample_scale=_int(env, "REFRESHQ_SAMPLE_SCALE", 1_000_000, minimum=0),
+            max_concurrent_tasks=_int(env, "REFRESHQ_MAX_CONCURRENT_TASKS", 5),
+            task_timeout=_int(env, "REFRESHQ_TASK_TIMEOUT", 7200),
+            upstream_concurrency=_int(env, "REFRESHQ_UPSTREAM_CONCURRENCY", 16),
+            upstream_rps=_float(env, "REFRESHQ_UPSTREAM_RPS", 0.0),
+            max_pending=_int(env, "REFRESHQ_MAX_PENDING", 1000),
+            port=_int(env, "PORT", 5000, maximum=65535),
+            web_host=_str(env, "REFRESHQ_WEB_HOST") or "127.0.0.1",
+            web_password=_str(env, "REFRESHQ_WEB_PASSWORD"),
+        )
+
+    @property
+    def upstream_kind(self) -> str:
+        """Which upstream a new task talks to: the HTTP API, an LLM, or the built-in sample."""
+        if self.upstream_url:
+            return "http"
+        if self.llm_base_url:
+            return "llm"
+        return "sample"

@@ -1,0 +1,63 @@
+"""The refreshq error tree: one root, a few branches, one line each on when it is raised."""
+
+from __future__ import annotations
+
+
+class RefreshqError(Exception):
+    """Base class of every error refreshq raises on purpose."""
+
+
+class ConfigError(RefreshqError):
+    """Raised when an environment variable holds a value refreshq cannot use."""
+
+
+class ServerError(RefreshqError):
+    """Raised when the embedded Valkey server cannot be started, reached or stopped."""
+
+
+class ValidationError(RefreshqError):
+    """Raised when user input (a province, an argument, an option) is invalid; nothing is stored."""
+
+
+class UpstreamError(RefreshqError):
+    """Raised when the upstream directory answers with an error or with garbage."""
+
+
+class TransientUpstreamError(UpstreamError):
+    """Raised when an upstream request failed in a way worth retrying (5xx, 429, timeout, bad body)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentUpstreamError(UpstreamError):
+    """Raised when the upstream says a region does not exist (404) or keeps answering invalid data."""
+
+
+class TaskError(RefreshqError):
+    """Base class of errors about refresh tasks."""
+
+
+class TaskCreationError(TaskError):
+    """Raised when a task cannot be created (the queue is full, Redis refused the write)."""
+
+
+class TaskNotFoundError(TaskError):
+    """Raised when no task record has the given id."""
+
+
+class TaskExecutionError(TaskError):
+    """Raised when a task ran and failed."""
+
+
+class TaskTimeoutError(TaskError):
+    """Raised when a task, or a wait for it, runs past its time limit."""
+
+
+class TaskCancellationError(TaskError):
+    """Raised when a task cannot be cancelled in its current state."""
+
+
+class TaskStateError(TaskError):
+    """Raised when an operation does not fit the task's status (resuming a running task)."""

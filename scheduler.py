@@ -1,0 +1,90 @@
+"""The scheduler process: one active instance (owner-checked lock), the others wait as hot standbys.
+
+Each tick the active instance runs the periodic duties: it cleans RQ's started-job registries so a
+job whose worker died is retried within seconds instead of at the next worker maintenance pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+
+import redis
+from rq.registry import StartedJobRegistry
+
+from jobs import keys, queues
+from jobs.lock import OwnedLock
+
+log = logging.getLogger("refreshq.scheduler")
+
+TICK_SECONDS = 1.0
+LOCK_TTL_MS = 10_000
+
+Duty = Callable[[redis.Redis], None]
+
+
+def clean_started_registries(conn: redis.Redis) -> None:
+    """Move jobs whose heartbeat expired out of the started registries (to retry or to failed)."""
+    for queue in queues.queues(conn):
+        StartedJobRegistry(queue=queue).cleanup()
+
+
+class Scheduler:
+    """The scheduler loop; `run()` returns after SIGTERM/SIGINT or `stop()`."""
+
+    def __init__(self, conn: redis.Redis, duties: list[Duty] | None = None, tick: float = TICK_SECONDS) -> None:
+        self.conn = conn
+        self.lock = OwnedLock(conn, keys.SCHEDULER_LOCK, LOCK_TTL_MS)
+        self.duties = duties if duties is not None else [clean_started_registries]
+        self.tick = tick
+        self.active = False
+        self._announced: bool | None = None
+        self._stop = threading.Event()
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("scheduler: received signal %s, stopping", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        queues.register_queues(self.conn)
+        log.info("scheduler: started (lock %s)", keys.SCHEDULER_LOCK)
+        try:
+            while not self._stop.is_set():
+                self.run_once()
+                self._stop.wait(self.tick)
+        finally:
+            if self.active:
+                self.lock.release()
+            log.info("scheduler: stopped")
+
+    def run_once(self) -> None:
+        try:
+            self.active = self.lock.acquire()
+        except redis.RedisError as exc:
+            log.warning("scheduler: Redis unavailable (%s); retrying", exc)
+            return
+        if self.active != self._announced:
+            self._announced = self.active
+            log.info("scheduler: %s", "active" if self.active else "standing by (another scheduler is active)")
+        if not self.active:
+            return
+        self.conn.set(keys.SCHEDULER_HEARTBEAT, datetime.now(UTC).isoformat(), ex=60)
+        for duty in self.duties:
+            started = time.monotonic()
+            try:
+                duty(self.conn)
+            except redis.RedisError as exc:
+                log.warning("scheduler: %s failed: %s", duty.__name__, exc)
+            log.debug("scheduler: %s took %.3f s", duty.__name__, time.monotonic() - started)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.config import Settings
+from jobs.errors import ConfigError, RefreshqError
+
+
+def test_defaults_from_an_empty_environment() -> None:
+    s = Settings.from_env({"HOME": "/home/ann"})
+    assert s.redis_url is None
+    assert s.data_dir == Path("/home/ann/.local/share/refreshq")
+    assert s.max_concurrent_tasks == 5
+    assert s.task_timeout == 7200
+    assert s.port == 5000
+    assert s.upstream_kind == "sample"
+
+
+def test_xdg_data_home_and_explicit_data_dir() -> None:
+    assert Settings.from_env({"XDG_DATA_HOME": "/x"}).data_dir == Path("/x/refreshq")
+    assert Settings.from_env({"REFRESHQ_DATA_DIR": "/d"}).data_dir == Path("/d")
+
+
+def test_values_are_read() -> None:
+    s = Settings.from_env(
+        {
+            "REDIS_URL": "redis://h:6379/2",
+            "REFRESHQ_UPSTREAM_URL": "http://127.0.0.1:9/v1/",
+            "REFRESHQ_UPSTREAM_TOKEN": "tok",
+            "REFRESHQ_MAX_CONCURRENT_TASKS": "3",
+            "REFRESHQ_TASK_TIMEOUT": "60",
+            "PORT": "8080",
+        }
+    )
+    assert s.redis_url == "redis://h:6379/2"
+    assert s.upstream_url == "http://127.0.0.1:9/v1"
+    assert (s.max_concurrent_tasks, s.task_timeout, s.port) == (3, 60, 8080)
+    assert s.upstream_kind == "http"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("REFRESHQ_MAX_CONCURRENT_TASKS", "abc", "whole number"),
+        ("REFRESHQ_MAX_CONCURRENT_TASKS", "0", "whole number >= 1"),
+        ("REFRESHQ_TASK_TIMEOUT", "2h", "whole number"),
+        ("PORT", "http", "whole number"),
+        ("PORT", "70000", "65535"),
+        ("REDIS_URL", "localhost:6379", "redis://"),
+        ("REFRESHQ_UPSTREAM_URL", "ftp://x", "http://"),
+        ("REFRESHQ_LLM_BASE_URL", "nope", "http://"),
+        ("REFRESHQ_UPSTREAM_RPS", "fast", "number"),
+    ],
+)
+def test_bad_values_name_the_variable_and_what_it_expects(name: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({name: value})
+    assert name in str(err.value)
+    assert expected in str(err.value)
+    assert isinstance(err.value, RefreshqError)
+
+
+def test_llm_needs_a_model() -> None:
+    with pytest.raises(ConfigError, match="REFRESHQ_LLM_MODEL"):
+        Settings.from_env({"REFRESHQ_LLM_BASE_URL": "http://127.0.0.1:1/v1"})
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    s = Settings.from_env(
+        {
+            "REFRESHQ_UPSTREAM_TOKEN": "s3cret-token",
+            "REFRESHQ_LLM_API_KEY": "sk-key",
+            "REFRESHQ_LLM_BASE_URL": "http://127.0.0.1:1/v1",
+            "REFRESHQ_LLM_MODEL": "m",
+            "REFRESHQ_WEB_PASSWORD": "pw-123",
+        }
+    )
+    text = repr(s)
+    for secret in ("s3cret-token", "sk-key", "pw-123"):
+        assert secret not in text
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]

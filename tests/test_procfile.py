@@ -1,0 +1,46 @@
+"""The Procfile, run by honcho as a developer would from a fresh clone (embedded server, no REDIS_URL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from jobs.server import EmbeddedServer
+from tests.conftest import REPO, free_port
+
+
+def test_honcho_starts_web_worker_scheduler_and_sigterm_stops_them(short_dir: Path) -> None:
+    env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "h")}
+    env.pop("REDIS_URL", None)
+    port = free_port()
+    honcho = str(Path(sys.executable).parent / "honcho")
+    proc = subprocess.Popen(
+        [honcho, "start", "-p", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/rq/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the web process never answered"
+                time.sleep(0.2)
+        assert page.status_code == 200
+        conn = EmbeddedServer(short_dir / "h")
+        assert conn.ping()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=40)
+        EmbeddedServer(short_dir / "h").stop()
+    for name in ("web.1", "worker.1", "scheduler.1"):
+        assert f"{name} stopped (rc=0)" in out, out
+    assert "scheduler: active" in out
+    assert "Listening on critical, high, refresh, normal, low" in out

@@ -1,0 +1,193 @@
+"""The embedded server: started on demand, reused, restarted when dead, one at a time, data kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from jobs.config import Settings
+from jobs.connection import connect
+from jobs.errors import ServerError
+from jobs.server import EmbeddedServer
+from tests.conftest import REPO, run_cli
+
+# valkey fsyncs its append-only file every second; writes older than that survive a kill -9.
+FSYNC_WAIT = 1.3
+
+
+def _settings(data_dir: Path) -> Settings:
+    return Settings.from_env({"REFRESHQ_DATA_DIR": str(data_dir)})
+
+
+@pytest.fixture
+def embedded(short_dir: Path):  # type: ignore[no-untyped-def]
+    server = EmbeddedServer(short_dir / "data")
+    yield server
+    server.stop()
+
+
+def test_first_use_starts_a_private_server_with_owner_only_files(embedded: EmbeddedServer) -> None:
+    assert not embedded.ping()
+    conn = connect(_settings(embedded.data_dir))
+    assert conn.ping()
+    assert embedded.ping()
+    assert stat.S_IMODE(embedded.data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(embedded.socket_path.stat().st_mode) & 0o077 == 0
+    config = conn.config_get("append*")
+    assert config["appendonly"] == "yes"
+    assert config["appendfsync"] == "everysec"
+    assert conn.config_get("dir")["dir"] == str(embedded.data_dir)
+
+
+def test_later_processes_reuse_the_running_server(embedded: EmbeddedServer) -> None:
+    connect(_settings(embedded.data_dir)).set("k", "v")
+    pid = embedded.pid()
+    other = connect(_settings(embedded.data_dir))
+    assert embedded.pid() == pid
+    assert other.get("k") == b"v"
+
+
+def test_stale_pid_file_after_kill_is_restarted_on_the_same_data(embedded: EmbeddedServer) -> None:
+    conn = connect(_settings(embedded.data_dir))
+    conn.set("survivor", "yes")
+    time.sleep(FSYNC_WAIT)
+    old_pid = embedded.pid()
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    _wait_dead(old_pid)
+    assert embedded.pid() == old_pid  # the pid file is stale now
+    fresh = connect(_settings(embedded.data_dir))
+    assert fresh.get("survivor") == b"yes"
+    assert embedded.pid() not in (None, old_pid)
+
+
+def test_a_client_heals_itself_after_the_server_is_killed(embedded: EmbeddedServer) -> None:
+    conn = connect(_settings(embedded.data_dir))
+    conn.rpush("queue", "job-1")
+    time.sleep(FSYNC_WAIT)
+    pid = embedded.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _wait_dead(pid)
+    assert conn.lrange("queue", 0, -1) == [b"job-1"]
+
+
+def test_pid_file_of_an_unrelated_process_is_not_mistaken_for_the_server(embedded: EmbeddedServer) -> None:
+    embedded.data_dir.mkdir(parents=True, mode=0o700)
+    embedded.pid_path.write_text(str(os.getpid()))  # alive, but not valkey
+    assert connect(_settings(embedded.data_dir)).ping()
+    assert embedded.pid() != os.getpid()
+
+
+def test_concurrent_starts_start_one_server(embedded: EmbeddedServer) -> None:
+    code = (
+        "import sys, time; from jobs.config import Settings; from jobs.connection import connect;"
+        "from jobs.server import EmbeddedServer;"
+        f"s = Settings.from_env({{'REFRESHQ_DATA_DIR': {str(embedded.data_dir)!r}}});"
+        "connect(s).ping(); print(EmbeddedServer(s.data_dir).pid())"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    pids = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(pids) == 1
+    assert _valkey_processes_for(embedded.data_dir) == 1
+
+
+def test_data_survives_a_clean_restart(embedded: EmbeddedServer) -> None:
+    conn = connect(_settings(embedded.data_dir))
+    conn.hset("h", mapping={"a": "1", "b": "2"})
+    conn.close()
+    assert embedded.stop() is True
+    assert not embedded.ping()
+    assert connect(_settings(embedded.data_dir)).hgetall("h") == {b"a": b"1", b"b": b"2"}
+
+
+def test_stop_when_nothing_runs(embedded: EmbeddedServer) -> None:
+    assert embedded.stop() is False
+
+
+def test_a_data_dir_too_long_for_a_socket_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match="REFRESHQ_DATA_DIR is too long"):
+        EmbeddedServer(tmp_path / ("x" * 120))
+
+
+def test_cli_server_url_stop_and_rq_info(short_dir: Path) -> None:
+    env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "cli")}
+    env.pop("REDIS_URL", None)
+    url = run_cli("server", "url", env=env)
+    assert url.returncode == 0, url.stderr
+    assert url.stdout.strip() == f"unix://{short_dir / 'cli' / 'valkey.sock'}"
+    rq_info = subprocess.run(
+        [str(Path(sys.executable).parent / "rq"), "info", "-u", url.stdout.strip()],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert rq_info.returncode == 0, rq_info.stderr
+    for name in ("refresh", "critical", "high", "normal", "low"):
+        assert name in rq_info.stdout
+    stopped = run_cli("server", "stop", env=env)
+    assert stopped.stdout.strip() == "stopped"
+    assert not EmbeddedServer(short_dir / "cli").ping()
+
+
+def test_cli_server_runs_in_the_foreground_and_stops_on_sigterm(short_dir: Path) -> None:
+    env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "fg")}
+    env.pop("REDIS_URL", None)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "refreshq"), "server"], env=env)
+    server = EmbeddedServer(short_dir / "fg")
+    try:
+        deadline = time.monotonic() + 20
+        while not server.ping():
+            assert time.monotonic() < deadline, "foreground server never answered"
+            assert proc.poll() is None
+            time.sleep(0.05)
+        again = run_cli("server", env=env)
+        assert again.returncode == 1
+        assert "already running" in again.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert not server.ping()
+
+
+def test_cli_server_refuses_when_redis_url_is_set(redis_url: str, short_dir: Path) -> None:
+    env = {**os.environ, "REDIS_URL": redis_url, "REFRESHQ_DATA_DIR": str(short_dir)}
+    result = run_cli("server", env=env)
+    assert result.returncode == 2
+    assert "REDIS_URL is set" in result.stderr
+
+
+def _wait_dead(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while EmbeddedServer._is_alive(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def _valkey_processes_for(data_dir: Path) -> int:
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"valkey-server" in cmdline and str(data_dir).encode() in cmdline:
+            count += 1
+    return count
+
+
+def test_redis_module_is_real() -> None:
+    # Guard against an accidental fake: the tests must talk to a real server.
+    assert redis.Redis.__module__ == "redis.client"

@@ -1,0 +1,45 @@
+"""The refreshq worker: an RQ worker on refreshq's queues, JSON-serialized, with short heartbeats."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+from rq import Worker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from jobs import queues as queue_names
+from jobs.errors import ValidationError
+
+# Seconds between the worker's heartbeats while a job runs.
+JOB_MONITORING_INTERVAL = 5
+# How long after its last heartbeat a running job counts as abandoned. RQ's default grace is 60 s;
+# refreshq's scheduler cleans the started registries every few seconds, so a dead worker's job is
+# resumed elsewhere within about 20 s instead of several minutes.
+HEARTBEAT_GRACE = 10
+
+
+class RefreshqWorker(Worker):
+    """A forking RQ worker whose jobs are declared abandoned soon after their worker dies."""
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        return int(self.job_monitoring_interval) + HEARTBEAT_GRACE
+
+
+def build_worker(
+    conn: redis.Redis, names: Sequence[str] = queue_names.ALL_QUEUES, name: str | None = None
+) -> RefreshqWorker:
+    unknown = [n for n in names if n not in queue_names.ALL_QUEUES]
+    if unknown:
+        raise ValidationError(
+            f"unknown queue {', '.join(unknown)}: expected one of {', '.join(queue_names.ALL_QUEUES)}"
+        )
+    queue_names.register_queues(conn)
+    return RefreshqWorker(
+        queue_names.queues(conn, tuple(names)),
+        connection=conn,
+        name=name,
+        serializer=JSONSerializer,
+        job_monitoring_interval=JOB_MONITORING_INTERVAL,
+    )
