@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -64,11 +64,11 @@ class EmbeddedServer:
             pid = self.pid()
             if pid is not None and self._is_alive(pid):
                 # Alive but not answering yet: it is loading its append-only file.
-                self._wait_until_ready(pid)
+                self._wait_until_ready(lambda: self._is_alive(pid))
                 return self.url
             self._remove_stale_files()
             self._spawn(daemonize=True)
-            self._wait_until_ready(None)
+            self._wait_until_ready(self._pid_file_alive)
         return self.url
 
     def run_foreground(self) -> int:
@@ -79,7 +79,7 @@ class EmbeddedServer:
                 raise ServerError(f"a server is already running (pid {pid}); stop it with 'refreshq server stop'")
             self._remove_stale_files()
             child = self._spawn(daemonize=False)
-            self._wait_until_ready(child.pid)
+            self._wait_until_ready(lambda: child.poll() is None)
         previous = {sig: signal.signal(sig, lambda s, _f: child.send_signal(s)) for sig in _FORWARDED}
         try:
             return child.wait()
@@ -170,12 +170,15 @@ class EmbeddedServer:
             "--hash-max-listpack-value", "2048",
         ]
 
-    def _wait_until_ready(self, pid: int | None) -> None:
+    def _pid_file_alive(self) -> bool:
+        pid = self.pid()  # written by valkey itself once it runs
+        return pid is None or self._is_alive(pid)
+
+    def _wait_until_ready(self, alive: Callable[[], bool]) -> None:
         deadline = time.monotonic() + _START_TIMEOUT
         while not self.ping():
-            pid = pid or self.pid()
-            if pid is not None and not self._is_alive(pid):
-                raise ServerError(f"valkey-server (pid {pid}) exited while starting; see {self.log_path}")
+            if not alive():
+                raise ServerError(f"valkey-server exited while starting; see {self.log_path}")
             if time.monotonic() > deadline:
                 raise ServerError(f"valkey-server did not answer within {_START_TIMEOUT:.0f} s; see {self.log_path}")
             time.sleep(0.02)
