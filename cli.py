@@ -5,36 +5,13 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import click
 import redis
 
+from commands.runtime import Runtime, pass_runtime
 from jobs.config import Settings
 from jobs.errors import ConfigError, RefreshqError, ValidationError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class Runtime:
-    """What commands share: settings read once when the command starts, and a lazy connection."""
-
-    settings: Settings
-    _conn: redis.Redis | None = field(default=None, repr=False)
-
-    @property
-    def conn(self) -> redis.Redis:
-        if self._conn is None:
-            from jobs.connection import connect
-
-            self._conn = connect(self.settings)
-        return self._conn
-
-
-pass_runtime = click.make_pass_decorator(Runtime)
 
 
 def _setup_logging() -> None:
@@ -153,6 +130,19 @@ def info(rt: Runtime) -> None:
     click.echo(f"workers: {len(report.workers)}")
     for w in report.workers:
         click.echo(f"  {w}")
+
+
+def _register() -> None:
+    from commands.data import data
+    from commands.demo import demo
+    from commands.tasks import COMMANDS
+    from commands.upstream import upstream
+
+    for command in [*COMMANDS, data, upstream, demo]:
+        cli.add_command(command)
+
+
+_register()
 
 
 def main() -> None:

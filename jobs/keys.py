@@ -26,6 +26,11 @@ def tasks_with_status(status: str) -> str:
     return f"{PREFIX}tasks:status:{status}"
 
 
+def tasks_with_status_by_updated(status: str) -> str:
+    """ZSET task_id -> updated_at, one per status (names must match the TRANSITION script)."""
+    return f"{PREFIX}tasks:status:{status}:updated"
+
+
 def task_stats(task_id: str) -> str:
     """HASH of integer counters (regions walked, leaves done, hospitals found, totals)."""
     return f"{PREFIX}task:{task_id}:stats"
@@ -36,19 +41,19 @@ def task_cancel(task_id: str) -> str:
     return f"{PREFIX}task:{task_id}:cancel"
 
 
-def task_provinces_done(task_id: str) -> str:
-    """SET of province codes whose part of the task is published."""
-    return f"{PREFIX}task:{task_id}:provinces:done"
+def task_provinces_ended(task_id: str) -> str:
+    """HASH province code -> outcome ("published", "failed: ...", "cancelled"), set once per attempt."""
+    return f"{PREFIX}task:{task_id}:provinces:ended"
 
 
-def task_provinces_failed(task_id: str) -> str:
-    """HASH province code -> error text, for provinces whose part ended in failure."""
-    return f"{PREFIX}task:{task_id}:provinces:failed"
+def task_walked(task_id: str) -> str:
+    """SET of region codes whose children were listed (counted once into the stats)."""
+    return f"{PREFIX}task:{task_id}:walked"
 
 
-def task_province_progress(task_id: str) -> str:
-    """HASH province code -> JSON {name, leaves_total, leaves_done, hospitals}: the per-province bars."""
-    return f"{PREFIX}task:{task_id}:provinces:progress"
+def task_jobs(task_id: str) -> str:
+    """SET of the RQ job ids a task enqueued (to cancel the queued ones)."""
+    return f"{PREFIX}task:{task_id}:jobs"
 
 
 def task_failed_regions(task_id: str) -> str:
@@ -64,11 +69,6 @@ def checkpoint_leaves(task_id: str, province: str) -> str:
 def province_plan(task_id: str, province: str) -> str:
     """HASH leaf code -> JSON leaf descriptor: the walked tree of a province, kept for resumes."""
     return f"{PREFIX}task:{task_id}:plan:{province}"
-
-
-def task_keys_pattern(task_id: str) -> str:
-    """Pattern matching every per-task key, for cleanup."""
-    return f"{PREFIX}task:{task_id}:*"
 
 
 # Published data: versioned per province; a version is the id of the task that wrote it.
@@ -92,9 +92,6 @@ def data_version_pattern(province: str, version: str) -> str:
 
 
 # Upstream-derived caches
-UPSTREAM_PROVINCES = PREFIX + "upstream:provinces"  # STRING JSON list of provinces, short TTL
-
-
-def job_heartbeat(job_id: str) -> str:
-    """STRING with a short TTL, refreshed by a running refresh job."""
-    return f"{PREFIX}job:{job_id}:alive"
+def upstream_provinces(spec_digest: str) -> str:
+    """STRING JSON list of the provinces an upstream lists, cached briefly to validate names."""
+    return f"{PREFIX}upstream:{spec_digest}:provinces"

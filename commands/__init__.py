@@ -1,0 +1,1 @@
+"""The `refreshq` subcommands beyond the processes: refresh tasks, data, the upstream, the demo."""

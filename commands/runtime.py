@@ -1,0 +1,50 @@
+"""What every command shares: settings read once when the command starts, and a lazy connection."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import click
+import redis
+
+from jobs.config import Settings
+from jobs.errors import ValidationError
+
+if TYPE_CHECKING:
+    from jobs.manager import SyncTaskManager
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    _conn: redis.Redis | None = field(default=None, repr=False)
+
+    @property
+    def conn(self) -> redis.Redis:
+        if self._conn is None:
+            from jobs.connection import connect
+
+            self._conn = connect(self.settings)
+        return self._conn
+
+    def manager(self) -> SyncTaskManager:
+        from jobs.manager import SyncTaskManager
+
+        return SyncTaskManager(self.settings, self.conn)
+
+
+pass_runtime = click.make_pass_decorator(Runtime)
+
+_UNITS = {"d": 1.0, "h": 1 / 24, "m": 1 / 1440, "s": 1 / 86400}
+
+
+def parse_age_days(text: str) -> float:
+    """`7d`, `12h`, `30m`, `90s` (or a bare number of days) as days."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([dhms]?)\s*", text)
+    if not match:
+        raise ValidationError(f"--older-than {text!r} is not valid: expected e.g. 7d, 12h, 30m or 90s")
+    return float(match.group(1)) * _UNITS[match.group(2) or "d"]
+
+

@@ -1,0 +1,34 @@
+"""`refreshq upstream serve`: the sample directory over the Directory HTTP API."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def upstream() -> None:
+    """Tools around the upstream directory."""
+
+
+@upstream.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8700, show_default=True)
+@click.option("--scale", type=click.IntRange(min=0), default=1_000_000, show_default=True, help="Total hospitals.")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of 503s.")
+@click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--invalid-json-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--hang-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def serve(
+    host: str, port: int, scale: int, latency_ms: float, fail_rate: float, rate_429: float,
+    invalid_json_rate: float, hang_rate: float, seed: int,
+) -> None:
+    """Serve the built-in sample over HTTP (for demos, tests and benchmarks)."""
+    from jobs.upstream.serve import serve_forever
+
+    click.echo(f"refreshq: sample directory (scale {scale}) at http://{host}:{port}/v1", err=True)
+    serve_forever(
+        host=host, port=port, scale=scale, latency_ms=latency_ms, fail_rate=fail_rate, rate_429=rate_429,
+        invalid_json_rate=invalid_json_rate, hang_rate=hang_rate, seed=seed,
+    )

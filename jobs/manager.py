@@ -1,0 +1,240 @@
+"""TaskManager: create, watch, cancel, resume, list and clean up refresh tasks.
+
+`SyncTaskManager` does the work; `TaskManager` is its asyncio twin with the reference design's
+async methods (each runs the synchronous call in a thread, so both share one implementation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from jobs import keys, queues, records, store
+from jobs.config import Settings
+from jobs.connection import connect
+from jobs.errors import TaskNotFoundError, TaskStateError, TaskTimeoutError, ValidationError
+from jobs.provinces import resolve_province
+from jobs.records import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
+from jobs.redis_values import as_texts
+from jobs.refresh import PLAN_FUNC, end_province, plan_job_options
+from jobs.upstream import spec_from_settings
+from jobs.upstream.base import Region
+
+FULL_LABEL = "全量刷新"
+
+
+class SyncTaskManager:
+    """The synchronous API, for scripts and the CLI."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        conn: redis.Redis | None = None,
+        upstream: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.conn = conn if conn is not None else connect(self.settings)
+        # What new tasks talk to: a secret-free spec stored with each task.
+        self.upstream = upstream if upstream is not None else spec_from_settings(self.settings)
+
+    def create_full_refresh_task(self) -> str:
+        return self._create("full", FULL_LABEL, None, None)
+
+    def create_province_refresh_task(self, province_name: str) -> str:
+        province = resolve_province(self.conn, self.settings, self.upstream, province_name)
+        return self._create("province", province["name"], province_name, [province])
+
+    def _create(self, kind: str, label: str, query: str | None, provinces: list[Region] | None) -> str:
+        task_id = records.new_task_id()
+        record = records.new_record(task_id, kind, label, query, self.upstream)
+        if provinces is not None:
+            record["provinces"] = json.dumps(provinces, ensure_ascii=False)
+        options = plan_job_options(task_id, 1, self.settings)
+        # One transaction: the record, its indexes and the job exist together or not at all.
+        with self.conn.pipeline() as pipe:
+            pipe.multi()  # RQ joins an explicit transaction instead of starting its own
+            records.add_record(pipe, record)
+            queues.queue(self.conn, queues.REFRESH).enqueue_call(PLAN_FUNC, args=[task_id], pipeline=pipe, **options)
+            pipe.sadd(keys.task_jobs(task_id), options["job_id"])
+            pipe.execute()
+        return task_id
+
+    def get_task_status(self, task_id: str) -> dict[str, Any]:
+        return records.status_dict(self.conn, task_id)
+
+    def province_progress(self, task_id: str) -> list[dict[str, Any]]:
+        """Per-province bars: name, leaves done/total, hospitals, and how the province ended."""
+        raw = records.load_raw(self.conn, task_id)
+        with self.conn.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.task_stats(task_id))
+            pipe.hgetall(keys.task_provinces_ended(task_id))
+            stats, ended = pipe.execute()
+        rows = []
+        for province in json.loads(raw.get("provinces") or "[]"):
+            code = province["code"]
+            rows.append({
+                "code": code,
+                "name": province["name"],
+                "leaves_total": int(stats.get(f"p:{code}:leaves_total".encode(), 0)),
+                "leaves_done": int(stats.get(f"p:{code}:leaves_done".encode(), 0)),
+                "hospitals": int(stats.get(f"p:{code}:hospitals".encode(), 0)),
+                "outcome": ended[code.encode()].decode() if code.encode() in ended else None,
+            })
+        return rows
+
+    def wait_for_completion(self, task_id: str, timeout: float = 3600, poll_interval: float = 2) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.get_task_status(task_id)
+            if status["status"] in TERMINAL:
+                return status
+            if time.monotonic() >= deadline:
+                raise TaskTimeoutError(f"task {task_id} still {status['status']} after {timeout:g} s")
+            time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def cancel_task(self, task_id: str) -> bool:
+        """Stop a task: a queued one never starts, a running one stops at its next safe point."""
+        status = records.load_raw(self.conn, task_id)["status"]
+        if status in TERMINAL:
+            return False
+        self.conn.set(keys.task_cancel(task_id), records.now_iso())
+        # A pending task ends here; a running one ends when its last province job sees the flag.
+        records.transition(
+            self.conn, task_id, (PENDING,), CANCELLED, {"finished_at": records.now_iso(), "current_step": "已取消"}
+        )
+        self._cancel_queued_jobs(task_id)
+        return True
+
+    def _cancel_queued_jobs(self, task_id: str) -> None:
+        for job_id in as_texts(self.conn.smembers(keys.task_jobs(task_id))):
+            try:
+                job = Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer)
+                if job.get_status() != JobStatus.QUEUED:
+                    continue
+                job.cancel()
+            except Exception:
+                continue
+            if job.func_name != PLAN_FUNC:
+                end_province(self.conn, task_id, job.args[1], "cancelled")
+
+    def resume_task(self, task_id: str) -> str:
+        """Continue a FAILED or CANCELLED task from its checkpoint; return the new job id."""
+        record = records.load_raw(self.conn, task_id)
+        if record["status"] not in (FAILED, CANCELLED):
+            raise TaskStateError(f"task {task_id} is {record['status']}: only FAILED or CANCELLED tasks resume")
+        attempt = int(record.get("attempt", "1")) + 1
+        ended_key = keys.task_provinces_ended(task_id)
+        unfinished = [k for k, v in self.conn.hgetall(ended_key).items() if v != b"published"]
+        if not records.transition(self.conn, task_id, (FAILED, CANCELLED), PENDING, {
+            "attempt": str(attempt), "current_step": "等待继续执行", "error_message": "", "finished_at": "",
+        }):
+            raise TaskStateError(f"task {task_id} changed status while resuming; try again")
+        options = plan_job_options(task_id, attempt, self.settings)
+        with self.conn.pipeline() as pipe:
+            pipe.multi()
+            pipe.delete(keys.task_cancel(task_id), keys.task_failed_regions(task_id))
+            if unfinished:
+                pipe.hdel(ended_key, *unfinished)
+            queues.queue(self.conn, queues.REFRESH).enqueue_call(PLAN_FUNC, args=[task_id], pipeline=pipe, **options)
+            pipe.sadd(keys.task_jobs(task_id), options["job_id"])
+            pipe.execute()
+        return str(options["job_id"])
+
+    def list_tasks(
+        self, status: str | None = None, page: int = 1, page_size: int = 10,
+        sort_by: str = "created_at", sort_order: str = "desc",
+    ) -> dict[str, Any]:
+        return records.list_page(self.conn, status, page, page_size, sort_by, sort_order)
+
+    def get_active_tasks(self) -> list[dict[str, Any]]:
+        return [records.status_dict(self.conn, t) for t in records.ids_with_status(self.conn, (RUNNING, PENDING))]
+
+    def cleanup_old_tasks(self, older_than_days: float = 7, status_filter: list[str] | None = None) -> int:
+        """Delete finished task records created before the cutoff, with their checkpoints and staging."""
+        statuses = list(status_filter) if status_filter else list(TERMINAL)
+        bad = [s for s in statuses if s not in TERMINAL]
+        if bad:
+            active = "running or pending" if set(bad) <= set(ACTIVE) else "unknown"
+            raise ValidationError(f"cannot clean up {active} status {', '.join(bad)}: expected {', '.join(TERMINAL)}")
+        if older_than_days < 0:
+            raise ValidationError("older than must be >= 0 days")
+        cutoff = (datetime.now(UTC) - timedelta(days=older_than_days)).timestamp()
+        ids = records.ids_created_before(self.conn, cutoff, statuses)
+        for task_id in ids:
+            self._delete_task(task_id)
+        return len(ids)
+
+    def _delete_task(self, task_id: str) -> None:
+        try:
+            raw = records.load_raw(self.conn, task_id)
+        except TaskNotFoundError:
+            raw = {}
+        provinces = [p["code"] for p in json.loads(raw.get("provinces") or "[]")]
+        for code in provinces:
+            store.delete_staged(self.conn, code, task_id)
+        with self.conn.pipeline() as pipe:
+            pipe.unlink(
+                keys.task(task_id), keys.task_stats(task_id), keys.task_cancel(task_id),
+                keys.task_provinces_ended(task_id), keys.task_walked(task_id), keys.task_jobs(task_id),
+                keys.task_failed_regions(task_id),
+                *(keys.checkpoint_leaves(task_id, c) for c in provinces),
+                *(keys.province_plan(task_id, c) for c in provinces),
+            )
+            records.unindex(pipe, task_id)
+            pipe.execute()
+
+
+class TaskManager:
+    """The asyncio API of the reference design; every call runs its synchronous twin in a thread."""
+
+    def __init__(
+        self, settings: Settings | None = None, conn: redis.Redis | None = None,
+        upstream: dict[str, Any] | None = None,
+    ) -> None:
+        self.sync = SyncTaskManager(settings, conn, upstream)
+
+    async def create_full_refresh_task(self) -> str:
+        return await asyncio.to_thread(self.sync.create_full_refresh_task)
+
+    async def create_province_refresh_task(self, province_name: str) -> str:
+        return await asyncio.to_thread(self.sync.create_province_refresh_task, province_name)
+
+    async def get_task_status(self, task_id: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.get_task_status, task_id)
+
+    async def wait_for_completion(
+        self, task_id: str, timeout: float = 3600, poll_interval: float = 2
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.get_task_status(task_id)
+            if status["status"] in TERMINAL:
+                return status
+            if time.monotonic() >= deadline:
+                raise TaskTimeoutError(f"task {task_id} still {status['status']} after {timeout:g} s")
+            await asyncio.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+    async def cancel_task(self, task_id: str) -> bool:
+        return await asyncio.to_thread(self.sync.cancel_task, task_id)
+
+    async def resume_task(self, task_id: str) -> str:
+        return await asyncio.to_thread(self.sync.resume_task, task_id)
+
+    async def list_tasks(
+        self, status: str | None = None, page: int = 1, page_size: int = 10,
+        sort_by: str = "created_at", sort_order: str = "desc",
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.list_tasks, status, page, page_size, sort_by, sort_order)
+
+    async def get_active_tasks(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.get_active_tasks)
+
+    async def cleanup_old_tasks(self, older_than_days: float = 7, status_filter: list[str] | None = None) -> int:
+        return await asyncio.to_thread(self.sync.cleanup_old_tasks, older_than_days, status_filter)

@@ -1,0 +1,92 @@
+"""Weighted progress of a refresh, as the reference design weighs it, from the task's counters.
+
+Counters live in one Redis hash per task (see `keys.task_stats`), incremented exactly once per
+region by the `count_once` script, so a re-run never counts a region twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Full refresh: province 10%, city 20%, district 30%, hospital 40%. Province refresh: 20/30/50.
+FULL_WEIGHTS = {"provinces": 10, "cities": 20, "districts": 30, "hospitals": 40}
+PROVINCE_WEIGHTS = {"cities": 20, "districts": 30, "hospitals": 50}
+
+# Until the first province is walked the size of the tree is unknown; the reference design's
+# national totals stand in for it (per province, for the unwalked ones).
+REFERENCE_CITIES_PER_PROVINCE = 334 / 34
+REFERENCE_DISTRICTS_PER_PROVINCE = 2844 / 34
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The counters of one task, read from its stats hash."""
+
+    provinces_total: int = 0
+    provinces_walked: int = 0
+    provinces_processed: int = 0
+    cities_total: int = 0
+    cities_processed: int = 0
+    districts_total: int = 0
+    districts_processed: int = 0
+    leaves_total: int = 0
+    leaves_done: int = 0
+    hospitals_found: int = 0
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> Counters:
+        fields = cls.__dataclass_fields__
+        values = {k: int(v) for k, v in raw.items() if k in fields}
+        return cls(**values)
+
+    def statistics(self) -> dict[str, int]:
+        """The `statistics` of the status dict."""
+        return {
+            "provinces_processed": self.provinces_processed,
+            "cities_processed": self.cities_processed,
+            "districts_processed": self.districts_processed,
+            "hospitals_found": self.hospitals_found,
+        }
+
+
+def _fraction(done: int, total: float) -> float:
+    return min(1.0, done / total) if total > 0 else 0.0
+
+
+def _estimated(known: int, c: Counters, per_province: float) -> float:
+    """Total regions at a level: what walked provinces showed, extrapolated to the unwalked ones."""
+    unwalked = max(0, c.provinces_total - c.provinces_walked)
+    if unwalked == 0:
+        return float(known)
+    average = known / c.provinces_walked if c.provinces_walked else per_province
+    return known + unwalked * average
+
+
+def compute_progress(kind: str, c: Counters) -> int:
+    """0-99 while running (100 is reserved for a finished task)."""
+    cities = _fraction(c.cities_processed, _estimated(c.cities_total, c, REFERENCE_CITIES_PER_PROVINCE))
+    districts = _fraction(
+        c.districts_processed, _estimated(c.districts_total, c, REFERENCE_DISTRICTS_PER_PROVINCE)
+    )
+    hospitals = _fraction(c.leaves_done, _estimated(c.leaves_total, c, REFERENCE_DISTRICTS_PER_PROVINCE))
+    if kind == "province":
+        w = PROVINCE_WEIGHTS
+        value = w["cities"] * cities + w["districts"] * districts + w["hospitals"] * hospitals
+    else:
+        w = FULL_WEIGHTS
+        provinces = _fraction(c.provinces_processed, c.provinces_total)
+        value = (
+            w["provinces"] * provinces + w["cities"] * cities + w["districts"] * districts
+            + w["hospitals"] * hospitals
+        )
+    return min(99, int(value))
+
+
+def eta_seconds(progress: int, elapsed: float) -> int | None:
+    """Remaining seconds if the rate so far holds; None before there is a rate."""
+    if progress <= 0 or elapsed <= 0:
+        return None
+    if progress >= 100:
+        return 0
+    return int(elapsed * (100 - progress) / progress)

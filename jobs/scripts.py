@@ -1,0 +1,65 @@
+"""The Lua scripts refreshq runs in Redis: each one a read-check-write that must be atomic."""
+
+from __future__ import annotations
+
+import redis
+
+# Move a task record from one of the allowed statuses to another, keeping the indexes in step.
+# KEYS: record. ARGV: allowed (comma list), to, updated_at (ISO), now (epoch), prefix, field, value, ...
+# Returns "OK", or the current status when the move is not allowed, or false when there is no record.
+TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return false end
+if not string.find(',' .. ARGV[1] .. ',', ',' .. current .. ',', 1, true) then return current end
+local id = redis.call('HGET', KEYS[1], 'task_id')
+local created = redis.call('HGET', KEYS[1], 'created_ts')
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZREM', ARGV[5] .. 'tasks:status:' .. current, id)
+redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2], created, id)
+redis.call('ZREM', ARGV[5] .. 'tasks:status:' .. current .. ':updated', id)
+redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2] .. ':updated', ARGV[4], id)
+redis.call('ZADD', ARGV[5] .. 'tasks:updated', ARGV[4], id)
+return 'OK'
+"""
+
+# Record progress of a running task; progress only ever grows.
+# KEYS: record. ARGV: progress, current_step, updated_at, now, eta, prefix.
+PROGRESS = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'RUNNING' then return 0 end
+local current = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
+if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end
+redis.call('HSET', KEYS[1], 'current_step', ARGV[2], 'updated_at', ARGV[3], 'eta_seconds', ARGV[5])
+local id = redis.call('HGET', KEYS[1], 'task_id')
+redis.call('ZADD', ARGV[6] .. 'tasks:updated', ARGV[4], id)
+redis.call('ZADD', ARGV[6] .. 'tasks:status:RUNNING:updated', ARGV[4], id)
+return 1
+"""
+
+# Count a region once: add it to a set and, only if it was new, add to counters.
+# KEYS: set, stats hash. ARGV: member, field, increment, field, increment, ...
+COUNT_ONCE = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# Record how a province's part of a task ended, once; return how many provinces have ended.
+# KEYS: ended hash, stats hash. ARGV: province, outcome, published (1/0).
+PROVINCE_ENDED = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 and ARGV[3] == '1' then
+  redis.call('HINCRBY', KEYS[2], 'provinces_processed', 1)
+end
+return redis.call('HLEN', KEYS[1])
+"""
+
+
+class Scripts:
+    """The scripts registered on one connection (EVALSHA, falling back to EVAL after a restart)."""
+
+    def __init__(self, conn: redis.Redis) -> None:
+        self.transition = conn.register_script(TRANSITION)
+        self.progress = conn.register_script(PROGRESS)
+        self.count_once = conn.register_script(COUNT_ONCE)
+        self.province_ended = conn.register_script(PROVINCE_ENDED)

@@ -1,0 +1,178 @@
+"""Published hospital data: versioned per province, switched atomically, read and exported.
+
+A refresh stages a province under keys named by its own task id (its *version*); publishing
+points `keys.PUBLISHED[province]` at that version in one transaction. Readers resolve the
+pointer once, so they see the old or the new version of a province, never a mix. The old
+version is kept for a grace period (a reader may still be streaming it), then expires.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import redis
+
+from jobs import keys
+from jobs.records import now_iso
+from jobs.redis_values import as_text, as_texts
+from jobs.upstream.base import Hospital
+
+# How long a replaced version stays readable for exports that started before the switch.
+OLD_VERSION_GRACE_SECONDS = 600
+CSV_FIELDS = ("id", "name", "region_code", "grade", "type", "address", "phone", "updated_at")
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A leaf region of a published province, with the names of its ancestors."""
+
+    code: str
+    name: str
+    level: str
+    city: str
+    province: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: bytes | str) -> Leaf:
+        return cls(**json.loads(text))
+
+
+def encode_hospital(hospital: Hospital) -> str:
+    """Compact JSON of a record exactly as received (every upstream field kept)."""
+    return json.dumps(hospital, ensure_ascii=False, separators=(",", ":"))
+
+
+def stage_leaf(pipe: redis.client.Pipeline, province: str, version: str, leaf: Leaf, hospitals: list[Hospital]) -> None:
+    """Queue the writes that (re)stage one leaf: replaces, never appends, so a re-run writes nothing twice."""
+    key = keys.data_leaf(province, version, leaf.code)
+    pipe.delete(key)
+    if hospitals:
+        pipe.hset(key, mapping={str(h["id"]): encode_hospital(h) for h in hospitals})
+    pipe.hset(keys.data_leaves(province, version), leaf.code, leaf.to_json())
+
+
+def publish(conn: redis.Redis, province: str, version: str, name: str) -> int:
+    """Make `version` the published data of `province`; return its record count."""
+    leaves_key = keys.data_leaves(province, version)
+    leaf_codes = as_texts(conn.hkeys(leaves_key))
+    with conn.pipeline(transaction=False) as pipe:
+        for code in leaf_codes:
+            pipe.hlen(keys.data_leaf(province, version, code))
+        records = int(sum(pipe.execute()))
+    meta = json.dumps(
+        {"name": name, "records": records, "leaves": len(leaf_codes), "version": version, "published_at": now_iso()},
+        ensure_ascii=False,
+    )
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(keys.PUBLISHED)  # type: ignore[no-untyped-call]
+                old = pipe.hget(keys.PUBLISHED, province)
+                old_version = as_text(old) if old else None
+                old_leaves = as_texts(pipe.hkeys(keys.data_leaves(province, old_version))) if old_version else []
+                pipe.multi()
+                pipe.hset(keys.PUBLISHED, province, version)
+                pipe.hset(keys.PUBLISHED_META, province, meta)
+                pipe.persist(leaves_key)
+                if old_version and old_version != version:
+                    _expire_version(pipe, province, old_version, old_leaves)
+                pipe.execute()
+                return records
+            except redis.WatchError:
+                continue
+
+
+def _expire_version(pipe: redis.client.Pipeline, province: str, version: str, leaf_codes: list[str]) -> None:
+    for code in leaf_codes:
+        pipe.expire(keys.data_leaf(province, version, code), OLD_VERSION_GRACE_SECONDS)
+    pipe.expire(keys.data_leaves(province, version), OLD_VERSION_GRACE_SECONDS)
+
+
+def delete_staged(conn: redis.Redis, province: str, version: str) -> None:
+    """Drop a version that was never published (a failed or cleaned-up task's staging)."""
+    published = conn.hget(keys.PUBLISHED, province)
+    if published is not None and as_text(published) == version:
+        return
+    codes = as_texts(conn.hkeys(keys.data_leaves(province, version)))
+    with conn.pipeline(transaction=False) as pipe:
+        for code in codes:
+            pipe.unlink(keys.data_leaf(province, version, code))
+        pipe.unlink(keys.data_leaves(province, version))
+        pipe.execute()
+
+
+def published_provinces(conn: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Province code -> {name, records, leaves, version, published_at}, sorted by code."""
+    meta = conn.hgetall(keys.PUBLISHED_META)
+    return {as_text(k): json.loads(v) for k, v in sorted(meta.items())}
+
+
+def leaves_of(conn: redis.Redis, province: str) -> tuple[str | None, list[Leaf]]:
+    """The published version of a province and its leaves (sorted by code)."""
+    version = conn.hget(keys.PUBLISHED, province)
+    if version is None:
+        return None, []
+    raw = conn.hgetall(keys.data_leaves(province, as_text(version)))
+    return as_text(version), sorted((Leaf.from_json(v) for v in raw.values()), key=lambda leaf: leaf.code)
+
+
+def iter_hospitals(conn: redis.Redis, province: str, leaves: list[Leaf] | None = None) -> Iterator[tuple[Leaf, str]]:
+    """(leaf, record JSON) of the published version, one leaf in memory at a time."""
+    version, all_leaves = leaves_of(conn, province)
+    if version is None:
+        return
+    for leaf in leaves if leaves is not None else all_leaves:
+        key = keys.data_leaf(province, version, leaf.code)
+        for _hospital_id, record in sorted(conn.hscan_iter(key, count=1000)):
+            yield leaf, as_text(record)
+
+
+def export(conn: redis.Redis, out: TextIO, fmt: str, provinces: list[str] | None = None) -> int:
+    """Write published records as JSON lines or CSV; return how many were written."""
+    codes = provinces if provinces is not None else list(published_provinces(conn))
+    writer = _csv_writer(out) if fmt == "csv" else None
+    count = 0
+    for code in codes:
+        for _leaf, record in iter_hospitals(conn, code):
+            if writer is None:
+                out.write(record + "\n")
+            else:
+                writer(json.loads(record))
+            count += 1
+    return count
+
+
+def _csv_writer(out: TextIO) -> Any:
+    """CSV rows: the contract's fields as columns, any other upstream field kept in `extra` (JSON)."""
+    writer = csv.writer(out)
+    writer.writerow([*CSV_FIELDS, "extra"])
+
+    def write(record: dict[str, Any]) -> None:
+        extra = {k: v for k, v in record.items() if k not in CSV_FIELDS}
+        row = [_cell(record.get(f)) for f in CSV_FIELDS]
+        writer.writerow([*row, json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else ""])
+
+    return write
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def csv_text(records: list[dict[str, Any]]) -> str:
+    """CSV of a few records (for tests and small outputs)."""
+    buffer = io.StringIO()
+    write = _csv_writer(buffer)
+    for record in records:
+        write(record)
+    return buffer.getvalue()

@@ -1,0 +1,45 @@
+"""The one interface every upstream implements; the refresh code talks only to this."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol, TypedDict
+
+LEVELS = ("province", "city", "district")
+
+
+class Region(TypedDict):
+    """A node of the directory tree, exactly as the upstream contract shapes it."""
+
+    code: str
+    name: str
+    level: str
+
+
+# A hospital is kept as the upstream sent it (every field), so it stays a plain dict.
+Hospital = dict[str, Any]
+
+
+class Upstream(Protocol):
+    """A source of the directory: provinces, children of a region, hospitals of a leaf.
+
+    Implementations are thread-safe: one instance is shared by the threads of a refresh job.
+    Transient failures are retried inside the client; what escapes is
+    `TransientUpstreamError` (retries exhausted) or `PermanentUpstreamError` (404, invalid for good).
+    """
+
+    def provinces(self) -> list[Region]:
+        """The top level of the tree."""
+        ...
+
+    def children(self, region: Region) -> list[Region]:
+        """Cities of a province, districts of a city; an empty list means `region` is a leaf."""
+        ...
+
+    def hospitals(self, region: Region) -> Iterator[list[Hospital]]:
+        """The hospitals of a leaf region, page by page until the end."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,182 @@
+"""The Directory HTTP API client: one pooled httpx.Client shared by every thread of a refresh."""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from jobs.errors import PermanentUpstreamError, TransientUpstreamError
+from jobs.upstream import shapes
+from jobs.upstream.base import Hospital, Region
+from jobs.upstream.retry import Backoff, Sleep, call_with_retries
+
+T = TypeVar("T")
+RequestGate = Callable[[], contextlib.AbstractContextManager[None]]
+
+PAGE_SIZE = 500
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+class Redactor:
+    """Removes a secret from text that may end up in an exception message or a log line."""
+
+    def __init__(self, secret: str | None) -> None:
+        self._secret = secret
+
+    def __call__(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return str(error)[:200] if error else response.reason_phrase
+
+
+def check_status(response: httpx.Response, what: str) -> None:
+    """Turn an unsuccessful status into the error the contract gives it."""
+    status = response.status_code
+    if status < 300:
+        return
+    if status == 404:
+        raise PermanentUpstreamError(f"{what}: 404 not found: {_error_text(response)}")
+    if status >= 500 or status in TRANSIENT_STATUSES:
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        raise TransientUpstreamError(f"{what}: HTTP {status}", retry_after=retry_after)
+    if status in (401, 403):
+        raise PermanentUpstreamError(f"{what}: HTTP {status}: the upstream rejected the credentials")
+    raise PermanentUpstreamError(f"{what}: HTTP {status}: {_error_text(response)}")
+
+
+def pooled_client(concurrency: int, timeout: float, headers: dict[str, str]) -> httpx.Client:
+    """An httpx.Client holding at most `concurrency` connections, all kept alive between requests."""
+    return httpx.Client(
+        headers=headers,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        # pool=None: more threads than connections wait their turn instead of failing.
+        timeout=httpx.Timeout(timeout, pool=None),
+    )
+
+
+class HttpDirectoryClient:
+    """An Upstream over the Directory HTTP API; thread-safe, retries transient failures itself."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        concurrency: int = 16,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        request_gate: RequestGate | None = None,
+        backoff: Backoff | None = None,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.concurrency = concurrency
+        self._max_attempts = max_attempts
+        self._gate = request_gate or contextlib.nullcontext
+        self._backoff = backoff or Backoff()
+        self._sleep = sleep
+        self._redact = Redactor(token)
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = pooled_client(concurrency, timeout, headers)
+        self._count_lock = threading.Lock()
+        self._requests_made = 0
+
+    def __repr__(self) -> str:
+        return f"HttpDirectoryClient(base_url={self.base_url!r}, concurrency={self.concurrency})"
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent so far, retries included."""
+        with self._count_lock:
+            return self._requests_made
+
+    def provinces(self) -> list[Region]:
+        return self._get("/regions", None, _regions)
+
+    def children(self, region: Region) -> list[Region]:
+        return self._get(f"/regions/{quote(region['code'], safe='')}/children", None, _regions)
+
+    def hospitals(self, region: Region) -> Iterator[list[Hospital]]:
+        path = f"/regions/{quote(region['code'], safe='')}/hospitals"
+        page, seen = 1, 0
+        while True:
+            items, total = self._get(path, {"page": page, "page_size": PAGE_SIZE}, _hospital_page)
+            if not items:
+                return
+            yield items
+            seen += len(items)
+            # Counting what arrived, not page * PAGE_SIZE, stays right if the server caps page sizes.
+            if seen >= total:
+                return
+            page += 1
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HttpDirectoryClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _get(self, path: str, params: dict[str, Any] | None, parse: Callable[[object], T]) -> T:
+        what = f"GET {path}" + (f"?page={params['page']}" if params else "")
+        return call_with_retries(
+            lambda: self._attempt(path, params, parse, what),
+            what=what,
+            max_attempts=self._max_attempts,
+            backoff=self._backoff,
+            sleep=self._sleep,
+        )
+
+    def _attempt(self, path: str, query: dict[str, Any] | None, parse: Callable[[object], T], what: str) -> T:
+        with self._count_lock:
+            self._requests_made += 1
+        try:
+            with self._gate():
+                response = self._client.get(self.base_url + path, params=query)
+        except httpx.TransportError as error:  # timeouts, refused and reset connections
+            raise TransientUpstreamError(self._redact(f"{what}: {type(error).__name__}: {error}")) from None
+        check_status(response, what)
+        try:
+            return parse(json.loads(response.content))
+        except (ValueError, shapes.ShapeError) as error:  # a faulty proxy: try again
+            raise TransientUpstreamError(self._redact(f"{what}: invalid body: {error}")) from None
+
+
+def _regions(body: object) -> list[Region]:
+    return [shapes.region(item) for item in shapes.items(body)]
+
+
+def _hospital_page(body: object) -> tuple[list[Hospital], int]:
+    return [shapes.hospital(item) for item in shapes.items(body)], shapes.total(body)

@@ -1,0 +1,67 @@
+"""Retries with exponential backoff and full jitter, shared by the HTTP and the LLM clients."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from jobs.errors import TransientUpstreamError, UpstreamError
+
+T = TypeVar("T")
+Sleep = Callable[[float], None]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between attempts: full jitter keeps many threads from retrying in lockstep."""
+
+    base: float = 0.5  # ceiling of the first delay, seconds; doubles each attempt
+    cap: float = 30.0  # ceiling of any one computed delay
+    retry_after_cap: float = 60.0  # a Retry-After longer than this is not believed
+
+    def delay(self, attempt: int, error: TransientUpstreamError) -> float:
+        """How long to wait after failed attempt number `attempt` (1-based)."""
+        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        delay = random.uniform(0.0, ceiling)
+        if error.retry_after is not None:
+            # The upstream said when it will take us again: never come back earlier than that.
+            delay = max(delay, min(max(error.retry_after, 0.0), self.retry_after_cap))
+        return delay
+
+
+def exhausted(what: str, attempts: int, last: TransientUpstreamError) -> UpstreamError:
+    """The default verdict once retries run out: still a transient error, with the last cause."""
+    return TransientUpstreamError(f"{what}: failed after {attempts} attempts; last error: {last}")
+
+
+def call_with_retries(
+    attempt: Callable[[], T],
+    *,
+    what: str,
+    max_attempts: int,
+    backoff: Backoff,
+    sleep: Sleep = time.sleep,
+    give_up: Callable[[str, int, TransientUpstreamError], UpstreamError] = exhausted,
+) -> T:
+    """Run `attempt` until it returns, retrying TransientUpstreamError up to `max_attempts` times.
+
+    Any other exception (PermanentUpstreamError included) passes through at once. `what` names the
+    request in messages and logs, so it must never contain a secret.
+    """
+    attempts = max(1, max_attempts)
+    for number in range(1, attempts + 1):
+        try:
+            return attempt()
+        except TransientUpstreamError as error:
+            if number == attempts:
+                raise give_up(what, attempts, error) from error
+            delay = backoff.delay(number, error)
+            log.info("%s failed (attempt %d/%d): %s; retrying in %.2fs", what, number, attempts, error, delay)
+            sleep(delay)
+    raise AssertionError("unreachable: the loop returns or raises")

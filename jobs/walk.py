@@ -1,0 +1,80 @@
+"""Walking a province's region tree once per task, kept in Redis so a re-run does not walk again."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from jobs import keys
+from jobs.errors import PermanentUpstreamError
+from jobs.redis_values import as_text_map
+from jobs.scripts import Scripts
+from jobs.store import Leaf
+from jobs.upstream.base import Region, Upstream
+
+_COMPLETE = "__complete__"
+_FAILED = "__failed__"
+
+
+def walk_province(
+    conn: redis.Redis, task_id: str, province: Region, upstream: Upstream, concurrency: int
+) -> tuple[list[Leaf], int]:
+    """The leaves of a province and how many of its regions the upstream refused (404)."""
+    plan_key = keys.province_plan(task_id, province["code"])
+    saved = as_text_map(conn.hgetall(plan_key))
+    if _COMPLETE in saved:
+        leaves = [Leaf.from_json(v) for k, v in saved.items() if not k.startswith("__")]
+        return sorted(leaves, key=lambda leaf: leaf.code), int(saved.get(_FAILED, "0"))
+    cities = upstream.children(province)  # a refused province fails as a whole
+    failures: list[tuple[Region, str]] = []
+    if not cities:
+        leaves = [Leaf(province["code"], province["name"], province["level"], "", province["name"])]
+    else:
+        leaves = _walk_cities(upstream, province, cities, concurrency, failures)
+    _save(conn, task_id, province, cities, leaves, failures)
+    return leaves, len(failures)
+
+
+def _walk_cities(
+    upstream: Upstream, province: Region, cities: list[Region], concurrency: int,
+    failures: list[tuple[Region, str]],
+) -> list[Leaf]:
+    def districts_of(city: Region) -> list[Leaf]:
+        try:
+            districts = upstream.children(city)
+        except PermanentUpstreamError as exc:
+            failures.append((city, str(exc)))
+            return []
+        if not districts:
+            return [Leaf(city["code"], city["name"], city["level"], city["name"], province["name"])]
+        return [Leaf(d["code"], d["name"], d["level"], city["name"], province["name"]) for d in districts]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(cities)))) as pool:
+        nested = list(pool.map(districts_of, cities))
+    return sorted((leaf for group in nested for leaf in group), key=lambda leaf: leaf.code)
+
+
+def _save(
+    conn: redis.Redis, task_id: str, province: Region, cities: list[Region], leaves: list[Leaf],
+    failures: list[tuple[Region, str]],
+) -> None:
+    code = province["code"]
+    districts = sum(1 for leaf in leaves if leaf.level == "district")
+    with conn.pipeline() as pipe:
+        pipe.hset(keys.province_plan(task_id, code), mapping={
+            **{leaf.code: leaf.to_json() for leaf in leaves}, _FAILED: len(failures), _COMPLETE: 1,
+        })
+        for region, error in failures:
+            detail = {"name": region["name"], "level": region["level"], "error": error, "province": code}
+            pipe.hset(keys.task_failed_regions(task_id), region["code"], json.dumps(detail, ensure_ascii=False))
+        Scripts(conn).count_once(
+            keys=[keys.task_walked(task_id), keys.task_stats(task_id)],
+            args=[
+                code, "provinces_walked", 1, "cities_total", len(cities), "cities_processed", len(cities),
+                "districts_total", districts, "leaves_total", len(leaves), f"p:{code}:leaves_total", len(leaves),
+            ],
+            client=pipe,
+        )
+        pipe.execute()
