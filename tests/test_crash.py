@@ -1,0 +1,80 @@
+"""A worker and its work-horse killed with SIGKILL mid-refresh: another worker resumes from the checkpoint."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from jobs import keys, store
+from jobs.config import Settings
+from jobs.manager import SyncTaskManager
+from jobs.redis_values import as_texts
+from jobs.refresh import PROVINCE_RETRIES
+from jobs.upstream.sample import SampleDirectory
+from jobs.upstream.serve import RunningUpstream, start_background
+from tests.conftest import REFRESHQ
+from tests.helpers import checksum, horse_pids, wait_status, wait_until, worker_process
+
+SCALE = 20_000
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[RunningUpstream]:
+    with start_background(SCALE, latency_ms=40) as running:
+        yield running
+
+
+@pytest.fixture
+def scheduler_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([REFRESHQ, "scheduler"], env=env, stderr=subprocess.DEVNULL)
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+def test_sigkill_of_worker_and_horse_loses_and_duplicates_nothing(
+    settings: Settings,
+    conn: redis.Redis,
+    env: dict[str, str],
+    slow_upstream: RunningUpstream,
+    scheduler_process: subprocess.Popen[bytes],
+) -> None:
+    manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": slow_upstream.url})
+    task_id = manager.create_full_refresh_task()
+    with worker_process(env) as first:
+        wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 15, 120, what="progress >= 15%")
+        horses = wait_until(lambda: horse_pids(first.pid), 10, what="a work-horse")
+        done_before = int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
+        os.kill(first.pid, signal.SIGKILL)
+        for pid in horses:
+            os.kill(pid, signal.SIGKILL)
+    progress_at_kill = manager.get_task_status(task_id)["progress"]
+    assert manager.get_task_status(task_id)["status"] == "RUNNING"
+    with worker_process(env):
+        final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=180)
+    assert final["status"] == "SUCCEEDED", final
+    assert final["progress"] == 100 >= progress_at_kill
+    assert 0 < done_before < final["statistics"]["districts_processed"] + 100
+    assert final["statistics"]["hospitals_found"] == SCALE  # counted once, even for re-run leaves
+    retried = [
+        j
+        for j in (
+            Job.fetch(i, connection=conn, serializer=JSONSerializer)
+            for i in as_texts(conn.smembers(keys.task_jobs(task_id)))
+        )
+        if j.retries_left is not None and j.retries_left < PROVINCE_RETRIES
+    ]
+    assert retried, "the killed province job was not retried"
+    out = io.StringIO()
+    store.export(conn, out, "jsonl")
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert checksum(records) == checksum(SampleDirectory(SCALE).all_hospitals())
