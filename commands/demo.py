@@ -16,7 +16,7 @@ from commands.runtime import Runtime, pass_runtime
 from jobs.connection import server_url
 from jobs.manager import SyncTaskManager
 
-DEMO_SCALE = 300_000
+DEMO_SCALE = 1_000_000
 
 
 def _start_workers(count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
