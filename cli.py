@@ -82,10 +82,10 @@ def worker(rt: Runtime, queue_names: tuple[str, ...], burst: bool, name: str | N
 @pass_runtime
 def scheduler_command(rt: Runtime) -> None:
     """Run the scheduler (one active instance; others stand by)."""
-    from scheduler import Scheduler
+    from scheduler import Scheduler, default_duties
 
     _setup_logging()
-    process = Scheduler(rt.conn)
+    process = Scheduler(rt.conn, default_duties(rt.settings))
     process.install_signal_handlers()
     process.run()
 
@@ -135,10 +135,13 @@ def info(rt: Runtime) -> None:
 def _register() -> None:
     from commands.data import data
     from commands.demo import demo
+    from commands.failed import failed
+    from commands.named_tasks import tasks_group
+    from commands.schedule import schedule_group
     from commands.tasks import COMMANDS
     from commands.upstream import upstream
 
-    for command in [*COMMANDS, data, upstream, demo]:
+    for command in [*COMMANDS, data, upstream, demo, failed, tasks_group, schedule_group]:
         cli.add_command(command)
 
 

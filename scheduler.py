@@ -1,7 +1,9 @@
 """The scheduler process: one active instance (owner-checked lock), the others wait as hot standbys.
 
 Each tick the active instance runs the periodic duties: it cleans RQ's started-job registries so a
-job whose worker died is retried within seconds instead of at the next worker maintenance pass.
+job whose worker died is noticed within seconds instead of at the next worker maintenance pass,
+retries failed jobs with backoff (or buries them in the dead-letter registry), enforces task time
+limits and admits tasks waiting for a running slot.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from jobs import keys, queues
+from jobs.config import Settings
 from jobs.lock import OwnedLock
 
 log = logging.getLogger("refreshq.scheduler")
@@ -34,13 +37,31 @@ def clean_started_registries(conn: redis.Redis) -> None:
         StartedJobRegistry(queue=queue).cleanup()
 
 
+def default_duties(settings: Settings | None = None) -> list[Duty]:
+    from jobs.refresh import admit_waiting
+    from jobs.retries import RetryPolicy, sweep_failed_jobs
+    from jobs.schedule_tick import run_schedules
+    from jobs.time_limits import enforce_time_limits
+
+    settings = settings or Settings.from_env()
+    policy = RetryPolicy.from_settings(settings)
+
+    def sweep(conn: redis.Redis) -> None:
+        sweep_failed_jobs(conn, policy)
+
+    def admit(conn: redis.Redis) -> None:
+        admit_waiting(conn, settings)
+
+    return [clean_started_registries, sweep, enforce_time_limits, admit, run_schedules]
+
+
 class Scheduler:
     """The scheduler loop; `run()` returns after SIGTERM/SIGINT or `stop()`."""
 
     def __init__(self, conn: redis.Redis, duties: list[Duty] | None = None, tick: float = TICK_SECONDS) -> None:
         self.conn = conn
         self.lock = OwnedLock(conn, keys.SCHEDULER_LOCK, LOCK_TTL_MS)
-        self.duties = duties if duties is not None else [clean_started_registries]
+        self.duties = duties if duties is not None else default_duties()
         self.tick = tick
         self.active = False
         self._announced: bool | None = None

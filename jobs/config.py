@@ -77,10 +77,17 @@ class Settings:
     task_timeout: int = 7200
     upstream_concurrency: int = 16
     upstream_rps: float = 0.0
+    upstream_timeout: float = 30.0
+    upstream_attempts: int = 5
+    retry_base: float = 1.0
+    retry_factor: float = 2.0
+    retry_cap: float = 60.0
+    retry_max: int = 3
     max_pending: int = 1000
     port: int = 5000
     web_host: str = "127.0.0.1"
     web_password: str | None = field(default=None, repr=False)
+    task_modules: tuple[str, ...] = ("jobs.builtin_tasks",)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,10 +111,19 @@ class Settings:
             task_timeout=_int(env, "REFRESHQ_TASK_TIMEOUT", 7200),
             upstream_concurrency=_int(env, "REFRESHQ_UPSTREAM_CONCURRENCY", 16),
             upstream_rps=_float(env, "REFRESHQ_UPSTREAM_RPS", 0.0),
+            upstream_timeout=_float(env, "REFRESHQ_UPSTREAM_TIMEOUT", 30.0, minimum=0.1),
+            upstream_attempts=_int(env, "REFRESHQ_UPSTREAM_ATTEMPTS", 5),
+            retry_base=_float(env, "REFRESHQ_RETRY_BASE", 1.0),
+            retry_factor=_float(env, "REFRESHQ_RETRY_FACTOR", 2.0, minimum=1.0),
+            retry_cap=_float(env, "REFRESHQ_RETRY_CAP", 60.0),
+            retry_max=_int(env, "REFRESHQ_RETRY_MAX", 3, minimum=0),
             max_pending=_int(env, "REFRESHQ_MAX_PENDING", 1000),
             port=_int(env, "PORT", 5000, maximum=65535),
             web_host=_str(env, "REFRESHQ_WEB_HOST") or "127.0.0.1",
             web_password=_str(env, "REFRESHQ_WEB_PASSWORD"),
+            task_modules=tuple(
+                m.strip() for m in (env.get("REFRESHQ_TASK_MODULES") or "jobs.builtin_tasks").split(",") if m.strip()
+            ),
         )
 
     @property

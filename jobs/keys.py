@@ -37,7 +37,7 @@ def task_stats(task_id: str) -> str:
 
 
 def task_cancel(task_id: str) -> str:
-    """STRING flag: present means the task was asked to stop."""
+    """STRING flag: present means the task was asked to stop; its value says why (user, timeout)."""
     return f"{PREFIX}task:{task_id}:cancel"
 
 
@@ -49,6 +49,11 @@ def task_provinces_ended(task_id: str) -> str:
 def task_walked(task_id: str) -> str:
     """SET of region codes whose children were listed (counted once into the stats)."""
     return f"{PREFIX}task:{task_id}:walked"
+
+
+def task_admission(task_id: str) -> str:
+    """STRING, short TTL: a waiting task's plan job was just enqueued to try for a running slot."""
+    return f"{PREFIX}task:{task_id}:admission"
 
 
 def task_jobs(task_id: str) -> str:
@@ -91,7 +96,64 @@ def data_version_pattern(province: str, version: str) -> str:
     return f"{PREFIX}data:{province}@{version}:*"
 
 
+# Retries and the dead-letter registry
+DEAD_LETTER = PREFIX + "dead"                       # ZSET job_id -> buried at (epoch)
+
+
+def job_retry(job_id: str) -> str:
+    """HASH: retry state of a job (attempt, decision, next retry time, last error)."""
+    return f"{PREFIX}retry:{job_id}"
+
+
+def dead_letter_entry(job_id: str) -> str:
+    """HASH: why a job was buried (kind, attempts, last error, task)."""
+    return f"{PREFIX}dead:{job_id}"
+
+
+# Global limits, shared by every worker on every machine
+TASKS_WAITING = PREFIX + "limits:tasks:waiting"     # ZSET task_id -> created_at: tasks waiting for a slot
+UPSTREAM_IN_FLIGHT = PREFIX + "limits:upstream:inflight"  # ZSET lease token -> lease expiry (epoch)
+
+
+UPSTREAM_RECENT = PREFIX + "limits:upstream:recent"     # ZSET token -> start time, the last second's requests
+
+
 # Upstream-derived caches
 def upstream_provinces(spec_digest: str) -> str:
     """STRING JSON list of the provinces an upstream lists, cached briefly to validate names."""
     return f"{PREFIX}upstream:{spec_digest}:provinces"
+
+
+# Named tasks: schedules, execution history, chains and batches, data snapshots
+SCHEDULES = PREFIX + "schedules"                    # SET of schedule names
+SCHEDULES_REMOVED = PREFIX + "schedules:removed"    # SET of names an operator removed: task defaults stay out
+# rq-scheduler's scheduled-jobs ZSET (template job id -> next run, epoch), under refreshq's prefix so a
+# stray `rqscheduler` process on the same server never sees (and double-enqueues) refreshq's schedules.
+SCHEDULES_DUE = PREFIX + "schedules:due"
+HISTORY_TASKS = PREFIX + "histories"                # SET of task names that have execution history
+SNAPSHOTS = PREFIX + "snapshots"                    # HASH local date -> JSON statistics of the published data
+
+
+def schedule(name: str) -> str:
+    """HASH: one schedule (task, trigger, arguments, options, paused, last fire and run, counters)."""
+    return f"{PREFIX}schedule:{name}"
+
+
+def schedule_runs(name: str) -> str:
+    """SET of the RQ job ids a schedule enqueued that may still be queued or running (max_instances)."""
+    return f"{PREFIX}schedule:{name}:runs"
+
+
+def history(task_name: str) -> str:
+    """ZSET execution id -> started at (epoch): a named task's executions, oldest first."""
+    return f"{PREFIX}history:{task_name}"
+
+
+def history_entries(task_name: str) -> str:
+    """HASH execution id -> JSON record (start, end, duration, outcome, result summary, error, traceback)."""
+    return f"{PREFIX}history:{task_name}:entries"
+
+
+def workflow(workflow_id: str) -> str:
+    """HASH: a chain or batch (its items, their job ids and statuses, the callback)."""
+    return f"{PREFIX}workflow:{workflow_id}"

@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 import redis
 from rq.job import Job
 
-from jobs import keys, store
+from jobs import keys, shutdown, store
 from jobs.errors import PermanentUpstreamError
 from jobs.redis_values import as_texts
 from jobs.reporter import ProgressReporter
@@ -48,7 +48,10 @@ class LeafRunner:
         self._lock = threading.Lock()
 
     def run(self, leaves: list[Leaf], concurrency: int) -> str:
-        """"done" or "cancelled"; re-raises a transient failure after the other leaves are staged."""
+        """"done", "cancelled" or "interrupted" (warm shutdown).
+
+        A transient failure of a leaf is re-raised once the other leaves are staged.
+        """
         done = set(as_texts(self.conn.smembers(keys.checkpoint_leaves(self.task_id, self.province["code"]))))
         todo = [leaf for leaf in leaves if leaf.code not in done]
         if not todo:
@@ -63,6 +66,9 @@ class LeafRunner:
                 if self.conn.exists(keys.task_cancel(self.task_id)):
                     self._cancel.set()
                     return "cancelled"
+                if shutdown.requested.is_set():
+                    self._cancel.set()
+                    return "interrupted"
         finally:
             # Leaves still in flight after a cancel are abandoned, never staged.
             pool.shutdown(wait=not self._cancel.is_set(), cancel_futures=True)

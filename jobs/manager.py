@@ -19,11 +19,11 @@ from rq.serializers import JSONSerializer
 from jobs import keys, queues, records, store
 from jobs.config import Settings
 from jobs.connection import connect
-from jobs.errors import TaskNotFoundError, TaskStateError, TaskTimeoutError, ValidationError
+from jobs.errors import TaskCreationError, TaskNotFoundError, TaskStateError, TaskTimeoutError, ValidationError
 from jobs.provinces import resolve_province
 from jobs.records import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
 from jobs.redis_values import as_texts
-from jobs.refresh import PLAN_FUNC, end_province, plan_job_options
+from jobs.refresh import BY_USER, PLAN_FUNC, end_province, plan_job_options
 from jobs.upstream import spec_from_settings
 from jobs.upstream.base import Region
 
@@ -53,18 +53,33 @@ class SyncTaskManager:
 
     def _create(self, kind: str, label: str, query: str | None, provinces: list[Region] | None) -> str:
         task_id = records.new_task_id()
-        record = records.new_record(task_id, kind, label, query, self.upstream)
+        record = records.new_record(task_id, kind, label, query, self.upstream, self.settings.task_timeout)
         if provinces is not None:
             record["provinces"] = json.dumps(provinces, ensure_ascii=False)
-        options = plan_job_options(task_id, 1, self.settings)
-        # One transaction: the record, its indexes and the job exist together or not at all.
+        options = plan_job_options(task_id, self.settings)
+        pending = keys.tasks_with_status(PENDING)
+        # One transaction: the record, its indexes and the job exist together or not at all, and
+        # only while fewer than REFRESHQ_MAX_PENDING tasks wait (WATCH makes the check exact).
         with self.conn.pipeline() as pipe:
-            pipe.multi()  # RQ joins an explicit transaction instead of starting its own
-            records.add_record(pipe, record)
-            queues.queue(self.conn, queues.REFRESH).enqueue_call(PLAN_FUNC, args=[task_id], pipeline=pipe, **options)
-            pipe.sadd(keys.task_jobs(task_id), options["job_id"])
-            pipe.execute()
-        return task_id
+            while True:
+                try:
+                    pipe.watch(pending)  # type: ignore[no-untyped-call]
+                    waiting = int(pipe.zcard(pending))
+                    if waiting >= self.settings.max_pending:
+                        raise TaskCreationError(
+                            f"任务队列已满: {waiting} tasks are pending (REFRESHQ_MAX_PENDING="
+                            f"{self.settings.max_pending}); try again when some have started"
+                        )
+                    pipe.multi()  # RQ joins this transaction instead of starting its own
+                    records.add_record(pipe, record)
+                    queues.queue(self.conn, queues.REFRESH).enqueue_call(
+                        PLAN_FUNC, args=[task_id], pipeline=pipe, **options
+                    )
+                    pipe.sadd(keys.task_jobs(task_id), options["job_id"])
+                    pipe.execute()
+                    return task_id
+                except redis.WatchError:
+                    continue
 
     def get_task_status(self, task_id: str) -> dict[str, Any]:
         return records.status_dict(self.conn, task_id)
@@ -104,11 +119,12 @@ class SyncTaskManager:
         status = records.load_raw(self.conn, task_id)["status"]
         if status in TERMINAL:
             return False
-        self.conn.set(keys.task_cancel(task_id), records.now_iso())
+        self.conn.set(keys.task_cancel(task_id), BY_USER)
         # A pending task ends here; a running one ends when its last province job sees the flag.
-        records.transition(
+        if records.transition(
             self.conn, task_id, (PENDING,), CANCELLED, {"finished_at": records.now_iso(), "current_step": "已取消"}
-        )
+        ):
+            self.conn.zrem(keys.TASKS_WAITING, task_id)
         self._cancel_queued_jobs(task_id)
         return True
 
@@ -136,10 +152,11 @@ class SyncTaskManager:
             "attempt": str(attempt), "current_step": "等待继续执行", "error_message": "", "finished_at": "",
         }):
             raise TaskStateError(f"task {task_id} changed status while resuming; try again")
-        options = plan_job_options(task_id, attempt, self.settings)
+        options = plan_job_options(task_id, self.settings, f"-r{attempt}")
         with self.conn.pipeline() as pipe:
             pipe.multi()
             pipe.delete(keys.task_cancel(task_id), keys.task_failed_regions(task_id))
+            pipe.hset(keys.task(task_id), "retry", "")
             if unfinished:
                 pipe.hdel(ended_key, *unfinished)
             queues.queue(self.conn, queues.REFRESH).enqueue_call(PLAN_FUNC, args=[task_id], pipeline=pipe, **options)

@@ -39,7 +39,9 @@ def new_task_id() -> str:
     return f"task_{datetime.now(UTC):%Y%m%d_%H%M%S}_{secrets.token_hex(3)}"
 
 
-def new_record(task_id: str, kind: str, label: str, query: str | None, upstream: dict[str, Any]) -> dict[str, str]:
+def new_record(
+    task_id: str, kind: str, label: str, query: str | None, upstream: dict[str, Any], timeout: int = 7200
+) -> dict[str, str]:
     now = datetime.now(UTC)
     return {
         "task_id": task_id,
@@ -54,6 +56,7 @@ def new_record(task_id: str, kind: str, label: str, query: str | None, upstream:
         "updated_at": now.isoformat(timespec="seconds"),
         "upstream": json.dumps(upstream, ensure_ascii=False),
         "attempt": "1",
+        "timeout_seconds": str(timeout),
     }
 
 
@@ -121,6 +124,8 @@ def _to_status(raw: dict[bytes, bytes], stats: dict[bytes, bytes], failed: dict[
         "statistics": Counters.from_hash(as_text_map(stats)).statistics(),
         "failed_regions": [{"code": as_text(k), **json.loads(v)} for k, v in sorted(failed.items())],
         "attempt": int(r.get("attempt", "1")),
+        "retry": json.loads(r["retry"]) if r.get("retry") else None,
+        "soft_limit_exceeded_at": r.get("soft_limit_exceeded_at") or None,
     }
 
 

@@ -4,18 +4,20 @@ A task fans out into one RQ job per province on the `refresh` queue, so every wo
 machine) helps. Each province job walks its region tree once (kept in Redis), fetches the
 hospitals of every leaf not yet in the checkpoint, stages each leaf in one transaction together
 with its checkpoint entry, and publishes the province when all its leaves are in. The job that
-ends the last province finishes the task.
+ends the last province finishes the task. Failed jobs are retried by the scheduler's sweeper
+(jobs.retries), not by RQ's `Retry`, so that failures are classified and backed off.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq import get_current_job
-from rq.job import Callback, Job, JobStatus, Retry
+from rq.job import Job, JobStatus, Retry
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues, records, store
@@ -23,69 +25,90 @@ from jobs.config import Settings
 from jobs.errors import PermanentUpstreamError, TaskExecutionError
 from jobs.leaves import LeafRunner
 from jobs.records import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED
-from jobs.redis_values import as_text_map, as_texts
+from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.scripts import Scripts
 from jobs.upstream import build_upstream
-from jobs.upstream.base import Region
+from jobs.upstream.base import Region, Upstream
 from jobs.walk import walk_province
+from workers.limits import UpstreamGate
 
 log = logging.getLogger("refreshq.refresh")
 
 PLAN_FUNC = "jobs.refresh.plan_task"
 PROVINCE_FUNC = "jobs.refresh.refresh_province"
-# A crashed or failed province job runs again (from its checkpoint) this many times.
-PROVINCE_RETRIES = 3
 RESULT_TTL = 7 * 24 * 3600
+# Cancel-flag values: why a task was asked to stop.
+BY_USER, BY_TIMEOUT = "user", "timeout"
+# A job interrupted by a warm shutdown goes back to the queue at once, however often that happens.
+_REQUEUE = Retry(max=10_000)
 
 
-def plan_job_options(task_id: str, attempt: int, settings: Settings) -> dict[str, Any]:
-    """How the plan job of an attempt is enqueued (shared by create and resume)."""
+def plan_job_options(task_id: str, settings: Settings, nonce: str = "") -> dict[str, Any]:
+    """How a task's plan job is enqueued (by create, resume and the admission of waiting tasks)."""
     return {
-        "job_id": f"{task_id}-plan-{attempt}",
+        "job_id": f"{task_id}-plan{nonce}",
         "timeout": settings.task_timeout,
         "result_ttl": RESULT_TTL,
         "failure_ttl": RESULT_TTL,
-        "retry": Retry(max=PROVINCE_RETRIES),
-        "on_failure": Callback("jobs.refresh.on_plan_job_failed"),
         "description": f"refresh {task_id}: plan",
     }
 
 
-def _conn() -> redis.Redis:
+def _context() -> tuple[redis.Redis, Settings, Job]:
     job = get_current_job()
-    assert job is not None, "refresh functions run inside an RQ job"
-    return job.connection
+    if job is None:
+        raise TaskExecutionError("refresh functions run inside an RQ job")
+    return job.connection, Settings.from_env(), job
+
+
+def _upstream(conn: redis.Redis, record: dict[str, str], settings: Settings) -> Upstream:
+    gate = UpstreamGate(conn, settings.upstream_concurrency, settings.upstream_rps)
+    return build_upstream(json.loads(record["upstream"]), settings, request_gate=gate)
 
 
 def plan_task(task_id: str) -> dict[str, Any]:
-    """List the provinces of the task and enqueue one job per province not yet finished."""
-    conn, settings = _conn(), Settings.from_env()
+    """Admit the task (within the global limit), list its provinces and enqueue their jobs."""
+    conn, settings, _job = _context()
     record = records.load_raw(conn, task_id)
     if record["status"] not in (PENDING, RUNNING):
         return {"skipped": record["status"]}
-    fields = {"current_step": "正在获取省份列表"}
-    if not record.get("started_at"):
-        fields["started_at"] = records.now_iso()
-    records.transition(conn, task_id, (PENDING, RUNNING), RUNNING, fields)
     if conn.exists(keys.task_cancel(task_id)):
-        finish_task(conn, task_id)
         return {"cancelled": True}
-    provinces = _provinces_of(record, settings)
+    started = _start(conn, task_id, record, settings)
+    if started != "OK":
+        return {"waiting": started}
+    provinces = _provinces_of(conn, record, settings)
     conn.hset(keys.task(task_id), "provinces", json.dumps(provinces, ensure_ascii=False))
     conn.hset(keys.task_stats(task_id), "provinces_total", len(provinces))
     ended = set(as_texts(conn.hkeys(keys.task_provinces_ended(task_id))))
     todo = [p for p in provinces if p["code"] not in ended]
-    _enqueue_provinces(conn, task_id, int(record.get("attempt", "1")), todo, settings)
+    _enqueue_provinces(conn, task_id, record.get("attempt", "1"), todo, settings)
     if not todo:
         finish_task(conn, task_id)
     return {"provinces": len(provinces), "enqueued": len(todo)}
 
 
-def _provinces_of(record: dict[str, str], settings: Settings) -> list[Region]:
+def _start(conn: redis.Redis, task_id: str, record: dict[str, str], settings: Settings) -> str:
+    now = datetime.now(UTC)
+    fields = {"current_step": "正在获取省份列表", "attempt_started_at": now.isoformat(timespec="seconds")}
+    if not record.get("started_at"):
+        fields["started_at"] = fields["attempt_started_at"]
+    args: list[Any] = [settings.max_concurrent_tasks, fields["attempt_started_at"], now.timestamp(), keys.PREFIX]
+    for name, value in fields.items():
+        args += [name, value]
+    outcome = as_text(Scripts(conn).start(keys=[keys.task(task_id), keys.TASKS_WAITING], args=args))
+    if outcome == "WAIT":
+        position = conn.zrank(keys.TASKS_WAITING, task_id)
+        place = position + 1 if isinstance(position, int) else 1
+        conn.hset(keys.task(task_id), "current_step", f"排队等待执行（第 {place} 位）")
+    return outcome
+
+
+def _provinces_of(conn: redis.Redis, record: dict[str, str], settings: Settings) -> list[Region]:
     if record.get("provinces"):
         planned: list[Region] = json.loads(record["provinces"])
         return planned
-    upstream = build_upstream(json.loads(record["upstream"]), settings)
+    upstream = _upstream(conn, record, settings)
     try:
         return upstream.provinces()
     finally:
@@ -93,26 +116,19 @@ def _provinces_of(record: dict[str, str], settings: Settings) -> list[Region]:
 
 
 def _enqueue_provinces(
-    conn: redis.Redis, task_id: str, attempt: int, provinces: list[Region], settings: Settings
+    conn: redis.Redis, task_id: str, attempt: str, provinces: list[Region], settings: Settings
 ) -> None:
     queue = queues.queue(conn, queues.REFRESH)
     with conn.pipeline() as pipe:
-        pipe.multi()
+        pipe.multi()  # RQ joins an explicit transaction instead of starting its own
         for province in provinces:
             job_id = f"{task_id}-p{province['code']}-{attempt}"
             if _is_live(conn, job_id):
                 continue  # this plan job is itself a re-run; the province job is already on its way
             queue.enqueue_call(
-                PROVINCE_FUNC,
-                args=[task_id, province["code"]],
-                job_id=job_id,
-                timeout=settings.task_timeout,
-                result_ttl=RESULT_TTL,
-                failure_ttl=RESULT_TTL,
-                retry=Retry(max=PROVINCE_RETRIES),
-                on_failure=Callback("jobs.refresh.on_province_job_failed"),
-                description=f"refresh {task_id}: {province['name']}",
-                pipeline=pipe,
+                PROVINCE_FUNC, args=[task_id, province["code"]], job_id=job_id, timeout=settings.task_timeout,
+                result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
+                description=f"refresh {task_id}: {province['name']}", pipeline=pipe,
             )
             pipe.sadd(keys.task_jobs(task_id), job_id)
         pipe.execute()
@@ -126,35 +142,41 @@ def _is_live(conn: redis.Redis, job_id: str) -> bool:
     return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
-def refresh_province(task_id: str, province_code: str) -> dict[str, Any]:
+def refresh_province(task_id: str, province_code: str) -> dict[str, Any] | Retry:
     """Refresh one province of a task from its checkpoint; publish it when every leaf is in."""
-    conn, settings = _conn(), Settings.from_env()
+    conn, settings, job = _context()
     record = records.load_raw(conn, task_id)
     province = _find_province(record, province_code)
-    if record["status"] != RUNNING or conn.exists(keys.task_cancel(task_id)):
-        end_province(conn, task_id, province_code, "cancelled")
-        return {"province": province_code, "outcome": "cancelled"}
-    upstream = build_upstream(json.loads(record["upstream"]), settings)
+    if conn.exists(keys.task_cancel(task_id)) or record["status"] not in (PENDING, RUNNING):
+        return _ended(conn, task_id, province_code, "cancelled")
+    # A job retried after its task went PENDING (waiting for that retry) runs the task again.
+    records.transition(conn, task_id, (PENDING,), RUNNING, {"current_step": f"正在处理：{province['name']}"})
+    upstream = _upstream(conn, record, settings)
     try:
         leaves, refused = walk_province(conn, task_id, province, upstream, settings.upstream_concurrency)
-        runner = LeafRunner(conn, task_id, record.get("kind", "full"), province, upstream, get_current_job())
+        runner = LeafRunner(conn, task_id, record.get("kind", "full"), province, upstream, job)
         outcome = runner.run(leaves, settings.upstream_concurrency)
     except PermanentUpstreamError as exc:
         _record_failed_region(conn, task_id, province, str(exc))
-        end_province(conn, task_id, province_code, f"failed: {exc}")
-        return {"province": province_code, "outcome": "failed"}
+        return _ended(conn, task_id, province_code, f"failed: {exc}")
     finally:
         upstream.close()
     if outcome == "cancelled":
-        end_province(conn, task_id, province_code, "cancelled")
-        return {"province": province_code, "outcome": "cancelled"}
+        return _ended(conn, task_id, province_code, "cancelled")
+    if outcome == "interrupted":
+        log.info("refresh: %s of %s checkpointed for a warm shutdown; requeued", province_code, task_id)
+        return _REQUEUE
     refused += runner.failed_leaves
     if refused:
-        end_province(conn, task_id, province_code, f"failed: {refused} regions refused by the upstream")
-        return {"province": province_code, "outcome": "failed"}
+        return _ended(conn, task_id, province_code, f"failed: {refused} regions refused by the upstream")
     count = store.publish(conn, province_code, task_id, province["name"])
     end_province(conn, task_id, province_code, "published", published=True)
     return {"province": province_code, "outcome": "published", "records": count}
+
+
+def _ended(conn: redis.Redis, task_id: str, code: str, outcome: str) -> dict[str, Any]:
+    end_province(conn, task_id, code, outcome)
+    return {"province": code, "outcome": outcome}
 
 
 def _find_province(record: dict[str, str], code: str) -> Region:
@@ -171,8 +193,7 @@ def _record_failed_region(conn: redis.Redis, task_id: str, region: Region, error
 
 def end_province(conn: redis.Redis, task_id: str, code: str, outcome: str, published: bool = False) -> None:
     """Record, once, how a province's part ended; the last one to end finishes the task."""
-    scripts = Scripts(conn)
-    ended = scripts.province_ended(
+    ended = Scripts(conn).province_ended(
         keys=[keys.task_provinces_ended(task_id), keys.task_stats(task_id)],
         args=[code, outcome, "1" if published else "0"],
     )
@@ -182,47 +203,55 @@ def end_province(conn: redis.Redis, task_id: str, code: str, outcome: str, publi
 
 
 def finish_task(conn: redis.Redis, task_id: str) -> None:
-    """Give the task its final status from how its provinces ended."""
+    """Give the task its final status from how its provinces ended, then admit a waiting task."""
     outcomes = as_text_map(conn.hgetall(keys.task_provinces_ended(task_id)))
     now = records.now_iso()
-    if conn.exists(keys.task_cancel(task_id)) or "cancelled" in outcomes.values():
-        records.transition(conn, task_id, (RUNNING,), CANCELLED, {"finished_at": now, "current_step": "已取消"})
-        return
-    failed = {code: o for code, o in outcomes.items() if o.startswith("failed")}
-    if failed:
+    reason = conn.get(keys.task_cancel(task_id))
+    active = (PENDING, RUNNING)
+    if reason is not None and as_text(reason) == BY_TIMEOUT:
+        limit = conn.hget(keys.task(task_id), "timeout_seconds")
+        message = f"TaskTimeoutError: the task ran past its time limit of {as_text(limit or b'?')} s"
+        records.transition(conn, task_id, active, FAILED,
+                           {"finished_at": now, "error_message": message, "current_step": "任务超时"})
+    elif reason is not None or "cancelled" in outcomes.values():
+        records.transition(conn, task_id, active, CANCELLED, {"finished_at": now, "current_step": "已取消"})
+    elif failed := {code: o for code, o in outcomes.items() if o.startswith("failed")}:
         message = f"{len(failed)} of {len(outcomes)} provinces failed: " + "; ".join(
             f"{code} {o.removeprefix('failed: ')}" for code, o in sorted(failed.items())
         )
-        records.transition(
-            conn, task_id, (RUNNING,), FAILED,
-            {"finished_at": now, "error_message": message[:2000], "current_step": "刷新失败"},
-        )
-        return
-    stats = conn.hgetall(keys.task_stats(task_id))
+        records.transition(conn, task_id, active, FAILED,
+                           {"finished_at": now, "error_message": message[:2000], "current_step": "刷新失败"})
+    else:
+        _succeed(conn, task_id, outcomes, now)
+    admit_waiting(conn)
+
+
+def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str) -> None:
+    stats = as_text_map(conn.hgetall(keys.task_stats(task_id)))
     result = {
         "provinces": len(outcomes),
-        "hospitals": int(stats.get(b"hospitals_found", 0)),
-        "leaves": int(stats.get(b"leaves_done", 0)),
+        "hospitals": int(stats.get("hospitals_found", 0)),
+        "leaves": int(stats.get("leaves_done", 0)),
     }
     records.transition(
         conn, task_id, (RUNNING,), SUCCEEDED,
-        {"finished_at": now, "progress": "100", "current_step": "刷新完成", "result": json.dumps(result)},
+        {"finished_at": now, "progress": "100", "current_step": "刷新完成", "result": json.dumps(result),
+         "retry": ""},
     )
 
 
-def on_province_job_failed(job: Job, connection: redis.Redis, exc_type: type, exc: BaseException, tb: Any) -> None:
-    """RQ failure callback: once a province job has no retries left, its province has failed."""
-    if job.retries_left:
-        return  # RQ runs it again; the checkpoint keeps what was done
-    task_id, code = job.args[0], job.args[1]
-    end_province(connection, task_id, code, f"failed: {type(exc).__name__}: {exc}"[:500])
-
-
-def on_plan_job_failed(job: Job, connection: redis.Redis, exc_type: type, exc: BaseException, tb: Any) -> None:
-    """RQ failure callback: a plan job out of retries fails its task."""
-    if job.retries_left:
-        return
-    records.transition(
-        connection, job.args[0], (PENDING, RUNNING), FAILED,
-        {"finished_at": records.now_iso(), "error_message": f"{type(exc).__name__}: {exc}"[:2000]},
-    )
+def admit_waiting(conn: redis.Redis, settings: Settings | None = None) -> int:
+    """Enqueue the plan job of the first waiting task if a running slot is free; return how many."""
+    settings = settings or Settings.from_env()
+    head = conn.zrange(keys.TASKS_WAITING, 0, 0)
+    if not head or conn.zcard(keys.tasks_with_status(RUNNING)) >= settings.max_concurrent_tasks:
+        return 0
+    task_id = as_text(head[0])
+    nonce = f"-w{int(datetime.now(UTC).timestamp() * 1000)}"
+    options = plan_job_options(task_id, settings, nonce)
+    # At most one nudge per waiting task every few seconds; its plan job admits it (or not) atomically.
+    if not conn.set(keys.task_admission(task_id), "1", nx=True, ex=5):
+        return 0
+    queues.queue(conn, queues.REFRESH).enqueue_call(PLAN_FUNC, args=[task_id], **options)
+    conn.sadd(keys.task_jobs(task_id), options["job_id"])
+    return 1

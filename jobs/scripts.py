@@ -23,6 +23,52 @@ redis.call('ZADD', ARGV[5] .. 'tasks:updated', ARGV[4], id)
 return 'OK'
 """
 
+# Start (or keep running) a task within the global limit on running tasks, first come first served.
+# KEYS: record, waiting zset. ARGV: limit, updated_at, now, prefix, field, value, ...
+# Returns "OK" (running), "WAIT" (no slot yet: queued in order), or the status when it cannot start.
+START = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return false end
+if current == 'RUNNING' then return 'OK' end
+if current ~= 'PENDING' then return current end
+local id = redis.call('HGET', KEYS[1], 'task_id')
+local created = redis.call('HGET', KEYS[1], 'created_ts')
+local running = ARGV[4] .. 'tasks:status:RUNNING'
+local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+if redis.call('ZCARD', running) >= tonumber(ARGV[1]) or (head and head ~= id) then
+  redis.call('ZADD', KEYS[2], 'NX', created, id)
+  return 'WAIT'
+end
+redis.call('ZREM', KEYS[2], id)
+redis.call('HSET', KEYS[1], 'status', 'RUNNING', 'updated_at', ARGV[2])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZREM', ARGV[4] .. 'tasks:status:PENDING', id)
+redis.call('ZREM', ARGV[4] .. 'tasks:status:PENDING:updated', id)
+redis.call('ZADD', running, created, id)
+redis.call('ZADD', running .. ':updated', ARGV[3], id)
+redis.call('ZADD', ARGV[4] .. 'tasks:updated', ARGV[3], id)
+return 'OK'
+"""
+
+# Take a lease on one upstream request within the global in-flight and per-second limits.
+# KEYS: in-flight zset, recent-starts zset. ARGV: token, concurrency (0 = none), rps (0 = none), lease s.
+# Redis' own clock is used so that workers on different machines agree. Returns 1 or 0.
+UPSTREAM_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if tonumber(ARGV[2]) > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  -- a slightly wider window than one second absorbs the jitter between here and the upstream
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 1.05)
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  redis.call('EXPIRE', KEYS[2], 5)
+end
+if tonumber(ARGV[2]) > 0 then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1]) end
+return 1
+"""
+
 # Record progress of a running task; progress only ever grows.
 # KEYS: record. ARGV: progress, current_step, updated_at, now, eta, prefix.
 PROGRESS = """
@@ -60,6 +106,8 @@ class Scripts:
 
     def __init__(self, conn: redis.Redis) -> None:
         self.transition = conn.register_script(TRANSITION)
+        self.start = conn.register_script(START)
+        self.upstream_lease = conn.register_script(UPSTREAM_LEASE)
         self.progress = conn.register_script(PROGRESS)
         self.count_once = conn.register_script(COUNT_ONCE)
         self.province_ended = conn.register_script(PROVINCE_ENDED)

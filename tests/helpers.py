@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import redis
 
-from jobs import queues
+from jobs import queues, store
 from jobs.manager import SyncTaskManager
+from jobs.upstream.base import Region
+from jobs.upstream.sample import SampleDirectory
 from tests.conftest import REFRESHQ, REPO
 from workers import build_worker
 
@@ -75,3 +79,61 @@ def horse_pids(worker_pid: int) -> list[int]:
     except OSError:
         return []
     return [int(c) for c in children]
+
+
+def exported(conn: redis.Redis, province: str | None = None) -> list[dict[str, Any]]:
+    """The published records (of one province, or all) as `refreshq data export --format jsonl` writes them."""
+    out = io.StringIO()
+    store.export(conn, out, "jsonl", [province] if province else None)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def province_hospitals(directory: SampleDirectory, prefix: str) -> list[dict[str, Any]]:
+    """The hospitals of the sample whose region code starts with `prefix` (e.g. "11" for 北京)."""
+    return [h for h in directory.all_hospitals() if str(h["region_code"]).startswith(prefix)]
+
+
+class RefusingDirectory(SampleDirectory):
+    """The sample directory with some regions gone: served over HTTP, they answer 404."""
+
+    def __init__(self, scale: int, refused: Iterable[str]) -> None:
+        super().__init__(scale)
+        self.refused = frozenset(refused)
+
+    def find_region(self, code: str) -> Region | None:
+        return None if code in self.refused else super().find_region(code)
+
+
+def _inflated(value: bytes) -> bytes:
+    try:
+        return zlib.decompress(value)
+    except zlib.error:
+        return b""
+
+
+def redis_keys_holding(conn: redis.Redis, needle: str) -> list[str]:
+    """Every key whose name or any value (zlib-compressed ones, such as RQ's job data, inflated) holds `needle`."""
+    wanted = needle.encode()
+    found: list[str] = []
+    for key in conn.scan_iter(count=1000):
+        kind = conn.type(key)
+        values: list[bytes]
+        if kind == b"string":
+            values = [conn.get(key) or b""]
+        elif kind == b"hash":
+            values = [part for pair in conn.hgetall(key).items() for part in pair]
+        elif kind == b"list":
+            values = list(conn.lrange(key, 0, -1))
+        elif kind == b"set":
+            values = list(conn.smembers(key))
+        elif kind == b"zset":
+            values = list(conn.zrange(key, 0, -1))
+        elif kind == b"stream":
+            values = [part for _id, fields in conn.xrange(key) for pair in fields.items() for part in pair]
+        elif kind == b"none":
+            continue  # expired since the scan
+        else:
+            raise AssertionError(f"key {key!r} has a type this scan cannot read: {kind!r}")
+        if any(wanted in value or wanted in _inflated(value) for value in [key, *values]):
+            found.append(key.decode(errors="replace"))
+    return found

@@ -11,3 +11,23 @@ def add(a: int, b: int) -> int:
 
 def describe(payload: dict[str, Any]) -> dict[str, Any]:
     return {"keys": sorted(payload), "size": len(payload)}
+
+
+def flaky(key: str) -> str:
+    """Fails with a transient upstream error until the Redis key `key` exists."""
+    from rq import get_current_job
+
+    from jobs.errors import TransientUpstreamError
+
+    job = get_current_job()
+    assert job is not None
+    if not job.connection.exists(key):
+        raise TransientUpstreamError("upstream answered 503")
+    return "ok"
+
+
+def broken() -> None:
+    """Fails with a permanent error."""
+    from jobs.errors import ValidationError
+
+    raise ValidationError("bad input")

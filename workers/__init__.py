@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 
 import redis
@@ -10,6 +11,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs import queues as queue_names
+from jobs import shutdown
 from jobs.errors import ValidationError
 
 # Seconds between the worker's heartbeats while a job runs.
@@ -21,10 +23,20 @@ HEARTBEAT_GRACE = 10
 
 
 class RefreshqWorker(Worker):
-    """A forking RQ worker whose jobs are declared abandoned soon after their worker dies."""
+    """A forking RQ worker whose jobs are declared abandoned soon after their worker dies, and whose
+    warm shutdown (SIGTERM) asks the running job to checkpoint and requeue instead of waiting for it."""
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return int(self.job_monitoring_interval) + HEARTBEAT_GRACE
+
+    def setup_work_horse_signals(self) -> None:
+        shutdown.install_horse_handlers()
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        if self.horse_pid:
+            self.log.info("Worker %s: asking job in work-horse %s to checkpoint and requeue", self.name, self.horse_pid)
+            self.kill_horse(sig=signal.SIGTERM)
 
 
 def build_worker(

@@ -11,7 +11,7 @@ from typing import Any
 
 from jobs.config import HTTP_SCHEMES, Settings
 from jobs.errors import ValidationError
-from jobs.upstream.base import Upstream
+from jobs.upstream.base import RequestGate, Upstream
 
 __all__ = ["Upstream", "build_upstream", "spec_from_settings"]
 
@@ -35,7 +35,7 @@ def _url(spec: dict[str, Any], key: str) -> str:
     return value
 
 
-def build_upstream(spec: dict[str, Any], settings: Settings) -> Upstream:
+def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: RequestGate | None = None) -> Upstream:
     """The Upstream a task's spec describes; ValidationError if the spec is not a valid one."""
     kind = spec.get("kind")
     if kind == "sample":
@@ -49,7 +49,12 @@ def build_upstream(spec: dict[str, Any], settings: Settings) -> Upstream:
         from jobs.upstream.http import HttpDirectoryClient
 
         return HttpDirectoryClient(
-            _url(spec, "url"), token=settings.upstream_token, concurrency=settings.upstream_concurrency
+            _url(spec, "url"),
+            token=settings.upstream_token,
+            concurrency=settings.upstream_concurrency,
+            timeout=settings.upstream_timeout,
+            max_attempts=settings.upstream_attempts,
+            request_gate=request_gate,
         )
     if kind == "llm":
         from jobs.upstream.llm import LLMClient
@@ -62,5 +67,7 @@ def build_upstream(spec: dict[str, Any], settings: Settings) -> Upstream:
             api_key=settings.llm_api_key,
             model=model,
             concurrency=settings.upstream_concurrency,
+            timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
+            request_gate=request_gate,
         )
     raise ValidationError(f"unknown upstream kind {kind!r}: expected one of {', '.join(KINDS)}")

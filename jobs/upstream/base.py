@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypedDict
 
 LEVELS = ("province", "city", "district")
@@ -15,6 +16,9 @@ class Region(TypedDict):
     name: str
     level: str
 
+
+# Entered around every upstream request: where global limits plug in (see workers.limits).
+RequestGate = Callable[[], contextlib.AbstractContextManager[None]]
 
 # A hospital is kept as the upstream sent it (every field), so it stays a plain dict.
 Hospital = dict[str, Any]

@@ -15,11 +15,10 @@ import httpx
 
 from jobs.errors import PermanentUpstreamError, TransientUpstreamError
 from jobs.upstream import shapes
-from jobs.upstream.base import Hospital, Region
+from jobs.upstream.base import Hospital, Region, RequestGate
 from jobs.upstream.retry import Backoff, Sleep, call_with_retries
 
 T = TypeVar("T")
-RequestGate = Callable[[], contextlib.AbstractContextManager[None]]
 
 PAGE_SIZE = 500
 TRANSIENT_STATUSES = frozenset({408, 425, 429})

@@ -13,8 +13,8 @@ import httpx
 
 from jobs.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamError
 from jobs.upstream import llm_parse
-from jobs.upstream.base import Hospital, Region
-from jobs.upstream.http import Redactor, RequestGate, check_status, pooled_client
+from jobs.upstream.base import Hospital, Region, RequestGate
+from jobs.upstream.http import Redactor, check_status, pooled_client
 from jobs.upstream.retry import Backoff, Sleep, call_with_retries, exhausted
 from jobs.upstream.shapes import CHILD_LEVEL
 

@@ -1,0 +1,74 @@
+"""The dead-letter registry: jobs the retry sweeper gave up on, to list, inspect, retry or purge."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from jobs import keys, queues, records
+from jobs.errors import TaskNotFoundError
+from jobs.redis_values import as_text_map, as_texts
+
+
+def list_dead(conn: redis.Redis) -> list[dict[str, str]]:
+    ids = as_texts(conn.zrange(keys.DEAD_LETTER, 0, -1))
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hgetall(keys.dead_letter_entry(job_id))
+        return [as_text_map(raw) for raw in pipe.execute() if raw]
+
+
+def show_dead(conn: redis.Redis, job_id: str) -> dict[str, Any]:
+    entry = as_text_map(conn.hgetall(keys.dead_letter_entry(job_id)))
+    if not entry:
+        raise TaskNotFoundError(f"no dead job {job_id}")
+    detail: dict[str, Any] = dict(entry)
+    try:
+        job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+        result = job.latest_result()
+        detail["args"] = job.args
+        detail["traceback"] = getattr(result, "exc_string", None) if result is not None else None
+    except Exception:
+        detail["traceback"] = None
+    return detail
+
+
+def retry_dead(conn: redis.Redis, job_id: str) -> str:
+    """Run a dead job again; a refresh job resumes its task from the checkpoint. Returns what was done."""
+    entry = as_text_map(conn.hgetall(keys.dead_letter_entry(job_id)))
+    if not entry:
+        raise TaskNotFoundError(f"no dead job {job_id}")
+    task_id = entry.get("task_id")
+    if task_id:
+        from jobs.manager import SyncTaskManager  # the manager imports the refresh machinery
+
+        status = records.load_raw(conn, task_id)["status"]
+        if status in (records.FAILED, records.CANCELLED):
+            SyncTaskManager(conn=conn).resume_task(task_id)
+        outcome = f"resumed task {task_id} from its checkpoint"
+    else:
+        job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+        queues.queue(conn, job.origin).enqueue_job(job)
+        outcome = f"requeued {job_id} on {job.origin}"
+    _forget(conn, job_id)
+    return outcome
+
+
+def purge_dead(conn: redis.Redis) -> int:
+    ids = as_texts(conn.zrange(keys.DEAD_LETTER, 0, -1))
+    for job_id in ids:
+        with contextlib.suppress(Exception):  # the RQ job may have expired already
+            Job.fetch(job_id, connection=conn, serializer=JSONSerializer).delete()
+        _forget(conn, job_id)
+    return len(ids)
+
+
+def _forget(conn: redis.Redis, job_id: str) -> None:
+    with conn.pipeline() as pipe:
+        pipe.zrem(keys.DEAD_LETTER, job_id)
+        pipe.delete(keys.dead_letter_entry(job_id), keys.job_retry(job_id))
+        pipe.execute()

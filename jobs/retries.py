@@ -1,0 +1,210 @@
+"""The retry sweeper: RQ's failed-job registries drive retries, with backoff, into a dead-letter registry.
+
+RQ's own `Retry` re-enqueues blindly (and only on a worker); refreshq needs to tell a transient
+failure (an upstream error, a request timeout, a lost worker) from a permanent one (a validation
+error, an unknown region, a hard time limit) and from a job that was stopped on purpose, to back
+off exponentially, and to show the next retry on the task. So the scheduler sweeps the failed
+registries itself, and failures are classified from RQ's stored exception text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from jobs import keys, queues, records
+from jobs.config import Settings
+from jobs.redis_values import as_text_map
+
+log = logging.getLogger("refreshq.retries")
+
+TRANSIENT, PERMANENT, NEVER = "transient", "permanent", "never"
+
+# Exception names (as they appear in RQ's traceback text) by how a failure is treated.
+_TRANSIENT_NAMES = (
+    "TransientUpstreamError", "AbandonedJobError", "ConnectionError", "TimeoutError", "TimeoutException",
+    "ReadTimeout", "ConnectTimeout", "RemoteProtocolError", "BusyLoadingError", "OSError",
+)
+_NEVER_PATTERNS = ("stopped by user", "work-horse terminated", "TaskCancelled")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: base * factor**(attempt-1), capped, with jitter; `max_retries` retries."""
+
+    base: float = 1.0
+    factor: float = 2.0
+    cap: float = 60.0
+    max_retries: int = 3
+
+    def nominal(self, attempt: int) -> float:
+        return min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+
+    def delay(self, attempt: int) -> float:
+        return self.nominal(attempt) * random.uniform(0.8, 1.0)  # jitter spreads jobs that failed together
+
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.retry_base, settings.retry_factor, settings.retry_cap, settings.retry_max)
+
+
+# Per task type (the function a job runs, e.g. registered by named tasks); others get the default.
+POLICIES: dict[str, RetryPolicy] = {}
+
+
+def classify(exc_string: str) -> str:
+    """TRANSIENT, PERMANENT or NEVER, from the failure text RQ stored."""
+    if any(p in exc_string for p in _NEVER_PATTERNS):
+        return NEVER
+    last = _last_exception_line(exc_string)
+    if "JobTimeoutException" in last or "TaskTimeoutError" in last:
+        return PERMANENT  # a hard time limit is not retried
+    if any(name in last for name in _TRANSIENT_NAMES) or "AbandonedJobError" in exc_string:
+        return TRANSIENT
+    return PERMANENT
+
+
+def _last_exception_line(exc_string: str) -> str:
+    lines = [line for line in exc_string.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b", line.strip()):
+            return line.strip()
+    return lines[-1] if lines else ""
+
+
+def sweep_failed_jobs(conn: redis.Redis, default: RetryPolicy | None = None) -> int:
+    """One pass over the failed registries: retry what is due, dead-letter what is done. Returns moves."""
+    default = default or RetryPolicy()
+    moved = 0
+    for queue in queues.queues(conn):
+        registry = FailedJobRegistry(queue=queue)
+        for job_id in registry.get_job_ids():
+            try:
+                job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+            except Exception:
+                registry.remove(job_id)
+                continue
+            moved += _handle(conn, registry, job, default)
+    return moved
+
+
+def _handle(conn: redis.Redis, registry: FailedJobRegistry, job: Job, default: RetryPolicy) -> int:
+    state = as_text_map(conn.hgetall(keys.job_retry(job.id)))
+    failure_id = _failure_id(job)
+    if state.get("failure_id") != failure_id:  # a new failure: the first, or one after a retry
+        policy = POLICIES.get(job.func_name or "", default)
+        state = _record_failure(conn, job, failure_id, policy)
+    if state["decision"] == "dead":
+        _bury(conn, registry, job, state)
+        return 1
+    if float(state["next_retry_ts"]) <= datetime.now(UTC).timestamp():
+        registry.requeue(job)
+        conn.hset(keys.job_retry(job.id), "decision", "requeued")
+        _mark_task_retrying(conn, job, state, requeued=True)
+        log.info("retry: requeued %s (attempt %s)", job.id, state["attempt"])
+        return 1
+    return 0
+
+
+def _record_failure(conn: redis.Redis, job: Job, failure_id: str, policy: RetryPolicy) -> dict[str, str]:
+    error = _exc_string(job)
+    kind = classify(error)
+    attempt = int(conn.hget(keys.job_retry(job.id), "attempt") or 0) + 1
+    retry = kind == TRANSIENT and attempt <= policy.max_retries
+    next_ts = datetime.now(UTC).timestamp() + policy.delay(attempt) if retry else 0.0
+    state = {
+        "failure_id": failure_id, "kind": kind, "attempt": str(attempt), "max_retries": str(policy.max_retries),
+        "decision": "retry" if retry else "dead", "next_retry_ts": repr(next_ts),
+        "last_error": _summary(error),
+    }
+    conn.hset(keys.job_retry(job.id), mapping=state)  # type: ignore[arg-type]
+    conn.expire(keys.job_retry(job.id), 30 * 24 * 3600)
+    if retry:
+        _mark_task_retrying(conn, job, state, requeued=False)
+    return state
+
+
+def _summary(exc_string: str) -> str:
+    return _last_exception_line(exc_string)[:500]
+
+
+def _failure_id(job: Job) -> str:
+    """Identifies one failure of a job (RQ stores a result per execution)."""
+    result = job.latest_result()
+    if result is not None:
+        return str(result.id)
+    return str(job.ended_at or job.enqueued_at)
+
+
+def _exc_string(job: Job) -> str:
+    result = job.latest_result()
+    text = getattr(result, "exc_string", None) if result is not None else None
+    return str(text or job.exc_info or "unknown failure")
+
+
+def _mark_task_retrying(conn: redis.Redis, job: Job, state: dict[str, str], requeued: bool) -> None:
+    task_id = _task_of(job)
+    if task_id is None:
+        return
+    next_at = datetime.fromtimestamp(float(state["next_retry_ts"]), UTC).isoformat(timespec="seconds")
+    retry = {"attempt": int(state["attempt"]), "max_retries": int(state["max_retries"]),
+             "next_retry_at": None if requeued else next_at, "last_error": state["last_error"], "job_id": job.id}
+    conn.hset(keys.task(task_id), "retry", json.dumps(retry, ensure_ascii=False))
+    if not requeued and _waits_alone(conn, job, task_id):
+        # The whole task waits for its retry: what the reference design shows as FAILED -> PENDING.
+        records.transition(conn, task_id, (records.RUNNING,), records.PENDING,
+                           {"current_step": f"等待重试（第 {state['attempt']} 次）"})
+
+
+def _waits_alone(conn: redis.Redis, job: Job, task_id: str) -> bool:
+    """True when the failed job is all the task is doing (its plan, or a one-province task)."""
+    if job.func_name == "jobs.refresh.plan_task":
+        return True
+    return conn.hget(keys.task(task_id), "kind") == b"province"
+
+
+def _task_of(job: Job) -> str | None:
+    if (job.func_name or "").startswith("jobs.refresh.") and job.args:
+        return str(job.args[0])
+    return None
+
+
+def _bury(conn: redis.Redis, registry: FailedJobRegistry, job: Job, state: dict[str, str]) -> None:
+    """Move a job out of RQ's failed registry into refreshq's dead-letter registry, and end its part."""
+    entry = {
+        "job_id": job.id, "queue": job.origin, "func": job.func_name or "", "task_id": _task_of(job) or "",
+        "kind": state["kind"], "attempts": state["attempt"], "last_error": state["last_error"],
+        "buried_at": records.now_iso(),
+    }
+    with conn.pipeline() as pipe:
+        pipe.zadd(keys.DEAD_LETTER, {job.id: datetime.now(UTC).timestamp()})
+        pipe.hset(keys.dead_letter_entry(job.id), mapping=entry)  # type: ignore[arg-type]
+        pipe.execute()
+    registry.remove(job)
+    conn.hset(keys.job_retry(job.id), "decision", "buried")
+    log.warning("retry: %s is dead after %s attempt(s): %s", job.id, state["attempt"], state["last_error"])
+    _end_task_part(conn, job, state)
+
+
+def _end_task_part(conn: redis.Redis, job: Job, state: dict[str, str]) -> None:
+    from jobs.refresh import end_province  # the refresh module imports this one
+
+    task_id = _task_of(job)
+    if task_id is None:
+        return
+    message = f"{state['last_error']} (after {state['attempt']} attempt(s))"
+    if job.func_name == "jobs.refresh.refresh_province":
+        end_province(conn, task_id, str(job.args[1]), f"failed: {message}")
+    else:
+        records.transition(conn, task_id, (records.PENDING, records.RUNNING), records.FAILED,
+                           {"finished_at": records.now_iso(), "error_message": message[:2000]})

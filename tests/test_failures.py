@@ -1,0 +1,153 @@
+"""Retries driven by the failed-job registry: classification, backoff, dead letters, resuming from them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import redis
+from rq.job import JobStatus
+
+from jobs import dead_letters, keys, queues
+from jobs.config import Settings
+from jobs.manager import SyncTaskManager
+from jobs.redis_values import as_text_map
+from jobs.retries import NEVER, PERMANENT, TRANSIENT, RetryPolicy, classify, sweep_failed_jobs
+from jobs.upstream.serve import RunningUpstream, start_background
+from tests.conftest import run_cli
+from tests.faulty_upstream import FaultyProxy
+from tests.helpers import drain, wait_until
+
+FAST = RetryPolicy(base=0.2, factor=2, cap=0.5, max_retries=3)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Traceback ...\njobs.errors.TransientUpstreamError: GET /regions: 503", TRANSIENT),
+        ("Moved to FailedJobRegistry, due to AbandonedJobError, at 2026-11-22", TRANSIENT),
+        ("Traceback ...\nredis.exceptions.ConnectionError: Error 111", TRANSIENT),
+        ("Traceback ...\nhttpx.ReadTimeout: timed out", TRANSIENT),
+        ("Traceback ...\njobs.errors.ValidationError: bad input", PERMANENT),
+        ("Traceback ...\njobs.errors.PermanentUpstreamError: 404 for 999999", PERMANENT),
+        ("Traceback ...\nrq.timeouts.JobTimeoutException: Task exceeded maximum timeout value (5 seconds)", PERMANENT),
+        ("Traceback ...\nKeyError: 'x'", PERMANENT),
+        ("Job stopped by user, work-horse terminated.", NEVER),
+    ],
+)
+def test_failures_are_classified(text: str, kind: str) -> None:
+    assert classify(text) == kind
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    policy = RetryPolicy()  # the reference design: base 1 s, factor 2, cap 60 s, 3 retries
+    assert policy.max_retries == 3
+    for attempt, nominal in [(1, 1), (2, 2), (3, 4), (4, 8), (7, 60), (12, 60)]:
+        delays = [policy.delay(attempt) for _ in range(50)]
+        assert all(0.8 * nominal <= d <= nominal for d in delays)
+        assert len(set(delays)) > 1  # jitter
+
+
+def _failed_once(conn: redis.Redis, func: str, *args: str) -> str:
+    job = queues.queue(conn, queues.NORMAL).enqueue(func, *args)
+    drain(conn, [queues.NORMAL])
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    return str(job.id)
+
+
+def test_a_transient_failure_is_retried_after_its_backoff_then_buried(conn: redis.Redis) -> None:
+    job_id = _failed_once(conn, "tests.job_functions.flaky", "never-set")
+    registry = queues.queue(conn, queues.NORMAL).failed_job_registry
+    for attempt in (1, 2, 3):
+        before = datetime.now(UTC).timestamp()
+        assert sweep_failed_jobs(conn, FAST) == 0  # recorded, not yet due
+        state = as_text_map(conn.hgetall(keys.job_retry(job_id)))
+        assert (state["attempt"], state["decision"], state["kind"]) == (str(attempt), "retry", TRANSIENT)
+        delay = float(state["next_retry_ts"]) - before
+        assert 0.8 * FAST.nominal(attempt) - 0.05 <= delay <= FAST.nominal(attempt) + 0.05
+        assert "TransientUpstreamError" in state["last_error"]
+        wait_until(lambda: sweep_failed_jobs(conn, FAST) == 1, 5, 0.02, "the retry to fall due")
+        assert job_id not in registry.get_job_ids()
+        assert job_id in queues.queue(conn, queues.NORMAL).job_ids
+        drain(conn, [queues.NORMAL])
+    assert sweep_failed_jobs(conn, FAST) == 1  # the 4th failure: out of retries
+    assert job_id not in registry.get_job_ids()
+    [entry] = dead_letters.list_dead(conn)
+    assert entry["job_id"] == job_id
+    assert entry["attempts"] == "4"
+    assert entry["kind"] == TRANSIENT
+
+
+def test_a_permanent_failure_is_buried_at_once_and_can_be_retried(conn: redis.Redis, env: dict[str, str]) -> None:
+    job_id = _failed_once(conn, "tests.job_functions.broken")
+    assert sweep_failed_jobs(conn, FAST) == 1
+    [entry] = dead_letters.list_dead(conn)
+    assert (entry["job_id"], entry["kind"], entry["attempts"]) == (job_id, PERMANENT, "1")
+    shown = run_cli("failed", "show", job_id, env=env)
+    assert shown.returncode == 0
+    assert "ValidationError: bad input" in json.loads(shown.stdout)["traceback"]
+    listed = run_cli("failed", "list", "--json", env=env)
+    assert [e["job_id"] for e in json.loads(listed.stdout)] == [job_id]
+    retried = run_cli("failed", "retry", job_id, env=env)
+    assert retried.returncode == 0, retried.stderr
+    assert job_id in queues.queue(conn, queues.NORMAL).job_ids
+    assert dead_letters.list_dead(conn) == []
+    assert run_cli("failed", "retry", "nope", env=env).returncode == 1
+
+
+def test_purge_empties_the_dead_letter_registry(conn: redis.Redis, env: dict[str, str]) -> None:
+    _failed_once(conn, "tests.job_functions.broken")
+    sweep_failed_jobs(conn, FAST)
+    result = run_cli("failed", "purge", "--yes", env=env)
+    assert result.stdout.strip() == "purged 1 dead jobs"
+    assert dead_letters.list_dead(conn) == []
+
+
+@pytest.fixture
+def faulty() -> Iterator[tuple[RunningUpstream, FaultyProxy]]:
+    with start_background(3000) as upstream:
+        proxy = FaultyProxy(upstream.url)
+        yield upstream, proxy
+        proxy.close()
+
+
+def test_a_refresh_out_of_retries_fails_and_failed_retry_resumes_from_the_checkpoint(
+    conn: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+    faulty: tuple[RunningUpstream, FaultyProxy],
+) -> None:
+    monkeypatch.setenv("REFRESHQ_UPSTREAM_ATTEMPTS", "1")  # the client gives up at once: the sweeper retries
+    _upstream, proxy = faulty
+    manager = SyncTaskManager(Settings.from_env(), conn, upstream={"kind": "http", "url": proxy.url})
+    proxy.failing = {"440104"}  # 越秀区
+    task_id = manager.create_province_refresh_task("广东省")
+    drain(conn)
+    status = manager.get_task_status(task_id)
+    assert status["status"] == "RUNNING"
+    for attempt in (1, 2, 3):
+        sweep_failed_jobs(conn, FAST)
+        retrying = manager.get_task_status(task_id)
+        assert retrying["status"] == "PENDING"  # the automatic retry the reference design shows
+        assert retrying["retry"]["attempt"] == attempt
+        assert retrying["retry"]["next_retry_at"]
+        assert "503" in retrying["retry"]["last_error"]
+        wait_until(lambda: sweep_failed_jobs(conn, FAST) == 1, 5, 0.02, "the retry to fall due")
+        drain(conn)
+    sweep_failed_jobs(conn, FAST)
+    failed = manager.get_task_status(task_id)
+    assert failed["status"] == "FAILED", failed
+    assert "440000" in failed["error_message"]
+    [dead] = dead_letters.list_dead(conn)
+    assert dead["task_id"] == task_id
+    leaves_fetched = sum(n for path, n in proxy.paths.items() if path.endswith("/hospitals"))
+
+    proxy.failing = set()
+    proxy.paths.clear()
+    dead_letters.retry_dead(conn, dead["job_id"])
+    drain(conn)
+    final = manager.get_task_status(task_id)
+    assert final["status"] == "SUCCEEDED", final
+    # Only the leaf that never got in was fetched again.
+    assert [p for p in proxy.paths if p.endswith("/hospitals")] == ["/v1/regions/440104/hospitals"]
+    assert leaves_fetched > 100
