@@ -34,11 +34,11 @@ def enforce_time_limits(conn: redis.Redis) -> None:
             continue
         elapsed = (now - datetime.fromisoformat(started.decode())).total_seconds()
         limit = float(timeout)
-        if elapsed >= limit:
-            _hard_limit(conn, task_id, elapsed - limit)
-        elif elapsed >= SOFT_LIMIT_FRACTION * limit and not soft:
+        if elapsed >= SOFT_LIMIT_FRACTION * limit and not soft:
             conn.hsetnx(keys.task(task_id), "soft_limit_exceeded_at", records.now_iso())
             log.warning("time limit: task %s passed its soft limit (%.0f of %.0f s)", task_id, elapsed, limit)
+        if elapsed >= limit:
+            _hard_limit(conn, task_id, elapsed - limit)
 
 
 def _hard_limit(conn: redis.Redis, task_id: str, overdue: float) -> None:

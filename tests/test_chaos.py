@@ -1,0 +1,145 @@
+"""Chaos: a flaky upstream, workers killed with SIGKILL, the server itself killed; nothing lost or duplicated."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from jobs import store
+from jobs.config import Settings
+from jobs.connection import connect
+from jobs.manager import SyncTaskManager
+from jobs.server import EmbeddedServer
+from jobs.upstream.sample import SampleDirectory
+from jobs.upstream.serve import start_background
+from tests.conftest import REFRESHQ, REPO
+from tests.helpers import checksum, horse_pids, wait_until
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def _spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [REFRESHQ, *args], env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def _kill_worker(worker: subprocess.Popen[bytes]) -> None:
+    horses = horse_pids(worker.pid)
+    os.killpg(worker.pid, signal.SIGKILL)
+    for pid in horses:
+        with contextlib.suppress(ProcessLookupError):  # it may have died with its worker
+            os.kill(pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+
+
+class Fleet:
+    """Worker and scheduler processes, all killed at the end whatever happens."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.workers = [_spawn(env, "worker", "--queue", "refresh") for _ in range(2)]
+        self.scheduler = _spawn(env, "scheduler")
+
+    def replace_one_worker(self, rng: random.Random) -> None:
+        victim = rng.randrange(len(self.workers))
+        _kill_worker(self.workers[victim])
+        self.workers[victim] = _spawn(self.env, "worker", "--queue", "refresh")
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.scheduler]:
+            if proc.poll() is None:
+                _kill_worker(proc)
+
+
+def _exported(conn: redis.Redis) -> list[dict[str, object]]:
+    out = io.StringIO()
+    store.export(conn, out, "jsonl")
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+CHAOS_ENV = {
+    "REFRESHQ_UPSTREAM_TIMEOUT": "2",   # hanging requests are cut and retried
+    "REFRESHQ_RETRY_BASE": "0.2",       # the sweeper backs off quickly in a test
+    "REFRESHQ_RETRY_MAX": "10",
+}
+
+
+@pytest.fixture
+def chaos_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name, value in CHAOS_ENV.items():
+        monkeypatch.setenv(name, value)
+    return {**env, **CHAOS_ENV}
+
+
+def test_flaky_upstream_and_three_sigkills_end_with_exactly_the_upstream_data(
+    conn: redis.Redis, chaos_env: dict[str, str]
+) -> None:
+    scale = 20_000
+    rng = random.Random(7)
+    with start_background(
+        scale, latency_ms=5, fail_rate=0.05, rate_429=0.02, invalid_json_rate=0.02, hang_rate=0.002,
+        hang_seconds=5, seed=11,
+    ) as upstream:
+        manager = SyncTaskManager(Settings.from_env(), conn, upstream={"kind": "http", "url": upstream.url})
+        task_id = manager.create_full_refresh_task()
+        fleet = Fleet(chaos_env)
+        try:
+            for _ in range(3):
+                time.sleep(rng.uniform(1.5, 4.0))
+                fleet.replace_one_worker(rng)
+            final = wait_until(
+                lambda: (s := manager.get_task_status(task_id))["status"] in TERMINAL and s, 300, 0.2,
+                "the chaotic refresh to end",
+            )
+        finally:
+            fleet.stop()
+        faults = upstream.stats()
+    assert final["status"] == "SUCCEEDED", final
+    assert faults["total"] > 3000
+    assert final["statistics"]["hospitals_found"] == scale
+    assert checksum(_exported(conn)) == checksum(SampleDirectory(scale).all_hospitals())
+
+
+def test_killing_the_embedded_server_mid_refresh_loses_nothing(short_dir: Path, env: dict[str, str]) -> None:
+    server_env = {k: v for k, v in env.items() if k != "REDIS_URL"}
+    server_env["REFRESHQ_DATA_DIR"] = str(short_dir / "srv")
+    settings = Settings.from_env(server_env)
+    scale = 15_000
+    conn = connect(settings)
+    server = EmbeddedServer(settings.data_dir)
+    with start_background(scale, latency_ms=30) as upstream:
+        manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
+        task_id = manager.create_full_refresh_task()
+        fleet = Fleet(server_env)
+        try:
+            wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 20, 120, 0.1, "progress >= 20%")
+            time.sleep(1.2)  # what was written more than a second ago is on disk (appendfsync everysec)
+            pid = server.pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: server.pid() != pid and server.ping(), 60, 0.1, "the server to be restarted")
+            final = wait_until(
+                lambda: (s := manager.get_task_status(task_id))["status"] in TERMINAL and s, 240, 0.2,
+                "the refresh to end after the server restart",
+            )
+        finally:
+            fleet.stop()
+            conn.close()
+    try:
+        assert final["status"] == "SUCCEEDED", final
+        assert final["statistics"]["hospitals_found"] == scale
+        assert checksum(_exported(connect(settings))) == checksum(SampleDirectory(scale).all_hospitals())
+    finally:
+        server.stop()

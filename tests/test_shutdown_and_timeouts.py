@@ -1,0 +1,84 @@
+"""A worker's warm shutdown requeues its refresh from the checkpoint; the hard time limit fails a task."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from jobs import keys, queues, store
+from jobs.config import Settings
+from jobs.manager import SyncTaskManager
+from jobs.redis_values import as_texts
+from jobs.upstream.sample import SampleDirectory
+from jobs.upstream.serve import RunningUpstream, start_background
+from scheduler import Scheduler, default_duties
+from tests.helpers import checksum, wait_status, wait_until, worker_process
+
+SCALE = 12_000
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[RunningUpstream]:
+    with start_background(SCALE, latency_ms=40) as running:
+        yield running
+
+
+def test_sigterm_makes_the_running_refresh_checkpoint_and_requeue(
+    settings: Settings, conn: redis.Redis, env: dict[str, str], slow_upstream: RunningUpstream
+) -> None:
+    manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": slow_upstream.url})
+    task_id = manager.create_province_refresh_task("四川省")
+    with worker_process(env) as worker:
+        wait_until(lambda: int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0) >= 20, 60,
+                   what="some leaves staged")
+        os.kill(worker.pid, signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0  # promptly, not after the province is done
+    status = manager.get_task_status(task_id)
+    assert status["status"] == "RUNNING"
+    done_at_shutdown = int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
+    assert done_at_shutdown < int(conn.hget(keys.task_stats(task_id), "leaves_total") or 0)
+    [province_job] = [
+        Job.fetch(j, connection=conn, serializer=JSONSerializer)
+        for j in as_texts(conn.smembers(keys.task_jobs(task_id))) if "-p510000-" in j
+    ]
+    assert province_job.get_status() == JobStatus.QUEUED  # requeued, not failed
+    assert province_job.id in queues.queue(conn, queues.REFRESH).job_ids
+    with worker_process(env):
+        final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED"), timeout=120)
+    assert final["status"] == "SUCCEEDED"
+    out = io.StringIO()
+    store.export(conn, out, "jsonl", ["510000"])
+    expected = [h for h in SampleDirectory(SCALE).all_hospitals() if str(h["region_code"]).startswith("51")]
+    assert checksum(json.loads(x) for x in out.getvalue().splitlines()) == checksum(expected)
+
+
+def test_the_hard_time_limit_fails_the_task_and_the_soft_one_is_recorded(
+    conn: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, slow_upstream: RunningUpstream
+) -> None:
+    monkeypatch.setenv("REFRESHQ_TASK_TIMEOUT", "3")
+    settings = Settings.from_env()
+    manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": slow_upstream.url})
+    task_id = manager.create_full_refresh_task()
+    scheduler = Scheduler(conn, default_duties(settings), tick=0.2)
+    thread = threading.Thread(target=scheduler.run)
+    thread.start()
+    try:
+        with worker_process(env):
+            final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=60)
+    finally:
+        scheduler.stop()
+        thread.join()
+    assert final["status"] == "FAILED"
+    assert final["error_message"].startswith("TaskTimeoutError")
+    assert "3 s" in final["error_message"]
+    assert final["soft_limit_exceeded_at"] is not None
+    assert final["statistics"]["hospitals_found"] < SCALE
