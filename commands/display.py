@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -18,6 +19,12 @@ MAX_PROVINCE_ROWS = 10
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * filled + "░" * (width - filled)
+
+
+def pad(text: str, width: int) -> str:
+    """Left-justify by terminal columns: CJK characters take two."""
+    used = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - used)
 
 
 def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]:
@@ -47,7 +54,7 @@ def _province_rows(provinces: list[dict[str, Any]]) -> list[str]:
         total = p["leaves_total"]
         fraction = 1.0 if p["outcome"] == "published" else (p["leaves_done"] / total if total else 0.0)
         label = p["outcome"] or (f"{p['leaves_done']}/{total} regions" if total else "waiting")
-        rows.append(f"    {p['name']:<10}\u3000{bar(fraction, 20)} {p['hospitals']:>8} hospitals  {label}")
+        rows.append(f"    {pad(p['name'], 14)} {bar(fraction, 20)} {p['hospitals']:>8} hospitals  {label}")
     published = sum(1 for p in ended if p["outcome"] == "published")
     rows.append(f"    {published}/{len(provinces)} provinces published, {len(running)} running, {len(waiting)} waiting")
     return rows
