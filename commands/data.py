@@ -74,7 +74,10 @@ def export(rt: Runtime, province: str | None, fmt: str, output: str | None) -> N
     """Export published records, streaming (every upstream field kept as received)."""
     provinces = [_province_code(rt, province)] if province else None
     with ExitStack() as stack:
-        out = stack.enter_context(open(output, "w", encoding="utf-8", newline="")) if output else sys.stdout
+        try:
+            out = stack.enter_context(open(output, "w", encoding="utf-8", newline="")) if output else sys.stdout
+        except OSError as exc:
+            raise ValidationError(f"--output {output}: cannot write it: {exc.strerror}") from None
         count = store.export(rt.conn, out, fmt, provinces)
     click.echo(f"exported {count} records", err=True)
 

@@ -182,7 +182,10 @@ class SyncTaskManager:
             raise ValidationError(f"cannot clean up {active} status {', '.join(bad)}: expected {', '.join(TERMINAL)}")
         if older_than_days < 0:
             raise ValidationError("older than must be >= 0 days")
-        cutoff = (datetime.now(UTC) - timedelta(days=older_than_days)).timestamp()
+        try:
+            cutoff = (datetime.now(UTC) - timedelta(days=older_than_days)).timestamp()
+        except (OverflowError, ValueError):
+            raise ValidationError(f"older than {older_than_days:g} days is out of range") from None
         ids = records.ids_created_before(self.conn, cutoff, statuses)
         for task_id in ids:
             self._delete_task(task_id)

@@ -24,6 +24,7 @@ STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = (PENDING, RUNNING)
 SORT_FIELDS = ("created_at", "updated_at")
+_MAX_INDEX = 2**62  # Redis ranges are signed 64-bit
 
 # Fields stored as JSON text in the record hash; everything else is a plain string.
 _JSON_FIELDS = ("query", "result", "upstream", "provinces")
@@ -144,6 +145,8 @@ def list_page(
     if page < 1 or not 1 <= page_size <= 1000:
         raise ValidationError("page must be >= 1 and page size from 1 to 1000")
     start = (page - 1) * page_size
+    if start > _MAX_INDEX:  # past the end of any index
+        return {"items": [], "total": int(conn.zcard(index)), "page": page, "page_size": page_size}
     with conn.pipeline(transaction=False) as pipe:
         pipe.zcard(index)
         pipe.zrange(index, start, start + page_size - 1, desc=sort_order == "desc")

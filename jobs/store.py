@@ -101,6 +101,8 @@ def delete_staged(conn: redis.Redis, province: str, version: str) -> None:
     published = conn.hget(keys.PUBLISHED, province)
     if published is not None and as_text(published) == version:
         return
+    if conn.ttl(keys.data_leaves(province, version)) > 0:
+        return  # a replaced version in its grace period: readers may still stream it; it expires by itself
     codes = as_texts(conn.hkeys(keys.data_leaves(province, version)))
     with conn.pipeline(transaction=False) as pipe:
         for code in codes:

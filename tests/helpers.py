@@ -117,7 +117,7 @@ def redis_keys_holding(conn: redis.Redis, needle: str) -> list[str]:
     found: list[str] = []
     for key in conn.scan_iter(count=1000):
         kind = conn.type(key)
-        values: list[bytes]
+        values: list[Any]
         if kind == b"string":
             values = [conn.get(key) or b""]
         elif kind == b"hash":
@@ -129,7 +129,8 @@ def redis_keys_holding(conn: redis.Redis, needle: str) -> list[str]:
         elif kind == b"zset":
             values = list(conn.zrange(key, 0, -1))
         elif kind == b"stream":
-            values = [part for _id, fields in conn.xrange(key) for pair in fields.items() for part in pair]
+            entries = conn.xrange(key) or []
+            values = [part for _id, fields in entries for pair in (fields or {}).items() for part in pair]
         elif kind == b"none":
             continue  # expired since the scan
         else:
