@@ -61,3 +61,31 @@ class TaskCancellationError(TaskError):
 
 class TaskStateError(TaskError):
     """Raised when an operation does not fit the task's status (resuming a running task)."""
+
+
+class UnknownTaskError(ValidationError):
+    """Raised when no registered named task (see REFRESHQ_TASK_MODULES) has the given name."""
+
+
+class DuplicateTaskError(ConfigError):
+    """Raised when two different functions register the same named-task name."""
+
+
+class TaskArgumentsError(ValidationError):
+    """Raised when a named task's arguments are not JSON-serializable or do not fit its function."""
+
+
+class TaskEnvironmentError(TaskExecutionError):
+    """Raised when a named task's validate-environment hook refuses to let it run."""
+
+
+class ScheduleError(ValidationError):
+    """Raised when a schedule is invalid (cron expression, interval, timezone, options); nothing is stored."""
+
+
+class ScheduleNotFoundError(ValidationError):
+    """Raised when no schedule has the given name."""
+
+
+class WorkflowNotFoundError(ValidationError):
+    """Raised when no chain or batch has the given id."""

@@ -58,8 +58,9 @@ class RetryPolicy:
         return cls(settings.retry_base, settings.retry_factor, settings.retry_cap, settings.retry_max)
 
 
-# Per task type (the function a job runs, e.g. registered by named tasks); others get the default.
-POLICIES: dict[str, RetryPolicy] = {}
+# Per task type (the function a job runs); others get the default. Named tasks retry through RQ's
+# `Retry` by their own policy (jobs.runs), so once one reaches the failed registry it is done.
+POLICIES: dict[str, RetryPolicy] = {"jobs.runs.run_named_task": RetryPolicy(max_retries=0)}
 
 
 def classify(exc_string: str) -> str:

@@ -1,0 +1,163 @@
+"""Execution history of named tasks: one record per attempt, bounded per task by count and by age.
+
+A task's records are a HASH of JSON (execution id -> record) indexed by a ZSET of start times, so
+listing a page and trimming the oldest are both O(log N). Every write trims, and the `cleanup` task
+trims tasks that stopped running, so Redis never grows without end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from jobs import keys
+from jobs.redis_values import as_text, as_texts
+
+RUNNING, SUCCEEDED, FAILED = "RUNNING", "SUCCEEDED", "FAILED"
+RESULT_CHARS = 500
+TRACEBACK_CHARS = 8000
+
+# Drop records started before the cutoff, then all but the newest `limit`; keep the two keys in step.
+_TRIM = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local removed = 0
+for i = 1, #old do
+  redis.call('ZREM', KEYS[1], old[i]); redis.call('HDEL', KEYS[2], old[i]); removed = removed + 1
+end
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if extra > 0 then
+  local ids = redis.call('ZRANGE', KEYS[1], 0, extra - 1)
+  for i = 1, #ids do
+    redis.call('ZREM', KEYS[1], ids[i]); redis.call('HDEL', KEYS[2], ids[i]); removed = removed + 1
+  end
+end
+return removed
+"""
+
+# Overwrite a record only while it still says RUNNING (a late repair must not undo a real ending).
+_END_IF_RUNNING = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+if cjson.decode(raw)['status'] ~= 'RUNNING' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How much history a task keeps: at most `limit` records, none older than `days`."""
+
+    limit: int = 100
+    days: float = 30.0
+
+    def cutoff(self, now: float) -> float:
+        return now - self.days * 86400
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def execution_id(job_id: str, attempt: int) -> str:
+    return f"{job_id}#{attempt}"
+
+
+def record_start(
+    conn: redis.Redis, task: str, job_id: str, attempt: int, bounds: Bounds,
+    trigger: str = "manual", now: float | None = None,
+) -> str:
+    """Store a RUNNING record for this attempt (and trim); return its execution id."""
+    started = time.time() if now is None else now
+    exec_id = execution_id(job_id, attempt)
+    entry = {
+        "id": exec_id, "task": task, "job_id": job_id, "attempt": attempt, "trigger": trigger,
+        "status": RUNNING, "started_at": iso(started), "started_ts": started,
+        "ended_at": None, "duration": None, "result": None, "error": None, "traceback": None,
+    }
+    with conn.pipeline() as pipe:
+        pipe.hset(keys.history_entries(task), exec_id, json.dumps(entry, ensure_ascii=False))
+        pipe.zadd(keys.history(task), {exec_id: started})
+        pipe.sadd(keys.HISTORY_TASKS, task)
+        pipe.execute()
+    trim(conn, task, bounds, started)
+    return exec_id
+
+
+def record_end(
+    conn: redis.Redis, task: str, exec_id: str, status: str, *, result: Any = None,
+    error: str | None = None, traceback: str | None = None, retrying: bool = False, now: float | None = None,
+) -> dict[str, Any] | None:
+    """Complete a record with its outcome; returns it (None if it was trimmed away meanwhile)."""
+    raw = conn.hget(keys.history_entries(task), exec_id)
+    if raw is None:
+        return None
+    entry: dict[str, Any] = json.loads(raw)
+    ended = time.time() if now is None else now
+    entry.update({
+        "status": status, "ended_at": iso(ended), "duration": round(ended - float(entry["started_ts"]), 3),
+        "result": summarize(result) if status == SUCCEEDED else None,
+        "error": error, "traceback": (traceback or "")[-TRACEBACK_CHARS:] or None, "retrying": retrying,
+    })
+    conn.hset(keys.history_entries(task), exec_id, json.dumps(entry, ensure_ascii=False))
+    return entry
+
+
+def summarize(result: Any) -> str:
+    """A short JSON text of a result, for listing (the full value stays in RQ's result)."""
+    text = json.dumps(result, ensure_ascii=False, default=repr)
+    return text if len(text) <= RESULT_CHARS else text[: RESULT_CHARS - 3] + "..."
+
+
+def trim(conn: redis.Redis, task: str, bounds: Bounds, now: float | None = None) -> int:
+    """Apply the bounds now; returns how many records were dropped."""
+    cutoff = bounds.cutoff(time.time() if now is None else now)
+    script = conn.register_script(_TRIM)
+    return int(script(keys=[keys.history(task), keys.history_entries(task)], args=[cutoff, bounds.limit]))
+
+
+def page(conn: redis.Redis, task: str, limit: int = 20, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """(total, records) newest first; RUNNING records whose worker is gone are shown (and stored) as FAILED."""
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.zcard(keys.history(task))
+        pipe.zrange(keys.history(task), offset, offset + limit - 1, desc=True)
+        total, ids = pipe.execute()
+    ids = as_texts(ids)
+    raws = conn.hmget(keys.history_entries(task), ids) if ids else []
+    entries = [json.loads(raw) for raw in raws if raw is not None]
+    return int(total), [_repaired(conn, e) for e in entries]
+
+
+def _repaired(conn: redis.Redis, entry: dict[str, Any]) -> dict[str, Any]:
+    """A RUNNING record is true only while its job is started on that same attempt; else its worker died."""
+    if entry["status"] != RUNNING:
+        return entry
+    status, meta_attempt = _job_state(conn, entry["job_id"])
+    if status == JobStatus.STARTED and meta_attempt == entry["attempt"]:
+        return entry
+    ended = dict(entry, status=FAILED, error="lost: the worker running it died or was stopped")
+    script = conn.register_script(_END_IF_RUNNING)
+    if script(keys=[keys.history_entries(entry["task"])], args=[entry["id"], json.dumps(ended, ensure_ascii=False)]):
+        return ended
+    raw = conn.hget(keys.history_entries(entry["task"]), entry["id"])
+    return json.loads(raw) if raw is not None else entry
+
+
+def _job_state(conn: redis.Redis, job_id: str) -> tuple[str | None, int | None]:
+    try:
+        job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+    except Exception:
+        return None, None
+    status = job.get_status(refresh=False)
+    return (as_text(status.value) if status else None), job.meta.get("attempt")
+
+
+def tasks_with_history(conn: redis.Redis) -> list[str]:
+    return sorted(as_texts(conn.smembers(keys.HISTORY_TASKS)))
