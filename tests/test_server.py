@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from jobs import queues
 from jobs.config import Settings
 from jobs.connection import connect
 from jobs.errors import ServerError
@@ -191,3 +192,34 @@ def _valkey_processes_for(data_dir: Path) -> int:
 def test_redis_module_is_real() -> None:
     # Guard against an accidental fake: the tests must talk to a real server.
     assert redis.Redis.__module__ == "redis.client"
+
+
+def test_info_after_a_kill_9_of_the_server_still_shows_the_queued_job(short_dir: Path) -> None:
+    env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "info")}
+    env.pop("REDIS_URL", None)
+    first = run_cli("info", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "(embedded, data in" in first.stdout
+    server = EmbeddedServer(short_dir / "info")
+    conn = connect(_settings(server.data_dir))
+    queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.add", 1, 2)
+    conn.close()
+    time.sleep(FSYNC_WAIT)
+    pid = server.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _wait_dead(pid)
+    again = run_cli("info", env=env)
+    try:
+        assert again.returncode == 0, again.stderr
+        normal = next(line for line in again.stdout.splitlines() if line.strip().startswith("normal"))
+        assert normal.split()[2] == "1"  # "normal queued 1 ..."
+    finally:
+        server.stop()
+
+
+def test_a_bad_setting_stops_a_command_naming_the_variable() -> None:
+    result = run_cli("info", env={**os.environ, "REFRESHQ_MAX_CONCURRENT_TASKS": "abc"})
+    assert result.returncode == 2
+    assert "REFRESHQ_MAX_CONCURRENT_TASKS" in result.stderr
+    assert "whole number" in result.stderr
