@@ -31,9 +31,22 @@ from jobs.upstream.serve import start_background
 REFRESHQ = str(Path(sys.executable).parent / "refreshq")
 
 
+# Every process this script starts, killed at the end however it ends.
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
 def _spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([REFRESHQ, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen([REFRESHQ, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    _SPAWNED.append(proc)
+    return proc
+
+
+def _kill_all() -> None:
+    for proc in _SPAWNED:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _children(pid: int) -> list[int]:
@@ -79,8 +92,7 @@ def one_run(env: dict[str, str], settings: Settings, upstream_url: str) -> float
     _wait(restarted, 120)
     seconds = time.time() - killed_at
     manager.cancel_task(task_id)
-    os.killpg(standby.pid, signal.SIGKILL)
-    standby.wait()
+    _kill_all()
     return seconds
 
 
@@ -94,16 +106,15 @@ def main() -> None:
         env["REFRESHQ_UPSTREAM_CONCURRENCY"] = "2"  # slow enough to kill the job mid-way
         settings = Settings.from_env(env)
         server = EmbeddedServer(settings.data_dir)
-        scheduler = None
+        samples = []
         try:
             with start_background(300_000, latency_ms=100) as upstream:
                 connect(settings).flushdb()
-                scheduler = _spawn(env, "scheduler")
-                samples = [one_run(env, settings, upstream.url) for _ in range(runs)]
+                for _ in range(runs):
+                    _spawn(env, "scheduler")
+                    samples.append(one_run(env, settings, upstream.url))
         finally:
-            if scheduler is not None:
-                scheduler.send_signal(signal.SIGTERM)
-                scheduler.wait()
+            _kill_all()  # before the server stops, or a worker would restart it
             server.stop()
     print(f"kill -> resume: median {statistics.median(samples):.1f} s, max {max(samples):.1f} s "
           f"over {runs} runs ({', '.join(f'{s:.1f}' for s in samples)})")
