@@ -71,7 +71,7 @@ def one_run(env: dict[str, str], settings: Settings, upstream_url: str) -> float
     busy = _spawn(env, "worker", "--queue", "refresh")
     task_id = manager.create_province_refresh_task("广东省")
     _wait(lambda: int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0) >= 10, 60)
-    standby = _spawn(env, "worker", "--queue", "refresh")
+    _spawn(env, "worker", "--queue", "refresh")  # the standby that resumes the job
     [job_id] = [j for j in as_texts(conn.smembers(keys.task_jobs(task_id))) if "-p440000-" in j]
     time.sleep(1.0)  # the standby is up and idle
     horses = _children(busy.pid)
