@@ -39,6 +39,18 @@ class RefreshqWorker(Worker):
             self.kill_horse(sig=signal.SIGTERM)
 
 
+def preload_job_modules() -> None:
+    """Import what jobs run before forking: each work-horse then starts warm instead of importing
+    httpx, the clients and the region tree again (about 0.2 s of CPU per job)."""
+    import jobs.refresh
+    import jobs.runs
+    import jobs.upstream.http
+    import jobs.upstream.llm
+    import jobs.upstream.sample
+
+    jobs.upstream.sample.load_tree()
+
+
 def build_worker(
     conn: redis.Redis, names: Sequence[str] = queue_names.ALL_QUEUES, name: str | None = None
 ) -> RefreshqWorker:
@@ -48,6 +60,7 @@ def build_worker(
             f"unknown queue {', '.join(unknown)}: expected one of {', '.join(queue_names.ALL_QUEUES)}"
         )
     queue_names.register_queues(conn)
+    preload_job_modules()
     return RefreshqWorker(
         queue_names.queues(conn, tuple(names)),
         connection=conn,
