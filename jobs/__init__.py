@@ -3,6 +3,8 @@
 The public API: `TaskManager` (async), `SyncTaskManager` and the errors.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from jobs.errors import (
     RefreshqError,
     TaskCancellationError,
@@ -13,7 +15,19 @@ from jobs.errors import (
     TaskTimeoutError,
     ValidationError,
 )
-from jobs.manager import SyncTaskManager, TaskManager
+
+if TYPE_CHECKING:
+    from jobs.manager import SyncTaskManager, TaskManager
+
+
+def __getattr__(name: str) -> Any:
+    # The managers pull in RQ and redis; importing them lazily keeps `import jobs.config` (every
+    # command's first step) and the CLI's start-up cheap.
+    if name in ("TaskManager", "SyncTaskManager"):
+        from jobs import manager
+
+        return getattr(manager, name)
+    raise AttributeError(f"module 'jobs' has no attribute {name!r}")
 
 __all__ = [
     "RefreshqError",
