@@ -129,11 +129,12 @@ class SyncTaskManager:
         return True
 
     def _cancel_queued_jobs(self, task_id: str) -> None:
-        for job_id in as_texts(self.conn.smembers(keys.task_jobs(task_id))):
+        job_ids = as_texts(self.conn.smembers(keys.task_jobs(task_id)))
+        # One round trip for every job of the task, instead of two per job (a full refresh has 35).
+        for job in Job.fetch_many(job_ids, connection=self.conn, serializer=JSONSerializer):
+            if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
+                continue
             try:
-                job = Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer)
-                if job.get_status() != JobStatus.QUEUED:
-                    continue
                 job.cancel()
             except Exception:
                 continue

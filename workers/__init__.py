@@ -42,6 +42,8 @@ class RefreshqWorker(Worker):
 def preload_job_modules() -> None:
     """Import what jobs run before forking: each work-horse then starts warm instead of importing
     httpx, the clients and the region tree again (about 0.2 s of CPU per job)."""
+    import httpcore  # noqa: F401 - httpx imports it only when the first client is built
+
     import jobs.refresh
     import jobs.runs
     import jobs.upstream.http
@@ -49,6 +51,7 @@ def preload_job_modules() -> None:
     import jobs.upstream.sample
 
     jobs.upstream.sample.load_tree()
+    jobs.upstream.http.shared_tls_context()
 
 
 def build_worker(

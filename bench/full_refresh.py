@@ -1,0 +1,176 @@
+"""Scenario 1 (and the counters of scenario 4): a full refresh through the HTTP API vs the fetch floor.
+
+The floor and the refresh run one after the other against the same upstream process in the same
+run, so the ratio between them holds even on a busy machine. The refresh is timed from the
+create call to the moment the task record says SUCCEEDED (polled every 50 ms); workers are
+started and registered before the clock starts, as they would be in production.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import cpu_time, orchestration_cost, profile
+from bench.harness import Bench, Upstream, stats_delta
+from bench.measure import rate
+from bench.sizes import Sizes
+from bench.worker_memory import MemorySampler
+from jobs import keys
+from jobs.manager import SyncTaskManager
+from jobs.records import TERMINAL
+from jobs.redis_values import as_text
+
+POLL_SECONDS = 0.05
+SAMPLED_LEAVES = 100  # leaf hashes read back to measure the average record size
+
+
+def run_floor(
+    bench: Bench, upstream: Upstream, processes: int, concurrency: int, province: str | None
+) -> dict[str, Any]:
+    """The fetch floor, one process per worker: timed from the first shard's start to the last's end."""
+    before, cpu_before = upstream.stats(), cpu_time.snapshot(bench.conn, {"upstream": [upstream.proc.pid]})
+    outs = [bench.root / f"floor-{i}.json" for i in range(processes)]
+    procs = [
+        bench.spawn(f"floor-{i}", [
+            sys.executable, "-m", "bench.fetch_floor", "--url", upstream.url, "--concurrency", str(concurrency),
+            "--shard", str(i), "--shards", str(processes), "--out", str(out),
+            *(["--province", province] if province else []),
+        ])
+        for i, out in enumerate(outs)
+    ]
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=1800))
+        except subprocess.TimeoutExpired:
+            codes.append(-1)
+        bench.stop(proc, grace=1)
+    if any(codes):
+        raise RuntimeError(f"the fetch floor failed ({codes}); see {bench.logs}")
+    shards = [json.loads(out.read_text()) for out in outs]
+    seconds = max(s["ended_at"] for s in shards) - min(s["started_at"] for s in shards)
+    cpu = cpu_time.delta(cpu_before, cpu_time.snapshot(bench.conn, {"upstream": [upstream.proc.pid]}), seconds)
+    cpu["floor"] = round(sum(s["cpu_seconds"] for s in shards), 1)
+    cpu["total"] = round(cpu["total"] + cpu["floor"], 1)
+    return {
+        "seconds": round(seconds, 3),
+        "processes": processes,
+        "concurrency_per_process": concurrency,
+        **{k: sum(s[k] for s in shards) for k in ("requests", "records", "leaves", "bytes")},
+        "upstream_requests": stats_delta(before, upstream.stats()),
+        "cpu_seconds": cpu,
+    }
+
+
+def wait_terminal(
+    bench: Bench, task_id: str, timeout: float, workers: list[subprocess.Popen[bytes]]
+) -> tuple[str, int]:
+    """Poll the task's status field (one cheap HGET) until it ends; (status, polls made)."""
+    polls = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        polls += 1
+        status = as_text(bench.conn.hget(keys.task(task_id), "status") or b"")
+        if status in TERMINAL:
+            return status, polls
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the refresh is still {status} after {timeout:.0f} s; see {bench.logs}")
+        if all(w.poll() is not None for w in workers):
+            raise RuntimeError(f"every worker exited during the refresh; see {bench.logs}")
+        time.sleep(POLL_SECONDS)
+
+
+def _leaf_keys(conn: redis.Redis, task_id: str) -> list[bytes]:
+    # Staged data of this task (its version) in every province: data:<province>@<task_id>:leaf:<code>
+    pattern = f"{keys.PREFIX}data:*@{task_id}:leaf:*"
+    return sorted(conn.scan_iter(match=pattern, count=1000))
+
+
+def record_sizes(conn: redis.Redis, task_id: str) -> dict[str, Any]:
+    """Average compact JSON bytes of a stored record, and what the data keys alone take in Redis."""
+    leaf_keys = _leaf_keys(conn, task_id)
+    step = max(1, len(leaf_keys) // SAMPLED_LEAVES)
+    sampled: list[int] = []
+    for key in leaf_keys[::step]:
+        sampled += [len(value) for value in conn.hvals(key)]
+    with conn.pipeline(transaction=False) as pipe:
+        for key in leaf_keys:
+            pipe.memory_usage(key, samples=0)  # samples=0: measure every field, not an estimate
+        data_bytes = sum(int(n or 0) for n in pipe.execute())
+    return {
+        "json_bytes_avg": round(sum(sampled) / len(sampled), 1) if sampled else 0.0,
+        "json_records_sampled": len(sampled),
+        "data_keys": len(leaf_keys),
+        "data_key_bytes": data_bytes,
+    }
+
+
+def run(bench: Bench, upstream: Upstream, sizes: Sizes, profile_dir: Path | None = None) -> dict[str, Any]:
+    bench.flush()
+    floor = run_floor(bench, upstream, sizes.workers, max(1, sizes.concurrency // sizes.workers), sizes.province)
+    workers = bench.start_workers(sizes.workers, "refresh", sizes.concurrency)
+    settings = bench.settings(upstream_concurrency=sizes.concurrency, max_pending=10**6)
+    manager = SyncTaskManager(settings, bench.conn, upstream={"kind": "http", "url": upstream.url})
+    profiler = None
+    if profile_dir is not None and profile.available():
+        profiler = profile.WorkerProfiler(bench, [w.pid for w in workers], profile_dir)
+        time.sleep(1)  # let py-spy attach before the clock starts
+    upstream_before, server_before = upstream.stats(), orchestration_cost.snapshot(bench.conn)
+    cpu_groups = {"workers": [w.pid for w in workers], "upstream": [upstream.proc.pid]}
+    cpu_before = cpu_time.snapshot(bench.conn, cpu_groups)
+    with MemorySampler([w.pid for w in workers]) as memory:
+        started = time.perf_counter()
+        if sizes.province:
+            task_id = manager.create_province_refresh_task(sizes.province)
+        else:
+            task_id = manager.create_full_refresh_task()
+        final, polls = wait_terminal(bench, task_id, sizes.refresh_timeout, workers)
+        seconds = time.perf_counter() - started
+    server_after, upstream_after = orchestration_cost.snapshot(bench.conn), upstream.stats()
+    cpu = cpu_time.delta(cpu_before, cpu_time.snapshot(bench.conn, cpu_groups), seconds)
+    profiled = profiler.stop() if profiler is not None else None
+    for worker in workers:
+        bench.stop(worker)
+
+    status = manager.get_task_status(task_id)
+    records = int(status["statistics"]["hospitals_found"])
+    leaves = int((status.get("result") or {}).get("leaves", 0))
+    sizes_info = record_sizes(bench.conn, task_id)
+    used = server_after.used_memory - server_before.used_memory
+    json_bytes = float(sizes_info["json_bytes_avg"])
+    refresh = {
+        "status": final,
+        "seconds": round(seconds, 2),
+        "records": records,
+        "leaves": leaves,
+        "records_per_second": rate(records, seconds),
+        "upstream_requests": stats_delta(upstream_before, upstream_after),
+        "ratio_to_floor": round(seconds / floor["seconds"], 3) if floor["seconds"] else None,
+        "task": f"province {sizes.province}" if sizes.province else "full",
+        "workers": sizes.workers,
+        "upstream_concurrency": sizes.concurrency,
+        "worker_memory": memory.results(),
+        "cpu_seconds": cpu,
+        "peak_worker_rss_mb": max((m["peak_rss_mb"] for m in memory.results()), default=0.0),
+    }
+    redis_memory = {
+        **sizes_info,
+        "used_memory_delta": used,
+        "bytes_per_record": round(used / records, 1) if records else None,
+        "bytes_per_record_vs_json": round(used / records / json_bytes, 3) if records and json_bytes else None,
+        "data_key_bytes_per_record": round(sizes_info["data_key_bytes"] / records, 1) if records else None,
+    }
+    return {
+        "floor": floor,
+        "refresh": refresh,
+        "redis_memory": redis_memory,
+        "orchestration": orchestration_cost.cost(server_before, server_after, leaves, records, json_bytes, polls),
+        "profile": profiled,
+    }

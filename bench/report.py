@@ -1,0 +1,165 @@
+"""Turning results into the printed table, the targets verdicts, and bench/results/latest.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    section: str
+    metric: str
+    value: str
+    target: str = ""
+    met: bool | None = None  # None: no target
+
+
+def _get(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _ms(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return "n/a"
+    return f"p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms (n={summary['n']})"
+
+
+def _full_refresh(r: dict[str, Any]) -> list[Row]:
+    s, floor, refresh, mem = "1 full refresh", r["floor"], r["refresh"], r["redis_memory"]
+    ratio, seconds, rss = refresh["ratio_to_floor"], refresh["seconds"], refresh["peak_worker_rss_mb"]
+    per_json = mem["bytes_per_record_vs_json"]
+    rss_each = ", ".join(f"{m['peak_rss_mb']:.0f}" for m in refresh["worker_memory"])
+    cpu = refresh.get("cpu_seconds")
+    cpu_rows = [Row(s, "CPU s: workers / upstream / server (wall x cores)",
+                    f"{cpu['workers']} / {cpu['upstream']} / {cpu['server']} ({cpu['wall_x_cores']})")] if cpu else []
+    return [
+        Row(s, "fetch floor (httpx, same concurrency)",
+            f"{floor['seconds']:.1f} s, {floor['requests']} requests, {floor['records']} records"),
+        Row(s, "refresh wall time", f"{seconds:.1f} s ({refresh['task']}, {refresh['status']})", "< 60 s",
+            seconds < 60),
+        Row(s, "records/s", f"{refresh['records_per_second']:,.0f} ({refresh['records']} records)"),
+        Row(s, "upstream requests", f"{refresh['upstream_requests']['total']}"),
+        Row(s, "ratio to fetch floor", f"{ratio:.2f}x", "<= 1.3x", ratio is not None and ratio <= 1.3),
+        Row(s, "peak worker RSS incl. horses", f"{rss:.0f} MB (each: {rss_each})", "< 250 MB", rss < 250),
+        Row(s, "Redis memory per record",
+            f"{mem['bytes_per_record']} B = {per_json}x JSON ({mem['json_bytes_avg']} B)",
+            "<= 1.5x JSON", per_json is not None and per_json <= 1.5),
+        *cpu_rows,
+    ]
+
+
+def _status(r: dict[str, Any]) -> list[Row]:
+    s, st = "2 status", r["status"]
+    api = st["get_task_status"]
+    return [
+        Row(s, "get_task_status under load", _ms(api), "p99 <= 5 ms", api["p99_ms"] <= 5),
+        Row(s, "  PING between them (machine baseline)", _ms(api.get("ping"))),
+        Row(s, "  server stalls > 5 ms meanwhile (LATENCY LATEST)",
+            ", ".join(f"{k} max {v['max_ms']} ms" for k, v in st.get("server_stalls_during_probes", {}).items())
+            or "none"),
+        Row(s, "  get_task_status, nothing running", _ms(st.get("get_task_status_idle"))),
+        Row(s, "refreshq status --json under load", _ms(st["refreshq_status_json"])),
+        Row(s, "  refreshq status --json, nothing running", _ms(st.get("refreshq_status_json_idle"))),
+        Row(s, "HTTP", st["http"]),
+    ]
+
+
+def _cancel(c: dict[str, Any]) -> list[Row]:
+    s = "3 cancel"
+    if "skipped" in c:
+        return [Row(s, "cancel", c["skipped"])]
+    return [
+        Row(s, "last upstream request after cancel returned", f"{c['stop_seconds']:.2f} s "
+            f"({c['requests_after_return']} requests)", "<= 2 s", c["stop_seconds"] <= 2),
+        Row(s, "cancel_task call", f"{c['call_ms']:.1f} ms"),
+        Row(s, "status CANCELLED after", f"{c['status_cancelled_after_seconds']} s"),
+    ]
+
+
+def _list(r: dict[str, Any]) -> list[Row]:
+    s, page1 = "2 list", r["page1"]
+    return [
+        Row(s, f"list_tasks page 1, {r['records']:,} records", _ms(page1), "p99 <= 20 ms", page1["p99_ms"] <= 20),
+        Row(s, "list_tasks page 1, status filter", _ms(r["page1_status_filter"])),
+    ]
+
+
+def _orchestration(o: dict[str, Any]) -> list[Row]:
+    s = "4 orchestration"
+    top = ", ".join(f"{n} {v}" for n, v in list(o["top_commands_per_leaf"].items())[:6])
+    return [
+        Row(s, "Redis commands per leaf / per record", f"{o['commands_per_leaf']} / {o['commands_per_record']}"),
+        Row(s, "top commands per leaf", top),
+        Row(s, "bytes written per leaf / per record",
+            f"{o['bytes_written_per_leaf']:,.0f} / {o['bytes_written_per_record']:,.0f} "
+            f"({o['bytes_written_vs_json']}x the records' JSON)"),
+    ]
+
+
+def _short_jobs(r: dict[str, Any]) -> list[Row]:
+    s = "5 short jobs"
+    rows = [
+        Row(s, f"{d['kind']} worker x{d['processes']}",
+            f"{d['jobs_per_second']:,.0f} jobs/s ({d['jobs']} in {d['drain_seconds']:.1f} s)")
+        for d in r["drains"]
+    ]
+    rows += [Row(s, name.replace("_", " "), f"{value:.2f}x") for name, value in r["ratios"].items()]
+    enqueue = r["enqueue"]
+    rows += [Row(s, f"enqueue rate: {n}", f"{v:,.0f}/s") for n, v in enqueue["per_second"].items()]
+    rows.append(Row(s, "Queue.enqueue / create_full_refresh_task", f"{enqueue['enqueue_vs_create_full']:.2f}x"))
+    return rows
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    scenarios = results.get("scenarios", {})
+    builders = [
+        (("full_refresh",), _full_refresh),
+        (("status_cancel",), _status),
+        (("status_cancel", "cancel"), _cancel),
+        (("list_tasks",), _list),
+        (("full_refresh", "orchestration"), _orchestration),
+        (("short_jobs",), _short_jobs),
+    ]
+    for path, build in builders:
+        data = _get(scenarios, *path)
+        if data is not None and "error" not in data:
+            out += build(data)
+    for name, data in scenarios.items():
+        if isinstance(data, dict) and "error" in data:
+            out.append(Row(name, "FAILED", str(data["error"])[:200]))
+    return out
+
+
+def table(all_rows: list[Row]) -> str:
+    verdict = {True: "met", False: "MISSED", None: ""}
+    cells = [("scenario", "metric", "value", "target", "")] + [
+        (r.section, r.metric, r.value, r.target, verdict[r.met]) for r in all_rows
+    ]
+    widths = [min(60, max(len(c[i]) for c in cells)) for i in range(4)]
+    lines = []
+    for i, c in enumerate(cells):
+        lines.append("  ".join(c[j].ljust(widths[j]) for j in range(4)) + "  " + c[4])
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def targets(all_rows: list[Row]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in all_rows if r.met is not None]
+
+
+def write(results: dict[str, Any], path: Path) -> None:
+    """Write atomically, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,154 @@
+"""Scenario 2: status reads while a full refresh runs, and listing with 100,000 task records stored.
+
+`get_task_status` is called in this process back to back (with a short pause) so each sample is one
+round trip; `refreshq status --json` is run as a user runs it, a fresh process each time, so its
+figure includes interpreter start-up and imports. The two are measured one after the other, not at
+once, so neither one's CPU inflates the other's numbers. The same refresh is then cancelled
+(scenario 3).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from typing import Any
+
+from bench import cancel_latency
+from bench.harness import REFRESHQ, Bench, Upstream
+from bench.measure import rate, summary_ms, timed
+from bench.sizes import Sizes
+from jobs import keys
+from jobs.manager import SyncTaskManager
+from jobs.records import RUNNING, add_record, new_record
+from jobs.redis_values import as_text
+
+SEED_BATCH = 2_000  # records per pipeline round trip when storing the 100,000
+LATENCY_THRESHOLD_MS = 5
+
+
+def probe_api(manager: SyncTaskManager, task_id: str, seconds: float, interval: float) -> dict[str, Any]:
+    """get_task_status back to back, each followed by a PING: the PING's latency is what the machine
+    (scheduling, the server's own load) adds to any round trip at that moment, refreshq or not."""
+    latencies: list[float] = []
+    pings: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        latencies.append(timed(lambda: manager.get_task_status(task_id))[0])
+        pings.append(timed(manager.conn.ping)[0])
+        time.sleep(interval)
+    return {**summary_ms(latencies), "ping": summary_ms(pings)}
+
+
+def probe_cli(bench: Bench, task_id: str, calls: int) -> dict[str, Any]:
+    env = bench.env()
+    latencies: list[float] = []
+    for _ in range(calls):
+        took, done = timed(lambda: subprocess.run(
+            [*REFRESHQ, "status", "--json", task_id], env=env, capture_output=True, timeout=60, check=False,
+        ))
+        if done.returncode != 0:
+            raise RuntimeError(f"refreshq status failed: {done.stderr.decode(errors='replace')[-500:]}")
+        json.loads(done.stdout)  # the output a script would parse
+        latencies.append(took)
+    return summary_ms(latencies)
+
+
+def _status(bench: Bench, task_id: str) -> str:
+    return as_text(bench.conn.hget(keys.task(task_id), "status") or b"")
+
+
+def _leaves_done(bench: Bench, task_id: str) -> int:
+    return int(bench.conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
+
+
+def _reset_latency_monitor(bench: Bench) -> None:
+    # Valkey's latency monitor records events (slow commands, AOF writes, forks) above the threshold,
+    # which tells a slow server from a slow client when a p99 is high.
+    bench.conn.config_set("latency-monitor-threshold", LATENCY_THRESHOLD_MS)
+    bench.conn.latency_reset()
+
+
+def _latency_events(bench: Bench) -> dict[str, dict[str, int]]:
+    """Server-side stalls above the threshold while the probes ran: event -> latest and max ms."""
+    events = bench.conn.latency_latest() or []
+    bench.conn.config_set("latency-monitor-threshold", 0)
+    return {as_text(e[0]): {"latest_ms": int(e[2]), "max_ms": int(e[3])} for e in events}
+
+
+def run_under_load(bench: Bench, upstream: Upstream, sizes: Sizes) -> dict[str, Any]:
+    """Start a full refresh; once leaves are flowing, probe the status, then cancel the task."""
+    bench.flush()
+    workers = bench.start_workers(sizes.workers, "refresh", sizes.load_concurrency)
+    settings = bench.settings(upstream_concurrency=sizes.load_concurrency, max_pending=10**6)
+    manager = SyncTaskManager(settings, bench.conn, upstream={"kind": "http", "url": upstream.url})
+    try:
+        task_id = manager.create_full_refresh_task()
+        bench.wait_for(lambda: _leaves_done(bench, task_id) > 0, 300, "the refresh to stage leaves", workers)
+        _reset_latency_monitor(bench)
+        api = probe_api(manager, task_id, sizes.api_seconds, sizes.api_interval)
+        server_stalls = _latency_events(bench)
+        cli = probe_cli(bench, task_id, sizes.cli_calls)
+        running = _status(bench, task_id) == RUNNING
+        progress = manager.get_task_status(task_id)["progress"]
+        if running:
+            cancel = cancel_latency.measure(bench, manager, upstream, task_id, sizes.quiet_seconds)
+        else:
+            cancel = {"skipped": "the refresh ended before the cancel; rerun with a larger --scale"}
+    finally:
+        for worker in workers:
+            bench.stop(worker)
+    # The same reads with nothing running: the side-by-side baseline of the figures under load.
+    api_idle = probe_api(manager, task_id, sizes.api_seconds / 2, sizes.api_interval)
+    cli_idle = probe_cli(bench, task_id, max(1, sizes.cli_calls // 4))
+    return {
+        "status": {
+            "get_task_status": api,
+            "get_task_status_idle": api_idle,
+            "refreshq_status_json": cli,
+            "refreshq_status_json_idle": cli_idle,
+            "http": "n/a (no web API for task status yet)",
+            "server_stalls_during_probes": server_stalls,
+            "refresh_running_throughout": running,
+            "progress_at_cancel": progress,
+            "upstream_concurrency": sizes.load_concurrency,
+        },
+        "cancel": cancel,
+    }
+
+
+def seed_records(bench: Bench, count: int) -> float:
+    """Store `count` PENDING task records with their indexes, fast; return the seconds it took."""
+    upstream = {"kind": "http", "url": "http://127.0.0.1:9/v1"}  # never contacted
+    started = time.perf_counter()
+    for first in range(0, count, SEED_BATCH):
+        with bench.conn.pipeline(transaction=False) as pipe:
+            for i in range(first, min(first + SEED_BATCH, count)):
+                # Our own ids: new_task_id() has one-second resolution plus 3 random bytes, and
+                # 100,000 ids made in a few seconds would collide a few dozen times.
+                add_record(pipe, new_record(f"task_bench_{i:07d}", "full", "全量刷新", None, upstream))
+            pipe.execute()
+    return time.perf_counter() - started
+
+
+def run_list(bench: Bench, sizes: Sizes) -> dict[str, Any]:
+    """list_tasks page 1 (default page size, newest first) with `list_records` records stored."""
+    bench.flush()
+    memory_before = int(bench.conn.info("memory")["used_memory"])
+    seeded = seed_records(bench, sizes.list_records)
+    memory_after = int(bench.conn.info("memory")["used_memory"])
+    manager = SyncTaskManager(bench.settings(max_pending=10**6), bench.conn)
+    latencies: list[float] = []
+    for _ in range(sizes.list_calls):
+        took, page = timed(lambda: manager.list_tasks(page=1))
+        latencies.append(took)
+    assert page["total"] == sizes.list_records, page["total"]
+    filtered = [timed(lambda: manager.list_tasks(status="PENDING", page=1))[0] for _ in range(sizes.list_calls)]
+    return {
+        "records": sizes.list_records,
+        "seed_seconds": round(seeded, 2),
+        "seed_records_per_second": rate(sizes.list_records, seeded),
+        "redis_bytes_per_task_record": round((memory_after - memory_before) / max(1, sizes.list_records), 1),
+        "page1": summary_ms(latencies),
+        "page1_status_filter": summary_ms(filtered),
+    }
