@@ -119,11 +119,13 @@ def _enqueue_provinces(
     conn: redis.Redis, task_id: str, attempt: str, provinces: list[Region], settings: Settings
 ) -> None:
     queue = queues.queue(conn, queues.REFRESH)
+    job_ids = {p["code"]: f"{task_id}-p{p['code']}-{attempt}" for p in provinces}
+    live = _live_jobs(conn, list(job_ids.values()))
     with conn.pipeline() as pipe:
         pipe.multi()  # RQ joins an explicit transaction instead of starting its own
         for province in provinces:
-            job_id = f"{task_id}-p{province['code']}-{attempt}"
-            if _is_live(conn, job_id):
+            job_id = job_ids[province["code"]]
+            if job_id in live:
                 continue  # this plan job is itself a re-run; the province job is already on its way
             queue.enqueue_call(
                 PROVINCE_FUNC, args=[task_id, province["code"]], job_id=job_id, timeout=settings.task_timeout,
@@ -134,12 +136,11 @@ def _enqueue_provinces(
         pipe.execute()
 
 
-def _is_live(conn: redis.Redis, job_id: str) -> bool:
-    try:
-        status = Job.fetch(job_id, connection=conn, serializer=JSONSerializer).get_status()
-    except Exception:
-        return False
-    return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+def _live_jobs(conn: redis.Redis, job_ids: list[str]) -> set[str]:
+    """The ids among `job_ids` of jobs still queued or running (one round trip for all of them)."""
+    waiting = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+    jobs = Job.fetch_many(job_ids, connection=conn, serializer=JSONSerializer)
+    return {job.id for job in jobs if job is not None and job.get_status(refresh=False) in waiting}
 
 
 def refresh_province(task_id: str, province_code: str) -> dict[str, Any] | Retry:
@@ -193,12 +194,11 @@ def _record_failed_region(conn: redis.Redis, task_id: str, region: Region, error
 
 def end_province(conn: redis.Redis, task_id: str, code: str, outcome: str, published: bool = False) -> None:
     """Record, once, how a province's part ended; the last one to end finishes the task."""
-    ended = Scripts(conn).province_ended(
+    last = Scripts(conn).province_ended(
         keys=[keys.task_provinces_ended(task_id), keys.task_stats(task_id)],
         args=[code, outcome, "1" if published else "0"],
     )
-    total = int(conn.hget(keys.task_stats(task_id), "provinces_total") or 0)
-    if int(ended) >= total:
+    if last:
         finish_task(conn, task_id)
 
 

@@ -91,13 +91,15 @@ for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# Record how a province's part of a task ended, once; return how many provinces have ended.
+# Record how a province's part of a task ended, once; return 1 when every planned province has ended.
 # KEYS: ended hash, stats hash. ARGV: province, outcome, published (1/0).
 PROVINCE_ENDED = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 and ARGV[3] == '1' then
   redis.call('HINCRBY', KEYS[2], 'provinces_processed', 1)
 end
-return redis.call('HLEN', KEYS[1])
+local total = tonumber(redis.call('HGET', KEYS[2], 'provinces_total') or '0')
+if redis.call('HLEN', KEYS[1]) >= total then return 1 end
+return 0
 """
 
 
