@@ -58,6 +58,8 @@ def _str(env: Mapping[str, str], name: str) -> str | None:
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Requests in flight per job when no global in-flight limit is set (REFRESHQ_UPSTREAM_CONCURRENCY=0).
+UNLIMITED_JOB_CONCURRENCY = 16
 HTTP_SCHEMES = ("http", "https")
 
 
@@ -109,7 +111,7 @@ class Settings:
             sample_scale=_int(env, "REFRESHQ_SAMPLE_SCALE", 1_000_000, minimum=0),
             max_concurrent_tasks=_int(env, "REFRESHQ_MAX_CONCURRENT_TASKS", 5),
             task_timeout=_int(env, "REFRESHQ_TASK_TIMEOUT", 7200),
-            upstream_concurrency=_int(env, "REFRESHQ_UPSTREAM_CONCURRENCY", 16),
+            upstream_concurrency=_int(env, "REFRESHQ_UPSTREAM_CONCURRENCY", 16, minimum=0),
             upstream_rps=_float(env, "REFRESHQ_UPSTREAM_RPS", 0.0),
             upstream_timeout=_float(env, "REFRESHQ_UPSTREAM_TIMEOUT", 30.0, minimum=0.1),
             upstream_attempts=_int(env, "REFRESHQ_UPSTREAM_ATTEMPTS", 5),
@@ -125,6 +127,12 @@ class Settings:
                 m.strip() for m in (env.get("REFRESHQ_TASK_MODULES") or "jobs.builtin_tasks").split(",") if m.strip()
             ),
         )
+
+    @property
+    def job_concurrency(self) -> int:
+        """Requests one job keeps in flight (its threads and connections): the global limit, or, with
+        no global limit (REFRESHQ_UPSTREAM_CONCURRENCY=0), the default one."""
+        return self.upstream_concurrency or UNLIMITED_JOB_CONCURRENCY
 
     @property
     def upstream_kind(self) -> str:

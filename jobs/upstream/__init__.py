@@ -51,7 +51,7 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
         return HttpDirectoryClient(
             _url(spec, "url"),
             token=settings.upstream_token,
-            concurrency=settings.upstream_concurrency,
+            concurrency=settings.job_concurrency,
             timeout=settings.upstream_timeout,
             max_attempts=settings.upstream_attempts,
             request_gate=request_gate,
@@ -66,7 +66,7 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
             _url(spec, "base_url"),
             api_key=settings.llm_api_key,
             model=model,
-            concurrency=settings.upstream_concurrency,
+            concurrency=settings.job_concurrency,
             timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
             request_gate=request_gate,
         )
