@@ -44,6 +44,19 @@ def worker_process(env: dict[str, str], *extra: str) -> Iterator[subprocess.Pope
         proc.wait(timeout=10)
 
 
+@contextmanager
+def scheduler_running(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A `refreshq scheduler` process (cleans the started registries, retries, admits), stopped at the end."""
+    proc = subprocess.Popen([REFRESHQ, "scheduler"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.05, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
