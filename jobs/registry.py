@@ -32,7 +32,7 @@ _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class Priority(StrEnum):
-    """How urgent a task is; workers drain the queues in the order critical, high, (refresh,) normal, low."""
+    """How urgent a task is: critical and high first; normal and low take turns with refresh jobs (jobs.queues)."""
 
     LOW = "LOW"
     NORMAL = "NORMAL"
