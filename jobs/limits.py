@@ -40,7 +40,8 @@ log = logging.getLogger("refreshq.limits")
 
 # A holder that stops renewing lapses this long after its last renewal: the crash-detection window.
 LEASE_SECONDS = 10.0
-# Renewals while the holder has what it asks for, and while it waits for more (low, bounded rates).
+# Renewals while the holder has what it asks for, and while it waits for more or holds more than half
+# of the limit (so that a job arriving on another worker gets its share within about that long).
 RENEW_SECONDS = 2.0
 POLL_SECONDS = 0.5
 # Renewals never come closer together than this, however often the threads wake the heartbeat.
@@ -214,7 +215,7 @@ class UpstreamGate:
             self._cond.notify_all()
         if drained:
             return 0.0  # the record still says `bound`: bring it down to the grant now
-        return POLL_SECONDS if grant < want else RENEW_SECONDS
+        return POLL_SECONDS if grant < want or 2 * grant > self._limit > 0 else RENEW_SECONDS
 
     def _log_outage(self, exc: redis.RedisError) -> None:
         if not self._outage_logged:
