@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -40,7 +41,11 @@ def worker_process(env: dict[str, str], *extra: str) -> Iterator[subprocess.Pope
         yield proc
     finally:
         if proc.poll() is None:
+            horses = horse_pids(proc.pid)  # each in a process group of its own (RQ's setpgrp)
             os.killpg(proc.pid, signal.SIGKILL)
+            for pid in horses:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # else it runs on into the next test's database
         proc.wait(timeout=10)
 
 

@@ -203,8 +203,7 @@ def test_with_one_worker_a_named_task_runs_while_a_full_refresh_does(
             took = time.monotonic() - started
             status = manager.get_task_status(task_id)["status"]
         finally:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
+            kill_with_horse(worker)  # its work-horse too: it has a process group of its own
     print(f"named task: done {took:.2f} s after it was enqueued, while the refresh was {status}")
     assert result.returncode == 0, result.stderr
     assert status == "RUNNING"  # it did not wait for the refresh
