@@ -90,6 +90,25 @@ def test_upstream_in_flight_and_rate_limits_hold_across_workers(
     assert conn.zcard(keys.UPSTREAM_HOLDERS) == 0  # every job gave its slots back
 
 
+def test_a_cancelled_refresh_gives_its_upstream_slots_back_at_once(
+    conn: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFRESHQ_UPSTREAM_CONCURRENCY", "4")
+    env = {**env, "REFRESHQ_UPSTREAM_CONCURRENCY": "4"}
+    with start_background(20_000, latency_ms=40) as slow:
+        manager = SyncTaskManager(Settings.from_env(), conn, upstream={"kind": "http", "url": slow.url})
+        task_id = manager.create_full_refresh_task()
+        with worker_process(env):
+            wait_until(lambda: int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0) >= 20, 60,
+                       what="the refresh to be under way")
+            assert conn.zcard(keys.UPSTREAM_HOLDERS) == 1
+            manager.cancel_task(task_id)
+            wait_status(manager, task_id, ("CANCELLED",), 10)
+            # Given back when the job ended, not when its lease would have lapsed (10 s).
+            wait_until(lambda: conn.zcard(keys.UPSTREAM_HOLDERS) == 0, 2, 0.02, "the slots to be given back")
+            assert not conn.exists(keys.UPSTREAM_SLOTS)
+
+
 class RunningWatch:
     """Samples the number of RUNNING tasks and one task's current step every few milliseconds."""
 
