@@ -14,18 +14,27 @@ import httpx
 import pytest
 import redis
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
-from rq.worker import Worker
 
 from jobs import queues
 from jobs.config import Settings
 from jobs.manager import SyncTaskManager
-from jobs.upstream.serve import RunningUpstream, start_background
+from jobs.upstream.serve import RunningUpstream
 from tests.conftest import REFRESHQ, free_port
-from tests.helpers import drain, wait_until, worker_process
+from tests.helpers import drain, worker_process
 from tests.test_web import _get_when_up
-from tests.web_helpers import MARKUP_CODE, MARKUP_NAME, MarkupNamedDirectory, pickled_values, same_origin, served
+from tests.web_helpers import (
+    MARKUP_CODE,
+    MARKUP_NAME,
+    MarkupNamedDirectory,
+    busy_province_jobs,
+    failed_job,
+    markup_upstream,
+    pickled_values,
+    same_origin,
+    served,
+)
 from tests.web_helpers import value_count as scanned_values
 from web.app import create_app
 from web.dashboard_views import REGISTRIES
@@ -36,40 +45,14 @@ REFRESH_SCALE = 400
 
 @pytest.fixture
 def gated_upstream() -> Iterator[tuple[RunningUpstream, MarkupNamedDirectory]]:
-    directory = MarkupNamedDirectory(REFRESH_SCALE)
-    running = start_background(directory=directory)
-    try:
-        yield running, directory
-    finally:
-        directory.release.set()
-        running.stop()
+    with markup_upstream(REFRESH_SCALE) as gated:
+        yield gated
 
 
 @pytest.fixture
 def base_url(settings: Settings, redis_url: str) -> Iterator[str]:
     with served(create_app(settings, redis_url)) as url:
         yield url
-
-
-def failed_job(conn: redis.Redis, queue: str = queues.NORMAL, key: str = "test:flaky-ok") -> Job:
-    """A JSON job, with meta, that failed on a real worker (it succeeds once `key` exists)."""
-    job = queues.queue(conn, queue).enqueue(
-        "tests.job_functions.flaky", key, meta={"region": MARKUP_NAME, "attempt": 1},
-        description=f"refresh test: {MARKUP_NAME}",
-    )
-    drain(conn, [queue])
-    assert job.get_status(refresh=True) == JobStatus.FAILED
-    return job
-
-
-def busy_jobs(conn: redis.Redis, count: int) -> list[str]:
-    """Wait until `count` workers are busy; the ids of their current jobs."""
-    def current() -> list[str]:
-        ids = [w.get_current_job_id() for w in Worker.all(connection=conn, serializer=JSONSerializer)]
-        started = set(StartedJobRegistry(queues.REFRESH, connection=conn).get_job_ids())
-        busy = [i for i in ids if i is not None and i in started and "-p" in i]  # province jobs
-        return busy if len(busy) >= count else []
-    return wait_until(current, timeout=60, what=f"{count} workers busy on province jobs")  # type: ignore[no-any-return]
 
 
 def test_every_view_answers_while_workers_are_busy_on_a_refresh(
@@ -86,9 +69,15 @@ def test_every_view_answers_while_workers_are_busy_on_a_refresh(
         _get_when_up(f"{base}/healthz")
         with worker_process(env), worker_process(env):
             manager.create_full_refresh_task()
-            busy = busy_jobs(conn, 2)
+            busy = busy_province_jobs(conn, 2)
             with httpx.Client(base_url=base, timeout=10) as client:
                 _check_every_view(client, busy, failed.id)
+                # A busy worker's job deleted under it: the workers list still answers.
+                assert client.post(f"/rq/job/{busy[0]}/delete", headers=same_origin(base)).status_code == 200
+                workers = client.get("/rq/0/data/workers.json")
+                assert workers.status_code == 200
+                gone = [w["current_job"] for w in workers.json()["workers"] if w["current_job"] != "idle"]
+                assert {"job_id": busy[0], "description": None, "created_at": None, "call_string": busy[0]} in gone
     finally:
         web.terminate()
         web.wait(timeout=20)
@@ -279,7 +268,7 @@ def test_pages_escape_stored_text_and_run_only_nonced_script(conn: redis.Redis, 
 
 
 def test_a_template_that_no_longer_fits_fails_loudly() -> None:
-    with pytest.raises(PatchError, match="base.html"):
+    with pytest.raises(PatchError, match=r"base\.html"):
         patched_source("base.html", "<html>another rq-dashboard</html>")
-    with pytest.raises(PatchError, match="job.html"):
+    with pytest.raises(PatchError, match=r"job\.html"):
         patched_source("job.html", "no templates here")

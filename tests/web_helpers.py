@@ -14,10 +14,17 @@ from typing import Any
 import redis
 import waitress
 from flask import Flask
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
 from waitress import wasyncore
 
+from jobs import queues
 from jobs.upstream.base import Hospital, Region
 from jobs.upstream.sample import SampleDirectory
+from jobs.upstream.serve import RunningUpstream, start_background
+from tests.helpers import drain, wait_until
 
 MARKUP_NAME = "<img src=x onerror=alert(1)>省"
 MARKUP_CODE = "110000"  # 北京, renamed
@@ -69,6 +76,41 @@ class MarkupNamedDirectory(SampleDirectory):
             if region["code"] == MARKUP_CODE else region
 
 
+@contextmanager
+def markup_upstream(scale: int) -> Iterator[tuple[RunningUpstream, MarkupNamedDirectory]]:
+    """A loopback HTTP upstream serving a MarkupNamedDirectory; released and stopped at the end."""
+    directory = MarkupNamedDirectory(scale)
+    running = start_background(directory=directory)
+    try:
+        yield running, directory
+    finally:
+        directory.release.set()
+        running.stop()
+
+
+def failed_job(conn: redis.Redis, queue: str = queues.NORMAL, key: str = "test:flaky-ok", **options: Any) -> Job:
+    """A JSON job with markup in its description and meta that failed on a real worker (the default
+    function succeeds once `key` exists)."""
+    func, args = options.pop("func", "tests.job_functions.flaky"), options.pop("args", (key,))
+    job = queues.queue(conn, queue).enqueue_call(
+        func, args=args, meta={"region": MARKUP_NAME, "attempt": 1},
+        description=f"refresh test: {MARKUP_NAME}", **options,
+    )
+    drain(conn, [queue])
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    return job
+
+
+def busy_province_jobs(conn: redis.Redis, count: int) -> list[str]:
+    """Wait until `count` workers are busy on province jobs; the ids of those jobs."""
+    def current() -> list[str]:
+        ids = [w.get_current_job_id() for w in Worker.all(connection=conn, serializer=JSONSerializer)]
+        started = set(StartedJobRegistry(queues.REFRESH, connection=conn).get_job_ids())
+        busy = [i for i in ids if i is not None and i in started and "-p" in i]
+        return busy if len(busy) >= count else []
+    return wait_until(current, timeout=60, what=f"{count} workers busy on province jobs")  # type: ignore[no-any-return]
+
+
 def _values(conn: redis.Redis, key: bytes) -> list[bytes]:
     kind = conn.type(key)
     if kind == b"string":
@@ -97,10 +139,14 @@ def _forms(value: bytes) -> Iterator[tuple[bytes, bool]]:
         if not data:
             continue
         yield data, from_base64
-        try:
-            yield zlib.decompress(data), from_base64
-        except zlib.error:
-            pass
+        yield _inflated(data), from_base64
+
+
+def _inflated(data: bytes) -> bytes:
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return b""
 
 
 def _unbase64(value: bytes) -> bytes:

@@ -52,17 +52,27 @@ def mount(app: Flask, redis_url: str) -> None:
     setup_rq_connection(app)
     app.register_blueprint(blueprint, url_prefix=URL_PREFIX)
     for name, handler in dashboard_views.REPLACEMENTS.items():
-        app.view_functions[f"{BLUEPRINT}.{name}"] = handler
-    _wrap(app, "job_info", _job_info)
-    _wrap(app, "jobs_overview", _jobs_overview)
+        _replace(app, name, _instead(handler))
+    _replace(app, "job_info", lambda original: lambda **kw: _job_info(original, **kw))
+    _replace(app, "jobs_overview", lambda original: lambda **kw: _jobs_overview(original, **kw))
     security.install(app, MUTATING)
     app.before_request(check_arguments)
     app.register_error_handler(HTTPException, _error)
 
 
-def _wrap(app: Flask, name: str, wrapper: Callable[..., Any]) -> None:
-    original = app.view_functions[f"{BLUEPRINT}.{name}"]
-    app.view_functions[f"{BLUEPRINT}.{name}"] = lambda **kw: wrapper(original, **kw)
+def _replace(app: Flask, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Route rq-dashboard's endpoint `name` to `make(its original view)`."""
+    endpoint = f"{BLUEPRINT}.{name}"
+    if endpoint not in app.view_functions:  # another rq-dashboard version: its view would stay in place
+        raise RuntimeError(f"rq-dashboard has no endpoint {endpoint} for refreshq to replace")
+    app.view_functions[endpoint] = make(app.view_functions[endpoint])
+
+
+def _instead(handler: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(_original: Callable[..., Any]) -> Callable[..., Any]:
+        return handler
+
+    return make
 
 
 def _job_info(original: Callable[..., Any], **kw: Any) -> Any:
