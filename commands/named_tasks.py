@@ -17,15 +17,18 @@ def parse_args_option(text: str | None) -> tuple[list[Any], dict[str, Any]]:
     """`--args`: a JSON array (positional arguments) or a JSON object (keyword arguments)."""
     if text is None:
         return [], {}
+    shown = repr(text) if len(text) <= 200 else repr(text[:200]) + "..."
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise TaskArgumentsError(f"--args {text!r} is not valid JSON: {exc}") from None
+        raise TaskArgumentsError(f"--args {shown} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise TaskArgumentsError(f"--args {shown} is nested too deeply") from None
     if isinstance(value, list):
         return value, {}
     if isinstance(value, dict):
         return [], value
-    raise TaskArgumentsError(f"--args {text!r}: expected a JSON array (positional) or object (keyword arguments)")
+    raise TaskArgumentsError(f"--args {shown}: expected a JSON array (positional) or object (keyword arguments)")
 
 
 @click.group("tasks")

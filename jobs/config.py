@@ -6,7 +6,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from jobs.errors import ConfigError
@@ -155,6 +155,17 @@ class Settings:
             web_password=_str(env, "REFRESHQ_WEB_PASSWORD"),
             task_modules=_modules(env, "REFRESHQ_TASK_MODULES", "jobs.builtin_tasks"),
         )
+
+    def __repr__(self) -> str:
+        # A repr ends up in tracebacks and logs: secrets are left out, credentials inside URLs masked.
+        parts = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            shown = repr(mask_url(value)) if f.name.endswith("_url") and isinstance(value, str) else repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
 
     @property
     def upstream_kind(self) -> str:

@@ -48,7 +48,7 @@ def check_arguments(
     fitting the signature, or not of the parameters' annotated types (see jobs.arguments)."""
     try:
         plain_args, plain_kwargs = arguments.as_json(args, kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TaskArgumentsError(
             f"arguments of task {definition.name} must be JSON-serializable (str, number, bool, null, list, "
             f"object): {exc}"

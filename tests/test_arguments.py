@@ -116,6 +116,7 @@ def test_the_builtin_cleanup_refuses_a_string_age_and_running_statuses(conn: red
         ('{"statuses":["RUNNING"]}', "statuses[0]: expected one of 'SUCCEEDED', 'FAILED', 'CANCELLED', got 'RUNNING'"),
         ('{"statuses":"FAILED"}', "statuses: expected an array, got 'FAILED' (str)"),
         ("[1e400]", "must be JSON-serializable"),  # JSON reads it as inf, which JSON cannot carry back
+        ("[" * 30_000 + "]" * 30_000, "is nested too deeply"),
     ):
         for command in (("tasks", "run", "cleanup"), ("schedule", "add", "cleanup", "--interval", "60")):
             result = run_cli(*command, "--args", args, env=tenv)

@@ -112,6 +112,11 @@ def test_secrets_stay_out_of_repr() -> None:
     text = repr(s)
     for secret in ("s3cret-token", "sk-key", "pw-123"):
         assert secret not in text
+    with_urls = Settings.from_env({"REDIS_URL": "redis://:redis-pw-1@h:6379/0",
+                                   "REFRESHQ_UPSTREAM_URL": "http://u:upstream-pw-2@h/v1"})
+    text = repr(with_urls)
+    assert "redis_url='redis://:***@h:6379/0'" in text and "upstream_url='http://u:***@h/v1'" in text
+    assert "redis-pw-1" not in text and "upstream-pw-2" not in text
 
 
 def test_settings_are_frozen() -> None:
