@@ -19,7 +19,7 @@ from jobs.upstream.base import RequestGate, Upstream
 __all__ = ["Upstream", "build_upstream", "secret_free_spec", "spec_from_settings"]
 
 KINDS = ("sample", "http", "llm")
-# The URL field of each kind's spec, and the setting that holds the same URL with its credentials.
+# The URL field of each kind's spec; REFRESHQ_UPSTREAM_URL and REFRESHQ_LLM_BASE_URL hold them with credentials.
 _URL_FIELDS = {"http": "url", "llm": "base_url"}
 
 
