@@ -24,10 +24,19 @@ class Runtime:
 
     @property
     def conn(self) -> redis.Redis:
+        """A command's connection: checked at first use, it gives up on a lost server within a second."""
         if self._conn is None:
             from jobs.connection import connect
 
             self._conn = connect(self.settings)
+        return self._conn
+
+    def process_conn(self) -> redis.Redis:
+        """A long-running process's connection (worker, scheduler): checked now, then it waits out
+        outages of any length, until the process is asked to stop."""
+        from jobs.connection import connect
+
+        self._conn = connect(self.settings, patient=True)
         return self._conn
 
     def manager(self) -> SyncTaskManager:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
 from commands.runtime import FiniteFloat
 from jobs.config import MAX_SAMPLE_SCALE
+from jobs.errors import ConfigError
 
 MAX_LATENCY_MS = 600_000.0  # ten minutes: beyond any client timeout
+# What binding a listening socket fails with: the port is taken, the address is not this machine's,
+# or the port is privileged.
+_BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
 @click.group()
@@ -34,7 +41,13 @@ def serve(
     from jobs.upstream.serve import serve_forever
 
     click.echo(f"refreshq: sample directory (scale {scale}) at http://{host}:{port}/v1", err=True)
-    serve_forever(
-        host=host, port=port, scale=scale, latency_ms=latency_ms, fail_rate=fail_rate, rate_429=rate_429,
-        invalid_json_rate=invalid_json_rate, hang_rate=hang_rate, seed=seed,
-    )
+    try:
+        serve_forever(
+            host=host, port=port, scale=scale, latency_ms=latency_ms, fail_rate=fail_rate, rate_429=rate_429,
+            invalid_json_rate=invalid_json_rate, hang_rate=hang_rate, seed=seed,
+        )
+    except OSError as exc:
+        if exc.errno not in _BIND_ERRORS and not isinstance(exc, socket.gaierror):
+            raise
+        reason = exc.strerror or exc
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason} (choose another with --port)") from None

@@ -132,7 +132,8 @@ class Settings:
             raise ConfigError("REFRESHQ_LLM_MODEL is not set: expected a model name when REFRESHQ_LLM_BASE_URL is set")
         return cls(
             redis_url=_url(env, "REDIS_URL", REDIS_SCHEMES),
-            data_dir=Path(data_dir).expanduser() if data_dir else _default_data_dir(env),
+            # Relative to the directory the command starts in, resolved once so the whole process agrees.
+            data_dir=Path(data_dir).expanduser().absolute() if data_dir else _default_data_dir(env),
             upstream_url=_url(env, "REFRESHQ_UPSTREAM_URL", HTTP_SCHEMES),
             upstream_token=_str(env, "REFRESHQ_UPSTREAM_TOKEN"),
             llm_base_url=llm_base_url,

@@ -15,6 +15,14 @@ class ServerError(RefreshqError):
     """Raised when the embedded Valkey server cannot be started, reached or stopped."""
 
 
+class DataDirError(ConfigError):
+    """Raised when REFRESHQ_DATA_DIR cannot hold the embedded server's files (a file, not writable, too long)."""
+
+
+class ServerUnreachableError(ConfigError):
+    """Raised when the Redis server in use cannot be reached, refuses the credentials or does not speak Redis."""
+
+
 class ValidationError(RefreshqError):
     """Raised when user input (a province, an argument, an option) is invalid; nothing is stored."""
 

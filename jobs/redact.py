@@ -16,8 +16,10 @@ MASK = "***"
 # Secrets shorter than this are masked inside URLs but not replaced everywhere in a text: replacing
 # every "pw" or "a" would garble whole log lines without hiding anything a guess would not find.
 MIN_SECRET = 3
-# `scheme://userinfo@` anywhere in a text; userinfo stops at the first '/', whitespace or quote.
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@'\"<>]+)@")
+_PASSWORD_PARAM = re.compile(r"(?i)(^|&)(password=)[^&#]*")
+# `scheme://userinfo@` anywhere in a text. The userinfo runs to the last '@' before whitespace, a quote,
+# '?' or '#', so an unencoded '/' or '@' in a password is masked too (at worst a path is over-masked).
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s'\"<>?#]+)@")
 
 
 def _mask_userinfo(userinfo: str) -> str:
@@ -26,8 +28,9 @@ def _mask_userinfo(userinfo: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password (or single-part userinfo) replaced by ***, for printing."""
-    return mask_urls(url)
+    """The URL with its password (userinfo, or a `password=` query parameter) replaced by ***, for printing."""
+    base, query_sep, query = mask_urls(url).partition("?")
+    return base + query_sep + _PASSWORD_PARAM.sub(rf"\1\2{MASK}", query)
 
 
 def mask_urls(text: str) -> str:
