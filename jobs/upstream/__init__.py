@@ -68,6 +68,7 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
             model=model,
             concurrency=settings.upstream_concurrency,
             timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
+            max_attempts=settings.upstream_attempts,
             request_gate=request_gate,
         )
     raise ValidationError(f"unknown upstream kind {kind!r}: expected one of {', '.join(KINDS)}")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from jobs.errors import TransientUpstreamError, UpstreamError
+from jobs.errors import RegionFailedError, TransientUpstreamError, UpstreamError, UpstreamInconsistencyError
 
 T = TypeVar("T")
 Sleep = Callable[[float], None]
@@ -40,6 +40,15 @@ def exhausted(what: str, attempts: int, last: TransientUpstreamError) -> Upstrea
     return TransientUpstreamError(f"{what}: failed after {attempts} attempts; last error: {last}")
 
 
+def region_verdict(what: str, attempts: int, last: TransientUpstreamError) -> UpstreamError:
+    """The verdict once retries run out: an upstream that kept contradicting itself has failed that region
+    for good (retrying the job later would only ask the same liar again); anything else stays transient."""
+    if isinstance(last, UpstreamInconsistencyError):
+        detail = str(last).removeprefix(f"{what}: ")
+        return RegionFailedError(f"{what}: no consistent answer after {attempts} attempts; last: {detail}")
+    return exhausted(what, attempts, last)
+
+
 def call_with_retries(
     attempt: Callable[[], T],
     *,
@@ -48,8 +57,9 @@ def call_with_retries(
     backoff: Backoff,
     sleep: Sleep = time.sleep,
     give_up: Callable[[str, int, TransientUpstreamError], UpstreamError] = exhausted,
+    retry_on: type[TransientUpstreamError] = TransientUpstreamError,
 ) -> T:
-    """Run `attempt` until it returns, retrying TransientUpstreamError up to `max_attempts` times.
+    """Run `attempt` until it returns, retrying `retry_on` errors up to `max_attempts` times.
 
     Any other exception (PermanentUpstreamError included) passes through at once. `what` names the
     request in messages and logs, so it must never contain a secret.
@@ -58,7 +68,7 @@ def call_with_retries(
     for number in range(1, attempts + 1):
         try:
             return attempt()
-        except TransientUpstreamError as error:
+        except retry_on as error:
             if number == attempts:
                 raise give_up(what, attempts, error) from error
             delay = backoff.delay(number, error)
