@@ -88,7 +88,7 @@ class LLMClient:
         self.concurrency = concurrency
         self._max_attempts = max_attempts
         self._gate = request_gate or contextlib.nullcontext
-        self._backoff = backoff or Backoff(base=1.0)
+        self._backoff = backoff or Backoff(base=1.0, inconsistent_base=0.1)
         self._sleep = sleep
         self._temperature = temperature
         self._redact = Redactor(api_key)

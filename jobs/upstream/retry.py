@@ -24,10 +24,16 @@ class Backoff:
     base: float = 0.5  # ceiling of the first delay, seconds; doubles each attempt
     cap: float = 30.0  # ceiling of any one computed delay
     retry_after_cap: float = 60.0  # a Retry-After longer than this is not believed
+    # The same after an answer that contradicted itself (None: `base`). A model's slip is no sign of
+    # load, so asking again soon costs nothing; a server's stale total may need a moment to settle.
+    inconsistent_base: float | None = None
 
     def delay(self, attempt: int, error: TransientUpstreamError) -> float:
         """How long to wait after failed attempt number `attempt` (1-based)."""
-        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        base = self.base
+        if self.inconsistent_base is not None and isinstance(error, UpstreamInconsistencyError):
+            base = self.inconsistent_base
+        ceiling = min(self.cap, base * 2 ** (attempt - 1))
         delay = random.uniform(0.0, ceiling)
         if error.retry_after is not None:
             # The upstream said when it will take us again: never come back earlier than that.
