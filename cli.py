@@ -12,10 +12,34 @@ import redis
 from commands.runtime import Runtime, pass_runtime
 from jobs.config import Settings
 from jobs.errors import ConfigError, RefreshqError, ValidationError
+from jobs.redact import RedactingFormatter, credential_parts, mask_url
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+# Libraries whose INFO lines are one per request (httpx logs every request with its URL: thousands
+# per refresh); their per-request lines are for debugging only.
+QUIET_LOGGERS = ("httpx", "httpcore")
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _setup_logging(settings: Settings) -> None:
+    """INFO to stderr, every line scrubbed of URL credentials and of the configured secrets."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets=_secrets(settings)))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _secrets(settings: Settings) -> list[str | None]:
+    urls = (settings.redis_url, settings.upstream_url, settings.llm_base_url)
+    return [settings.upstream_token, settings.llm_api_key, settings.web_password,
+            *(part for url in urls for part in credential_parts(url))]
+
+
+def _load_task_modules(settings: Settings) -> None:
+    """Import REFRESHQ_TASK_MODULES now: a bad one stops the process (exit 2) instead of failing every run."""
+    from jobs.registry import configured_tasks
+
+    configured_tasks(settings)
 
 
 @click.group()
@@ -43,12 +67,14 @@ def server(ctx: click.Context) -> None:
 
 
 @server.command("url")
+@click.option("--reveal", is_flag=True, help="Print a password in the URL instead of ***.")
 @pass_runtime
-def server_url(rt: Runtime) -> None:
+def server_url(rt: Runtime, reveal: bool) -> None:
     """Print the URL of the server in use (starting the embedded one if needed)."""
     from jobs.connection import server_url as url_of
 
-    click.echo(url_of(rt.settings))
+    url = url_of(rt.settings)
+    click.echo(url if reveal else mask_url(url))
 
 
 @server.command("stop")
@@ -73,7 +99,8 @@ def worker(rt: Runtime, queue_names: tuple[str, ...], burst: bool, name: str | N
     from jobs import queues
     from workers import build_worker
 
-    _setup_logging()
+    _setup_logging(rt.settings)
+    _load_task_modules(rt.settings)
     w = build_worker(rt.conn, queue_names or queues.ALL_QUEUES, name=name)
     w.work(burst=burst, with_scheduler=False)
 
@@ -84,7 +111,8 @@ def scheduler_command(rt: Runtime) -> None:
     """Run the scheduler (one active instance; others stand by)."""
     from scheduler import Scheduler, default_duties
 
-    _setup_logging()
+    _setup_logging(rt.settings)
+    _load_task_modules(rt.settings)
     process = Scheduler(rt.conn, default_duties(rt.settings))
     process.install_signal_handlers()
     process.run()
@@ -101,7 +129,7 @@ def web(rt: Runtime, host: str, port: int) -> None:
     from jobs.connection import server_url as url_of
     from web.app import check_exposure, create_app
 
-    _setup_logging()
+    _setup_logging(rt.settings)
     check_exposure(rt.settings, host)
     app = create_app(rt.settings, url_of(rt.settings))
 

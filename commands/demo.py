@@ -13,8 +13,10 @@ import click
 
 from commands.display import watch
 from commands.runtime import Runtime, pass_runtime
+from jobs.config import MAX_SAMPLE_SCALE
 from jobs.connection import server_url
 from jobs.manager import SyncTaskManager
+from jobs.redact import mask_url
 
 DEMO_SCALE = 1_000_000
 
@@ -43,12 +45,13 @@ def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 
 
 @click.command()
-@click.option("--scale", type=click.IntRange(min=0), default=DEMO_SCALE, show_default=True, help="Sample hospitals.")
+@click.option("--scale", type=click.IntRange(0, MAX_SAMPLE_SCALE), default=DEMO_SCALE, show_default=True,
+              help="Sample hospitals.")
 @click.option("--workers", "worker_count", type=click.IntRange(1, 16), default=2, show_default=True)
 @pass_runtime
 def demo(rt: Runtime, scale: int, worker_count: int) -> None:
     """Refresh the built-in sample directory with local workers and watch it live."""
-    click.echo(f"server: {server_url(rt.settings)}")
+    click.echo(f"server: {mask_url(server_url(rt.settings))}")
     log_dir = rt.settings.data_dir / "logs"
     workers = _start_workers(worker_count, log_dir)
     click.echo(f"started {worker_count} workers (logs in {log_dir})")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import click
 
+from commands.runtime import FiniteFloat
+from jobs.config import MAX_SAMPLE_SCALE
+
+MAX_LATENCY_MS = 600_000.0  # ten minutes: beyond any client timeout
+
 
 @click.group()
 def upstream() -> None:
@@ -13,12 +18,13 @@ def upstream() -> None:
 @upstream.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8700, show_default=True)
-@click.option("--scale", type=click.IntRange(min=0), default=1_000_000, show_default=True, help="Total hospitals.")
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
-@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of 503s.")
-@click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--invalid-json-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--hang-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--scale", type=click.IntRange(0, MAX_SAMPLE_SCALE), default=1_000_000, show_default=True,
+              help="Total hospitals.")
+@click.option("--latency-ms", type=FiniteFloat(0, MAX_LATENCY_MS), default=0.0, show_default=True)
+@click.option("--fail-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True, help="Share of 503s.")
+@click.option("--rate-429", type=FiniteFloat(0, 1), default=0.0, show_default=True)
+@click.option("--invalid-json-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True)
+@click.option("--hang-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def serve(
     host: str, port: int, scale: int, latency_ms: float, fail_rate: float, rate_429: float,

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from jobs.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamInconsistencyError
+from jobs.redact import split_credentials, url_redactor
 from jobs.upstream import shapes
 from jobs.upstream.base import Hospital, Region, RequestGate
 from jobs.upstream.listing import Listing, Page
@@ -25,16 +26,6 @@ T = TypeVar("T")
 
 PAGE_SIZE = 500
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
-
-
-class Redactor:
-    """Removes a secret from text that may end up in an exception message or a log line."""
-
-    def __init__(self, secret: str | None) -> None:
-        self._secret = secret
-
-    def __call__(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -82,11 +73,18 @@ def shared_tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def pooled_client(concurrency: int, timeout: float, headers: dict[str, str]) -> httpx.Client:
-    """An httpx.Client holding at most `concurrency` connections, all kept alive between requests."""
+def pooled_client(
+    concurrency: int, timeout: float, headers: dict[str, str], auth: tuple[str, str] | None = None
+) -> httpx.Client:
+    """An httpx.Client holding at most `concurrency` connections, all kept alive between requests.
+
+    `auth`: HTTP Basic credentials, given apart from the URL so that no request URL (which httpx
+    logs and puts in its errors) ever holds them.
+    """
     return httpx.Client(
         verify=shared_tls_context(),
         headers=headers,
+        auth=httpx.BasicAuth(*auth) if auth else None,
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         # pool=None: more threads than connections wait their turn instead of failing.
         timeout=httpx.Timeout(timeout, pool=None),
@@ -107,17 +105,19 @@ class HttpDirectoryClient:
         backoff: Backoff | None = None,
         sleep: Sleep = time.sleep,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # Credentials in the URL (http://user:pass@host/v1) are sent as Basic auth, never in a request URL.
+        bare_url, credentials = split_credentials(base_url)
+        self.base_url = bare_url.rstrip("/")
         self.concurrency = concurrency
         self._max_attempts = max_attempts
         self._gate = request_gate or contextlib.nullcontext
         self._backoff = backoff or Backoff()
         self._sleep = sleep
-        self._redact = Redactor(token)
+        self._redact = url_redactor(base_url, token)
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._client = pooled_client(concurrency, timeout, headers)
+        self._client = pooled_client(concurrency, timeout, headers, credentials)
         self._count_lock = threading.Lock()
         self._requests_made = 0
 

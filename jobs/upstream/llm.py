@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 import httpx
 
 from jobs.errors import TransientUpstreamError, UpstreamInconsistencyError
+from jobs.redact import split_credentials, url_redactor
 from jobs.upstream import llm_parse
 from jobs.upstream.base import Hospital, Region, RequestGate
-from jobs.upstream.http import Redactor, check_status, pooled_client
+from jobs.upstream.http import check_status, pooled_client
 from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
 from jobs.upstream.shapes import CHILD_LEVEL
 
@@ -83,7 +84,8 @@ class LLMClient:
         sleep: Sleep = time.sleep,
         temperature: float | None = 0.0,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        bare_url, credentials = split_credentials(base_url)  # sent as Basic auth, never in a request URL
+        self.base_url = bare_url.rstrip("/")
         self.model = model
         self.concurrency = concurrency
         self._max_attempts = max_attempts
@@ -91,11 +93,11 @@ class LLMClient:
         self._backoff = backoff or Backoff(base=1.0, inconsistent_base=0.1)
         self._sleep = sleep
         self._temperature = temperature
-        self._redact = Redactor(api_key)
+        self._redact = url_redactor(base_url, api_key)
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._client = pooled_client(concurrency, timeout, headers)
+        self._client = pooled_client(concurrency, timeout, headers, credentials)
         self._count_lock = threading.Lock()
         self._requests_made = 0
 
