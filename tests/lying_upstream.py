@@ -11,10 +11,13 @@ while (connections refused) and come back on the same port.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import socket
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +69,7 @@ class LyingState:
         self.listings: Counter[str] = Counter()  # page-1 requests per leaf
         self.requests: Counter[str] = Counter()  # requests per region code ("" for /regions)
         self.told: Counter[str] = Counter()  # lies told, by kind
+        self.outage_on: dict[str, Callable[[], None]] = {}  # region code -> what takes the server away
 
     def active(self, code: str, kind: str, page: int | None = None) -> list[Lie]:
         """The lies that apply to this request (counting it); `page` is None for children and /regions."""
@@ -99,15 +103,33 @@ class LyingServer(DirectoryServer):
         self.state = state
         self.stopping = state.stopping
 
+    def server_close(self) -> None:
+        # A work-horse forked by the test holds a copy of this socket: shutting it down (not only closing
+        # our copy) stops the listening everywhere, so connections are refused and the port can be bound again.
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+        super().server_close()
+
 
 class LyingHandler(DirectoryHandler):
     server: LyingServer
 
     def do_GET(self) -> None:
-        if self.server.state.down.is_set():
-            self.close_connection = True  # a keep-alive connection of a server that went away: no answer
+        state = self.server.state
+        with state.lock:
+            go_away = next((state.outage_on.pop(c) for c in list(state.outage_on) if f"/{c}/" in self.path), None)
+        if go_away is not None:
+            go_away()
+        if state.down.is_set():
+            self._hang_up()  # a keep-alive connection of a server that went away: no answer
             return
         super().do_GET()
+
+    def _hang_up(self) -> None:
+        """Close the connection for good (forked copies of it included), not only this process' end."""
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        self.close_connection = True
 
     def _answer(self, kind: str, code: str, query: dict[str, list[str]]) -> None:
         state = self.server.state
@@ -163,7 +185,7 @@ class LyingHandler(DirectoryHandler):
         self.end_headers()
         self.wfile.write(payload[: len(payload) // 2])
         self.wfile.flush()
-        self.close_connection = True
+        self._hang_up()
 
 
 def _spoil_regions(items: list[Region], lies: list[Lie]) -> list[Any]:
@@ -212,6 +234,10 @@ class LyingUpstream:
         self.port = int(self._running.server.server_address[1])
         self.url = self._running.url
         self._outage: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._live = True  # whether `_running` is serving (not between an outage and its return)
 
     def truth(self) -> list[Hospital]:
         """Every hospital the upstream lists, as it stands now (gone provinces left out)."""
@@ -219,29 +245,47 @@ class LyingUpstream:
 
     def outage(self, seconds: float) -> None:
         """Go away now (new connections refused, open ones dropped) and come back after `seconds`."""
-        self.state.down.set()
-        self._running.stop()
-        self.state.stopping.clear()  # stop() released hanging handlers; the next incarnation may hang again
+        with self._lock:
+            if self._closed or not self._live:
+                return
+            self.state.down.set()
+            self._running.stop()
+            self._live = False
+            self.state.stopping.clear()  # stop() released hanging handlers; the next incarnation may hang again
+            self._outage = threading.Thread(target=self._come_back, args=(seconds,), daemon=True)
+            self._outage.start()
 
-        def come_back() -> None:
-            self.state.stopping.wait(seconds)
-            if not self.state.stopping.is_set():
+    def _come_back(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        with self._lock:
+            if not self._closed:
                 self._running = RunningUpstream(LyingServer((self._host, self.port), self.state))
+                self._live = True
                 self.state.down.clear()
 
-        self._outage = threading.Thread(target=come_back, daemon=True)
-        self._outage.start()
+    def outage_when_asked(self, code: str, seconds: float) -> None:
+        """Go away for `seconds` the first time a request names region `code` (that one gets no answer)."""
+
+        def go_away() -> None:
+            self.state.down.set()
+            threading.Thread(target=self.outage, args=(seconds,), daemon=True).start()
+
+        self.state.outage_on[code] = go_away
 
     @property
     def is_up(self) -> bool:
         return not self.state.down.is_set()
 
     def stop(self) -> None:
-        self.state.stopping.set()
+        with self._lock:
+            self._closed = True
+            self._wake.set()
+            if self._live:
+                self._running.stop()
+                self._live = False
+            self.state.stopping.set()
         if self._outage is not None:
             self._outage.join()
-        if not self.state.down.is_set():
-            self._running.stop()
 
     def __enter__(self) -> LyingUpstream:
         return self

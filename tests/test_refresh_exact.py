@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from commands.display import render
 from jobs import keys, queues, store
 from jobs.config import Settings
 from jobs.manager import SyncTaskManager
@@ -77,6 +78,23 @@ def test_a_lie_told_twice_then_the_truth_ends_exact(kind: str, fast: Settings, c
     assert status["conflicts"] == {"count": 0, "examples": []}
 
 
+def test_an_upstream_that_goes_away_mid_refresh_and_comes_back_ends_exact(
+    fast: Settings, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections refused (and kept-alive ones dropped) for 2 s from the first request about 海淀区: the
+    requests in flight then are retried, a job out of attempts is retried by the sweeper, and the
+    province is published whole once the server is back."""
+    monkeypatch.setenv("REFRESHQ_RETRY_MAX", "10")
+    with beijing() as lying:
+        lying.outage_when_asked("110108", 2.0)
+        manager = over(Settings.from_env(), conn, lying)
+        status = settle(conn, manager, manager.create_province_refresh_task("北京"))
+        assert lying.is_up and not lying.state.outage_on  # it went away, and came back
+    assert status["status"] == "SUCCEEDED", status
+    assert checksum(exported(conn)) == checksum(province_hospitals(SampleDirectory(SCALE), "11"))
+    assert status["statistics"]["hospitals_found"] == 222
+
+
 def test_an_id_under_two_leaves_of_a_province_is_one_record_and_a_reported_conflict(
     fast: Settings, conn: redis.Redis
 ) -> None:
@@ -100,6 +118,8 @@ def test_an_id_under_two_leaves_of_a_province_is_one_record_and_a_reported_confl
     assert store.published_provinces(conn)["110000"]["records"] == len(expected)
     assert manager.province_progress(task_id)[0]["hospitals"] == len(expected)
     assert not conn.exists(keys.task_ids(task_id))  # the index goes when the task succeeds
+    shown = [line for line in render(status, manager.province_progress(task_id)) if "conflicts:" in line]
+    assert len(shown) == 1 and "1 id(s)" in shown[0] and shared["id"] in shown[0]
 
 
 def test_a_conflict_across_a_retry_is_counted_once_and_the_index_survives_the_failure(
