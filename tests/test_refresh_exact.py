@@ -180,6 +180,7 @@ def test_a_full_refresh_unpublishes_a_province_the_upstream_no_longer_lists_only
         # A failed refresh unpublishes nothing: 澳门 is still there, as published before.
         assert conn.hget(keys.PUBLISHED, "820000") == macau
         assert "820000" in store.published_provinces(conn)
+        assert conn.exists(keys.task_ids(task_id))  # kept for the resume: what is staged keeps its ids
 
         lying.state.lies = ()  # the upstream tells the truth again: resuming finishes the task
         manager.resume_task(task_id)
@@ -228,3 +229,15 @@ def test_a_province_refresh_of_a_gone_province_is_refused_at_creation(
     assert conn.zcard(keys.TASKS_BY_CREATED) == 0
     assert queues.queue(conn, queues.REFRESH).count == 0
     assert not [k for k in conn.scan_iter("rq:job:*")]
+
+
+def test_cleanup_deletes_a_failed_task_s_id_index_and_conflicts(fast: Settings, conn: redis.Redis) -> None:
+    lies = (Lie("foreign", LEAF, other="110108"), Lie("total_high", "110101"))
+    with beijing(lies) as lying:
+        manager = over(fast, conn, lying)
+        task_id = manager.create_province_refresh_task("北京")
+        status = settle(conn, manager, task_id)
+    assert status["status"] == "FAILED" and status["conflicts"]["count"] == 1, status
+    assert conn.hlen(keys.task_ids(task_id)) == 222 - 15  # every kept id of the staged leaves (not 东城区's)
+    assert manager.cleanup_old_tasks(0) == 1
+    assert [k for k in conn.scan_iter(f"{keys.PREFIX}*{task_id}*")] == []  # (RQ expires its own keys)

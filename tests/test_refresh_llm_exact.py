@@ -99,8 +99,10 @@ def test_a_full_refresh_through_a_model_that_slips_in_5_percent_of_answers_is_ex
 @pytest.mark.parametrize("attempts", [2, 4])
 @pytest.mark.parametrize(
     ("code", "name", "slip"),
-    [("440104", "越秀区", "drop_required"), ("440104", "越秀区", "conflict"), ("440100", "广州市", "truncate")],
-    ids=["a leaf missing a name", "a leaf with conflicting duplicates", "a city cut mid-way"],
+    [("440104", "越秀区", "drop_required"), ("440104", "越秀区", "conflict"), ("440100", "广州市", "truncate"),
+     ("440100", "广州市", "drop_required")],
+    ids=["a leaf missing a name", "a leaf with conflicting duplicates", "a city cut mid-way",
+         "a city's district missing its code"],
 )
 def test_a_region_the_model_always_slips_on_fails_after_the_configured_attempts(
     attempts: int, code: str, name: str, slip: str, llm_env: Settings, conn: redis.Redis,
