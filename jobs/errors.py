@@ -39,8 +39,16 @@ class TransientUpstreamError(UpstreamError):
         self.retry_after = retry_after
 
 
+class UpstreamInconsistencyError(TransientUpstreamError):
+    """Raised when an answer contradicts itself (total vs items served, a repeated page, a bad item); retried."""
+
+
 class PermanentUpstreamError(UpstreamError):
     """Raised when the upstream says a region does not exist (404) or keeps answering invalid data."""
+
+
+class RegionFailedError(PermanentUpstreamError):
+    """Raised when a region's answer stayed inconsistent or invalid through every allowed attempt."""
 
 
 class TaskError(RefreshqError):

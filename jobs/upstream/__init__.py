@@ -117,5 +117,6 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
         model=spec["model"],
         concurrency=settings.upstream_concurrency,
         timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
+        max_attempts=settings.upstream_attempts,
         request_gate=request_gate,
     )

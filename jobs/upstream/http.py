@@ -9,17 +9,18 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 
-from jobs.errors import PermanentUpstreamError, TransientUpstreamError
+from jobs.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamInconsistencyError
 from jobs.redact import split_credentials, url_redactor
 from jobs.upstream import shapes
 from jobs.upstream.base import Hospital, Region, RequestGate
-from jobs.upstream.retry import Backoff, Sleep, call_with_retries
+from jobs.upstream.listing import Listing, Page
+from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
 
 T = TypeVar("T")
 
@@ -130,24 +131,31 @@ class HttpDirectoryClient:
             return self._requests_made
 
     def provinces(self) -> list[Region]:
-        return self._get("/regions", None, _regions)
+        return self._get("/regions", None, _provinces)
 
     def children(self, region: Region) -> list[Region]:
-        return self._get(f"/regions/{quote(region['code'], safe='')}/children", None, _regions)
+        return self._get(f"/regions/{quote(region['code'], safe='')}/children", None, shapes.regions)
 
-    def hospitals(self, region: Region) -> Iterator[list[Hospital]]:
+    def hospitals(self, region: Region) -> list[Hospital]:
+        """Every hospital of a leaf, its pages checked against each other (see jobs.upstream.listing);
+        an inconsistent listing is read again from page 1, and after the last attempt fails the region."""
         path = f"/regions/{quote(region['code'], safe='')}/hospitals"
-        page, seen = 1, 0
-        while True:
-            items, total = self._get(path, {"page": page, "page_size": PAGE_SIZE}, _hospital_page)
-            if not items:
-                return
-            yield items
-            seen += len(items)
-            # Counting what arrived, not page * PAGE_SIZE, stays right if the server caps page sizes.
-            if seen >= total:
-                return
-            page += 1
+        return call_with_retries(
+            lambda: self._listing(path),
+            what=f"GET {path}",
+            max_attempts=self._max_attempts,
+            backoff=self._backoff,
+            sleep=self._sleep,
+            give_up=region_verdict,
+            # Only whole-listing contradictions restart it; a failed page was already retried on its own.
+            retry_on=UpstreamInconsistencyError,
+        )
+
+    def _listing(self, path: str) -> list[Hospital]:
+        listing, number = Listing(f"GET {path}", PAGE_SIZE), 1
+        while not listing.add(number, self._get(path, {"page": number, "page_size": PAGE_SIZE}, _hospital_page)):
+            number += 1
+        return listing.hospitals
 
     def close(self) -> None:
         self._client.close()
@@ -166,6 +174,7 @@ class HttpDirectoryClient:
             max_attempts=self._max_attempts,
             backoff=self._backoff,
             sleep=self._sleep,
+            give_up=region_verdict,
         )
 
     def _attempt(self, path: str, query: dict[str, Any] | None, parse: Callable[[object], T], what: str) -> T:
@@ -179,13 +188,24 @@ class HttpDirectoryClient:
         check_status(response, what)
         try:
             return parse(json.loads(response.content))
-        except (ValueError, shapes.ShapeError) as error:  # a faulty proxy: try again
+        except shapes.ItemShapeError as error:  # the body arrived whole, its data breaks the contract
+            raise UpstreamInconsistencyError(self._redact(f"{what}: invalid item: {error}")) from None
+        except ValueError as error:  # not JSON, or not the contract's body (a faulty proxy): try again
             raise TransientUpstreamError(self._redact(f"{what}: invalid body: {error}")) from None
 
 
-def _regions(body: object) -> list[Region]:
-    return [shapes.region(item) for item in shapes.items(body)]
+def _provinces(body: object) -> list[Region]:
+    found = shapes.regions(body)
+    if not found:
+        # An empty top level is never true, and a full refresh believing it would unpublish everything.
+        raise shapes.ItemShapeError("the upstream lists no provinces")
+    return found
 
 
-def _hospital_page(body: object) -> tuple[list[Hospital], int]:
-    return [shapes.hospital(item) for item in shapes.items(body)], shapes.total(body)
+def _hospital_page(body: object) -> Page:
+    return Page(
+        items=[shapes.hospital(item) for item in shapes.items(body)],
+        total=shapes.total(body),
+        page=shapes.echoed(body, "page"),
+        page_size=shapes.echoed(body, "page_size"),
+    )
