@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Any
 
 import click
 import redis
@@ -12,10 +13,34 @@ import redis
 from commands.runtime import Runtime, pass_runtime
 from jobs.config import Settings
 from jobs.errors import ConfigError, RefreshqError, ValidationError
+from jobs.redact import RedactingFormatter, credential_parts, mask_url
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+# Libraries whose INFO lines are one per request (httpx logs every request with its URL: thousands
+# per refresh); their per-request lines are for debugging only.
+QUIET_LOGGERS = ("httpx", "httpcore")
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _setup_logging(settings: Settings) -> None:
+    """INFO to stderr, every line scrubbed of URL credentials and of the configured secrets."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets=_secrets(settings)))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _secrets(settings: Settings) -> list[str | None]:
+    urls = (settings.redis_url, settings.upstream_url, settings.llm_base_url)
+    return [settings.upstream_token, settings.llm_api_key, settings.web_password,
+            *(part for url in urls for part in credential_parts(url))]
+
+
+def _load_task_modules(settings: Settings) -> None:
+    """Import REFRESHQ_TASK_MODULES now: a bad one stops the process (exit 2) instead of failing every run."""
+    from jobs.registry import configured_tasks
+
+    configured_tasks(settings)
 
 
 @click.group()
@@ -43,12 +68,14 @@ def server(ctx: click.Context) -> None:
 
 
 @server.command("url")
+@click.option("--reveal", is_flag=True, help="Print a password in the URL instead of ***.")
 @pass_runtime
-def server_url(rt: Runtime) -> None:
+def server_url(rt: Runtime, reveal: bool) -> None:
     """Print the URL of the server in use (starting the embedded one if needed)."""
     from jobs.connection import server_url as url_of
 
-    click.echo(url_of(rt.settings))
+    url = url_of(rt.settings)
+    click.echo(url if reveal else mask_url(url))
 
 
 @server.command("stop")
@@ -70,11 +97,15 @@ def server_stop(rt: Runtime) -> None:
 @pass_runtime
 def worker(rt: Runtime, queue_names: tuple[str, ...], burst: bool, name: str | None) -> None:
     """Run a worker on refreshq's queues (JSON-serialized jobs)."""
-    from jobs import queues
+    from jobs import queues, shutdown
     from workers import build_worker
 
-    _setup_logging()
-    w = build_worker(rt.conn, queue_names or queues.ALL_QUEUES, name=name)
+    shutdown.install_stop_handlers()  # until the worker's own handlers take over
+    _setup_logging(rt.settings)
+    _load_task_modules(rt.settings)
+    w = build_worker(rt.process_conn(), queue_names or queues.ALL_QUEUES, name=name)
+    if shutdown.requested.is_set():
+        return  # stopped while starting, before anything was registered
     w.work(burst=burst, with_scheduler=False)
 
 
@@ -82,11 +113,16 @@ def worker(rt: Runtime, queue_names: tuple[str, ...], burst: bool, name: str | N
 @pass_runtime
 def scheduler_command(rt: Runtime) -> None:
     """Run the scheduler (one active instance; others stand by)."""
+    from jobs import shutdown
     from scheduler import Scheduler, default_duties
 
-    _setup_logging()
-    process = Scheduler(rt.conn, default_duties(rt.settings))
+    shutdown.install_stop_handlers()  # until the scheduler's own handlers take over
+    _setup_logging(rt.settings)
+    _load_task_modules(rt.settings)
+    process = Scheduler(rt.process_conn(), default_duties(rt.settings))
     process.install_signal_handlers()
+    if shutdown.requested.is_set():
+        process.stop()
     process.run()
 
 
@@ -96,21 +132,33 @@ def scheduler_command(rt: Runtime) -> None:
 @pass_runtime
 def web(rt: Runtime, host: str, port: int) -> None:
     """Serve the dashboard (rq-dashboard under /rq)."""
-    import waitress
-
+    from jobs import shutdown
     from jobs.connection import server_url as url_of
     from web.app import check_exposure, create_app
 
-    _setup_logging()
-    check_exposure(rt.settings, host)
-    app = create_app(rt.settings, url_of(rt.settings))
-
     def stop(_signum: int, _frame: object) -> None:
-        raise SystemExit(0)  # waitress closes its sockets on SystemExit
+        shutdown.requested.set()
+        raise SystemExit(0)  # waitress closes its sockets on SystemExit, then waits <= 5 s for its threads
 
     signal.signal(signal.SIGTERM, stop)
+    _setup_logging(rt.settings)
+    check_exposure(rt.settings, host)
+    app = create_app(rt.settings, url_of(rt.settings))
+    server = _listen(app, host, port)
     click.echo(f"refreshq: dashboard on http://{host}:{port}/rq/", err=True)
-    waitress.serve(app, host=host, port=port, threads=8, ident="refreshq")
+    server.run()
+
+
+def _listen(app: object, host: str, port: int) -> Any:
+    """waitress's server bound to host:port (ConfigError if it cannot be), not yet serving."""
+    from waitress.server import create_server
+
+    try:
+        return create_server(app, host=host, port=port, threads=8, ident="refreshq")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another port with --port or PORT)"
+        ) from None
 
 
 @cli.command()
@@ -164,7 +212,11 @@ def main() -> None:
         click.echo(f"refreshq: error: {exc}", err=True)
         sys.exit(1)
     except redis.ConnectionError as exc:
-        click.echo(f"refreshq: error: cannot reach Redis: {exc}", err=True)
+        # The server was reachable when the command started (jobs/connection.py checks it) and went away.
+        click.echo(f"refreshq: error: lost the connection to Redis: {exc}", err=True)
+        sys.exit(1)
+    except redis.RedisError as exc:
+        click.echo(f"refreshq: error: Redis failed: {exc}", err=True)
         sys.exit(1)
 
 

@@ -19,7 +19,7 @@ from types import FrameType
 import redis
 from rq.registry import StartedJobRegistry
 
-from jobs import keys, queues
+from jobs import keys, queues, shutdown
 from jobs.config import Settings
 from jobs.lock import OwnedLock
 
@@ -73,6 +73,7 @@ class Scheduler:
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: FrameType | None) -> None:
             log.info("scheduler: received signal %s, stopping", signal.Signals(signum).name)
+            shutdown.requested.set()  # the connection stops waiting for a lost server
             self.stop()
 
         signal.signal(signal.SIGTERM, handler)
@@ -83,12 +84,25 @@ class Scheduler:
         log.info("scheduler: started (lock %s)", keys.SCHEDULER_LOCK)
         try:
             while not self._stop.is_set():
-                self.run_once()
-                self._stop.wait(self.tick)
+                try:
+                    self.run_once()
+                except redis.RedisError as exc:
+                    log.warning("scheduler: Redis unavailable (%s)", exc)
+                self._pause()
         finally:
             if self.active:
-                self.lock.release()
+                try:
+                    self.lock.release()
+                except redis.RedisError as exc:  # the lock expires by itself within LOCK_TTL_MS
+                    log.warning("scheduler: could not release the lock (%s)", exc)
             log.info("scheduler: stopped")
+
+    def _pause(self) -> None:
+        """Wait one tick, cut short by stop(). Polled rather than Event.wait: the signal handler sets
+        the event, and a handler run while this thread holds the event's lock would deadlock."""
+        deadline = time.monotonic() + self.tick
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
 
     def run_once(self) -> None:
         try:
@@ -103,6 +117,8 @@ class Scheduler:
             return
         self.conn.set(keys.SCHEDULER_HEARTBEAT, datetime.now(UTC).isoformat(), ex=60)
         for duty in self.duties:
+            if self._stop.is_set():
+                return  # a stop waits for the duty in progress, not for the rest of the tick
             started = time.monotonic()
             try:
                 duty(self.conn)

@@ -53,7 +53,8 @@ def show(rt: Runtime, province: str, city: str | None, district: str | None, lim
     shown = 0
     for leaf, record in store.iter_hospitals(rt.conn, code, chosen):
         if limit and shown >= limit:
-            click.echo("... (more; use --limit 0 for all)")
+            # On stderr: with --json stdout is JSON lines only.
+            click.echo("... (more; use --limit 0 for all)", err=as_json)
             break
         shown += 1
         click.echo(record if as_json else _line(leaf.city, leaf.name, json.loads(record)))

@@ -1,22 +1,54 @@
-"""`refreshq demo`: local workers, a full refresh of the built-in sample, live progress, a summary."""
+"""`refreshq demo`: local workers, a full refresh of the built-in sample, live progress, a summary.
+
+Ctrl-C or SIGTERM cancels the task, stops the workers and exits 130 / 143. The workers run in
+sessions of their own, so a terminal's Ctrl-C reaches the demo alone and the demo stops things in
+order: the task first (while the workers can still see the cancel), then the workers, then itself.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 
 import click
 
 from commands.display import watch
 from commands.runtime import Runtime, pass_runtime
+from jobs.config import MAX_SAMPLE_SCALE
 from jobs.connection import server_url
 from jobs.manager import SyncTaskManager
+from jobs.records import TERMINAL
+from jobs.redact import mask_url
 
 DEMO_SCALE = 1_000_000
+# Seconds the workers get to see a cancel and end the task, and then to stop (their warm shutdown).
+CANCEL_WAIT = 10.0
+WORKER_STOP_WAIT = 15.0
+
+
+class _Stop:
+    """The stop signals received: the first asks for an orderly stop, a second for a quick one."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        self.signals.append(signum)  # only recorded: the main loop acts at its next tick
+
+    @property
+    def hurried(self) -> bool:
+        return len(self.signals) > 1
+
+
+class _Interrupted(Exception):
+    """Raised inside the demo's loop when a stop signal has arrived."""
 
 
 def _start_workers(count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
@@ -26,48 +58,98 @@ def _start_workers(count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
         log = open(log_dir / f"demo-worker-{i + 1}.log", "ab")  # noqa: SIM115 - owned by the child
         workers.append(subprocess.Popen(
             [sys.executable, "-m", "cli", "worker", "--queue", "refresh"], stdout=log, stderr=log,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         ))
     return workers
 
 
-def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+def _children(pid: int) -> list[int]:
+    """A process's children (a worker's work-horses), where /proc tells."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _stop_workers(workers: list[subprocess.Popen[bytes]], stop: _Stop) -> None:
     for w in workers:
         if w.poll() is None:
-            w.send_signal(signal.SIGTERM)
+            w.send_signal(signal.SIGTERM)  # warm shutdown: the running job checkpoints and requeues
+    deadline = time.monotonic() + WORKER_STOP_WAIT
     for w in workers:
-        try:
-            w.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            w.kill()
+        while w.poll() is None and time.monotonic() < deadline and not stop.hurried:
+            time.sleep(0.05)
+        if w.poll() is None:
+            # A work-horse has a process group of its own: killing the worker alone would orphan it.
+            for pid in [*_children(w.pid), w.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        w.wait()
+
+
+def _cancel(manager: SyncTaskManager, task_id: str, stop: _Stop) -> None:
+    name = signal.Signals(stop.signals[0]).name
+    manager.cancel_task(task_id)
+    click.echo(f"refreshq demo: {name}: cancelling task {task_id}", err=True)
+    deadline = time.monotonic() + CANCEL_WAIT
+    status = manager.get_task_status(task_id)["status"]
+    while status not in TERMINAL and time.monotonic() < deadline and not stop.hurried:
+        time.sleep(0.1)
+        status = manager.get_task_status(task_id)["status"]
+    if status in TERMINAL:
+        click.echo(f"refreshq demo: task {task_id} {status}", err=True)
+    else:
+        click.echo(f"refreshq demo: task {task_id} still {status}; it stops at its next safe point", err=True)
 
 
 @click.command()
-@click.option("--scale", type=click.IntRange(min=0), default=DEMO_SCALE, show_default=True, help="Sample hospitals.")
+@click.option("--scale", type=click.IntRange(0, MAX_SAMPLE_SCALE), default=DEMO_SCALE, show_default=True,
+              help="Sample hospitals.")
 @click.option("--workers", "worker_count", type=click.IntRange(1, 16), default=2, show_default=True)
 @pass_runtime
 def demo(rt: Runtime, scale: int, worker_count: int) -> None:
     """Refresh the built-in sample directory with local workers and watch it live."""
-    click.echo(f"server: {server_url(rt.settings)}")
+    stop = _Stop()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = _run(rt, scale, worker_count, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code:
+        sys.exit(code)
+
+
+def _run(rt: Runtime, scale: int, worker_count: int, stop: _Stop) -> int:
+    click.echo(f"server: {mask_url(server_url(rt.settings))}")
     log_dir = rt.settings.data_dir / "logs"
     workers = _start_workers(worker_count, log_dir)
     click.echo(f"started {worker_count} workers (logs in {log_dir})")
+    manager = SyncTaskManager(rt.settings, rt.conn, upstream={"kind": "sample", "scale": scale})
+    task_id: str | None = None
+
+    def on_tick() -> None:
+        if stop.signals:
+            raise _Interrupted
+        if all(w.poll() is not None for w in workers):
+            raise click.ClickException(f"the demo workers exited; see {log_dir}")
+
     try:
-        manager = SyncTaskManager(rt.settings, rt.conn, upstream={"kind": "sample", "scale": scale})
+        on_tick()
         task_id = manager.create_full_refresh_task()
         started = time.monotonic()
-
-        def check_workers() -> None:
-            if all(w.poll() is not None for w in workers):
-                raise click.ClickException(f"the demo workers exited; see {log_dir}")
-
-        final = watch(manager, task_id, out=sys.stdout, on_tick=check_workers)
+        final = watch(manager, task_id, out=sys.stdout, on_tick=on_tick)
         seconds = time.monotonic() - started
+    except _Interrupted:
+        if task_id is not None:
+            _cancel(manager, task_id, stop)
+        return 128 + stop.signals[0]
     finally:
-        _stop_workers(workers)
+        _stop_workers(workers, stop)
+        if stop.signals:
+            click.echo("refreshq demo: workers stopped", err=True)
     _summary(final, seconds)
-    if final["status"] != "SUCCEEDED":
-        sys.exit(1)
+    return 0 if final["status"] == "SUCCEEDED" else 1
 
 
 def _summary(final: dict[str, object], seconds: float) -> None:

@@ -38,6 +38,10 @@ def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]
         f"districts {stats['districts_processed']}  hospitals {stats['hospitals_found']}",
     ]
     lines += _province_rows(provinces)
+    conflicts = status.get("conflicts") or {}
+    if conflicts.get("count"):
+        shown = ", ".join(f"{e['id']} ({' / '.join(e['leaves'])})" for e in conflicts["examples"][:3])
+        lines.append(f"  conflicts: {conflicts['count']} id(s) listed under two leaves, kept once: {shown}")
     if status.get("error_message"):
         lines.append(f"  error: {status['error_message']}")
     return lines

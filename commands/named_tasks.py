@@ -7,23 +7,28 @@ from typing import Any
 
 import click
 
-from commands.runtime import Runtime, pass_runtime
+from commands.runtime import FiniteFloat, Runtime, pass_runtime
 from jobs.errors import TaskArgumentsError
+
+MAX_WAIT = 30 * 86_400  # --timeout: a month is already longer than any task's time limit
 
 
 def parse_args_option(text: str | None) -> tuple[list[Any], dict[str, Any]]:
     """`--args`: a JSON array (positional arguments) or a JSON object (keyword arguments)."""
     if text is None:
         return [], {}
+    shown = repr(text) if len(text) <= 200 else repr(text[:200]) + "..."
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise TaskArgumentsError(f"--args {text!r} is not valid JSON: {exc}") from None
+        raise TaskArgumentsError(f"--args {shown} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise TaskArgumentsError(f"--args {shown} is nested too deeply") from None
     if isinstance(value, list):
         return value, {}
     if isinstance(value, dict):
         return [], value
-    raise TaskArgumentsError(f"--args {text!r}: expected a JSON array (positional) or object (keyword arguments)")
+    raise TaskArgumentsError(f"--args {shown}: expected a JSON array (positional) or object (keyword arguments)")
 
 
 @click.group("tasks")
@@ -60,7 +65,7 @@ def list_named(rt: Runtime, category: str | None, tag: str | None, as_json: bool
 @click.argument("name")
 @click.option("--args", "args_json", default=None, help='JSON array or object, e.g. \'{"older_than_days": 3}\'.')
 @click.option("--wait", is_flag=True, help="Wait for the result (a worker must be running); exit 1 if it failed.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=600, show_default=True, help="Seconds to --wait.")
+@click.option("--timeout", type=FiniteFloat(0, MAX_WAIT), default=600, show_default=True, help="Seconds to --wait.")
 @pass_runtime
 def run(rt: Runtime, name: str, args_json: str | None, wait: bool, timeout: float) -> None:
     """Run a task now on a worker; prints its id (and with --wait its result)."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import redis
@@ -23,10 +24,19 @@ class Runtime:
 
     @property
     def conn(self) -> redis.Redis:
+        """A command's connection: checked at first use, it gives up on a lost server within a second."""
         if self._conn is None:
             from jobs.connection import connect
 
             self._conn = connect(self.settings)
+        return self._conn
+
+    def process_conn(self) -> redis.Redis:
+        """A long-running process's connection (worker, scheduler): checked now, then it waits out
+        outages of any length, until the process is asked to stop."""
+        from jobs.connection import connect
+
+        self._conn = connect(self.settings, patient=True)
         return self._conn
 
     def manager(self) -> SyncTaskManager:
@@ -37,6 +47,21 @@ class Runtime:
 
 pass_runtime = click.make_pass_decorator(Runtime)
 
+
+class FiniteFloat(click.FloatRange):
+    """A number from `low` to `high`. click.FloatRange alone lets nan through (it passes every
+    comparison), which no timeout, latency or rate can be."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__(low, high)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 _UNITS = {"d": 1.0, "h": 1 / 24, "m": 1 / 1440, "s": 1 / 86400}
 
 
@@ -46,5 +71,3 @@ def parse_age_days(text: str) -> float:
     if not match:
         raise ValidationError(f"--older-than {text!r} is not valid: expected e.g. 7d, 12h, 30m or 90s")
     return float(match.group(1)) * _UNITS[match.group(2) or "d"]
-
-

@@ -19,9 +19,14 @@ def refresh() -> None:
 
 
 def _follow(rt: Runtime, task_id: str, wait: bool, as_json: bool) -> None:
-    click.echo(task_id)
+    """Print the new task's id (with --json: one JSON object, {"task_id": ...} or the final status)."""
     if not wait:
+        click.echo(json.dumps({"task_id": task_id}) if as_json else task_id)
         return
+    if as_json:
+        click.echo(f"refreshq: task {task_id}", err=True)  # stdout holds the one JSON document only
+    else:
+        click.echo(task_id)
     status = watch(rt.manager(), task_id)
     if as_json:
         click.echo(json.dumps(status, ensure_ascii=False))
@@ -32,7 +37,8 @@ def _follow(rt: Runtime, task_id: str, wait: bool, as_json: bool) -> None:
 
 @refresh.command("full")
 @click.option("--wait", is_flag=True, help="Follow the task to its end; exit 0 only if it succeeded.")
-@click.option("--json", "as_json", is_flag=True, help="With --wait: print the final status as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object on stdout: {"task_id": ...}, with --wait the final status.')
 @pass_runtime
 def refresh_full(rt: Runtime, wait: bool, as_json: bool) -> None:
     """Refresh every province."""
@@ -42,7 +48,8 @@ def refresh_full(rt: Runtime, wait: bool, as_json: bool) -> None:
 @refresh.command("province")
 @click.argument("name_or_code")
 @click.option("--wait", is_flag=True, help="Follow the task to its end; exit 0 only if it succeeded.")
-@click.option("--json", "as_json", is_flag=True, help="With --wait: print the final status as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object on stdout: {"task_id": ...}, with --wait the final status.')
 @pass_runtime
 def refresh_province(rt: Runtime, name_or_code: str, wait: bool, as_json: bool) -> None:
     """Refresh one province, by name (广东省, 广东) or code (440000)."""

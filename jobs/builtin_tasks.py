@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from jobs import history, keys, store
@@ -16,6 +16,8 @@ from jobs.triggers import DEFAULT_TIMEZONE
 
 # Task records older than this are deleted by `cleanup` (the same default as `refreshq cleanup`).
 RETENTION_DAYS = 7.0
+# What `cleanup` may delete: ended tasks only (the annotation is checked when a run is enqueued).
+EndedStatus = Literal["SUCCEEDED", "FAILED", "CANCELLED"]
 # Daily snapshots kept by `data-snapshot`.
 SNAPSHOT_DAYS = 90
 
@@ -41,10 +43,10 @@ def refresh_full(wait: bool = False, timeout: float = 7200) -> dict[str, Any]:
     name="cleanup", category="maintenance", tags=("maintenance", "retention"), priority=Priority.LOW,
     time_limit=1800, schedule=ScheduleSpec(cron="30 3 * * *"),
 )
-def cleanup(older_than_days: float = RETENTION_DAYS, statuses: list[str] | None = None) -> dict[str, Any]:
+def cleanup(older_than_days: float = RETENTION_DAYS, statuses: list[EndedStatus] | None = None) -> dict[str, Any]:
     """Delete ended refresh-task records (and their checkpoints) past retention; trim named-task history."""
     run = current_run()
-    removed = _manager().cleanup_old_tasks(older_than_days, statuses)
+    removed = _manager().cleanup_old_tasks(older_than_days, [str(s) for s in statuses] if statuses else None)
     tasks = configured_tasks(run.settings)
     trimmed = 0
     for name in history.tasks_with_history(run.conn):

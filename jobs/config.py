@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from jobs.errors import ConfigError
+from jobs.redact import mask_url
+
+# Upper bounds of the numeric settings: far beyond any sane use, low enough that no computation made
+# with them (timestamps, backoff powers, thread pools, Redis expiry times) overflows or exhausts memory.
+MAX_SAMPLE_SCALE = 100_000_000
+MAX_TASKS = 10_000
+MAX_TASK_TIMEOUT = 30 * 86_400
+MAX_UPSTREAM_CONCURRENCY = 1024
+MAX_UPSTREAM_RPS = 1_000_000.0
+MAX_UPSTREAM_TIMEOUT = 3600.0
+MAX_ATTEMPTS = 100
+MAX_RETRY_BASE = 3600.0
+MAX_RETRY_FACTOR = 10.0
+MAX_RETRY_CAP = 86_400.0
+MAX_PENDING = 10_000_000
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def _default_data_dir(env: Mapping[str, str]) -> Path:
@@ -29,16 +47,22 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maxi
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def _plain(x: float) -> str:
+    return str(int(x)) if x == int(x) else f"{x:g}"  # 1000000, not 1e+06
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
+    expected = f"a number from {_plain(minimum)} to {_plain(maximum)}"
     try:
         value = float(raw.strip())
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not valid: expected a number >= {minimum}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} is not valid: expected a number >= {minimum}")
+        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}") from None
+    # float() reads "nan" and "inf": neither is a usable limit, delay or rate.
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}")
     return value
 
 
@@ -48,8 +72,16 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
         return None
     if not raw.startswith(tuple(f"{s}://" for s in schemes)):
         allowed = ", ".join(f"{s}://" for s in schemes)
-        raise ConfigError(f"{name}={raw!r} is not valid: expected a URL starting with {allowed}")
+        raise ConfigError(f"{name}={mask_url(raw)!r} is not valid: expected a URL starting with {allowed}")
     return raw.rstrip("/")
+
+
+def _modules(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    modules = tuple(m.strip() for m in (env.get(name) or default).split(",") if m.strip())
+    for module in modules:
+        if not _MODULE_NAME.fullmatch(module):
+            raise ConfigError(f"{name}: {module!r} is not a module name: expected e.g. jobs.builtin_tasks,myapp.tasks")
+    return modules
 
 
 def _str(env: Mapping[str, str], name: str) -> str | None:
@@ -102,31 +134,43 @@ class Settings:
             raise ConfigError("REFRESHQ_LLM_MODEL is not set: expected a model name when REFRESHQ_LLM_BASE_URL is set")
         return cls(
             redis_url=_url(env, "REDIS_URL", REDIS_SCHEMES),
-            data_dir=Path(data_dir).expanduser() if data_dir else _default_data_dir(env),
+            # Relative to the directory the command starts in, resolved once so the whole process agrees.
+            data_dir=Path(data_dir).expanduser().absolute() if data_dir else _default_data_dir(env),
             upstream_url=_url(env, "REFRESHQ_UPSTREAM_URL", HTTP_SCHEMES),
             upstream_token=_str(env, "REFRESHQ_UPSTREAM_TOKEN"),
             llm_base_url=llm_base_url,
             llm_api_key=_str(env, "REFRESHQ_LLM_API_KEY"),
             llm_model=llm_model,
-            sample_scale=_int(env, "REFRESHQ_SAMPLE_SCALE", 1_000_000, minimum=0),
-            max_concurrent_tasks=_int(env, "REFRESHQ_MAX_CONCURRENT_TASKS", 5),
-            task_timeout=_int(env, "REFRESHQ_TASK_TIMEOUT", 7200),
-            upstream_concurrency=_int(env, "REFRESHQ_UPSTREAM_CONCURRENCY", 16, minimum=0),
-            upstream_rps=_float(env, "REFRESHQ_UPSTREAM_RPS", 0.0),
-            upstream_timeout=_float(env, "REFRESHQ_UPSTREAM_TIMEOUT", 30.0, minimum=0.1),
-            upstream_attempts=_int(env, "REFRESHQ_UPSTREAM_ATTEMPTS", 5),
-            retry_base=_float(env, "REFRESHQ_RETRY_BASE", 1.0),
-            retry_factor=_float(env, "REFRESHQ_RETRY_FACTOR", 2.0, minimum=1.0),
-            retry_cap=_float(env, "REFRESHQ_RETRY_CAP", 60.0),
-            retry_max=_int(env, "REFRESHQ_RETRY_MAX", 3, minimum=0),
-            max_pending=_int(env, "REFRESHQ_MAX_PENDING", 1000),
+            sample_scale=_int(env, "REFRESHQ_SAMPLE_SCALE", 1_000_000, minimum=0, maximum=MAX_SAMPLE_SCALE),
+            max_concurrent_tasks=_int(env, "REFRESHQ_MAX_CONCURRENT_TASKS", 5, maximum=MAX_TASKS),
+            task_timeout=_int(env, "REFRESHQ_TASK_TIMEOUT", 7200, maximum=MAX_TASK_TIMEOUT),
+            upstream_concurrency=_int(  # 0: no global limit (see job_concurrency)
+                env, "REFRESHQ_UPSTREAM_CONCURRENCY", 16, minimum=0, maximum=MAX_UPSTREAM_CONCURRENCY
+            ),
+            upstream_rps=_float(env, "REFRESHQ_UPSTREAM_RPS", 0.0, 0.0, MAX_UPSTREAM_RPS),
+            upstream_timeout=_float(env, "REFRESHQ_UPSTREAM_TIMEOUT", 30.0, 0.1, MAX_UPSTREAM_TIMEOUT),
+            upstream_attempts=_int(env, "REFRESHQ_UPSTREAM_ATTEMPTS", 5, maximum=MAX_ATTEMPTS),
+            retry_base=_float(env, "REFRESHQ_RETRY_BASE", 1.0, 0.0, MAX_RETRY_BASE),
+            retry_factor=_float(env, "REFRESHQ_RETRY_FACTOR", 2.0, 1.0, MAX_RETRY_FACTOR),
+            retry_cap=_float(env, "REFRESHQ_RETRY_CAP", 60.0, 0.0, MAX_RETRY_CAP),
+            retry_max=_int(env, "REFRESHQ_RETRY_MAX", 3, minimum=0, maximum=MAX_ATTEMPTS),
+            max_pending=_int(env, "REFRESHQ_MAX_PENDING", 1000, maximum=MAX_PENDING),
             port=_int(env, "PORT", 5000, maximum=65535),
             web_host=_str(env, "REFRESHQ_WEB_HOST") or "127.0.0.1",
             web_password=_str(env, "REFRESHQ_WEB_PASSWORD"),
-            task_modules=tuple(
-                m.strip() for m in (env.get("REFRESHQ_TASK_MODULES") or "jobs.builtin_tasks").split(",") if m.strip()
-            ),
+            task_modules=_modules(env, "REFRESHQ_TASK_MODULES", "jobs.builtin_tasks"),
         )
+
+    def __repr__(self) -> str:
+        # A repr ends up in tracebacks and logs: secrets are left out, credentials inside URLs masked.
+        parts = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            shown = repr(mask_url(value)) if f.name.endswith("_url") and isinstance(value, str) else repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
 
     @property
     def job_concurrency(self) -> int:

@@ -1,20 +1,35 @@
-"""Connections: to REDIS_URL when set, otherwise to the embedded server, started on demand."""
+"""Connections: to REDIS_URL when set, otherwise to the embedded server, started on demand.
+
+Every client is checked with one PING before it is handed out, so a server that cannot be reached,
+wants other credentials or is not Redis at all stops a command within a second or two, with one
+line naming the URL (password masked) and the cause. After that a command's client gives up on a
+lost server within a second; a long-running process's (`patient=True`: worker, scheduler) waits
+for it to come back, until the process is asked to stop (jobs/reconnect.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
 from redis.connection import UnixDomainSocketConnection
-from redis.retry import Retry
 
+from jobs import shutdown
 from jobs.config import Settings
+from jobs.errors import ConfigError, RefreshqError, ServerUnreachableError
 from jobs.queues import register_queues
+from jobs.reconnect import COMMAND_RETRIES, Outage, ServerRetry
+from jobs.redact import mask_url
 from jobs.server import EmbeddedServer
 
-# Long enough to ride out a server restart (or a failover on a hosted Redis).
-_RETRIES = 20
+# Seconds to open a connection: a local or hosted Redis needs milliseconds, so one second is a
+# generous bound and keeps a blackholed address from stalling a command.
+CONNECT_TIMEOUT = 1.0
+# Seconds the first PING may take: a port that accepts and never answers is not a Redis server.
+CHECK_TIMEOUT = 1.5
+# A long-running process's idle connections are PINGed after this many seconds before reuse.
+_HEALTH_CHECK_INTERVAL = 30
 
 
 class _EmbeddedConnection(UnixDomainSocketConnection):
@@ -30,8 +45,21 @@ class _EmbeddedConnection(UnixDomainSocketConnection):
         try:
             return super()._connect()  # type: ignore[no-untyped-call]
         except OSError:
-            self.server.ensure_running()
+            if shutdown.requested.is_set():
+                raise  # a process on its way out does not start a server
+            try:
+                self.server.ensure_running()
+            except RefreshqError as exc:
+                # A ConnectionError keeps the caller's retry policy in charge of what happens next.
+                raise redis.ConnectionError(f"cannot restart the embedded server: {exc}") from exc
             return super()._connect()  # type: ignore[no-untyped-call]
+
+
+def describe(settings: Settings) -> str:
+    """The server in use, fit to print: REDIS_URL with its password masked, or the embedded socket."""
+    if settings.redis_url:
+        return mask_url(settings.redis_url)
+    return EmbeddedServer(settings.data_dir).url
 
 
 def server_url(settings: Settings) -> str:
@@ -42,27 +70,68 @@ def server_url(settings: Settings) -> str:
     return EmbeddedServer(settings.data_dir).url
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A client (bytes responses, as RQ needs) that retries through connection errors.
+def connect(settings: Settings, patient: bool = False) -> redis.Redis:
+    """A client (bytes responses, as RQ needs), checked first: ServerUnreachableError if it cannot work.
 
+    `patient`: the client of a long-running process, which rides out an outage of any length.
     It also registers refreshq's queues, so RQ's own tools list them before any job exists.
     """
-    conn = _client(settings)
+    probe = _client(settings, ServerRetry(0), socket_timeout=CHECK_TIMEOUT)
+    try:
+        _check(probe, settings)
+    finally:
+        probe.close()
+    if patient:
+        retry = ServerRetry(-1, Outage(describe(settings)))
+        conn = _client(settings, retry, health_check_interval=_HEALTH_CHECK_INTERVAL, socket_keepalive=True)
+    else:
+        conn = _client(settings, ServerRetry(COMMAND_RETRIES))
     register_queues(conn)
     return conn
 
 
-def _client(settings: Settings) -> redis.Redis:
-    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), _RETRIES)
-    errors: list[type[Exception]] = [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]
+def _client(settings: Settings, retry: ServerRetry, **options: Any) -> redis.Redis:
+    options = {"retry": retry, "socket_connect_timeout": CONNECT_TIMEOUT, **options}
+    if not (settings.redis_url or "").startswith(("redis://", "rediss://")):
+        options.pop("socket_keepalive", None)  # a unix socket has no keepalive
     if settings.redis_url:
-        return redis.Redis.from_url(
-            settings.redis_url, retry=retry, retry_on_error=errors, health_check_interval=30
-        )
+        try:
+            return redis.Redis.from_url(settings.redis_url, **options)
+        except ValueError as exc:
+            # redis-py's message may quote a piece of a password that broke the parse.
+            detail = "expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" if "@" in settings.redis_url else str(exc)
+            raise ConfigError(f"REDIS_URL={mask_url(settings.redis_url)!r} is not valid: {detail}") from None
     server = EmbeddedServer(settings.data_dir)
     server.ensure_running()
     connection_class = type("EmbeddedConnection", (_EmbeddedConnection,), {"server": server})
-    pool = redis.ConnectionPool(
-        connection_class=connection_class, path=str(server.socket_path), retry=retry, retry_on_error=errors
-    )
+    pool = redis.ConnectionPool(connection_class=connection_class, path=str(server.socket_path), **options)
     return redis.Redis(connection_pool=pool)
+
+
+def _check(conn: redis.Redis, settings: Settings) -> None:
+    where = describe(settings)
+    try:
+        conn.ping()
+    except redis.AuthenticationError as exc:
+        raise ServerUnreachableError(f"Redis at {where}: authentication failed ({_auth_hint(settings, exc)})") from None
+    except redis.BusyLoadingError:
+        raise ServerUnreachableError(f"Redis at {where} is loading its data set; try again when it is done") from None
+    except redis.TimeoutError:
+        raise ServerUnreachableError(
+            f"cannot reach Redis at {where}: no answer within {CHECK_TIMEOUT:g} s (is it a Redis server?)"
+        ) from None
+    except redis.ConnectionError as exc:
+        raise ServerUnreachableError(f"cannot reach Redis at {where}: {exc}") from None
+    except redis.ResponseError as exc:
+        raise ServerUnreachableError(f"Redis at {where} refused PING: {exc}") from None
+    except redis.RedisError as exc:
+        raise ServerUnreachableError(
+            f"{where} does not answer as a Redis server (is it the right port?): {exc}"
+        ) from None
+
+
+def _auth_hint(settings: Settings, exc: Exception) -> str:
+    url = settings.redis_url or ""
+    if urlsplit(url).password is None and "password=" not in url.lower():
+        return "the server requires a password and REDIS_URL has none: use redis://:PASSWORD@HOST:PORT"
+    return f"wrong user name or password: {exc}"

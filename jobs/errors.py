@@ -15,6 +15,14 @@ class ServerError(RefreshqError):
     """Raised when the embedded Valkey server cannot be started, reached or stopped."""
 
 
+class DataDirError(ConfigError):
+    """Raised when REFRESHQ_DATA_DIR cannot hold the embedded server's files (a file, not writable, too long)."""
+
+
+class ServerUnreachableError(ConfigError):
+    """Raised when the Redis server in use cannot be reached, refuses the credentials or does not speak Redis."""
+
+
 class ValidationError(RefreshqError):
     """Raised when user input (a province, an argument, an option) is invalid; nothing is stored."""
 
@@ -31,8 +39,16 @@ class TransientUpstreamError(UpstreamError):
         self.retry_after = retry_after
 
 
+class UpstreamInconsistencyError(TransientUpstreamError):
+    """Raised when an answer contradicts itself (total vs items served, a repeated page, a bad item); retried."""
+
+
 class PermanentUpstreamError(UpstreamError):
     """Raised when the upstream says a region does not exist (404) or keeps answering invalid data."""
+
+
+class RegionFailedError(PermanentUpstreamError):
+    """Raised when a region's answer stayed inconsistent or invalid through every allowed attempt."""
 
 
 class TaskError(RefreshqError):

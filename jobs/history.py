@@ -18,10 +18,12 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys
+from jobs.errors import ValidationError
 from jobs.redis_values import as_text, as_texts
 
 RUNNING, SUCCEEDED, FAILED = "RUNNING", "SUCCEEDED", "FAILED"
 RESULT_CHARS = 500
+_MAX_INDEX = 2**62  # beyond any sorted set's length, within Redis's signed 64-bit range arguments
 TRACEBACK_CHARS = 8000
 
 # Drop records started before the cutoff, then all but the newest `limit`; keep the two keys in step.
@@ -125,6 +127,10 @@ def trim(conn: redis.Redis, task: str, bounds: Bounds, now: float | None = None)
 
 def page(conn: redis.Redis, task: str, limit: int = 20, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
     """(total, records) newest first; RUNNING records whose worker is gone are shown (and stored) as FAILED."""
+    if offset < 0 or limit < 1:
+        raise ValidationError(f"offset {offset} and limit {limit} are not valid: expected offset >= 0, limit >= 1")
+    if offset + limit > _MAX_INDEX:  # Redis ranges are signed 64-bit: past the end of any history
+        return int(conn.zcard(keys.history(task))), []
     with conn.pipeline(transaction=False) as pipe:
         pipe.zcard(keys.history(task))
         pipe.zrange(keys.history(task), offset, offset + limit - 1, desc=True)

@@ -10,6 +10,7 @@ from rq import Worker
 from jobs import queues
 from jobs.config import Settings
 from jobs.connection import server_url
+from jobs.redact import mask_url
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,5 @@ def collect_info(settings: Settings, conn: redis.Redis) -> InfoReport:
 
 def _describe(settings: Settings) -> str:
     if settings.redis_url:
-        return f"{_redact(settings.redis_url)} (REDIS_URL)"
+        return f"{mask_url(settings.redis_url)} (REDIS_URL)"
     return f"{server_url(settings)} (embedded, data in {settings.data_dir})"
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a redis:// URL before printing it."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}" if ":" in creds else url

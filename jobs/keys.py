@@ -66,6 +66,17 @@ def task_failed_regions(task_id: str) -> str:
     return f"{PREFIX}task:{task_id}:regions:failed"
 
 
+def task_ids(task_id: str) -> str:
+    """HASH hospital id -> the leaf code that staged it: ids are unique by contract, so a second leaf
+    listing one keeps nothing of it (kept until the task succeeds, for resumes and retries)."""
+    return f"{PREFIX}task:{task_id}:ids"
+
+
+def task_conflicts(task_id: str) -> str:
+    """HASH hospital id -> "kept_leaf,dropped_leaf": a bounded sample of ids listed under two leaves."""
+    return f"{PREFIX}task:{task_id}:conflicts"
+
+
 def checkpoint_leaves(task_id: str, province: str) -> str:
     """SET of leaf codes of a province already fetched and staged: the checkpoint."""
     return f"{PREFIX}task:{task_id}:ckpt:{province}"

@@ -1,12 +1,14 @@
 """Fetching and staging the leaves of one province: concurrent, checkpointed, cancellable.
 
-Each leaf is staged in one Redis transaction together with its checkpoint entry and counters,
-so a crash leaves every leaf either fully in (and skipped by the next run) or not at all.
+Each leaf is staged in one atomic script together with its checkpoint entry and counters (see
+store.stage_leaf), so a crash leaves every leaf either fully in (and skipped by the next run) or
+not at all, and an id another leaf of the task already staged is kept once and reported.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -20,6 +22,8 @@ from jobs.reporter import ProgressReporter
 from jobs.scripts import Scripts
 from jobs.store import Leaf
 from jobs.upstream.base import Hospital, Region, Upstream
+
+log = logging.getLogger("refreshq.refresh")
 
 # How often the cancel flag is read while leaves are in flight: bounds the time to stop.
 CANCEL_POLL_SECONDS = 0.25
@@ -90,30 +94,18 @@ class LeafRunner:
         self.reporter.report(_STEP.get(leaf.level, "正在处理：{}").format(leaf.name))
 
     def _fetch(self, region: Region) -> list[Hospital]:
-        by_id: dict[str, Hospital] = {}
-        for page in self.upstream.hospitals(region):
-            if self._cancel.is_set():
-                raise Cancelled()
-            for hospital in page:
-                by_id[str(hospital["id"])] = hospital  # an id seen twice is one record
+        # The client returns a leaf whole or not at all; one abandoned by a cancel is not staged.
+        # (A cancel that lands mid-leaf stops its paging too: the job closes the client.)
+        hospitals = self.upstream.hospitals(region)
         if self._cancel.is_set():
             raise Cancelled()
-        return list(by_id.values())
+        return hospitals
 
     def _stage(self, leaf: Leaf, hospitals: list[Hospital]) -> None:
-        code = self.province["code"]
-        with self.conn.pipeline() as pipe:
-            store.stage_leaf(pipe, code, self.task_id, leaf, hospitals)
-            self._scripts.count_once(
-                keys=[keys.checkpoint_leaves(self.task_id, code), keys.task_stats(self.task_id)],
-                args=[
-                    leaf.code, "leaves_done", 1, "hospitals_found", len(hospitals),
-                    "districts_processed", 1 if leaf.level == "district" else 0,
-                    f"p:{code}:leaves_done", 1, f"p:{code}:hospitals", len(hospitals),
-                ],
-                client=pipe,
-            )
-            pipe.execute()
+        staged = store.stage_leaf(self._scripts, self.province["code"], self.task_id, leaf, hospitals)
+        if staged is not None and staged.conflicts:
+            log.warning("refresh %s: %d hospital id(s) of leaf %s were staged under another leaf already; "
+                        "kept once", self.task_id, staged.conflicts, leaf.code)
 
     def _refused(self, leaf: Leaf, error: str) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from jobs.provinces import resolve_province
 from jobs.records import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
 from jobs.redis_values import as_texts
 from jobs.refresh import BY_USER, PLAN_FUNC, end_province, plan_job_options
-from jobs.upstream import spec_from_settings
+from jobs.upstream import secret_free_spec, spec_from_settings
 from jobs.upstream.base import Region
 
 FULL_LABEL = "全量刷新"
@@ -42,7 +42,9 @@ class SyncTaskManager:
         self.settings = settings if settings is not None else Settings.from_env()
         self.conn = conn if conn is not None else connect(self.settings)
         # What new tasks talk to: a secret-free spec stored with each task.
-        self.upstream = upstream if upstream is not None else spec_from_settings(self.settings)
+        self.upstream = (
+            secret_free_spec(upstream, self.settings) if upstream is not None else spec_from_settings(self.settings)
+        )
 
     def create_full_refresh_task(self) -> str:
         return self._create("full", FULL_LABEL, None, None)
@@ -204,7 +206,7 @@ class SyncTaskManager:
             pipe.unlink(
                 keys.task(task_id), keys.task_stats(task_id), keys.task_cancel(task_id),
                 keys.task_provinces_ended(task_id), keys.task_walked(task_id), keys.task_jobs(task_id),
-                keys.task_failed_regions(task_id),
+                keys.task_failed_regions(task_id), keys.task_ids(task_id), keys.task_conflicts(task_id),
                 *(keys.checkpoint_leaves(task_id, c) for c in provinces),
                 *(keys.province_plan(task_id, c) for c in provinces),
             )

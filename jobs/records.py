@@ -71,18 +71,29 @@ def add_record(pipe: redis.client.Pipeline, record: dict[str, str]) -> None:
     pipe.zadd(keys.tasks_with_status_by_updated(PENDING), {task_id: ts})
 
 
-def transition(
-    conn: redis.Redis, task_id: str, allowed: Iterable[str], to: str, fields: dict[str, str] | None = None
-) -> bool:
-    """Move a task to status `to` if its status is one of `allowed`; False if it is not."""
+def _transition_args(allowed: Iterable[str], to: str, fields: dict[str, str] | None) -> list[Any]:
     now = datetime.now(UTC)
     args: list[Any] = [",".join(allowed), to, now.isoformat(timespec="seconds"), now.timestamp(), keys.PREFIX]
     for name, value in (fields or {}).items():
         args += [name, value]
-    outcome = Scripts(conn).transition(keys=[keys.task(task_id)], args=args)
+    return args
+
+
+def transition(
+    conn: redis.Redis, task_id: str, allowed: Iterable[str], to: str, fields: dict[str, str] | None = None
+) -> bool:
+    """Move a task to status `to` if its status is one of `allowed`; False if it is not."""
+    outcome = Scripts(conn).transition(keys=[keys.task(task_id)], args=_transition_args(allowed, to, fields))
     if outcome is None:
         raise TaskNotFoundError(f"no task {task_id}")
     return bool(outcome == b"OK")
+
+
+def queue_transition(
+    pipe: redis.client.Pipeline, task_id: str, allowed: Iterable[str], to: str, fields: dict[str, str] | None = None
+) -> None:
+    """`transition` queued in the caller's MULTI, so other writes commit with it (its reply: b"OK" or why not)."""
+    Scripts(pipe).transition(keys=[keys.task(task_id)], args=_transition_args(allowed, to, fields))
 
 
 def load_raw(conn: redis.Redis, task_id: str) -> dict[str, str]:
@@ -98,14 +109,24 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
         pipe.hgetall(keys.task(task_id))
         pipe.hgetall(keys.task_stats(task_id))
         pipe.hgetall(keys.task_failed_regions(task_id))
-        raw, stats, failed = pipe.execute()
+        pipe.hgetall(keys.task_conflicts(task_id))
+        raw, stats, failed, conflicts = pipe.execute()
     if not raw:
         raise TaskNotFoundError(f"no task {task_id}")
-    return _to_status(raw, stats, failed)
+    return _to_status(raw, stats, failed, conflicts)
 
 
-def _to_status(raw: dict[bytes, bytes], stats: dict[bytes, bytes], failed: dict[bytes, bytes]) -> dict[str, Any]:
+def _conflicts(stats: dict[str, str], examples: dict[bytes, bytes]) -> dict[str, Any]:
+    """Hospital ids the upstream listed under two leaves: how many copies were dropped, and a few of them."""
+    shown = [{"id": as_text(k), "leaves": as_text(v).split(",")} for k, v in sorted(examples.items())]
+    return {"count": int(stats.get("conflicts", "0")), "examples": shown}
+
+
+def _to_status(
+    raw: dict[bytes, bytes], stats: dict[bytes, bytes], failed: dict[bytes, bytes], conflicts: dict[bytes, bytes]
+) -> dict[str, Any]:
     r = as_text_map(raw)
+    counters = as_text_map(stats)
     eta = r.get("eta_seconds")
     return {
         "task_id": r["task_id"],
@@ -122,8 +143,9 @@ def _to_status(raw: dict[bytes, bytes], stats: dict[bytes, bytes], failed: dict[
         "eta_seconds": int(eta) if eta not in (None, "", "None") and r["status"] == RUNNING else None,
         "result": json.loads(r["result"]) if r.get("result") else None,
         "error_message": r.get("error_message") or None,
-        "statistics": Counters.from_hash(as_text_map(stats)).statistics(),
+        "statistics": Counters.from_hash(counters).statistics(),
         "failed_regions": [{"code": as_text(k), **json.loads(v)} for k, v in sorted(failed.items())],
+        "conflicts": _conflicts(counters, conflicts),
         "attempt": int(r.get("attempt", "1")),
         "retry": json.loads(r["retry"]) if r.get("retry") else None,
         "soft_limit_exceeded_at": r.get("soft_limit_exceeded_at") or None,
@@ -156,9 +178,10 @@ def list_page(
             pipe.hgetall(keys.task(task_id))
             pipe.hgetall(keys.task_stats(task_id))
             pipe.hgetall(keys.task_failed_regions(task_id))
+            pipe.hgetall(keys.task_conflicts(task_id))
         replies = pipe.execute()
     items = [
-        _to_status(*replies[i : i + 3]) for i in range(0, len(replies), 3) if replies[i]
+        _to_status(*replies[i : i + 4]) for i in range(0, len(replies), 4) if replies[i]
     ]
     return {"items": items, "total": int(total), "page": page, "page_size": page_size}
 

@@ -95,15 +95,18 @@ def plan_task(task_id: str) -> dict[str, Any]:
     started = _start(conn, task_id, record, settings)
     if started != "OK":
         return {"waiting": started}
-    provinces = _provinces_of(conn, record, settings, job)
+    provinces, refused = _provinces_of(conn, record, settings, job)
     conn.hset(keys.task(task_id), "provinces", json.dumps(provinces, ensure_ascii=False))
     conn.hset(keys.task_stats(task_id), "provinces_total", len(provinces))
+    for province, error in refused:  # the last one to end finishes the task
+        _record_failed_region(conn, task_id, province, error)
+        end_province(conn, task_id, province["code"], f"failed: {error}")
     ended = set(as_texts(conn.hkeys(keys.task_provinces_ended(task_id))))
     todo = [p for p in provinces if p["code"] not in ended]
     _enqueue_provinces(conn, task_id, record.get("attempt", "1"), todo, settings)
-    if not todo:
+    if not todo and not refused:
         finish_task(conn, task_id)
-    return {"provinces": len(provinces), "enqueued": len(todo)}
+    return {"provinces": len(provinces), "enqueued": len(todo), "refused": [p["code"] for p, _ in refused]}
 
 
 def _start(
@@ -126,12 +129,29 @@ def _start(
     return outcome
 
 
-def _provinces_of(conn: redis.Redis, record: dict[str, str], settings: Settings, job: Job) -> list[Region]:
-    if record.get("provinces"):
-        planned: list[Region] = json.loads(record["provinces"])
-        return planned
-    with _upstream(conn, record, settings, job) as upstream:
-        return upstream.provinces()
+def _provinces_of(
+    conn: redis.Redis, record: dict[str, str], settings: Settings, job: Job
+) -> tuple[list[Region], list[tuple[Region, str]]]:
+    """The task's provinces, and those of them that cannot be refreshed, with why.
+
+    A full refresh lists them now (and keeps the list for its resumes); a province refresh asks again
+    whether its province is still listed, since it may have gone since the task was created.
+    """
+    planned: list[Region] | None = json.loads(record["provinces"]) if record.get("provinces") else None
+    if planned is not None and record.get("kind") != "province":
+        return planned, []
+    try:
+        with _upstream(conn, record, settings, job) as upstream:
+            listed = upstream.provinces()
+    except PermanentUpstreamError as exc:
+        if planned is None:
+            raise
+        return planned, [(p, str(exc)) for p in planned]  # refused (401, 404...): as a failed walk would be
+    if planned is None:
+        return listed, []
+    codes = {p["code"] for p in listed}
+    gone = "province {name} ({code}) is no longer listed by the upstream"
+    return planned, [(p, gone.format(**p)) for p in planned if p["code"] not in codes]
 
 
 def _enqueue_provinces(
@@ -205,7 +225,7 @@ def refresh_province(task_id: str, province_code: str) -> dict[str, Any] | Retry
         return _REQUEUE
     refused += runner.failed_leaves
     if refused:
-        return _ended(conn, task_id, province_code, f"failed: {refused} regions refused by the upstream")
+        return _ended(conn, task_id, province_code, f"failed: {_failed_text(conn, task_id, province_code, refused)}")
     count = store.publish(conn, province_code, task_id, province["name"])
     end_province(conn, task_id, province_code, "published", published=True)
     return {"province": province_code, "outcome": "published", "records": count}
@@ -228,6 +248,14 @@ def _find_province(record: dict[str, str], code: str) -> Region:
         if province["code"] == code:
             return province  # type: ignore[no-any-return]
     raise TaskExecutionError(f"province {code} is not part of task {record['task_id']}")
+
+
+def _failed_text(conn: redis.Redis, task_id: str, province_code: str, count: int) -> str:
+    """'2 regions failed: 440104 越秀区, 440105 海珠区' -- the regions of one province the upstream failed."""
+    details = {as_text(k): json.loads(v) for k, v in conn.hgetall(keys.task_failed_regions(task_id)).items()}
+    names = [f"{code} {d['name']}" for code, d in sorted(details.items()) if d.get("province") == province_code]
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return f"{count} region(s) failed: {', '.join(names[:5])}{more}"
 
 
 def _record_failed_region(conn: redis.Redis, task_id: str, region: Region, error: str) -> None:
@@ -270,17 +298,42 @@ def finish_task(conn: redis.Redis, task_id: str) -> None:
 
 
 def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str) -> None:
+    """SUCCEEDED, in one transaction with what success implies: a full refresh unpublishes the provinces
+    the upstream no longer lists (their data expires after the grace period of a replaced version), and
+    the task's id index goes (no leaf of a succeeded task is ever staged again)."""
     stats = as_text_map(conn.hgetall(keys.task_stats(task_id)))
-    result = {
+    record = records.load_raw(conn, task_id)
+    listed = {p["code"] for p in json.loads(record.get("provinces") or "[]")}
+    result: dict[str, Any] = {
         "provinces": len(outcomes),
         "hospitals": int(stats.get("hospitals_found", 0)),
         "leaves": int(stats.get("leaves_done", 0)),
+        "conflicts": int(stats.get("conflicts", 0)),
     }
-    records.transition(
-        conn, task_id, (RUNNING,), SUCCEEDED,
-        {"finished_at": now, "progress": "100", "current_step": "刷新完成", "result": json.dumps(result),
-         "retry": ""},
-    )
+    gone: dict[str, tuple[str, list[str]]] = {}
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(keys.PUBLISHED, keys.task(task_id))  # type: ignore[no-untyped-call]
+                if pipe.hget(keys.task(task_id), "status") != RUNNING.encode():
+                    return  # ended otherwise meanwhile (cancelled): nothing of success applies
+                full = record.get("kind") == "full" and bool(listed)
+                gone = store.unlisted_versions(pipe, listed) if full else {}
+                if full:
+                    result["unpublished"] = sorted(gone)
+                pipe.multi()
+                records.queue_transition(pipe, task_id, (RUNNING,), SUCCEEDED, {
+                    "finished_at": now, "progress": "100", "current_step": "刷新完成",
+                    "result": json.dumps(result, ensure_ascii=False), "retry": "",
+                })
+                store.unpublish(pipe, gone)
+                pipe.delete(keys.task_ids(task_id))
+                pipe.execute()
+                break
+            except redis.WatchError:
+                continue
+    if gone:
+        log.info("refresh %s: unpublished %s, no longer listed by the upstream", task_id, ", ".join(gone))
 
 
 def admit_waiting(conn: redis.Redis, settings: Settings | None = None) -> int:

@@ -9,6 +9,7 @@ without anything scanning the disk.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import redis
 from rq.job import Retry
 
-from jobs import queues
+from jobs import arguments, queues
 from jobs.config import Settings
 from jobs.errors import ConfigError, DuplicateTaskError, ScheduleError, UnknownTaskError
-from jobs.triggers import DEFAULT_TIMEZONE, Trigger
+from jobs.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
 
 if TYPE_CHECKING:
     from jobs.workflows import Signature
@@ -29,6 +30,16 @@ if TYPE_CHECKING:
 # Task names become parts of RQ job ids and Redis keys, so they use the characters both accept.
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+# Bounds of a task's options: beyond them RQ's timeouts and retry times overflow Redis or datetime.
+MAX_RETRIES = 100
+MAX_RETRY_DELAY = 7 * 86_400
+MAX_TIME_LIMIT = 30 * 86_400
+MAX_HISTORY_LIMIT = 100_000
+MAX_HISTORY_DAYS = 3650.0
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 class Priority(StrEnum):
@@ -53,11 +64,18 @@ class RetryPolicy:
     backoff: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0 or self.delay < 0 or self.backoff < 1:
-            raise ConfigError(f"retry policy {self} is not valid: expected retries >= 0, delay >= 0, backoff >= 1")
+        if not (
+            _whole(self.max_retries, 0, MAX_RETRIES) and _whole(self.delay, 0, MAX_RETRY_DELAY)
+            and isinstance(self.backoff, int | float) and math.isfinite(self.backoff) and 1 <= self.backoff <= 10
+        ):
+            raise ConfigError(
+                f"retry policy {self} is not valid: expected retries 0 to {MAX_RETRIES}, delay 0 to "
+                f"{MAX_RETRY_DELAY} s, backoff 1 to 10"
+            )
 
     def intervals(self) -> list[int]:
-        return [int(self.delay * self.backoff**i) for i in range(self.max_retries)]
+        # Capped: delay * backoff**i grows past any date a retry could be scheduled at.
+        return [int(min(self.delay * self.backoff**i, MAX_RETRY_DELAY)) for i in range(self.max_retries)]
 
     def rq_retry(self) -> Retry | None:
         return Retry(max=self.max_retries, interval=self.intervals()) if self.max_retries else None
@@ -145,13 +163,27 @@ class TaskDefinition:
 def _check_definition(d: TaskDefinition) -> None:
     if not TASK_NAME.fullmatch(d.name):
         raise ConfigError(f"task name {d.name!r} is not valid: expected letters, digits, '-' or '_' (at most 64)")
-    if d.time_limit < 1 or d.history_limit < 1 or d.history_days <= 0:
-        raise ConfigError(f"task {d.name}: time limit, history limit and history days must be positive")
+    days = d.history_days
+    if not (
+        _whole(d.time_limit, 1, MAX_TIME_LIMIT) and _whole(d.history_limit, 1, MAX_HISTORY_LIMIT)
+        and isinstance(days, int | float) and math.isfinite(days) and 0 < days <= MAX_HISTORY_DAYS
+    ):
+        raise ConfigError(
+            f"task {d.name}: expected a time limit of 1 to {MAX_TIME_LIMIT} s, a history limit of 1 to "
+            f"{MAX_HISTORY_LIMIT} and history days above 0, at most {MAX_HISTORY_DAYS:g}"
+        )
     if d.schedule is not None:
         try:
             d.schedule.trigger  # noqa: B018 - building it validates the cron expression and timezone
+            check_run_options(d.schedule.max_instances, d.schedule.misfire_grace_time)
         except ScheduleError as exc:
             raise ConfigError(f"task {d.name}: default schedule: {exc}") from None
+        try:
+            problem = arguments.check_call(d.func, *arguments.as_json(d.schedule.args, d.schedule.kwargs))
+        except (TypeError, ValueError) as exc:
+            problem = f"not JSON: {exc}"
+        if problem is not None:
+            raise ConfigError(f"task {d.name}: default schedule: arguments do not fit the function: {problem}")
 
 
 class TaskRegistry:
@@ -264,6 +296,13 @@ def load_tasks(modules: Sequence[str]) -> TaskRegistry:
                 importlib.import_module(module)
             except ImportError as exc:
                 raise ConfigError(f"REFRESHQ_TASK_MODULES: cannot import {module!r}: {exc}") from None
+            except ConfigError:
+                raise  # a task of the module is invalid (a duplicate name, a bad default schedule): says which
+            except Exception as exc:
+                # Any error a module raises at import makes its tasks unusable: the same verdict as a missing one.
+                raise ConfigError(
+                    f"REFRESHQ_TASK_MODULES: importing {module!r} failed: {type(exc).__name__}: {exc}"
+                ) from None
         _loaded[key] = REGISTRY.from_modules(key)
     return _loaded[key]
 

@@ -31,8 +31,8 @@ TRANSIENT, PERMANENT, NEVER = "transient", "permanent", "never"
 
 # Exception names (as they appear in RQ's traceback text) by how a failure is treated.
 _TRANSIENT_NAMES = (
-    "TransientUpstreamError", "AbandonedJobError", "ConnectionError", "TimeoutError", "TimeoutException",
-    "ReadTimeout", "ConnectTimeout", "RemoteProtocolError", "BusyLoadingError", "OSError",
+    "TransientUpstreamError", "UpstreamInconsistencyError", "AbandonedJobError", "ConnectionError", "TimeoutError",
+    "TimeoutException", "ReadTimeout", "ConnectTimeout", "RemoteProtocolError", "BusyLoadingError", "OSError",
 )
 _NEVER_PATTERNS = ("stopped by user", "work-horse terminated", "TaskCancelled")
 ABANDONED = "AbandonedJobError"  # how RQ's started-registry cleanup fails the job of a dead worker

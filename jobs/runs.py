@@ -27,7 +27,7 @@ from rq.job import Callback, Job, JobStatus, get_current_job
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from jobs import history, queues
+from jobs import arguments, history, queues
 from jobs.config import Settings
 from jobs.errors import TaskArgumentsError, TaskEnvironmentError, TaskExecutionError, TaskTimeoutError
 from jobs.registry import TaskDefinition, configured_tasks
@@ -44,20 +44,19 @@ _PENDING_STATUSES = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, Jo
 def check_arguments(
     definition: TaskDefinition, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> tuple[list[Any], dict[str, Any]]:
-    """The arguments as the worker will see them (a JSON round trip), or TaskArgumentsError."""
+    """The arguments as the worker will see them (a JSON round trip), or TaskArgumentsError: not JSON, not
+    fitting the signature, or not of the parameters' annotated types (see jobs.arguments)."""
     try:
-        text = json.dumps([list(args), dict(kwargs)], allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        plain_args, plain_kwargs = arguments.as_json(args, kwargs)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TaskArgumentsError(
             f"arguments of task {definition.name} must be JSON-serializable (str, number, bool, null, list, "
             f"object): {exc}"
         ) from None
-    plain_args, plain_kwargs = json.loads(text)
-    try:
-        inspect.signature(definition.func).bind(*plain_args, **plain_kwargs)
-    except TypeError as exc:
+    problem = arguments.check_call(definition.func, plain_args, plain_kwargs)
+    if problem is not None:
         fits = f"{definition.name}{_plain_signature(definition)}"
-        raise TaskArgumentsError(f"arguments do not fit task {fits}: {exc}") from None
+        raise TaskArgumentsError(f"arguments do not fit task {fits}: {problem}")
     return plain_args, plain_kwargs
 
 

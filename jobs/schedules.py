@@ -26,10 +26,9 @@ from jobs.errors import ScheduleError, ScheduleNotFoundError
 from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.registry import TaskDefinition, TaskRegistry
 from jobs.runs import RESULT_TTL, RUN_FUNC, check_arguments
-from jobs.triggers import DEFAULT_TIMEZONE, Trigger
+from jobs.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
 
 OPERATOR, DEFAULT = "operator", "default"
-MAX_INSTANCES = 100
 _CONFIG_FIELDS = ("task", "cron", "interval", "timezone", "args", "kwargs", "max_instances", "misfire_grace_time",
                   "coalesce", "paused", "source")
 
@@ -117,10 +116,7 @@ def make_schedule(
     definition = registry.get(task)
     trigger = Trigger(cron, interval, timezone)
     plain_args, plain_kwargs = check_arguments(definition, args, kwargs or {})
-    if not 1 <= max_instances <= MAX_INSTANCES:
-        raise ScheduleError(f"max instances {max_instances} is not valid: expected 1 to {MAX_INSTANCES}")
-    if misfire_grace_time < 1:
-        raise ScheduleError(f"misfire grace time {misfire_grace_time} is not valid: expected >= 1 second")
+    check_run_options(max_instances, misfire_grace_time)
     return Schedule(task, task, trigger, plain_args, plain_kwargs, max_instances, misfire_grace_time, coalesce,
                     source=source)
 
@@ -138,6 +134,8 @@ def default_schedule(definition: TaskDefinition) -> Schedule | None:
 
 def save(conn: redis.Redis, schedule: Schedule, definition: TaskDefinition, now: float) -> float | None:
     """Store (or replace) a schedule, keeping its history of fires; returns its next run."""
+    if not schedule.paused:
+        _first_fire(schedule, now)  # a next run that cannot be computed is refused before anything is written
     stale = [k for k in ("cron", "interval") if not schedule.fields()[k]]
     with conn.pipeline() as pipe:
         pipe.hset(keys.schedule(schedule.name), mapping=schedule.fields() | {"updated_at": _iso(now)})  # type: ignore[arg-type]
@@ -156,15 +154,21 @@ def sync_template(conn: redis.Redis, schedule: Schedule, definition: TaskDefinit
     if schedule.paused:
         scheduler.cancel(job_id)
         return None
-    first = schedule.trigger.next_after(now)
     scheduler.schedule(
-        datetime.fromtimestamp(first, UTC), RUN_FUNC, args=[schedule.task, schedule.args, schedule.kwargs],
+        _first_fire(schedule, now), RUN_FUNC, args=[schedule.task, schedule.args, schedule.kwargs],
         id=job_id, queue_name=definition.queue, timeout=definition.time_limit, result_ttl=RESULT_TTL,
         description=f"schedule {schedule.name}: task {schedule.task}",
         meta={"schedule": schedule.name, "trigger": schedule.trigger.describe()},
     )
     score = conn.zscore(keys.SCHEDULES_DUE, job_id)
     return float(score) if score is not None else None
+
+
+def _first_fire(schedule: Schedule, now: float) -> datetime:
+    try:
+        return datetime.fromtimestamp(schedule.trigger.next_after(now), UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ScheduleError(f"schedule {schedule.name}: its next run is out of range") from None
 
 
 def load(conn: redis.Redis, name: str) -> Schedule:

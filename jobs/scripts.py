@@ -157,6 +157,56 @@ for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
+# Stage one leaf of a province, once, with its checkpoint entry and counters, keeping only the records
+# whose id no other leaf of the task staged before (ids are unique by contract; a lying upstream may
+# list one under two leaves). Bulk HMGET/HSET in chunks (Lua's unpack is bounded), never one per record.
+# KEYS: checkpoint set, stats hash, task id index, conflicts hash, data leaf hash, data leaves hash.
+# ARGV: leaf code, leaf JSON, province code, 1 if the leaf is a district, max conflict examples,
+#       then hospital id, record JSON, ... (ids distinct).
+# Returns {kept, conflicts}, or -1 when the leaf was staged already (a re-run writes and counts nothing).
+STAGE_LEAF = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return -1 end
+local leaf, chunk = ARGV[1], 2000
+local kept, conflicts, examples = 0, 0, nil
+for first = 6, #ARGV, 2 * chunk do
+  local ids = {}
+  for i = first, math.min(first + 2 * chunk - 1, #ARGV), 2 do ids[#ids + 1] = ARGV[i] end
+  local owners = redis.call('HMGET', KEYS[3], unpack(ids))
+  local data, index = {}, {}
+  for n, id in ipairs(ids) do
+    local owner = owners[n]
+    if owner == false or owner == leaf then
+      data[#data + 1] = id
+      data[#data + 1] = ARGV[first + 2 * n - 1]
+      index[#index + 1] = id
+      index[#index + 1] = leaf
+      kept = kept + 1
+    else
+      conflicts = conflicts + 1
+      if examples == nil then examples = redis.call('HLEN', KEYS[4]) end
+      if examples < tonumber(ARGV[5]) and redis.call('HSETNX', KEYS[4], id, owner .. ',' .. leaf) == 1 then
+        examples = examples + 1
+      end
+    end
+  end
+  if #data > 0 then
+    redis.call('HSET', KEYS[5], unpack(data))
+    redis.call('HSET', KEYS[3], unpack(index))
+  end
+end
+redis.call('HSET', KEYS[6], leaf, ARGV[2])
+local p = 'p:' .. ARGV[3] .. ':'
+redis.call('HINCRBY', KEYS[2], 'leaves_done', 1)
+redis.call('HINCRBY', KEYS[2], p .. 'leaves_done', 1)
+if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[2], 'districts_processed', 1) end
+if kept > 0 then
+  redis.call('HINCRBY', KEYS[2], 'hospitals_found', kept)
+  redis.call('HINCRBY', KEYS[2], p .. 'hospitals', kept)
+end
+if conflicts > 0 then redis.call('HINCRBY', KEYS[2], 'conflicts', conflicts) end
+return {kept, conflicts}
+"""
+
 # Record how a province's part of a task ended, once; return 1 when every planned province has ended.
 # KEYS: ended hash, stats hash. ARGV: province, outcome, published (1/0).
 PROVINCE_ENDED = """
@@ -180,4 +230,5 @@ class Scripts:
         self.move_to_front = conn.register_script(MOVE_TO_FRONT)
         self.progress = conn.register_script(PROGRESS)
         self.count_once = conn.register_script(COUNT_ONCE)
+        self.stage_leaf = conn.register_script(STAGE_LEAF)
         self.province_ended = conn.register_script(PROVINCE_ENDED)

@@ -1,7 +1,9 @@
 """The embedded Valkey server: started on first use, reused by every refreshq process, restarted if dead.
 
 Its socket, pid file, log and append-only file live in the data directory, readable by the owner
-only. A file lock serialises starts, so two processes starting at once start one server.
+only. A file lock serialises starts, so two processes starting at once start one server. A data
+directory that cannot hold them (a file, no write permission) is a DataDirError naming the cause;
+refreshq never grants itself permissions the owner took away.
 """
 
 from __future__ import annotations
@@ -10,15 +12,20 @@ import contextlib
 import fcntl
 import importlib.util
 import os
+import re
 import signal
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
+from typing import IO
 
 import redis
 
-from jobs.errors import ServerError
+from jobs.errors import DataDirError, ServerError
 
 # A unix socket path longer than this does not fit sockaddr_un on Linux and macOS.
 _MAX_SOCKET_PATH = 100
@@ -40,13 +47,14 @@ class EmbeddedServer:
     """A private Valkey server whose files live in `data_dir`."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir)
+        # valkey runs in the data directory: a relative path would name another directory there.
+        self.data_dir = Path(data_dir).absolute()
         self.socket_path = self.data_dir / "valkey.sock"
         self.pid_path = self.data_dir / "valkey.pid"
         self.log_path = self.data_dir / "valkey.log"
         self.lock_path = self.data_dir / "server.lock"
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
-            raise ServerError(
+            raise DataDirError(
                 f"REFRESHQ_DATA_DIR is too long for a unix socket ({self.socket_path}); choose a shorter path"
             )
 
@@ -72,20 +80,45 @@ class EmbeddedServer:
         return self.url
 
     def run_foreground(self) -> int:
-        """Run the server attached to this process (for a Procfile); return its exit code."""
-        with self._start_lock():
-            pid = self.pid()
-            if self.ping() or (pid is not None and self._is_alive(pid)):
-                raise ServerError(f"a server is already running (pid {pid}); stop it with 'refreshq server stop'")
-            self._remove_stale_files()
-            child = self._spawn(daemonize=False)
-            self._wait_until_ready(lambda: child.poll() is None)
-        previous = {sig: signal.signal(sig, lambda s, _f: child.send_signal(s)) for sig in _FORWARDED}
+        """Run the server attached to this process (for a Procfile); return its exit code.
+
+        The server runs in a session of its own and this process forwards SIGINT and SIGTERM to it
+        (SIGHUP as SIGTERM: valkey ignores a hang-up). A Ctrl-C thus reaches it once: from the
+        terminal's process group as well, a second SIGINT would make valkey skip its orderly shutdown.
+        """
+        received: list[signal.Signals] = []
+        child: subprocess.Popen[bytes] | None = None
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            sig = signal.SIGTERM if signum == signal.SIGHUP else signal.Signals(signum)
+            received.append(sig)
+            if child is not None and child.poll() is None:
+                child.send_signal(sig)
+
+        previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
         try:
+            with self._start_lock():
+                pid = self.pid()
+                if self.ping() or (pid is not None and self._is_alive(pid)):
+                    raise ServerError(f"a server is already running (pid {pid}); stop it with 'refreshq server stop'")
+                if received:
+                    return 0  # stopped before it started
+                self._remove_stale_files()
+                child = self._spawn(daemonize=False)
+                if received:  # arrived while spawning, before `child` was set
+                    child.send_signal(received[0])
+                self._wait_for_child(child, received)
             return child.wait()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _wait_for_child(self, child: subprocess.Popen[bytes], received: list[signal.Signals]) -> None:
+        try:
+            self._wait_until_ready(lambda: child.poll() is None)
+        except ServerError:
+            if not received:  # exiting on a signal while starting is a stop, not a failure
+                raise
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Shut the server down, flushing its append-only file; False if none was running."""
@@ -122,7 +155,10 @@ class EmbeddedServer:
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:
         self._prepare_dir()
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise DataDirError(f"cannot create {self.lock_path}: {exc.strerror}") from None
         try:
             deadline = time.monotonic() + _START_TIMEOUT
             while True:
@@ -138,20 +174,48 @@ class EmbeddedServer:
             os.close(fd)  # closing the descriptor releases the lock
 
     def _prepare_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.data_dir, 0o700)
+        where = f"REFRESHQ_DATA_DIR={self.data_dir}"
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except FileExistsError:
+            raise DataDirError(f"{where} is not a directory (a file of that name exists)") from None
+        except OSError as exc:
+            raise DataDirError(f"cannot create {where}: {exc.strerror}") from None
+        mode = stat.S_IMODE(self.data_dir.stat().st_mode)
+        if mode & 0o077:  # owner-only, as the socket and the data are
+            try:
+                os.chmod(self.data_dir, mode & 0o700)
+            except OSError as exc:
+                raise DataDirError(f"cannot make {where} private (mode 0700): {exc.strerror}") from None
+        if not os.access(self.data_dir, os.W_OK | os.X_OK):
+            raise DataDirError(f"{where} is not writable: the embedded server keeps its socket and data there")
 
     def _spawn(self, daemonize: bool) -> subprocess.Popen[bytes]:
         args = [str(valkey_binary()), *self._config_args(daemonize)]
-        try:
-            child = subprocess.Popen(
-                args, cwd=self.data_dir, stdin=subprocess.DEVNULL, start_new_session=daemonize
-            )
-        except OSError as exc:
-            raise ServerError(f"cannot start {args[0]}: {exc}") from exc
-        if daemonize and child.wait(timeout=_START_TIMEOUT) != 0:
-            raise ServerError(f"valkey-server failed to start; see {self.log_path}")
+        # A daemonizing valkey reports a bad start on its own output before its log exists.
+        with tempfile.TemporaryFile() if daemonize else contextlib.nullcontext() as output:
+            try:
+                # A session of its own: a terminal's Ctrl-C is for the refreshq process in front.
+                child = subprocess.Popen(
+                    args, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=output,
+                    stderr=subprocess.STDOUT if daemonize else None, start_new_session=True,
+                )
+            except OSError as exc:
+                raise ServerError(f"cannot start {args[0]}: {exc}") from exc
+            if daemonize and child.wait(timeout=_START_TIMEOUT) != 0:
+                raise ServerError(f"valkey-server failed to start: {self._reason(output)}")
         return child
+
+    def _reason(self, output: IO[bytes] | None) -> str:
+        """The last words of a valkey that failed: its output, else its log (pointed at if it exists)."""
+        lines: list[str] = []
+        if output is not None:
+            output.seek(0)
+            lines = output.read().decode(errors="replace").splitlines()
+        if not any(line.strip() for line in lines) and self.log_path.exists():
+            lines = self.log_path.read_text(errors="replace").splitlines()[-3:]
+        text = " ".join(_LOG_PREFIX.sub("", line).strip() for line in lines[-3:] if line.strip()) or "no message"
+        return f"{text}; see {self.log_path}" if self.log_path.exists() else text
 
     def _config_args(self, daemonize: bool) -> list[str]:
         return [
@@ -178,7 +242,7 @@ class EmbeddedServer:
         deadline = time.monotonic() + _START_TIMEOUT
         while not self.ping():
             if not alive():
-                raise ServerError(f"valkey-server exited while starting; see {self.log_path}")
+                raise ServerError(f"valkey-server exited while starting: {self._reason(None)}")
             if time.monotonic() > deadline:
                 raise ServerError(f"valkey-server did not answer within {_START_TIMEOUT:.0f} s; see {self.log_path}")
             time.sleep(0.02)
@@ -207,3 +271,5 @@ class EmbeddedServer:
 
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# "21098:M 01 Dec 2026 09:38:50.898 # ": pid, role, time and level of a valkey log line.
+_LOG_PREFIX = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [-.*#] ")

@@ -1,9 +1,14 @@
-"""Warm shutdown inside a work-horse: SIGTERM asks the running refresh job to checkpoint and requeue.
+"""Stop requests: a warm shutdown inside a work-horse, and a stop of a long-running process.
 
 Platforms send SIGTERM on every deploy and allow about 30 s; a refresh can run for an hour. RQ's
 forking worker would either wait for the job or kill it, so refreshq's worker forwards the signal
 to its work-horse, whose handler only raises this flag; the job stops at its next safe point. A job
 still running WARM_SHUTDOWN_BUDGET seconds later has its work-horse killed (workers.RefreshqWorker).
+
+In a worker, scheduler or web process the same flag means "this process is stopping": its Redis
+client then stops waiting for a lost server (jobs/reconnect.py), so a stop is never held up by an
+outage. Handlers only set the flag; nothing in a main thread waits on it (Event.wait), since a
+signal arriving while that thread holds the event's lock would deadlock the handler.
 """
 
 from __future__ import annotations
@@ -24,3 +29,10 @@ def install_horse_handlers() -> None:
     requested.clear()
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def install_stop_handlers() -> None:
+    """While a long-running process starts (before its own handlers are in place): SIGTERM and
+    SIGINT raise the flag, so a stop during start-up is a clean exit instead of a kill."""
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)

@@ -20,6 +20,7 @@ import redis
 from jobs import keys
 from jobs.records import now_iso
 from jobs.redis_values import as_text, as_texts
+from jobs.scripts import Scripts
 from jobs.upstream.base import Hospital
 
 # How long a replaced version stays readable for exports that started before the switch.
@@ -55,13 +56,38 @@ def encode_hospital(hospital: Hospital) -> str:
     return _ENCODER.encode(hospital)
 
 
-def stage_leaf(pipe: redis.client.Pipeline, province: str, version: str, leaf: Leaf, hospitals: list[Hospital]) -> None:
-    """Queue the writes that (re)stage one leaf: replaces, never appends, so a re-run writes nothing twice."""
-    key = keys.data_leaf(province, version, leaf.code)
-    pipe.delete(key)
-    if hospitals:
-        pipe.hset(key, mapping={str(h["id"]): encode_hospital(h) for h in hospitals})
-    pipe.hset(keys.data_leaves(province, version), leaf.code, leaf.to_json())
+# How many ids listed under two leaves a task keeps as examples (the count is exact).
+CONFLICT_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What staging a leaf did: records kept, records dropped because another leaf had their id."""
+
+    kept: int
+    conflicts: int
+
+
+def stage_leaf(scripts: Scripts, province: str, version: str, leaf: Leaf, hospitals: list[Hospital]) -> Staged | None:
+    """Stage one leaf of `province` for the task `version` in one atomic step: its records (those whose
+    id no other leaf of the task staged), its checkpoint entry and its counters. None if it was staged
+    already: a re-run after a crash, a retry or a resume writes and counts nothing twice."""
+    args: list[str | int] = [leaf.code, leaf.to_json(), province, 1 if leaf.level == "district" else 0,
+                             CONFLICT_EXAMPLES]
+    # One record per id within the leaf (the clients promise it; this keeps the counters honest anyway).
+    for hospital_id, record in {str(h["id"]): encode_hospital(h) for h in hospitals}.items():
+        args += (hospital_id, record)
+    outcome = scripts.stage_leaf(
+        keys=[
+            keys.checkpoint_leaves(version, province), keys.task_stats(version), keys.task_ids(version),
+            keys.task_conflicts(version), keys.data_leaf(province, version, leaf.code),
+            keys.data_leaves(province, version),
+        ],
+        args=args,
+    )
+    if not isinstance(outcome, list):
+        return None
+    return Staged(kept=int(outcome[0]), conflicts=int(outcome[1]))
 
 
 def publish(conn: redis.Redis, province: str, version: str, name: str) -> int:
@@ -93,6 +119,27 @@ def publish(conn: redis.Redis, province: str, version: str, name: str) -> int:
                 return records
             except redis.WatchError:
                 continue
+
+
+def unlisted_versions(pipe: redis.client.Pipeline, listed: set[str]) -> dict[str, tuple[str, list[str]]]:
+    """Published provinces outside `listed`: code -> (version, leaf codes). Read in WATCH mode, before
+    `unpublish` queues their removal in the same transaction."""
+    published = {as_text(k): as_text(v) for k, v in pipe.hgetall(keys.PUBLISHED).items()}
+    return {
+        code: (version, as_texts(pipe.hkeys(keys.data_leaves(code, version))))
+        for code, version in sorted(published.items()) if code not in listed
+    }
+
+
+def unpublish(pipe: redis.client.Pipeline, gone: dict[str, tuple[str, list[str]]]) -> None:
+    """Queue the removal of provinces from the published data (inside the caller's MULTI); their data
+    stays readable for the grace period, like a replaced version, for exports that already started."""
+    if not gone:
+        return
+    pipe.hdel(keys.PUBLISHED, *gone)
+    pipe.hdel(keys.PUBLISHED_META, *gone)
+    for code, (version, leaf_codes) in gone.items():
+        _expire_version(pipe, code, version, leaf_codes)
 
 
 def _expire_version(pipe: redis.client.Pipeline, province: str, version: str, leaf_codes: list[str]) -> None:

@@ -18,6 +18,13 @@ from jobs.errors import ScheduleError
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 # Enough to count the missed fires of any sane schedule; beyond it the count is reported as a lower bound.
 MAX_FIRES = 10_000
+# The longest interval a schedule may have: a year. Longer ones are surely typos, and unbounded ones
+# overflow the date arithmetic of the next run (an interval of 10**20 s is past year 9999).
+MAX_INTERVAL = 366 * 86_400
+# The longest a missed fire may be late and still run (see plan_fires): the same year.
+MAX_GRACE = MAX_INTERVAL
+# Runs of one schedule queued or running at once.
+MAX_INSTANCES = 100
 _MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
@@ -25,8 +32,23 @@ def zone(name: str) -> ZoneInfo:
     """The timezone called `name`, or ScheduleError."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"unknown timezone {name!r}: expected an IANA name such as Asia/Shanghai or UTC") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file, a directory
+        shown = repr(name) if len(name) <= 64 else repr(name[:64]) + "..."
+        raise ScheduleError(f"unknown timezone {shown}: expected an IANA name such as Asia/Shanghai or UTC") from None
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_run_options(max_instances: object, misfire_grace_time: object) -> None:
+    """ScheduleError unless both are whole numbers in range (a schedule's --max-instances, --misfire-grace-time)."""
+    if not _whole(max_instances, 1, MAX_INSTANCES):
+        raise ScheduleError(f"max instances {max_instances!r} is not valid: expected 1 to {MAX_INSTANCES}")
+    if not _whole(misfire_grace_time, 1, MAX_GRACE):
+        raise ScheduleError(
+            f"misfire grace time {misfire_grace_time!r} is not valid: expected 1 to {MAX_GRACE} seconds (366 days)"
+        )
 
 
 @dataclass(frozen=True)
@@ -41,8 +63,14 @@ class Trigger:
         if (self.cron is None) == (self.interval is None):
             raise ScheduleError("a schedule needs exactly one of a cron expression or an interval")
         tz = zone(self.timezone)
-        if self.interval is not None and (isinstance(self.interval, bool) or self.interval < 1):
-            raise ScheduleError(f"interval {self.interval!r} is not valid: expected a whole number of seconds >= 1")
+        if self.interval is not None and (
+            isinstance(self.interval, bool) or not isinstance(self.interval, int)
+            or not 1 <= self.interval <= MAX_INTERVAL
+        ):
+            raise ScheduleError(
+                f"interval {self.interval!r} is not valid: expected a whole number of seconds from 1 to "
+                f"{MAX_INTERVAL} (366 days)"
+            )
         if self.cron is not None:
             _check_cron(self.cron, tz)
 

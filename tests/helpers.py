@@ -19,6 +19,8 @@ import redis
 
 from jobs import queues, store
 from jobs.manager import SyncTaskManager
+from jobs.records import TERMINAL
+from jobs.retries import RetryPolicy, sweep_failed_jobs
 from jobs.upstream.base import Region
 from jobs.upstream.sample import SampleDirectory
 from tests.conftest import REFRESHQ, REPO
@@ -81,6 +83,22 @@ def wait_status(
         lambda: (s := manager.get_task_status(task_id))["status"] in wanted and s, timeout, 0.05,
         f"task {task_id} to reach {wanted}",
     )
+
+
+def settle(conn: redis.Redis, manager: SyncTaskManager, task_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Drain the refresh queue in this process, and let the retry sweeper requeue (or bury) failed jobs,
+    until the task ends: what workers and the scheduler do together, without their start-up time."""
+    policy = RetryPolicy.from_settings(manager.settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        drain(conn)
+        status = manager.get_task_status(task_id)
+        if status["status"] in TERMINAL:
+            return status
+        wait_until(
+            lambda: sweep_failed_jobs(conn, policy) or manager.get_task_status(task_id)["status"] in TERMINAL,
+            max(0.1, deadline - time.monotonic()), 0.02, f"a retry of task {task_id} to fall due",
+        )
 
 
 def checksum(records: Iterable[dict[str, Any]]) -> tuple[int, str]:

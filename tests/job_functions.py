@@ -31,3 +31,10 @@ def broken() -> None:
     from jobs.errors import ValidationError
 
     raise ValidationError("bad input")
+
+
+def fail_with(message: str) -> None:
+    """Fails with a permanent error whose text is `message` (it lands in the job's traceback)."""
+    from jobs.errors import ValidationError
+
+    raise ValidationError(message)

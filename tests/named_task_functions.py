@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from jobs.registry import Priority, ScheduleSpec, task
 from jobs.runs import current_run
@@ -87,3 +87,13 @@ def limited() -> None:
 def daily(a: int, b: int) -> int:
     """A task with a default schedule."""
     return a * b
+
+
+@task(name="t-typed", category="types")
+def typed(
+    count: int, ratio: float, label: str | None, flags: list[bool], weights: dict[str, float],
+    mode: Literal["fast", "slow"] = "fast", anything=None, *rest: int, **more: str,  # anything: unannotated
+) -> dict[str, Any]:
+    """Every annotation the argument checker knows; returns what it got."""
+    return {"count": count, "ratio": ratio, "label": label, "flags": flags, "weights": weights, "mode": mode,
+            "anything": anything, "rest": list(rest), "more": more}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,13 @@ def test_values_are_read() -> None:
     ("name", "value", "expected"),
     [
         ("REFRESHQ_MAX_CONCURRENT_TASKS", "abc", "whole number"),
-        ("REFRESHQ_MAX_CONCURRENT_TASKS", "0", "whole number >= 1"),
+        ("REFRESHQ_MAX_CONCURRENT_TASKS", "0", "whole number from 1"),
+        ("REFRESHQ_TASK_TIMEOUT", "99999999999999999999", "whole number from 1 to 2592000"),
+        ("REFRESHQ_UPSTREAM_CONCURRENCY", "100000", "0 to 1024"),
+        ("REFRESHQ_SAMPLE_SCALE", "10000000000000", "0 to 100000000"),
+        ("REFRESHQ_RETRY_MAX", "1000", "0 to 100"),
+        ("REFRESHQ_RETRY_FACTOR", "1e300", "1 to 10"),
+        ("REFRESHQ_TASK_MODULES", "jobs.builtin_tasks,nope..module", "'nope..module' is not a module name"),
         ("REFRESHQ_TASK_TIMEOUT", "2h", "whole number"),
         ("PORT", "http", "whole number"),
         ("PORT", "70000", "65535"),
@@ -60,6 +67,31 @@ def test_bad_values_name_the_variable_and_what_it_expects(name: str, value: str,
     assert name in str(err.value)
     assert expected in str(err.value)
     assert isinstance(err.value, RefreshqError)
+
+
+FLOAT_SETTINGS = ("REFRESHQ_UPSTREAM_RPS", "REFRESHQ_UPSTREAM_TIMEOUT", "REFRESHQ_RETRY_BASE", "REFRESHQ_RETRY_FACTOR",
+                  "REFRESHQ_RETRY_CAP")
+
+
+def test_every_float_setting_is_read_by_the_finite_check() -> None:
+    """The list below covers every float field of Settings, so a new one cannot skip the tests."""
+    floats = {f.name for f in dataclasses.fields(Settings) if f.type in ("float", float)}
+    assert {name.removeprefix("REFRESHQ_").lower() for name in FLOAT_SETTINGS} == floats
+
+
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1e400"])
+def test_non_finite_numbers_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({name: value})
+    assert f"{name}={value!r} is not valid: expected a number from" in str(err.value)
+
+
+def test_credentials_in_a_bad_url_are_masked_in_the_error() -> None:
+    for name in ("REDIS_URL", "REFRESHQ_UPSTREAM_URL", "REFRESHQ_LLM_BASE_URL"):
+        with pytest.raises(ConfigError) as err:
+            Settings.from_env({name: "ftp://admin:hunter2-secret@example.com/v1"})
+        assert "hunter2" not in str(err.value) and "ftp://admin:***@example.com/v1" in str(err.value)
 
 
 def test_llm_needs_a_model() -> None:
@@ -80,6 +112,11 @@ def test_secrets_stay_out_of_repr() -> None:
     text = repr(s)
     for secret in ("s3cret-token", "sk-key", "pw-123"):
         assert secret not in text
+    with_urls = Settings.from_env({"REDIS_URL": "redis://:redis-pw-1@h:6379/0",
+                                   "REFRESHQ_UPSTREAM_URL": "http://u:upstream-pw-2@h/v1"})
+    text = repr(with_urls)
+    assert "redis_url='redis://:***@h:6379/0'" in text and "upstream_url='http://u:***@h/v1'" in text
+    assert "redis-pw-1" not in text and "upstream-pw-2" not in text
 
 
 def test_settings_are_frozen() -> None:

@@ -67,9 +67,9 @@ def test_refresh_province_wait_json_over_http(env: dict[str, str], conn: redis.R
         with worker_process(cli_env):
             done = run_cli("refresh", "province", "广东", "--wait", "--json", env=cli_env, timeout=120)
     assert done.returncode == 0, done.stderr
-    task_id = done.stdout.splitlines()[0]
-    assert task_id.startswith("task_")
-    status = last_json(done.stdout)
+    status = json.loads(done.stdout)  # the one document on stdout: the task id is in it (and on stderr)
+    task_id = status["task_id"]
+    assert task_id.startswith("task_") and f"refreshq: task {task_id}" in done.stderr
     assert status["status"] == "SUCCEEDED"
     assert status["task_id"] == task_id and status["hospital_name"] == "广东省" and status["query"] == "广东"
     assert status["progress"] == 100
@@ -82,7 +82,7 @@ def test_refresh_full_then_the_data_commands(sample_env: dict[str, str], conn: r
     with worker_process(sample_env), worker_process(sample_env):  # two workers share one refresh
         done = run_cli("refresh", "full", "--wait", "--json", env=sample_env, timeout=180)
     assert done.returncode == 0, done.stderr
-    status = last_json(done.stdout)
+    status = json.loads(done.stdout)  # exactly one JSON document on stdout
     assert status["status"] == "SUCCEEDED" and status["hospital_name"] == "全量刷新"
     assert status["statistics"]["provinces_processed"] == 34
     assert status["statistics"]["hospitals_found"] == SCALE
@@ -289,7 +289,7 @@ def test_the_upstream_token_is_never_stored_nor_printed(env: dict[str, str], con
             done = run_cli("refresh", "province", "北京", "--wait", "--json", env=cli_env, timeout=120)
         outputs += [done.stdout, done.stderr]
         assert done.returncode == 0, done.stderr
-        task_id = done.stdout.splitlines()[0]
+        task_id = json.loads(done.stdout)["task_id"]
         for args in (("status", task_id, "--json"), ("list", "--json"), ("data", "show", "北京")):
             result = run_cli(*args, env=cli_env)
             assert result.returncode == 0, (args, result.stderr)

@@ -16,7 +16,7 @@ import redis
 from jobs import queues
 from jobs.config import Settings
 from jobs.connection import connect
-from jobs.errors import ServerError
+from jobs.errors import DataDirError
 from jobs.server import EmbeddedServer
 from tests.conftest import REPO, run_cli
 
@@ -119,7 +119,7 @@ def test_stop_when_nothing_runs(embedded: EmbeddedServer) -> None:
 
 
 def test_a_data_dir_too_long_for_a_socket_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ServerError, match="REFRESHQ_DATA_DIR is too long"):
+    with pytest.raises(DataDirError, match="REFRESHQ_DATA_DIR is too long"):
         EmbeddedServer(tmp_path / ("x" * 120))
 
 
@@ -159,6 +159,62 @@ def test_cli_server_runs_in_the_foreground_and_stops_on_sigterm(short_dir: Path)
         proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     assert not server.ping()
+
+
+def _foreground(data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REFRESHQ_DATA_DIR": str(data_dir)}
+    env.pop("REDIS_URL", None)
+    with open(log, "wb") as out:
+        # A session of its own, as a shell's job: a Ctrl-C goes to its whole process group.
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "refreshq"), "server"], env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = EmbeddedServer(data_dir)
+    deadline = time.monotonic() + 20
+    while not server.ping():
+        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+        time.sleep(0.02)
+    return proc
+
+
+def test_one_ctrl_c_on_the_foreground_server_shuts_valkey_down_once_cleanly(short_dir: Path) -> None:
+    log = short_dir / "fg.log"
+    proc = _foreground(short_dir / "fg", log)
+    server = EmbeddedServer(short_dir / "fg")
+    try:
+        conn = redis.Redis(unix_socket_path=str(server.socket_path))
+        conn.set("kept", "yes")
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        server.stop()
+    text = log.read_text()
+    assert text.count("Received SIGINT scheduling shutdown") == 1, text
+    assert "You insist" not in text  # a second SIGINT makes valkey skip its orderly shutdown
+    assert "Calling fsync() on the AOF file" in text and "ready to exit, bye bye" in text, text
+    assert not server.socket_path.exists() and not server.pid_path.exists()
+    again = connect(_settings(server.data_dir))  # the append-only file loads
+    try:
+        assert again.get("kept") == b"yes"
+    finally:
+        server.stop()
+
+
+def test_a_hang_up_stops_the_foreground_server(short_dir: Path) -> None:
+    # valkey ignores SIGHUP: forwarded as it is, a closed terminal would leave both running.
+    log = short_dir / "hup.log"
+    proc = _foreground(short_dir / "hup", log)
+    try:
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        EmbeddedServer(short_dir / "hup").stop()
+    assert "ready to exit, bye bye" in log.read_text()
 
 
 def test_cli_server_refuses_when_redis_url_is_set(redis_url: str, short_dir: Path) -> None:

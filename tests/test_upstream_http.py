@@ -90,17 +90,15 @@ def test_pagination_reads_every_page_and_no_more() -> None:
     total = sample.hospital_count("810000")
     assert total > 1000 and total % 500 != 0
     with start_background(directory=sample) as server, client(server.url) as upstream:
-        pages = list(upstream.hospitals(hong_kong))
-        assert [len(p) for p in pages] == [500, 500, total - 1000]
-        assert [h for p in pages for h in p] == [h for p in sample.hospitals(hong_kong) for h in p]
-        assert server.counters.by_kind == {"hospitals": 3}
+        assert upstream.hospitals(hong_kong) == sample.hospitals(hong_kong)
+        assert server.counters.by_kind == {"hospitals": 3}  # 500, 500, then the short page ends it
 
 
 def test_empty_leaf_costs_one_request() -> None:
     sample = SampleDirectory(100)
     empty = next(leaf for leaf in sample.leaves() if sample.hospital_count(leaf["code"]) == 0)
     with start_background(directory=sample) as server, client(server.url) as upstream:
-        assert list(upstream.hospitals(empty)) == []
+        assert upstream.hospitals(empty) == []
         assert upstream.requests_made == 1
 
 
@@ -110,7 +108,7 @@ def test_unknown_region_is_permanent_at_once(sample: SampleDirectory) -> None:
         with pytest.raises(PermanentUpstreamError, match="404"):
             upstream.children(bogus)
         with pytest.raises(PermanentUpstreamError):
-            list(upstream.hospitals(bogus))
+            upstream.hospitals(bogus)
         assert upstream.requests_made == 2
 
 
@@ -146,9 +144,9 @@ def test_a_hanging_request_times_out_and_is_retried(sample: SampleDirectory) -> 
         client(server.url, timeout=0.3, max_attempts=10) as upstream,
     ):
         districts = upstream.children(guangzhou)
-        hospitals = [h for d in districts for page in upstream.hospitals(d) for h in page]
+        hospitals = [h for d in districts for h in upstream.hospitals(d)]
     assert districts == sample.children(guangzhou)
-    assert hospitals == [h for d in districts for page in sample.hospitals(d) for h in page]
+    assert hospitals == [h for d in districts for h in sample.hospitals(d)]
     assert upstream.requests_made > 1 + len(districts)  # some requests hung and were sent again
 
 
@@ -214,8 +212,12 @@ def test_shape_checks_reject_what_the_contract_does_not_allow() -> None:
         shapes.region({"code": 110000, "name": "x", "level": "city"})
     good = {field: "x" for field in shapes.HOSPITAL_FIELDS} | {"extra": 1}
     assert shapes.hospital(good) == good
-    with pytest.raises(shapes.ShapeError):
+    with pytest.raises(shapes.ItemShapeError, match="'phone' is missing"):
         shapes.hospital({k: v for k, v in good.items() if k != "phone"})
+    with pytest.raises(shapes.ItemShapeError, match="'phone' is int"):
+        shapes.hospital(good | {"phone": 12345})
+    with pytest.raises(shapes.ItemShapeError, match="listed twice"):
+        shapes.regions({"items": [{"code": "1", "name": "x", "level": "city"}] * 2})
     with pytest.raises(shapes.ShapeError):
         shapes.items({"items": None})
     with pytest.raises(shapes.ShapeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -58,13 +59,13 @@ def test_never_valid_is_a_permanent_failure_of_the_region(sample: SampleDirector
         with pytest.raises(PermanentUpstreamError, match="after 3 attempts"):
             upstream.children(GUANGZHOU)
         with pytest.raises(PermanentUpstreamError):
-            list(upstream.hospitals(YUEXIU))
+            upstream.hospitals(YUEXIU)
         assert upstream.requests_made == 6
 
 
 def test_unavailable_model_is_retried(sample: SampleDirectory) -> None:
     with start_chat_server(sample, "unavailable_then_valid", API_KEY) as server, llm(server) as upstream:
-        assert [h for page in upstream.hospitals(YUEXIU) for h in page] == next(sample.hospitals(YUEXIU))
+        assert upstream.hospitals(YUEXIU) == sample.hospitals(YUEXIU)
         assert upstream.requests_made == 2
 
 
@@ -113,22 +114,23 @@ def test_parse_strips_fences_and_prose() -> None:
         llm_parse.parse_regions("没有数据", "district")
 
 
-def test_parse_repairs_hospitals() -> None:
-    answer = """[
-        {"name": "越秀区人民医院", "grade": "三级甲等", "phone": 12345},
-        {"name": "越秀区人民医院"},
-        {"id": 7, "name": "越秀区中医医院", "region_code": "999999", "address": null},
-        {"id": "H440104000009", "name": "越秀区口腔医院", "type": "专科医院"},
-        {"grade": "二级甲等"},
-        "医院"
-    ]"""
+FIELDS = {"grade": "三级甲等", "type": "综合医院", "address": None, "phone": 12345, "updated_at": ""}
+
+
+def test_parse_repairs_what_it_can() -> None:
+    answer = json.dumps([
+        {"id": None, "name": " 越秀区人民医院 ", "region_code": "999999", **FIELDS},
+        {"id": "", "name": "越秀区人民医院", **FIELDS},  # the same record again: collapses into one
+        {"id": 7, "name": "越秀区中医医院", "region_code": None, **FIELDS},
+        {"id": "H440104000009", "name": "越秀区口腔医院", "region_code": "440104", **FIELDS},
+    ], ensure_ascii=False)
     first, second, third = llm_parse.parse_hospitals(answer, "440104")
     assert first == {
         "id": llm_parse.derived_id("440104", "越秀区人民医院"),
         "name": "越秀区人民医院",
         "region_code": "440104",
         "grade": "三级甲等",
-        "type": "",
+        "type": "综合医院",
         "address": "",
         "phone": "12345",
         "updated_at": "",
@@ -136,5 +138,43 @@ def test_parse_repairs_hospitals() -> None:
     assert first["id"] == llm_parse.derived_id("440104", "越秀区人民医院")  # stable between answers
     assert second["id"] == "440104-7" and second["region_code"] == "440104" and second["address"] == ""
     assert third["id"] == "H440104000009"
+    regions = '[{"code": 440103, "name": "荔湾区", "level": "city"}, {"code": "440103", "name": "荔湾区"}]'
+    assert llm_parse.parse_regions(regions, "district") == [{"code": "440103", "name": "荔湾区", "level": "district"}]
+
+
+GOOD = {"id": "H1", "name": "越秀区人民医院", **FIELDS}
+
+
+@pytest.mark.parametrize(
+    ("items", "why"),
+    [
+        ([GOOD, {k: v for k, v in GOOD.items() if k != "name"} | {"id": "H2"}], "'name' is missing"),
+        ([GOOD, GOOD | {"id": "H2", "name": "  "}], "'name' is empty"),
+        ([GOOD, {k: v for k, v in GOOD.items() if k != "phone"} | {"id": "H2"}], "'phone' is missing"),
+        ([GOOD, {k: v for k, v in GOOD.items() if k != "id"} | {"name": "另一家医院"}], "'id' is missing"),
+        ([GOOD, GOOD | {"id": "H2", "address": ["广州"]}], "'address' is list"),
+        ([GOOD, GOOD | {"id": "H2", "name": {"zh": "x"}}], "'name' is empty or not text"),
+        ([GOOD, "医院"], "is str, not an object"),
+        ([GOOD, GOOD | {"phone": "020-1"}], "listed twice with different fields"),
+    ],
+    ids=["no name", "empty name", "no phone", "no id", "list address", "object name", "junk", "conflict"],
+)
+def test_one_bad_hospital_refuses_the_whole_answer(items: list[object], why: str) -> None:
+    with pytest.raises(llm_parse.InvalidAnswerError, match=why):
+        llm_parse.parse_hospitals(json.dumps(items, ensure_ascii=False), "440104")
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [{"code": "440103", "name": "荔湾区"}, {"name": "越秀区"}],
+        [{"code": "440103", "name": "荔湾区"}, {"code": "440104", "name": ""}],
+        [{"code": "440103", "name": "荔湾区"}, {"code": ["440104"], "name": "越秀区"}],
+        [{"code": "440103", "name": "荔湾区"}, {"code": "440103", "name": "越秀区"}],
+        [{"code": "440103", "name": "荔湾区"}, None],
+    ],
+    ids=["no code", "empty name", "list code", "conflict", "null item"],
+)
+def test_one_bad_region_refuses_the_whole_answer(items: list[object]) -> None:
     with pytest.raises(llm_parse.InvalidAnswerError):
-        llm_parse.parse_hospitals('[{"grade": "二级甲等"}]', "440104")
+        llm_parse.parse_regions(json.dumps(items, ensure_ascii=False), "district")

@@ -39,9 +39,9 @@ def _json(items: list[Any]) -> str:
 
 
 def _messy(items: list[dict[str, Any]]) -> list[Any]:
-    """The same items, each repeated, among junk the client must drop (none for an empty answer,
-    which would otherwise hold nothing valid and rightly be refused)."""
-    messy: list[Any] = ["not an object", {"level": "city"}, {"name": ""}] if items else []
+    """The same items, each repeated (exact repeats collapse into one; junk items would make the whole
+    answer invalid, see the styles that send them)."""
+    messy: list[Any] = []
     for item in items:
         # The first copy carries a wrong level and region code, which the client must overwrite.
         messy += [{**item, "level": "wrong", "region_code": "000000"}, item]
@@ -79,7 +79,7 @@ class FakeChatServer(ThreadingHTTPServer):
         if region is None:
             return []
         if "医院" in prompt:
-            return [h for page in self.directory.hospitals(region) for h in page]
+            return self.directory.hospitals(region)
         return list(self.directory.children(region))
 
     def answer(self, prompt: str, attempt: int) -> str:
@@ -193,7 +193,7 @@ def walk(
     def subtree(region: Region) -> tuple[list[Region], list[Hospital]]:
         children = upstream.children(region)
         if not children:
-            return [region], [h for page in upstream.hospitals(region) for h in page]
+            return [region], upstream.hospitals(region)
         regions, hospitals = [region], []
         for child in children:
             more_regions, more_hospitals = subtree(child)

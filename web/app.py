@@ -1,4 +1,4 @@
-"""The Flask app: rq-dashboard under /rq behind an optional password, plus a health check."""
+"""The Flask app: rq-dashboard under /rq (web.dashboard) behind an optional password, plus a health check."""
 
 from __future__ import annotations
 
@@ -7,16 +7,12 @@ import ipaddress
 
 import redis
 from flask import Flask, Response, redirect, request
-from rq.serializers import JSONSerializer
-from rq_dashboard import default_settings
-from rq_dashboard.web import blueprint as dashboard_blueprint
-from rq_dashboard.web import config as dashboard_config
-from rq_dashboard.web import setup_rq_connection
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.config import Settings
 from jobs.errors import ConfigError
 from jobs.queues import register_queues
+from web import dashboard
 
 _PUBLIC_PATHS = ("/healthz",)
 
@@ -41,15 +37,10 @@ def check_exposure(settings: Settings, host: str) -> None:
 
 def create_app(settings: Settings, redis_url: str) -> Flask:
     app = Flask("refreshq")
-    app.config.from_object(default_settings)
-    app.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
-    # rq-dashboard embedded has no auth of its own and reads jobs with pickle unless told otherwise.
-    dashboard_config.serializer = JSONSerializer
-    setup_rq_connection(app)
-    register_queues(app.redis_conn)  # type: ignore[attr-defined]
-    app.register_blueprint(dashboard_blueprint, url_prefix="/rq")
     app.extensions["refreshq.settings"] = settings
 
+    # First of the request hooks: rq-dashboard has no auth of its own, and nothing but the health
+    # check (static files and the read-only views included) answers without the password.
     @app.before_request
     def require_password() -> BaseResponse | None:
         if settings.web_password is None or request.path in _PUBLIC_PATHS:
@@ -61,6 +52,9 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
         return Response(
             "authentication required\n", 401, {"WWW-Authenticate": 'Basic realm="refreshq"'}
         )
+
+    dashboard.mount(app, redis_url)
+    register_queues(app.redis_conn)  # type: ignore[attr-defined]
 
     @app.get("/")
     def index() -> BaseResponse:

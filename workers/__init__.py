@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import redis
+from redis.client import PubSub, PubSubWorkerThread
 from rq import Queue, Worker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import StopRequested
 from rq.job import Job, Retry
 from rq.serializers import JSONSerializer
 
@@ -24,6 +30,9 @@ JOB_MONITORING_INTERVAL = 5
 # refreshq's scheduler cleans the started registries every few seconds, so a dead worker's job is
 # resumed elsewhere within about 20 s instead of several minutes.
 HEARTBEAT_GRACE = 10
+# Seconds from a stop request a work-horse has to end when its worker stops with Redis gone (within
+# a deploy's usual 10 s budget, leaving time to exit).
+HORSE_STOP_GRACE = 6.0
 # After a SIGTERM, how long the running job has to stop by itself before its work-horse is killed:
 # platforms allow about 10-30 s between SIGTERM and SIGKILL, and the worker must be gone before.
 WARM_SHUTDOWN_BUDGET = 8.0
@@ -35,8 +44,16 @@ CHECKPOINTED_FUNCS = GATED_FUNCS
 
 class RefreshqWorker(Worker):
     """A forking RQ worker whose jobs are declared abandoned soon after their worker dies, and whose
-    warm shutdown (SIGTERM) asks the running job to checkpoint and requeue instead of waiting for it."""
+    warm shutdown (SIGTERM) asks the running job to checkpoint and requeue instead of waiting for it.
 
+    A stop is honoured with the server gone too: the stop raises `shutdown.requested`, on which the
+    connection (jobs/reconnect.py) stops waiting for Redis; the Redis writes of a stop (the shutdown
+    date, unregistering) are skipped with a log line when they fail, and a work-horse that cannot
+    report its job is given HORSE_STOP_GRACE seconds from the stop request, then killed.
+    """
+
+    _booting = False
+    _stop_asked_at: float | None = None
     _monitored: tuple[str, int] | None = None  # (job id, horse pid) of the job being monitored
     _cut_short: str | None = None  # id of the job whose horse the shutdown budget killed
 
@@ -52,6 +69,34 @@ class RefreshqWorker(Worker):
         current = tuple(q.name for q in self._ordered_queues)
         order = queue_names.dequeue_order(tuple(by_name), reference_queue.name, current)
         self._ordered_queues = [by_name[name] for name in order]
+
+    def bootstrap(
+        self,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # RQ installs its handlers only after registering the worker: a SIGTERM in between killed a
+        # worker that stayed listed in Redis. Installed first, a stop while booting is a clean one.
+        self._booting = True
+        self._install_signal_handlers()  # type: ignore[no-untyped-call]
+        if shutdown.requested.is_set():
+            self._stop_requested = True
+        try:
+            super().bootstrap(logging_level, date_format, log_format)
+        finally:
+            self._booting = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        shutdown.requested.set()
+        if self._stop_asked_at is None:
+            self._stop_asked_at = time.monotonic()
+        if self._booting:
+            # RQ raises StopRequested when idle, which here would cut the registration half-way;
+            # work() sees the flag before its first dequeue and unregisters.
+            self._stop_requested = True
+            return
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
@@ -107,6 +152,55 @@ class RefreshqWorker(Worker):
         # (Job._handle_retry_result); move it to the front, unless another worker took it already.
         if retry.enqueue_at_front and not any(retry.intervals):
             Scripts(self.connection).move_to_front(keys=[queue.key], args=[job.id])
+
+    def set_shutdown_requested_date(self) -> None:
+        try:
+            super().set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            self.log.warning("Worker %s: could not record the shutdown request (%s)", self.name, exc)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not shutdown.requested.is_set():
+                raise
+            self.log.warning(
+                "Worker %s: stopping without Redis (%s); job %s is left to crash recovery", self.name, exc, job.id
+            )
+            self._end_horse()
+            raise StopRequested from None
+
+    def _end_horse(self) -> None:
+        """Give a work-horse still running a few seconds to stop, then kill it: with Redis gone its job
+        cannot report anyway, and a worker must not exit leaving its horse behind."""
+        deadline = (self._stop_asked_at or time.monotonic()) + HORSE_STOP_GRACE
+        while self.horse_pid and time.monotonic() < deadline:
+            try:
+                if os.waitpid(self.horse_pid, os.WNOHANG)[0]:
+                    self._horse_pid = 0
+            except ChildProcessError:
+                self._horse_pid = 0
+            time.sleep(0.05)
+        if self.horse_pid:
+            self.log.warning("Worker %s: work-horse %s did not stop in time; killing it", self.name, self.horse_pid)
+            self.kill_horse()
+            self.wait_for_horse()
+            self._horse_pid = 0
+
+    def _pubsub_exception_handler(self, exc: Exception, pubsub: PubSub, pubsub_thread: PubSubWorkerThread) -> None:
+        # RQ's handler logs and retries every 2 s, forever; a stopping worker needs no more commands.
+        if shutdown.requested.is_set() and isinstance(exc, redis.ConnectionError):
+            pubsub_thread.stop()
+            return
+        super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            # Its worker key expires by itself (RQ's worker TTL); the server is not coming back in time.
+            self.log.warning("Worker %s: could not unregister (%s)", self.name, exc)
 
 
 def preload_job_modules() -> None:

@@ -1,7 +1,9 @@
 """Upstreams of the hospital directory, and the one place that picks which one a task talks to.
 
 A task stores a spec: a JSON-able, secret-free descriptor such as {"kind": "sample", "scale": 1000}.
-Secrets and concurrency come from Settings when the upstream is built, so they are never stored.
+Secrets and concurrency come from Settings when the upstream is built, so they are never stored: that
+includes credentials inside a URL (`http://user:pass@host/v1`), stored without them and re-attached
+from the worker's settings.
 The clients are imported only when built, so importing this package stays cheap.
 """
 
@@ -9,23 +11,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.config import HTTP_SCHEMES, Settings
+from jobs.config import HTTP_SCHEMES, MAX_SAMPLE_SCALE, Settings
 from jobs.errors import ValidationError
+from jobs.redact import mask_url, without_credentials
 from jobs.upstream.base import RequestGate, Upstream
 
-__all__ = ["Upstream", "build_upstream", "spec_from_settings"]
+__all__ = ["Upstream", "build_upstream", "secret_free_spec", "spec_from_settings"]
 
 KINDS = ("sample", "http", "llm")
+# The URL field of each kind's spec; REFRESHQ_UPSTREAM_URL and REFRESHQ_LLM_BASE_URL hold them with credentials.
+_URL_FIELDS = {"http": "url", "llm": "base_url"}
 
 
 def spec_from_settings(settings: Settings) -> dict[str, Any]:
     """The spec of the upstream the settings configure (http, then llm, else the sample)."""
     kind = settings.upstream_kind
-    if kind == "http":
-        return {"kind": "http", "url": settings.upstream_url}
-    if kind == "llm":
-        return {"kind": "llm", "base_url": settings.llm_base_url, "model": settings.llm_model}
+    if kind == "http" and settings.upstream_url:
+        return {"kind": "http", "url": without_credentials(settings.upstream_url)}
+    if kind == "llm" and settings.llm_base_url:
+        return {"kind": "llm", "base_url": without_credentials(settings.llm_base_url), "model": settings.llm_model}
     return {"kind": "sample", "scale": settings.sample_scale}
+
+
+def _configured_url(kind: str, settings: Settings) -> str | None:
+    return settings.upstream_url if kind == "http" else settings.llm_base_url if kind == "llm" else None
+
+
+def _with_credentials(url: str, kind: str, settings: Settings) -> str:
+    """`url` with the userinfo of the configured URL of the same place, if it has any."""
+    configured = _configured_url(kind, settings)
+    if configured and without_credentials(configured) == without_credentials(url):
+        return configured
+    return url
+
+
+def secret_free_spec(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The spec as it may be stored with a task: checked (ValidationError), its URL without credentials.
+
+    A URL whose credentials the settings do not hold too is refused: stored without them, the worker
+    could not authenticate; stored with them, they would sit in Redis.
+    """
+    check_spec(spec, settings)
+    field = _URL_FIELDS.get(str(spec["kind"]))
+    url = spec[field] if field else None
+    if field is None or not isinstance(url, str) or without_credentials(url) == url:
+        return spec
+    if _configured_url(str(spec["kind"]), settings) != url:
+        variable = "REFRESHQ_UPSTREAM_URL" if spec["kind"] == "http" else "REFRESHQ_LLM_BASE_URL"
+        raise ValidationError(
+            f"upstream spec {field} {mask_url(url)!r} carries credentials: a task's spec is stored, so they "
+            f"must come from the settings ({variable}) instead"
+        )
+    return {**spec, field: without_credentials(url)}
 
 
 def _url(spec: dict[str, Any], key: str) -> str:
@@ -35,39 +72,51 @@ def _url(spec: dict[str, Any], key: str) -> str:
     return value
 
 
+def check_spec(spec: dict[str, Any], settings: Settings) -> None:
+    """ValidationError unless `spec` is one build_upstream can build (checked before a task is stored)."""
+    kind = spec.get("kind")
+    if kind == "sample":
+        scale = spec.get("scale", settings.sample_scale)
+        if not isinstance(scale, int) or isinstance(scale, bool) or not 0 <= scale <= MAX_SAMPLE_SCALE:
+            raise ValidationError(
+                f"upstream spec 'sample' needs 'scale': a whole number from 0 to {MAX_SAMPLE_SCALE}, got {scale!r}"
+            )
+    elif kind in _URL_FIELDS:
+        _url(spec, _URL_FIELDS[kind])
+        model = spec.get("model")
+        if kind == "llm" and (not isinstance(model, str) or not model.strip()):
+            raise ValidationError("upstream spec 'llm' needs 'model': a model name")
+    else:
+        raise ValidationError(f"unknown upstream kind {kind!r}: expected one of {', '.join(KINDS)}")
+
+
 def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: RequestGate | None = None) -> Upstream:
     """The Upstream a task's spec describes; ValidationError if the spec is not a valid one."""
-    kind = spec.get("kind")
+    check_spec(spec, settings)
+    kind = spec["kind"]
     if kind == "sample":
         from jobs.upstream.sample import SampleDirectory
 
-        scale = spec.get("scale", settings.sample_scale)
-        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 0:
-            raise ValidationError(f"upstream spec 'sample' needs 'scale': a whole number >= 0, got {scale!r}")
-        return SampleDirectory(scale)
+        return SampleDirectory(spec.get("scale", settings.sample_scale))
     if kind == "http":
         from jobs.upstream.http import HttpDirectoryClient
 
         return HttpDirectoryClient(
-            _url(spec, "url"),
+            _with_credentials(spec["url"], "http", settings),
             token=settings.upstream_token,
             concurrency=settings.job_concurrency,
             timeout=settings.upstream_timeout,
             max_attempts=settings.upstream_attempts,
             request_gate=request_gate,
         )
-    if kind == "llm":
-        from jobs.upstream.llm import LLMClient
+    from jobs.upstream.llm import LLMClient
 
-        model = spec.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise ValidationError("upstream spec 'llm' needs 'model': a model name")
-        return LLMClient(
-            _url(spec, "base_url"),
-            api_key=settings.llm_api_key,
-            model=model,
-            concurrency=settings.job_concurrency,
-            timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
-            request_gate=request_gate,
-        )
-    raise ValidationError(f"unknown upstream kind {kind!r}: expected one of {', '.join(KINDS)}")
+    return LLMClient(
+        _with_credentials(spec["base_url"], "llm", settings),
+        api_key=settings.llm_api_key,
+        model=spec["model"],
+        concurrency=settings.job_concurrency,
+        timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
+        max_attempts=settings.upstream_attempts,
+        request_gate=request_gate,
+    )

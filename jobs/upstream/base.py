@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol, TypedDict
 
 LEVELS = ("province", "city", "district")
@@ -29,7 +29,9 @@ class Upstream(Protocol):
 
     Implementations are thread-safe: one instance is shared by the threads of a refresh job.
     Transient failures are retried inside the client; what escapes is
-    `TransientUpstreamError` (retries exhausted) or `PermanentUpstreamError` (404, invalid for good).
+    `TransientUpstreamError` (retries exhausted) or `PermanentUpstreamError` (404, invalid for good;
+    `RegionFailedError` when the upstream kept contradicting itself about that region).
+    A client returns only what it verified: never a partial list presented as a whole one.
     """
 
     def provinces(self) -> list[Region]:
@@ -40,8 +42,8 @@ class Upstream(Protocol):
         """Cities of a province, districts of a city; an empty list means `region` is a leaf."""
         ...
 
-    def hospitals(self, region: Region) -> Iterator[list[Hospital]]:
-        """The hospitals of a leaf region, page by page until the end."""
+    def hospitals(self, region: Region) -> list[Hospital]:
+        """Every hospital of a leaf region, each id once: the whole list, checked, or an error."""
         ...
 
     def close(self) -> None:

@@ -9,31 +9,23 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 
-from jobs.errors import PermanentUpstreamError, TransientUpstreamError
+from jobs.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamInconsistencyError
+from jobs.redact import split_credentials, url_redactor
 from jobs.upstream import shapes
 from jobs.upstream.base import Hospital, Region, RequestGate
-from jobs.upstream.retry import Backoff, Sleep, call_with_retries
+from jobs.upstream.listing import Listing, Page
+from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
 
 T = TypeVar("T")
 
 PAGE_SIZE = 500
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
-
-
-class Redactor:
-    """Removes a secret from text that may end up in an exception message or a log line."""
-
-    def __init__(self, secret: str | None) -> None:
-        self._secret = secret
-
-    def __call__(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -81,11 +73,18 @@ def shared_tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def pooled_client(concurrency: int, timeout: float, headers: dict[str, str]) -> httpx.Client:
-    """An httpx.Client holding at most `concurrency` connections, all kept alive between requests."""
+def pooled_client(
+    concurrency: int, timeout: float, headers: dict[str, str], auth: tuple[str, str] | None = None
+) -> httpx.Client:
+    """An httpx.Client holding at most `concurrency` connections, all kept alive between requests.
+
+    `auth`: HTTP Basic credentials, given apart from the URL so that no request URL (which httpx
+    logs and puts in its errors) ever holds them.
+    """
     return httpx.Client(
         verify=shared_tls_context(),
         headers=headers,
+        auth=httpx.BasicAuth(*auth) if auth else None,
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         # pool=None: more threads than connections wait their turn instead of failing.
         timeout=httpx.Timeout(timeout, pool=None),
@@ -106,17 +105,19 @@ class HttpDirectoryClient:
         backoff: Backoff | None = None,
         sleep: Sleep = time.sleep,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # Credentials in the URL (http://user:pass@host/v1) are sent as Basic auth, never in a request URL.
+        bare_url, credentials = split_credentials(base_url)
+        self.base_url = bare_url.rstrip("/")
         self.concurrency = concurrency
         self._max_attempts = max_attempts
         self._gate = request_gate or contextlib.nullcontext
         self._backoff = backoff or Backoff()
         self._sleep = sleep
-        self._redact = Redactor(token)
+        self._redact = url_redactor(base_url, token)
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._client = pooled_client(concurrency, timeout, headers)
+        self._client = pooled_client(concurrency, timeout, headers, credentials)
         self._count_lock = threading.Lock()
         self._requests_made = 0
 
@@ -130,24 +131,31 @@ class HttpDirectoryClient:
             return self._requests_made
 
     def provinces(self) -> list[Region]:
-        return self._get("/regions", None, _regions)
+        return self._get("/regions", None, _provinces)
 
     def children(self, region: Region) -> list[Region]:
-        return self._get(f"/regions/{quote(region['code'], safe='')}/children", None, _regions)
+        return self._get(f"/regions/{quote(region['code'], safe='')}/children", None, shapes.regions)
 
-    def hospitals(self, region: Region) -> Iterator[list[Hospital]]:
+    def hospitals(self, region: Region) -> list[Hospital]:
+        """Every hospital of a leaf, its pages checked against each other (see jobs.upstream.listing);
+        an inconsistent listing is read again from page 1, and after the last attempt fails the region."""
         path = f"/regions/{quote(region['code'], safe='')}/hospitals"
-        page, seen = 1, 0
-        while True:
-            items, total = self._get(path, {"page": page, "page_size": PAGE_SIZE}, _hospital_page)
-            if not items:
-                return
-            yield items
-            seen += len(items)
-            # Counting what arrived, not page * PAGE_SIZE, stays right if the server caps page sizes.
-            if seen >= total:
-                return
-            page += 1
+        return call_with_retries(
+            lambda: self._listing(path),
+            what=f"GET {path}",
+            max_attempts=self._max_attempts,
+            backoff=self._backoff,
+            sleep=self._sleep,
+            give_up=region_verdict,
+            # Only whole-listing contradictions restart it; a failed page was already retried on its own.
+            retry_on=UpstreamInconsistencyError,
+        )
+
+    def _listing(self, path: str) -> list[Hospital]:
+        listing, number = Listing(f"GET {path}", PAGE_SIZE), 1
+        while not listing.add(number, self._get(path, {"page": number, "page_size": PAGE_SIZE}, _hospital_page)):
+            number += 1
+        return listing.hospitals
 
     def close(self) -> None:
         self._client.close()
@@ -166,6 +174,7 @@ class HttpDirectoryClient:
             max_attempts=self._max_attempts,
             backoff=self._backoff,
             sleep=self._sleep,
+            give_up=region_verdict,
         )
 
     def _attempt(self, path: str, query: dict[str, Any] | None, parse: Callable[[object], T], what: str) -> T:
@@ -179,13 +188,24 @@ class HttpDirectoryClient:
         check_status(response, what)
         try:
             return parse(json.loads(response.content))
-        except (ValueError, shapes.ShapeError) as error:  # a faulty proxy: try again
+        except shapes.ItemShapeError as error:  # the body arrived whole, its data breaks the contract
+            raise UpstreamInconsistencyError(self._redact(f"{what}: invalid item: {error}")) from None
+        except ValueError as error:  # not JSON, or not the contract's body (a faulty proxy): try again
             raise TransientUpstreamError(self._redact(f"{what}: invalid body: {error}")) from None
 
 
-def _regions(body: object) -> list[Region]:
-    return [shapes.region(item) for item in shapes.items(body)]
+def _provinces(body: object) -> list[Region]:
+    found = shapes.regions(body)
+    if not found:
+        # An empty top level is never true, and a full refresh believing it would unpublish everything.
+        raise shapes.ItemShapeError("the upstream lists no provinces")
+    return found
 
 
-def _hospital_page(body: object) -> tuple[list[Hospital], int]:
-    return [shapes.hospital(item) for item in shapes.items(body)], shapes.total(body)
+def _hospital_page(body: object) -> Page:
+    return Page(
+        items=[shapes.hospital(item) for item in shapes.items(body)],
+        total=shapes.total(body),
+        page=shapes.echoed(body, "page"),
+        page_size=shapes.echoed(body, "page_size"),
+    )

@@ -6,16 +6,17 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
 
-from jobs.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamError
+from jobs.errors import TransientUpstreamError, UpstreamInconsistencyError
+from jobs.redact import split_credentials, url_redactor
 from jobs.upstream import llm_parse
 from jobs.upstream.base import Hospital, Region, RequestGate
-from jobs.upstream.http import Redactor, check_status, pooled_client
-from jobs.upstream.retry import Backoff, Sleep, call_with_retries, exhausted
+from jobs.upstream.http import check_status, pooled_client
+from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
 from jobs.upstream.shapes import CHILD_LEVEL
 
 T = TypeVar("T")
@@ -33,10 +34,6 @@ CHILD_WORDS = {
     "city": "地级行政区（地级市、自治州、地区、盟）及省直辖的县级行政区",
     "district": "县级行政区（市辖区、县、县级市、旗等）",
 }
-
-
-class _InvalidAnswer(TransientUpstreamError):
-    """An answer that could not be used; retried like a transient error, but final when retries run out."""
 
 
 def provinces_prompt() -> str:
@@ -71,12 +68,6 @@ def answer_text(body: Any) -> str:
     return content
 
 
-def _give_up(what: str, attempts: int, last: TransientUpstreamError) -> UpstreamError:
-    if isinstance(last, _InvalidAnswer):
-        return PermanentUpstreamError(f"{what}: no valid answer after {attempts} attempts; last: {last}")
-    return exhausted(what, attempts, last)
-
-
 class LLMClient:
     """An Upstream over `POST {base_url}/chat/completions`; thread-safe, at most `concurrency` calls."""
 
@@ -87,25 +78,26 @@ class LLMClient:
         model: str,
         concurrency: int = 4,
         timeout: float = 120.0,
-        max_attempts: int = 3,
+        max_attempts: int = 5,
         request_gate: RequestGate | None = None,
         backoff: Backoff | None = None,
         sleep: Sleep = time.sleep,
         temperature: float | None = 0.0,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        bare_url, credentials = split_credentials(base_url)  # sent as Basic auth, never in a request URL
+        self.base_url = bare_url.rstrip("/")
         self.model = model
         self.concurrency = concurrency
         self._max_attempts = max_attempts
         self._gate = request_gate or contextlib.nullcontext
-        self._backoff = backoff or Backoff(base=1.0)
+        self._backoff = backoff or Backoff(base=1.0, inconsistent_base=0.1)
         self._sleep = sleep
         self._temperature = temperature
-        self._redact = Redactor(api_key)
+        self._redact = url_redactor(base_url, api_key)
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._client = pooled_client(concurrency, timeout, headers)
+        self._client = pooled_client(concurrency, timeout, headers, credentials)
         self._count_lock = threading.Lock()
         self._requests_made = 0
 
@@ -119,7 +111,7 @@ class LLMClient:
             return self._requests_made
 
     def provinces(self) -> list[Region]:
-        return self._ask("provinces", provinces_prompt(), lambda text: llm_parse.parse_regions(text, "province"))
+        return self._ask("provinces", provinces_prompt(), _provinces)
 
     def children(self, region: Region) -> list[Region]:
         level = CHILD_LEVEL.get(region["level"])
@@ -131,13 +123,11 @@ class LLMClient:
             lambda text: llm_parse.parse_regions(text, level),
         )
 
-    def hospitals(self, region: Region) -> Iterator[list[Hospital]]:
+    def hospitals(self, region: Region) -> list[Hospital]:
         code = region["code"]
-        found = self._ask(
+        return self._ask(
             f"hospitals of {code}", hospitals_prompt(region), lambda text: llm_parse.parse_hospitals(text, code)
         )
-        if found:
-            yield found
 
     def close(self) -> None:
         self._client.close()
@@ -155,7 +145,7 @@ class LLMClient:
             max_attempts=self._max_attempts,
             backoff=self._backoff,
             sleep=self._sleep,
-            give_up=_give_up,
+            give_up=region_verdict,  # an answer still invalid after the last attempt fails its region
         )
 
     def _request_body(self, prompt: str) -> dict[str, Any]:
@@ -186,4 +176,12 @@ class LLMClient:
         try:
             return parse(text)
         except llm_parse.InvalidAnswerError as error:
-            raise _InvalidAnswer(self._redact(f"LLM {what}: {error}")) from None
+            raise UpstreamInconsistencyError(self._redact(f"LLM {what}: invalid answer: {error}")) from None
+
+
+def _provinces(text: str) -> list[Region]:
+    found = llm_parse.parse_regions(text, "province")
+    if not found:
+        # An empty top level is never true, and a full refresh believing it would unpublish everything.
+        raise llm_parse.InvalidAnswerError("the answer lists no provinces")
+    return found

@@ -1,8 +1,10 @@
 """Turns what a language model answered into contract Regions and Hospitals, or refuses it.
 
 Models wrap JSON in Markdown fences, put prose around it, stop mid-array, omit fields and repeat
-items. What can be repaired is repaired; an item that cannot is dropped; an answer with nothing
-usable left raises InvalidAnswerError, which the client retries and finally reports as a failure.
+items. The framing is repaired (fences and prose stripped, numbers turned into text, exact repeats
+collapsed); an item that cannot be used makes the whole answer invalid (InvalidAnswerError), which
+the client asks again and finally reports as a failure of the region: dropping the item instead
+would lose it, or a whole city under it, without a word.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ _decoder = json.JSONDecoder()
 
 
 class InvalidAnswerError(ValueError):
-    """Raised when an answer holds no usable JSON array of the expected shape."""
+    """Raised when an answer holds no complete JSON array, or an item in it that cannot be used as asked."""
 
 
 def _candidates(text: str) -> list[str]:
@@ -67,23 +69,51 @@ def _scalar(value: object) -> str | None:
     return text or None
 
 
-def _usable(found: list[Any], kept: list[Any], what: str) -> None:
-    if found and not kept:
-        raise InvalidAnswerError(f"none of the {len(found)} {what} in the answer has the required fields")
+def _objects(found: list[Any], what: str) -> list[dict[str, Any]]:
+    for number, item in enumerate(found, 1):
+        if not isinstance(item, dict):
+            raise InvalidAnswerError(f"{what} {number} of {len(found)} is {type(item).__name__}, not an object")
+    return found
+
+
+def _required(item: dict[str, Any], key: str, where: str) -> str:
+    value = _scalar(item.get(key))
+    if value is None:
+        state = "missing" if key not in item else f"empty or not text ({type(item[key]).__name__})"
+        raise InvalidAnswerError(f"{where}: field {key!r} is {state}")
+    return value
+
+
+def _optional(item: dict[str, Any], key: str, where: str) -> str:
+    """A field the record keeps: it must be there (a dropped field is a model's slip, worth asking again),
+    but may be null or empty when the model does not know it."""
+    if key not in item:
+        raise InvalidAnswerError(f"{where}: field {key!r} is missing")
+    value = item[key]
+    if value is None:
+        return ""
+    text = _scalar(value)
+    if text is None and value != "":
+        raise InvalidAnswerError(f"{where}: field {key!r} is {type(value).__name__}, expected text")
+    return text or ""
+
+
+def _add_once(kept: dict[str, Any], key: str, value: Any, what: str) -> None:
+    """Keep `value` under `key`; an exact repeat collapses into it, a different one is a conflict."""
+    if key in kept and kept[key] != value:
+        raise InvalidAnswerError(f"{what} {key!r} is listed twice with different fields")
+    kept[key] = value
 
 
 def parse_regions(text: str, level: str) -> list[Region]:
-    """The regions of an answer, all at `level`; entries without a code and a name are dropped."""
-    found = extract_array(text)
+    """The regions of an answer, all at `level`; every item needs a code and a name, or the answer is refused."""
+    found = _objects(extract_array(text), "region")
     regions: dict[str, Region] = {}
-    for item in found:
-        if not isinstance(item, dict):
-            continue
-        code, name = _scalar(item.get("code")), _scalar(item.get("name"))
-        if code and name and code not in regions:
-            # The level is what we asked for, whatever the model wrote: it cannot know our tree.
-            regions[code] = Region(code=code, name=name, level=level)
-    _usable(found, list(regions.values()), "regions")
+    for number, item in enumerate(found, 1):
+        where = f"region {number} of {len(found)}"
+        code, name = _required(item, "code", where), _required(item, "name", where)
+        # The level is what we asked for, whatever the model wrote: it cannot know our tree.
+        _add_once(regions, code, Region(code=code, name=name, level=level), "region")
     return list(regions.values())
 
 
@@ -93,9 +123,8 @@ def derived_id(region_code: str, name: str) -> str:
     return f"L{region_code}{digest.upper()}"
 
 
-def _hospital_id(raw: object, region_code: str, name: str) -> str:
-    given = _scalar(raw)
-    if given is None:
+def _hospital_id(given: str, region_code: str, name: str) -> str:
+    if not given:
         return derived_id(region_code, name)
     # A model numbers items per answer ("1", "2"...): scope such ids to the region so two leaves'
     # hospitals never share one, while real registry-style ids that carry the code stay as given.
@@ -103,15 +132,18 @@ def _hospital_id(raw: object, region_code: str, name: str) -> str:
 
 
 def parse_hospitals(text: str, region_code: str) -> list[Hospital]:
-    """The hospitals of an answer for leaf `region_code`; entries without a name are dropped."""
-    found = extract_array(text)
+    """The hospitals of an answer for leaf `region_code`.
+
+    Every item must carry each field the record keeps (`name` not empty; the others may be null);
+    `region_code` is ours to set. One item short of that, or two items with one id and different
+    fields, refuses the whole answer: a record dropped silently is a record lost.
+    """
+    found = _objects(extract_array(text), "hospital")
     hospitals: dict[str, Hospital] = {}
-    for item in found:
-        name = _scalar(item.get("name")) if isinstance(item, dict) else None
-        if not isinstance(item, dict) or name is None:
-            continue
-        record = {field: _scalar(item.get(field)) or "" for field in HOSPITAL_FIELDS}
-        record.update(id=_hospital_id(item.get("id"), region_code, name), name=name, region_code=region_code)
-        hospitals.setdefault(record["id"], record)
-    _usable(found, list(hospitals.values()), "hospitals")
+    for number, item in enumerate(found, 1):
+        where = f"hospital {number} of {len(found)}"
+        name = _required(item, "name", where)
+        record = {field: _optional(item, field, where) for field in HOSPITAL_FIELDS if field != "region_code"}
+        record.update(id=_hospital_id(record["id"], region_code, name), name=name, region_code=region_code)
+        _add_once(hospitals, record["id"], {field: record[field] for field in HOSPITAL_FIELDS}, "hospital")
     return list(hospitals.values())

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from jobs.errors import TransientUpstreamError, UpstreamError
+from jobs.errors import RegionFailedError, TransientUpstreamError, UpstreamError, UpstreamInconsistencyError
 
 T = TypeVar("T")
 Sleep = Callable[[float], None]
@@ -24,10 +24,16 @@ class Backoff:
     base: float = 0.5  # ceiling of the first delay, seconds; doubles each attempt
     cap: float = 30.0  # ceiling of any one computed delay
     retry_after_cap: float = 60.0  # a Retry-After longer than this is not believed
+    # The same after an answer that contradicted itself (None: `base`). A model's slip is no sign of
+    # load, so asking again soon costs nothing; a server's stale total may need a moment to settle.
+    inconsistent_base: float | None = None
 
     def delay(self, attempt: int, error: TransientUpstreamError) -> float:
         """How long to wait after failed attempt number `attempt` (1-based)."""
-        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        base = self.base
+        if self.inconsistent_base is not None and isinstance(error, UpstreamInconsistencyError):
+            base = self.inconsistent_base
+        ceiling = min(self.cap, base * 2 ** (attempt - 1))
         delay = random.uniform(0.0, ceiling)
         if error.retry_after is not None:
             # The upstream said when it will take us again: never come back earlier than that.
@@ -40,6 +46,15 @@ def exhausted(what: str, attempts: int, last: TransientUpstreamError) -> Upstrea
     return TransientUpstreamError(f"{what}: failed after {attempts} attempts; last error: {last}")
 
 
+def region_verdict(what: str, attempts: int, last: TransientUpstreamError) -> UpstreamError:
+    """The verdict once retries run out: an upstream that kept contradicting itself has failed that region
+    for good (retrying the job later would only ask the same liar again); anything else stays transient."""
+    if isinstance(last, UpstreamInconsistencyError):
+        detail = str(last).removeprefix(f"{what}: ")
+        return RegionFailedError(f"{what}: no consistent answer after {attempts} attempts; last: {detail}")
+    return exhausted(what, attempts, last)
+
+
 def call_with_retries(
     attempt: Callable[[], T],
     *,
@@ -48,8 +63,9 @@ def call_with_retries(
     backoff: Backoff,
     sleep: Sleep = time.sleep,
     give_up: Callable[[str, int, TransientUpstreamError], UpstreamError] = exhausted,
+    retry_on: type[TransientUpstreamError] = TransientUpstreamError,
 ) -> T:
-    """Run `attempt` until it returns, retrying TransientUpstreamError up to `max_attempts` times.
+    """Run `attempt` until it returns, retrying `retry_on` errors up to `max_attempts` times.
 
     Any other exception (PermanentUpstreamError included) passes through at once. `what` names the
     request in messages and logs, so it must never contain a secret.
@@ -58,7 +74,7 @@ def call_with_retries(
     for number in range(1, attempts + 1):
         try:
             return attempt()
-        except TransientUpstreamError as error:
+        except retry_on as error:
             if number == attempts:
                 raise give_up(what, attempts, error) from error
             delay = backoff.delay(number, error)

@@ -141,11 +141,10 @@ class SampleDirectory:
         node = self._node(region["code"])
         return [self._tree.nodes[code].region() for code in node.children]
 
-    def hospitals(self, region: Region) -> Iterator[list[Hospital]]:
+    def hospitals(self, region: Region) -> list[Hospital]:
         code = region["code"]
         total = self.hospital_count(code) if not self._node(code).children else 0
-        for start in range(0, total, PAGE_SIZE):
-            yield self._hospital_range(code, start, min(start + PAGE_SIZE, total))
+        return self._hospital_range(code, 0, total)
 
     def close(self) -> None:
         """Nothing to release: the sample holds no connections."""

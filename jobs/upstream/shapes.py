@@ -16,22 +16,28 @@ class ShapeError(ValueError):
     """Raised when a decoded body does not match the contract shapes."""
 
 
+class ItemShapeError(ShapeError):
+    """Raised when one item of an otherwise well-formed body does not match its shape (a dropped field)."""
+
+
 def _text(item: dict[str, Any], key: str, *, required: bool) -> str:
-    value = item.get(key)
+    if key not in item:
+        raise ItemShapeError(f"field {key!r} is missing")
+    value = item[key]
     if not isinstance(value, str):
-        raise ShapeError(f"field {key!r} is {type(value).__name__}, expected a string")
+        raise ItemShapeError(f"field {key!r} is {type(value).__name__}, expected a string")
     if required and not value.strip():
-        raise ShapeError(f"field {key!r} is empty")
+        raise ItemShapeError(f"field {key!r} is empty")
     return value
 
 
 def region(item: object) -> Region:
     """A contract Region from `item`, extra fields dropped; ShapeError if it is not one."""
     if not isinstance(item, dict):
-        raise ShapeError(f"region is {type(item).__name__}, expected an object")
+        raise ItemShapeError(f"region is {type(item).__name__}, expected an object")
     level = _text(item, "level", required=True)
     if level not in LEVELS:
-        raise ShapeError(f"region level {level!r} is not one of {', '.join(LEVELS)}")
+        raise ItemShapeError(f"region level {level!r} is not one of {', '.join(LEVELS)}")
     code, name = _text(item, "code", required=True), _text(item, "name", required=True)
     return Region(code=code, name=name, level=level)
 
@@ -39,10 +45,21 @@ def region(item: object) -> Region:
 def hospital(item: object) -> Hospital:
     """A contract Hospital from `item`, extra fields kept; ShapeError if it is not one."""
     if not isinstance(item, dict):
-        raise ShapeError(f"hospital is {type(item).__name__}, expected an object")
+        raise ItemShapeError(f"hospital is {type(item).__name__}, expected an object")
     for key in HOSPITAL_FIELDS:
         _text(item, key, required=key in HOSPITAL_KEYS)
     return dict(item)
+
+
+def regions(body: object) -> list[Region]:
+    """The regions of a `{"items": [...]}` body; ItemShapeError for a bad item or a code listed twice."""
+    found = [region(item) for item in items(body)]
+    seen: set[str] = set()
+    for child in found:
+        if child["code"] in seen:
+            raise ItemShapeError(f"region {child['code']!r} is listed twice")
+        seen.add(child["code"])
+    return found
 
 
 def items(body: object) -> list[object]:
@@ -55,9 +72,23 @@ def items(body: object) -> list[object]:
     return found
 
 
+def _count(body: object, key: str, minimum: int) -> int | None:
+    value = body.get(key) if isinstance(body, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ShapeError(f"body's {key!r} is {value!r}, expected an integer >= {minimum}")
+    return value
+
+
 def total(body: object) -> int:
     """The `total` of a hospitals page."""
-    value = body.get("total") if isinstance(body, dict) else None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    value = _count(body, "total", 0)
+    if value is None:
         raise ShapeError("body has no non-negative integer 'total'")
     return value
+
+
+def echoed(body: object, key: str) -> int | None:
+    """The `page` or `page_size` a hospitals page says it is (None when the server does not say)."""
+    return _count(body, key, 1)

@@ -1,0 +1,112 @@
+"""Staging a leaf: one atomic script with its checkpoint entry, counters and the task's id index.
+
+Against the real server: a re-run writes and counts nothing, an id staged by another leaf (of this
+province or another) is kept once and reported, records are stored byte for byte as encoded, and a
+leaf costs a dozen Redis commands whatever its size.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from jobs import keys, store
+from jobs.records import status_dict
+from jobs.redis_values import as_text_map
+from jobs.scripts import STAGE_LEAF, Scripts
+from jobs.store import Leaf
+
+TASK = "task_20261122_000000_abcdef"
+
+
+def hospital(number: int, leaf: str, **extra: Any) -> dict[str, Any]:
+    return {"id": f"H{number:06d}", "name": f"第{number}人民医院", "region_code": leaf, "grade": "三级甲等",
+            "type": "综合医院", "address": "广州市越秀区“解放路”1号", "phone": "020-1",
+            "updated_at": "2026-11-01T08:00:00Z", **extra}
+
+
+def leaf(code: str, level: str = "district") -> Leaf:
+    return Leaf(code, f"区{code}", level, "广州市", "广东省")
+
+
+def stage(conn: redis.Redis, province: str, where: Leaf, hospitals: list[dict[str, Any]]) -> store.Staged | None:
+    return store.stage_leaf(Scripts(conn), province, TASK, where, hospitals)
+
+
+def stats(conn: redis.Redis) -> dict[str, int]:
+    return {k: int(v) for k, v in as_text_map(conn.hgetall(keys.task_stats(TASK))).items()}
+
+
+def test_a_leaf_is_staged_once_byte_for_byte(conn: redis.Redis) -> None:
+    records = [hospital(1, "440104", extra_field={"b": 1, "a": [2]}), hospital(2, "440104")]
+    assert stage(conn, "440000", leaf("440104"), records) == store.Staged(kept=2, conflicts=0)
+    stored = conn.hgetall(keys.data_leaf("440000", TASK, "440104"))
+    # Compact JSON, every upstream field in its order, unicode unescaped: what an export streams out.
+    assert stored == {b"H000001": store.encode_hospital(records[0]).encode(),
+                      b"H000002": store.encode_hospital(records[1]).encode()}
+    assert stored[b"H000001"].decode() == json.dumps(records[0], ensure_ascii=False, separators=(",", ":"))
+    assert "“解放路”" in stored[b"H000001"].decode()
+    counted = stats(conn)
+    assert counted == {"leaves_done": 1, "p:440000:leaves_done": 1, "districts_processed": 1,
+                       "hospitals_found": 2, "p:440000:hospitals": 2}
+    assert conn.smembers(keys.checkpoint_leaves(TASK, "440000")) == {b"440104"}
+    assert json.loads(conn.hget(keys.data_leaves("440000", TASK), "440104") or b"") == leaf("440104").__dict__
+
+    # A re-run (a crash after staging, a retry, a resume): nothing written, nothing counted.
+    changed = [hospital(1, "440104", name="改过的名字"), hospital(3, "440104")]
+    assert stage(conn, "440000", leaf("440104"), changed) is None
+    assert conn.hgetall(keys.data_leaf("440000", TASK, "440104")) == stored
+    assert stats(conn) == counted
+
+
+def test_an_id_staged_by_another_leaf_is_kept_once_and_reported(conn: redis.Redis) -> None:
+    assert stage(conn, "440000", leaf("440104"), [hospital(n, "440104") for n in (1, 2, 3)]) == store.Staged(3, 0)
+    # Same province, and another province: ids 3 and 2 were listed under 440104 already.
+    assert stage(conn, "440000", leaf("440105"), [hospital(n, "440105") for n in (3, 4)]) == store.Staged(1, 1)
+    assert stage(conn, "110000", leaf("110101"), [hospital(n, "110101") for n in (2, 5)]) == store.Staged(1, 1)
+    assert set(conn.hkeys(keys.data_leaf("440000", TASK, "440105"))) == {b"H000004"}
+    assert set(conn.hkeys(keys.data_leaf("110000", TASK, "110101"))) == {b"H000005"}
+    assert json.loads(conn.hget(keys.data_leaf("440000", TASK, "440104"), "H000003") or b"")["region_code"] == "440104"
+    counted = stats(conn)
+    assert counted["hospitals_found"] == 5 and counted["conflicts"] == 2
+    assert counted["p:440000:hospitals"] == 4 and counted["p:110000:hospitals"] == 1
+    assert as_text_map(conn.hgetall(keys.task_conflicts(TASK))) == {"H000003": "440104,440105",
+                                                                    "H000002": "440104,110101"}
+    assert as_text_map(conn.hgetall(keys.task_ids(TASK))) == {
+        "H000001": "440104", "H000002": "440104", "H000003": "440104", "H000004": "440105", "H000005": "110101",
+    }
+
+
+def test_the_status_dict_reports_conflicts_with_a_bounded_sample(conn: redis.Redis) -> None:
+    conn.hset(keys.task(TASK), mapping={"task_id": TASK, "status": "RUNNING"})
+    assert status_dict(conn, TASK)["conflicts"] == {"count": 0, "examples": []}
+    many = store.CONFLICT_EXAMPLES + 10
+    stage(conn, "440000", leaf("440104"), [hospital(n, "440104") for n in range(many)])
+    assert stage(conn, "440000", leaf("440105"), [hospital(n, "440105") for n in range(many)]) == store.Staged(0, many)
+    conflicts = status_dict(conn, TASK)["conflicts"]
+    assert conflicts["count"] == many
+    assert len(conflicts["examples"]) == store.CONFLICT_EXAMPLES
+    assert all(e["leaves"] == ["440104", "440105"] for e in conflicts["examples"])
+    assert stats(conn)["hospitals_found"] == many
+    assert conn.exists(keys.data_leaf("440000", TASK, "440105")) == 0  # nothing of it was kept
+
+
+def test_a_big_leaf_is_staged_whole_in_a_dozen_commands(conn: redis.Redis) -> None:
+    """Bulk reads and writes in chunks inside the script: commands per leaf do not grow with its size
+    (INFO commandstats counts the commands a script runs)."""
+    small = [hospital(n, "440104") for n in range(300)]
+    big = [hospital(n, "440105") for n in range(10_000, 14_500)]  # more than one chunk of the script
+    conn.script_load(STAGE_LEAF)  # as in a worker that staged before: no NOSCRIPT round trip counted
+    calls = []
+    for where, records in ((leaf("440104"), small), (leaf("440105", "city"), big)):
+        conn.config_resetstat()
+        stage(conn, "440000", where, records)
+        commandstats = conn.info("commandstats")
+        others = ("cmdstat_config", "cmdstat_info")
+        calls.append(sum(v["calls"] for k, v in commandstats.items() if k.split("|")[0] not in others))
+    assert calls[0] <= 12, calls
+    assert calls[1] <= 12 + 3 * 2, calls  # three more per extra chunk of 2,000 records
+    assert conn.hlen(keys.data_leaf("440000", TASK, "440105")) == len(big)
+    assert stats(conn)["hospitals_found"] == len(small) + len(big)

@@ -1,0 +1,177 @@
+"""Helpers for the dashboard tests: the web app on a real WSGI server, a gated upstream whose province
+name is markup, and a scan of Redis for pickled values."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+import waitress
+from flask import Flask
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
+from waitress import wasyncore
+
+from jobs import queues
+from jobs.upstream.base import Hospital, Region
+from jobs.upstream.sample import SampleDirectory
+from jobs.upstream.serve import RunningUpstream, start_background
+from tests.helpers import drain, wait_until
+
+MARKUP_NAME = "<img src=x onerror=alert(1)>省"
+MARKUP_CODE = "110000"  # 北京, renamed
+
+
+@contextmanager
+def served(app: Flask) -> Iterator[str]:
+    """The app on waitress (the server `refreshq web` runs) on a loopback port; yields its base URL."""
+    server: Any = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        # Closed from inside its own loop (a trigger), where closing every channel is safe.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        thread.join(timeout=10)
+        server.task_dispatcher.shutdown()
+        assert not thread.is_alive(), "the test web server did not stop"
+
+
+def same_origin(base_url: str) -> dict[str, str]:
+    """The headers a browser sends with a POST from one of the dashboard's pages."""
+    return {"Origin": base_url, "Referer": f"{base_url}/rq/"}
+
+
+class MarkupNamedDirectory(SampleDirectory):
+    """The sample with 北京 renamed to markup; hospital pages wait until `release` is set, so that
+    province jobs stay busy for as long as a test looks at them."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__(scale)
+        self.release = threading.Event()
+
+    def provinces(self) -> list[Region]:
+        return [self._renamed(p) for p in super().provinces()]
+
+    def find_region(self, code: str) -> Region | None:
+        region = super().find_region(code)
+        return self._renamed(region) if region is not None else None
+
+    def hospital_page(self, code: str, page: int, page_size: int) -> tuple[list[Hospital], int]:
+        self.release.wait(120)
+        return super().hospital_page(code, page, page_size)
+
+    @staticmethod
+    def _renamed(region: Region) -> Region:
+        return Region(code=region["code"], name=MARKUP_NAME, level=region["level"]) \
+            if region["code"] == MARKUP_CODE else region
+
+
+@contextmanager
+def markup_upstream(scale: int) -> Iterator[tuple[RunningUpstream, MarkupNamedDirectory]]:
+    """A loopback HTTP upstream serving a MarkupNamedDirectory; released and stopped at the end."""
+    directory = MarkupNamedDirectory(scale)
+    running = start_background(directory=directory)
+    try:
+        yield running, directory
+    finally:
+        directory.release.set()
+        running.stop()
+
+
+def failed_job(conn: redis.Redis, queue: str = queues.NORMAL, key: str = "test:flaky-ok", **options: Any) -> Job:
+    """A JSON job with markup in its description and meta that failed on a real worker (the default
+    function succeeds once `key` exists)."""
+    func, args = options.pop("func", "tests.job_functions.flaky"), options.pop("args", (key,))
+    job = queues.queue(conn, queue).enqueue_call(
+        func, args=args, meta={"region": MARKUP_NAME, "attempt": 1},
+        description=f"refresh test: {MARKUP_NAME}", **options,
+    )
+    drain(conn, [queue])
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    return job
+
+
+def busy_province_jobs(conn: redis.Redis, count: int) -> list[str]:
+    """Wait until `count` workers are busy on province jobs; the ids of those jobs."""
+    def current() -> list[str]:
+        ids = [w.get_current_job_id() for w in Worker.all(connection=conn, serializer=JSONSerializer)]
+        started = set(StartedJobRegistry(queues.REFRESH, connection=conn).get_job_ids())
+        busy = [i for i in ids if i is not None and i in started and "-p" in i]
+        return busy if len(busy) >= count else []
+    return wait_until(current, timeout=60, what=f"{count} workers busy on province jobs")  # type: ignore[no-any-return]
+
+
+def _values(conn: redis.Redis, key: bytes) -> list[bytes]:
+    kind = conn.type(key)
+    if kind == b"string":
+        return [conn.get(key) or b""]
+    if kind == b"hash":
+        return list(conn.hgetall(key).values())
+    if kind == b"list":
+        return list(conn.lrange(key, 0, -1))
+    if kind == b"set":
+        return list(conn.smembers(key))
+    if kind == b"zset":
+        return list(conn.zrange(key, 0, -1))
+    if kind == b"stream":
+        return [v for _id, fields in conn.xrange(key) or [] for v in (fields or {}).values()]
+    if kind == b"none":
+        return []  # expired since the scan
+    raise AssertionError(f"key {key!r} has a type this scan cannot read: {kind!r}")
+
+
+def _forms(value: bytes) -> Iterator[tuple[bytes, bool]]:
+    """The value as stored, inflated (RQ compresses job data and tracebacks) and base64-decoded (RQ's
+    results stream holds serialized return values in base64), each with whether it came out of
+    base64 (there only a whole pickle counts: any text can decode to a leading 0x80)."""
+    decoded = _unbase64(value)
+    for data, from_base64 in ((value, False), (decoded, True)):
+        if not data:
+            continue
+        yield data, from_base64
+        yield _inflated(data), from_base64
+
+
+def _inflated(data: bytes) -> bytes:
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return b""
+
+
+def _unbase64(value: bytes) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _is_pickle(data: bytes, strict: bool) -> bool:
+    if not data.startswith(b"\x80"):  # pickle protocol 2 and later start with PROTO (0x80)
+        return False
+    return not strict or (len(data) > 2 and 2 <= data[1] <= 5 and data.endswith(b"."))
+
+
+def pickled_values(conn: redis.Redis) -> list[str]:
+    """Every key (with the index of the value) holding a pickle, in any of its readable forms."""
+    found = []
+    for key in conn.scan_iter(count=1000):
+        for index, value in enumerate([key, *_values(conn, key)]):
+            if any(_is_pickle(data, strict) for data, strict in _forms(value)):
+                found.append(f"{key.decode(errors='replace')}[{index}]")
+    return found
+
+
+def value_count(conn: redis.Redis) -> int:
+    """How many values the scan read (so a test can tell a scan of something from a scan of nothing)."""
+    return sum(1 + len(_values(conn, key)) for key in conn.scan_iter(count=1000))

@@ -1,0 +1,181 @@
+"""refreshq's handlers for the rq-dashboard routes that load or change jobs without a serializer.
+
+rq-dashboard 0.9 passes its configured serializer to some loads only: its job page, delete, requeue,
+requeue-all, empty and workers list fetch jobs with RQ's default, pickle. Loading refreshq's JSON
+jobs with pickle fails (the workers list answers 500 whenever a worker is busy) or, worse, succeeds
+half-way (the meta becomes `{"unserialized": ...}`) and a requeue then saves that meta back pickled.
+These handlers do the same things with RQ's JSON serializer on every load and save, and answer 404
+for a job that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from flask import Response, abort, current_app, jsonify, make_response, render_template, url_for
+from rq import Queue, Worker
+from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.registry import (
+    BaseRegistry,
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from rq.serializers import JSONSerializer
+from rq.version import VERSION as rq_version
+from rq.worker import BaseWorker
+from rq_dashboard.version import VERSION as rq_dashboard_version
+from rq_dashboard.web import escape_format_instance_list, format_job_description, serialize_date
+
+# The registries rq-dashboard shows, by the name in its URLs ("queued" is the queue itself).
+REGISTRIES: dict[str, type[BaseRegistry] | None] = {
+    "queued": None,
+    "scheduled": ScheduledJobRegistry,
+    "deferred": DeferredJobRegistry,
+    "started": StartedJobRegistry,
+    "finished": FinishedJobRegistry,
+    "failed": FailedJobRegistry,
+    "canceled": CanceledJobRegistry,
+}
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _conn() -> redis.Redis:
+    return current_app.redis_conn  # type: ignore[attr-defined,no-any-return]
+
+
+def fetch_job(job_id: str) -> Job:
+    try:
+        return Job.fetch(job_id, connection=_conn(), serializer=JSONSerializer)
+    except NoSuchJobError:
+        abort(404, f"no job {job_id}")
+
+
+def registry(queue_name: str, registry_name: str) -> BaseRegistry:
+    kind = REGISTRIES[registry_name]
+    assert kind is not None, "the queued jobs are a queue, not a registry"
+    return kind(queue_name, connection=_conn(), serializer=JSONSerializer)
+
+
+def count(queue_name: str, registry_name: str) -> int:
+    if registry_name == "queued":
+        return int(Queue(queue_name, connection=_conn(), serializer=JSONSerializer).count)
+    return int(registry(queue_name, registry_name).get_job_count(cleanup=False))
+
+
+def _ok(**fields: Any) -> tuple[Response, dict[str, str]]:
+    return jsonify(status="OK", **fields), _NO_STORE
+
+
+def _deletes_disabled() -> bool:
+    return bool(current_app.config.get("RQ_DASHBOARD_DISABLE_DELETE"))
+
+
+def job_view(instance_number: int, job_id: str) -> Response:
+    job = fetch_job(job_id)
+    response = make_response(render_template(
+        "rq_dashboard/job.html",
+        current_instance=instance_number,
+        instance_list=escape_format_instance_list(current_app.config.get("RQ_DASHBOARD_REDIS_URL")),
+        id=job.id,
+        rq_url_prefix=url_for("rq_dashboard.queues_overview"),
+        rq_dashboard_version=rq_dashboard_version,
+        rq_version=rq_version,
+        deprecation_options_usage=current_app.config.get("DEPRECATED_OPTIONS", False),
+        enable_delete=not _deletes_disabled(),
+    ))
+    response.headers.update(_NO_STORE)
+    return response
+
+
+def list_workers(instance_number: int) -> tuple[Response, dict[str, str]]:
+    workers = [_worker(w) for w in Worker.all(connection=_conn(), serializer=JSONSerializer)]
+    workers.sort(key=lambda w: (w["state"], w["queues"], w["name"]))
+    return jsonify(workers=workers), _NO_STORE
+
+
+def _worker(worker: BaseWorker) -> dict[str, Any]:
+    return {
+        "name": worker.name, "pid": worker.pid, "queues": [q.name for q in worker.queues],
+        "state": str(worker.get_state()), "current_job": _current_job(worker),
+        "last_heartbeat": worker.last_heartbeat, "birth_date": worker.birth_date,
+        "successful_job_count": worker.successful_job_count, "failed_job_count": worker.failed_job_count,
+        "total_working_time": worker.total_working_time,
+        "version": getattr(worker, "version", ""), "python_version": getattr(worker, "python_version", ""),
+    }
+
+
+def _current_job(worker: BaseWorker) -> dict[str, Any] | str:
+    job_id = worker.get_current_job_id()
+    if job_id is None:
+        return "idle"
+    try:
+        job = Job.fetch(job_id, connection=_conn(), serializer=JSONSerializer)
+    except NoSuchJobError:  # it ended and expired between the two reads
+        return {"job_id": job_id, "description": None, "created_at": None, "call_string": job_id}
+    try:
+        call_string = job.get_call_string()
+    except DeserializationError:  # not a JSON job (another application's, on this server)
+        call_string = f"{job_id} (arguments not readable as JSON)"
+    return {"job_id": job.id, "description": format_job_description(job),
+            "created_at": serialize_date(job.created_at), "call_string": call_string}
+
+
+def delete_job(job_id: str) -> tuple[Response, int | dict[str, str]]:
+    if _deletes_disabled():
+        return jsonify(status="DISABLED"), 403
+    fetch_job(job_id).delete()
+    return _ok()
+
+
+def requeue_job(job_id: str) -> tuple[Response, dict[str, str]]:
+    job = fetch_job(job_id)
+    try:
+        job.requeue()  # through the job's failed registry, with the job's (JSON) serializer
+    except InvalidJobOperation:
+        abort(409, f"job {job_id} is not in the failed registry")
+    return _ok()
+
+
+def requeue_all(queue_name: str) -> tuple[Response, dict[str, str]]:
+    failed = registry(queue_name, "failed")
+    requeued = 0
+    for job_id in failed.get_job_ids(cleanup=False):
+        try:
+            failed.requeue(job_id)  # fetches with the registry's serializer: JSON
+        except (NoSuchJobError, InvalidJobOperation):
+            continue  # deleted or requeued by someone else meanwhile
+        requeued += 1
+    return _ok(count=requeued)
+
+
+def empty_queue(queue_name: str, registry_name: str) -> tuple[Response, int | dict[str, str]]:
+    if _deletes_disabled():
+        return jsonify(status="DISABLED"), 403
+    if registry_name == "queued":
+        Queue(queue_name, connection=_conn(), serializer=JSONSerializer).empty()  # type: ignore[no-untyped-call]
+        return _ok()
+    jobs = registry(queue_name, registry_name)
+    for job_id in jobs.get_job_ids(cleanup=False):
+        try:
+            Job.fetch(job_id, connection=_conn(), serializer=JSONSerializer).delete()
+        except NoSuchJobError:
+            jobs.remove(job_id)  # an entry whose job expired
+    return _ok()
+
+
+# endpoint name in rq-dashboard's blueprint -> refreshq's handler
+REPLACEMENTS: dict[str, Callable[..., Any]] = {
+    "job_view": job_view,
+    "list_workers": list_workers,
+    "delete_job_view": delete_job,
+    "requeue_job_view": requeue_job,
+    "requeue_all": requeue_all,
+    "empty_queue": empty_queue,
+}
