@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -80,9 +81,10 @@ def _mid_province(conn: redis.Redis, task_id: str) -> bool:
     """True while a province job is in the started registry with at least 5 of its leaves to go."""
     stats = as_text_map(conn.hgetall(keys.task_stats(task_id)))
     for job_id in StartedJobRegistry("refresh", connection=conn).get_job_ids():
-        if "-p" not in job_id:
+        match = re.search(r"-p(\d+)-\d+$", job_id)  # a province job, not the plan job (-plan)
+        if match is None:
             continue
-        code = job_id.split("-p")[-1].split("-")[0]
+        code = match.group(1)
         total, done = int(stats.get(f"p:{code}:leaves_total", 0)), int(stats.get(f"p:{code}:leaves_done", 0))
         if total - done >= 5:
             return True

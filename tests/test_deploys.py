@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -55,14 +56,19 @@ def first_request_after(requests: Requests, moment: float, province: str, timeou
     return float(wait_until(first, timeout, 0.02, f"a request for {province} after the restart")) - moment
 
 
+def province_of(job_id: str) -> str | None:
+    """The province code of a province job id (`<task>-p<code>-<attempt>`); None for a plan job."""
+    match = re.search(r"-p(\d+)-\d+$", job_id)
+    return match.group(1) if match else None
+
+
 def running_province(conn: redis.Redis, task_id: str) -> str:
     """The code of the province whose job is running (one worker)."""
     def started() -> str | None:
-        ids = [j for j in StartedJobRegistry(queues.REFRESH, connection=conn).get_job_ids() if "-p" in j]
-        return ids[0] if ids else None
+        ids = StartedJobRegistry(queues.REFRESH, connection=conn).get_job_ids()
+        return next((code for code in map(province_of, ids) if code), None)
 
-    job_id = wait_until(started, 30, 0.02, "a province job to run")
-    return str(job_id).split("-p")[-1].split("-")[0]
+    return str(wait_until(started, 30, 0.02, "a province job to run"))
 
 
 def leaves_done(conn: redis.Redis, task_id: str) -> int:
@@ -133,8 +139,7 @@ def test_a_busy_full_refresh_resumes_a_killed_province_job_within_25_s(
         task_id = manager.create_full_refresh_task()
         with worker_process(env) as victim, worker_process(env):
             wait_until(lambda: leaves_done(conn, task_id) >= 100, 120, what="some leaves staged")
-            victims_job = wait_until(lambda: _job_of(conn, victim.pid), 10, 0.02, "the victim's province job")
-            province = victims_job.split("-p")[-1].split("-")[0]
+            province = wait_until(lambda: _job_of(conn, victim.pid), 10, 0.02, "the victim's province job")
             kill_with_horse(victim)
             killed = time.monotonic()
             with worker_process(env):  # its replacement
@@ -153,11 +158,11 @@ def test_a_busy_full_refresh_resumes_a_killed_province_job_within_25_s(
 
 
 def _job_of(conn: redis.Redis, worker_pid: int) -> str | None:
-    """The id of the province job the worker with this pid runs (RQ's worker hash names it)."""
+    """The province of the job the worker with this pid runs (RQ's worker hash names it)."""
     for key in conn.scan_iter("rq:worker:*"):
         pid, job_id = conn.hmget(key, "pid", "current_job")
-        if pid is not None and int(pid) == worker_pid and job_id and b"-p" in job_id:
-            return job_id.decode()
+        if pid is not None and int(pid) == worker_pid and job_id:
+            return province_of(job_id.decode())
     return None
 
 
