@@ -90,6 +90,8 @@ def _str(env: Mapping[str, str], name: str) -> str | None:
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Requests in flight per job when no global in-flight limit is set (REFRESHQ_UPSTREAM_CONCURRENCY=0).
+UNLIMITED_JOB_CONCURRENCY = 16
 HTTP_SCHEMES = ("http", "https")
 
 
@@ -142,7 +144,9 @@ class Settings:
             sample_scale=_int(env, "REFRESHQ_SAMPLE_SCALE", 1_000_000, minimum=0, maximum=MAX_SAMPLE_SCALE),
             max_concurrent_tasks=_int(env, "REFRESHQ_MAX_CONCURRENT_TASKS", 5, maximum=MAX_TASKS),
             task_timeout=_int(env, "REFRESHQ_TASK_TIMEOUT", 7200, maximum=MAX_TASK_TIMEOUT),
-            upstream_concurrency=_int(env, "REFRESHQ_UPSTREAM_CONCURRENCY", 16, maximum=MAX_UPSTREAM_CONCURRENCY),
+            upstream_concurrency=_int(  # 0: no global limit (see job_concurrency)
+                env, "REFRESHQ_UPSTREAM_CONCURRENCY", 16, minimum=0, maximum=MAX_UPSTREAM_CONCURRENCY
+            ),
             upstream_rps=_float(env, "REFRESHQ_UPSTREAM_RPS", 0.0, 0.0, MAX_UPSTREAM_RPS),
             upstream_timeout=_float(env, "REFRESHQ_UPSTREAM_TIMEOUT", 30.0, 0.1, MAX_UPSTREAM_TIMEOUT),
             upstream_attempts=_int(env, "REFRESHQ_UPSTREAM_ATTEMPTS", 5, maximum=MAX_ATTEMPTS),
@@ -167,6 +171,12 @@ class Settings:
             shown = repr(mask_url(value)) if f.name.endswith("_url") and isinstance(value, str) else repr(value)
             parts.append(f"{f.name}={shown}")
         return f"Settings({', '.join(parts)})"
+
+    @property
+    def job_concurrency(self) -> int:
+        """Requests one job keeps in flight (its threads and connections): the global limit, or, with
+        no global limit (REFRESHQ_UPSTREAM_CONCURRENCY=0), the default one."""
+        return self.upstream_concurrency or UNLIMITED_JOB_CONCURRENCY
 
     @property
     def upstream_kind(self) -> str:

@@ -75,6 +75,10 @@ class TaskCancellationError(TaskError):
     """Raised when a task cannot be cancelled in its current state."""
 
 
+class UpstreamGateClosed(TaskError):
+    """Raised when a request waits at the upstream gate of a job that has ended (cancelled, shut down)."""
+
+
 class TaskStateError(TaskError):
     """Raised when an operation does not fit the task's status (resuming a running task)."""
 

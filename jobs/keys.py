@@ -123,10 +123,13 @@ def dead_letter_entry(job_id: str) -> str:
 
 # Global limits, shared by every worker on every machine
 TASKS_WAITING = PREFIX + "limits:tasks:waiting"     # ZSET task_id -> created_at: tasks waiting for a slot
-UPSTREAM_IN_FLIGHT = PREFIX + "limits:upstream:inflight"  # ZSET lease token -> lease expiry (epoch)
-
-
-UPSTREAM_RECENT = PREFIX + "limits:upstream:recent"     # ZSET token -> start time, the last second's requests
+# The upstream gate (jobs.limits): a holder is one execution of a job, "<job id>@<worker name>#<horse pid>".
+UPSTREAM_HOLDERS = PREFIX + "limits:upstream:holders"   # ZSET holder -> lease expiry (Redis clock, epoch)
+UPSTREAM_SLOTS = PREFIX + "limits:upstream:slots"       # HASH holder -> in-flight slots it holds
+UPSTREAM_WANTS = PREFIX + "limits:upstream:wants"       # HASH holder -> in-flight slots it asks for
+# ZSET "<holder>|<n>" -> when the request stops counting against the per-second cap: +inf while in
+# flight, one second after its answer once it has one.
+UPSTREAM_RATE = PREFIX + "limits:upstream:rate"
 
 
 # Upstream-derived caches

@@ -5,11 +5,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
+import socket
 from typing import Any
 
 import redis
 
-from jobs import keys
+from jobs import keys, limits
 from jobs.config import Settings
 from jobs.errors import ValidationError
 from jobs.upstream import build_upstream
@@ -26,11 +28,15 @@ def upstream_provinces(conn: redis.Redis, settings: Settings, spec: dict[str, An
     if cached is not None:
         regions: list[Region] = json.loads(cached)
         return regions
-    upstream = build_upstream(spec, settings)
+    # Behind the gate like every job's requests: the global limits count every request refreshq makes.
+    gate = limits.gate_for(conn, settings, limits.holder_id("province-list", socket.gethostname(), os.getpid()))
+    upstream = build_upstream(spec, settings, request_gate=gate)
     try:
         regions = upstream.provinces()
     finally:
         upstream.close()
+        if gate is not None:
+            gate.close()
     conn.set(keys.upstream_provinces(digest), json.dumps(regions, ensure_ascii=False), ex=CACHE_SECONDS)
     return regions
 

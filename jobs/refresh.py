@@ -10,8 +10,12 @@ ends the last province finishes the task. Failed jobs are retried by the schedul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +24,7 @@ from rq import get_current_job
 from rq.job import Job, JobStatus, Retry
 from rq.serializers import JSONSerializer
 
-from jobs import keys, queues, records, store
+from jobs import keys, limits, queues, records, store
 from jobs.config import Settings
 from jobs.errors import PermanentUpstreamError, TaskExecutionError
 from jobs.leaves import LeafRunner
@@ -30,7 +34,6 @@ from jobs.scripts import Scripts
 from jobs.upstream import build_upstream
 from jobs.upstream.base import Region, Upstream
 from jobs.walk import walk_province
-from workers.limits import UpstreamGate
 
 log = logging.getLogger("refreshq.refresh")
 
@@ -39,8 +42,13 @@ PROVINCE_FUNC = "jobs.refresh.refresh_province"
 RESULT_TTL = 7 * 24 * 3600
 # Cancel-flag values: why a task was asked to stop.
 BY_USER, BY_TIMEOUT = "user", "timeout"
-# A job interrupted by a warm shutdown goes back to the queue at once, however often that happens.
-_REQUEUE = Retry(max=10_000)
+# A job interrupted by a warm shutdown goes back to the front of its queue at once, however often that
+# happens (RQ drops `enqueue_at_front` of a returned Retry; workers.RefreshqWorker honours it).
+_REQUEUE = Retry(max=10_000, enqueue_at_front=True)
+# How long a plan job waits for a province job that was parked (no running slot) to end before it
+# re-enqueues its work; parked jobs end within milliseconds of parking.
+PARKED_WAIT_SECONDS = 2.0
+_LIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
 def plan_job_options(task_id: str, settings: Settings, nonce: str = "") -> dict[str, Any]:
@@ -61,14 +69,24 @@ def _context() -> tuple[redis.Redis, Settings, Job]:
     return job.connection, Settings.from_env(), job
 
 
-def _upstream(conn: redis.Redis, record: dict[str, str], settings: Settings) -> Upstream:
-    gate = UpstreamGate(conn, settings.upstream_concurrency, settings.upstream_rps)
-    return build_upstream(json.loads(record["upstream"]), settings, request_gate=gate)
+@contextlib.contextmanager
+def _upstream(conn: redis.Redis, record: dict[str, str], settings: Settings, job: Job) -> Iterator[Upstream]:
+    """The task's upstream behind this job's gate; on the way out (however the job ends) its slots are
+    given back."""
+    worker = job.worker_name or os.environ.get("RQ_WORKER_ID", "")
+    gate = limits.gate_for(conn, settings, limits.holder_id(job.id, worker, os.getpid()))
+    upstream = build_upstream(json.loads(record["upstream"]), settings, request_gate=gate)
+    try:
+        yield upstream
+    finally:
+        upstream.close()  # first: no request of this job can start once its slots are given back
+        if gate is not None:
+            gate.close()
 
 
 def plan_task(task_id: str) -> dict[str, Any]:
     """Admit the task (within the global limit), list its provinces and enqueue their jobs."""
-    conn, settings, _job = _context()
+    conn, settings, job = _context()
     record = records.load_raw(conn, task_id)
     if record["status"] not in (PENDING, RUNNING):
         return {"skipped": record["status"]}
@@ -77,7 +95,7 @@ def plan_task(task_id: str) -> dict[str, Any]:
     started = _start(conn, task_id, record, settings)
     if started != "OK":
         return {"waiting": started}
-    provinces, refused = _provinces_of(conn, record, settings)
+    provinces, refused = _provinces_of(conn, record, settings, job)
     conn.hset(keys.task(task_id), "provinces", json.dumps(provinces, ensure_ascii=False))
     conn.hset(keys.task_stats(task_id), "provinces_total", len(provinces))
     for province, error in refused:  # the last one to end finishes the task
@@ -91,9 +109,13 @@ def plan_task(task_id: str) -> dict[str, Any]:
     return {"provinces": len(provinces), "enqueued": len(todo), "refused": [p["code"] for p, _ in refused]}
 
 
-def _start(conn: redis.Redis, task_id: str, record: dict[str, str], settings: Settings) -> str:
+def _start(
+    conn: redis.Redis, task_id: str, record: dict[str, str], settings: Settings, step: str = "正在获取省份列表"
+) -> str:
+    """Admit a PENDING task into RUNNING within the running-task limit (every way into RUNNING goes
+    through here): "OK", "WAIT" (queued in order for a slot) or the status that stops it."""
     now = datetime.now(UTC)
-    fields = {"current_step": "正在获取省份列表", "attempt_started_at": now.isoformat(timespec="seconds")}
+    fields = {"current_step": step, "attempt_started_at": now.isoformat(timespec="seconds")}
     if not record.get("started_at"):
         fields["started_at"] = fields["attempt_started_at"]
     args: list[Any] = [settings.max_concurrent_tasks, fields["attempt_started_at"], now.timestamp(), keys.PREFIX]
@@ -108,7 +130,7 @@ def _start(conn: redis.Redis, task_id: str, record: dict[str, str], settings: Se
 
 
 def _provinces_of(
-    conn: redis.Redis, record: dict[str, str], settings: Settings
+    conn: redis.Redis, record: dict[str, str], settings: Settings, job: Job
 ) -> tuple[list[Region], list[tuple[Region, str]]]:
     """The task's provinces, and those of them that cannot be refreshed, with why.
 
@@ -118,15 +140,13 @@ def _provinces_of(
     planned: list[Region] | None = json.loads(record["provinces"]) if record.get("provinces") else None
     if planned is not None and record.get("kind") != "province":
         return planned, []
-    upstream = _upstream(conn, record, settings)
     try:
-        listed = upstream.provinces()
+        with _upstream(conn, record, settings, job) as upstream:
+            listed = upstream.provinces()
     except PermanentUpstreamError as exc:
         if planned is None:
             raise
         return planned, [(p, str(exc)) for p in planned]  # refused (401, 404...): as a failed walk would be
-    finally:
-        upstream.close()
     if planned is None:
         return listed, []
     codes = {p["code"] for p in listed}
@@ -156,10 +176,22 @@ def _enqueue_provinces(
 
 
 def _live_jobs(conn: redis.Redis, job_ids: list[str]) -> set[str]:
-    """The ids among `job_ids` of jobs still queued or running (one round trip for all of them)."""
-    waiting = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+    """The ids among `job_ids` of jobs still queued or running (one round trip for all of them). A job
+    parked for want of a running slot is not live once it has ended, which it does at once."""
     jobs = Job.fetch_many(job_ids, connection=conn, serializer=JSONSerializer)
-    return {job.id for job in jobs if job is not None and job.get_status(refresh=False) in waiting}
+    live = {job for job in jobs if job is not None and job.get_status(refresh=False) in _LIVE}
+    return {job.id for job in live if not (job.meta.get("parked") and _ends(job))}
+
+
+def _ends(job: Job) -> bool:
+    """Wait briefly for a parked job to end; False if its work-horse died first (the job then comes
+    back as an abandoned one, and runs: its task is RUNNING again by then)."""
+    deadline = time.monotonic() + PARKED_WAIT_SECONDS
+    while job.get_status(refresh=True) in _LIVE:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def refresh_province(task_id: str, province_code: str) -> dict[str, Any] | Retry:
@@ -169,18 +201,23 @@ def refresh_province(task_id: str, province_code: str) -> dict[str, Any] | Retry
     province = _find_province(record, province_code)
     if conn.exists(keys.task_cancel(task_id)) or record["status"] not in (PENDING, RUNNING):
         return _ended(conn, task_id, province_code, "cancelled")
-    # A job retried after its task went PENDING (waiting for that retry) runs the task again.
-    records.transition(conn, task_id, (PENDING,), RUNNING, {"current_step": f"正在处理：{province['name']}"})
-    upstream = _upstream(conn, record, settings)
-    try:
-        leaves, refused = walk_province(conn, task_id, province, upstream, settings.upstream_concurrency)
-        runner = LeafRunner(conn, task_id, record.get("kind", "full"), province, upstream, job)
-        outcome = runner.run(leaves, settings.upstream_concurrency)
-    except PermanentUpstreamError as exc:
-        _record_failed_region(conn, task_id, province, str(exc))
-        return _ended(conn, task_id, province_code, f"failed: {exc}")
-    finally:
-        upstream.close()
+    if record["status"] == PENDING:
+        # Retried after its task went PENDING (waiting for this retry): the task runs again only if
+        # admitted within the running-task limit, in order. Without a slot the job ends unrun (parked)
+        # and the plan job of the task's admission re-enqueues the province (admit_waiting).
+        admitted = _start(conn, task_id, record, settings, f"正在处理：{province['name']}")
+        if admitted == "WAIT":
+            return _park(job, task_id, province_code)
+        if admitted != "OK":
+            return _ended(conn, task_id, province_code, "cancelled")
+    with _upstream(conn, record, settings, job) as upstream:
+        try:
+            leaves, refused = walk_province(conn, task_id, province, upstream, settings.job_concurrency)
+            runner = LeafRunner(conn, task_id, record.get("kind", "full"), province, upstream, job)
+            outcome = runner.run(leaves, settings.job_concurrency)
+        except PermanentUpstreamError as exc:
+            _record_failed_region(conn, task_id, province, str(exc))
+            return _ended(conn, task_id, province_code, f"failed: {exc}")
     if outcome == "cancelled":
         return _ended(conn, task_id, province_code, "cancelled")
     if outcome == "interrupted":
@@ -192,6 +229,13 @@ def refresh_province(task_id: str, province_code: str) -> dict[str, Any] | Retry
     count = store.publish(conn, province_code, task_id, province["name"])
     end_province(conn, task_id, province_code, "published", published=True)
     return {"province": province_code, "outcome": "published", "records": count}
+
+
+def _park(job: Job, task_id: str, code: str) -> dict[str, Any]:
+    job.meta["parked"] = True  # tells the admitting plan job that this one ends without running
+    job.save_meta()  # type: ignore[no-untyped-call]
+    log.info("refresh: %s of %s waits for a running slot; its plan job re-enqueues it when admitted", code, task_id)
+    return {"province": code, "outcome": "waiting for a running slot"}
 
 
 def _ended(conn: redis.Redis, task_id: str, code: str, outcome: str) -> dict[str, Any]:

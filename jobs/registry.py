@@ -43,7 +43,7 @@ def _whole(value: object, low: int, high: int) -> bool:
 
 
 class Priority(StrEnum):
-    """How urgent a task is; workers drain the queues in the order critical, high, (refresh,) normal, low."""
+    """How urgent a task is: critical and high first; normal and low take turns with refresh jobs (jobs.queues)."""
 
     LOW = "LOW"
     NORMAL = "NORMAL"

@@ -35,6 +35,7 @@ _TRANSIENT_NAMES = (
     "TimeoutException", "ReadTimeout", "ConnectTimeout", "RemoteProtocolError", "BusyLoadingError", "OSError",
 )
 _NEVER_PATTERNS = ("stopped by user", "work-horse terminated", "TaskCancelled")
+ABANDONED = "AbandonedJobError"  # how RQ's started-registry cleanup fails the job of a dead worker
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,9 @@ def _handle(conn: redis.Redis, registry: FailedJobRegistry, job: Job, default: R
         _bury(conn, registry, job, state)
         return 1
     if float(state["next_retry_ts"]) <= datetime.now(UTC).timestamp():
-        registry.requeue(job)
+        # A job whose worker died was running: it goes back to the front of its queue, so that in a
+        # busy refresh it resumes at once instead of after every province still queued.
+        registry.requeue(job, at_front=ABANDONED in state["last_error"])
         conn.hset(keys.job_retry(job.id), "decision", "requeued")
         _mark_task_retrying(conn, job, state, requeued=True)
         log.info("retry: requeued %s (attempt %s)", job.id, state["attempt"])

@@ -2,7 +2,8 @@
 
 Platforms send SIGTERM on every deploy and allow about 30 s; a refresh can run for an hour. RQ's
 forking worker would either wait for the job or kill it, so refreshq's worker forwards the signal
-to its work-horse, whose handler only raises this flag; the job stops at its next safe point.
+to its work-horse, whose handler only raises this flag; the job stops at its next safe point. A job
+still running WARM_SHUTDOWN_BUDGET seconds later has its work-horse killed (workers.RefreshqWorker).
 
 In a worker, scheduler or web process the same flag means "this process is stopping": its Redis
 client then stops waiting for a lost server (jobs/reconnect.py), so a stop is never held up by an

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -38,6 +39,23 @@ def worker_process(env: dict[str, str], *extra: str) -> Iterator[subprocess.Pope
         [REFRESHQ, "worker", "--queue", "refresh", *extra], env={**env, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            horses = horse_pids(proc.pid)  # each in a process group of its own (RQ's setpgrp)
+            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in horses:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # else it runs on into the next test's database
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def scheduler_running(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A `refreshq scheduler` process (cleans the started registries, retries, admits), stopped at the end."""
+    proc = subprocess.Popen([REFRESHQ, "scheduler"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         yield proc
     finally:

@@ -109,7 +109,7 @@ def test_a_non_finite_setting_stops_every_command(
 
 @pytest.mark.parametrize(("name", "value"), [
     ("REFRESHQ_TASK_TIMEOUT", HUGE), ("REFRESHQ_MAX_PENDING", HUGE), ("REFRESHQ_SAMPLE_SCALE", HUGE),
-    ("REFRESHQ_UPSTREAM_CONCURRENCY", "0"), ("REFRESHQ_UPSTREAM_ATTEMPTS", HUGE),
+    ("REFRESHQ_UPSTREAM_CONCURRENCY", "-1"), ("REFRESHQ_UPSTREAM_ATTEMPTS", HUGE),
 ])
 def test_an_out_of_range_whole_number_setting_stops_the_command(
     conn: redis.Redis, env: dict[str, str], name: str, value: str

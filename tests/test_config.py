@@ -47,7 +47,7 @@ def test_values_are_read() -> None:
         ("REFRESHQ_MAX_CONCURRENT_TASKS", "abc", "whole number"),
         ("REFRESHQ_MAX_CONCURRENT_TASKS", "0", "whole number from 1"),
         ("REFRESHQ_TASK_TIMEOUT", "99999999999999999999", "whole number from 1 to 2592000"),
-        ("REFRESHQ_UPSTREAM_CONCURRENCY", "100000", "1 to 1024"),
+        ("REFRESHQ_UPSTREAM_CONCURRENCY", "100000", "0 to 1024"),
         ("REFRESHQ_SAMPLE_SCALE", "10000000000000", "0 to 100000000"),
         ("REFRESHQ_RETRY_MAX", "1000", "0 to 100"),
         ("REFRESHQ_RETRY_FACTOR", "1e300", "1 to 10"),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 import redis
+from rq.registry import StartedJobRegistry
 
 from jobs import keys, store
 from jobs.config import Settings
@@ -49,6 +51,9 @@ def test_sigkill_of_worker_and_horse_loses_and_duplicates_nothing(
     task_id = manager.create_full_refresh_task()
     with worker_process(env) as first:
         wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 15, 120, what="progress >= 15%")
+        # Kill in the middle of a province job, not as one ends or the next one starts (then nothing
+        # would be abandoned: the test would prove nothing).
+        wait_until(lambda: _mid_province(conn, task_id), 60, 0.01, "a province job with leaves left")
         horses = wait_until(lambda: horse_pids(first.pid), 10, what="a work-horse")
         done_before = int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
         os.kill(first.pid, signal.SIGKILL)
@@ -70,3 +75,17 @@ def test_sigkill_of_worker_and_horse_loses_and_duplicates_nothing(
     store.export(conn, out, "jsonl")
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert checksum(records) == checksum(SampleDirectory(SCALE).all_hospitals())
+
+
+def _mid_province(conn: redis.Redis, task_id: str) -> bool:
+    """True while a province job is in the started registry with at least 5 of its leaves to go."""
+    stats = as_text_map(conn.hgetall(keys.task_stats(task_id)))
+    for job_id in StartedJobRegistry("refresh", connection=conn).get_job_ids():
+        match = re.search(r"-p(\d+)-\d+$", job_id)  # a province job, not the plan job (-plan)
+        if match is None:
+            continue
+        code = match.group(1)
+        total, done = int(stats.get(f"p:{code}:leaves_total", 0)), int(stats.get(f"p:{code}:leaves_done", 0))
+        if total - done >= 5:
+            return True
+    return False

@@ -43,4 +43,4 @@ def test_honcho_starts_web_worker_scheduler_and_sigterm_stops_them(short_dir: Pa
     for name in ("web.1", "worker.1", "scheduler.1"):
         assert f"{name} stopped (rc=0)" in out, out
     assert "scheduler: active" in out
-    assert "Listening on critical, high, refresh, normal, low" in out
+    assert "Listening on critical, high, normal, low, refresh" in out  # routine work before refresh at first

@@ -30,16 +30,28 @@ def test_cli_worker_runs_a_json_serialized_job(conn: redis.Redis, env: dict[str,
     assert done.return_value() == {"keys": ["a", "b"], "size": 2}
 
 
-def test_worker_drains_queues_in_priority_order(conn: redis.Redis) -> None:
-    order = []
-    for name in (queues.LOW, queues.NORMAL, queues.REFRESH, queues.HIGH, queues.CRITICAL):
-        order.append((name, queues.queue(conn, name).enqueue("tests.job_functions.add", 1, 2)))
-    w = build_worker(conn)
-    w.work(burst=True)
-    ended = {name: Job.fetch(j.id, connection=conn, serializer=JSONSerializer).ended_at for name, j in order}
-    ranked = sorted(ended, key=lambda n: ended[n])  # type: ignore[arg-type,return-value]
-    assert ranked == list(queues.ALL_QUEUES)
-    assert all(Job.fetch(j.id, connection=conn, serializer=JSONSerializer).return_value() == 3 for _, j in order)
+def _drained_order(conn: redis.Redis, jobs: list[tuple[str, Job]]) -> list[str]:
+    build_worker(conn).work(burst=True)
+    ended = {job.id: Job.fetch(job.id, connection=conn, serializer=JSONSerializer) for _, job in jobs}
+    assert all(j.return_value() == 3 for j in ended.values())
+    return [name for name, job in sorted(jobs, key=lambda item: ended[item[1].id].ended_at)]  # type: ignore[arg-type,return-value]
+
+
+def test_worker_drains_urgent_queues_first_and_refresh_and_routine_jobs_in_turn(conn: redis.Redis) -> None:
+    jobs = [(name, queues.queue(conn, name).enqueue("tests.job_functions.add", 1, 2))
+            for name in (queues.LOW, queues.NORMAL, queues.REFRESH, queues.HIGH, queues.CRITICAL)]
+    # Urgent first; then routine (normal before low) and refresh jobs take turns.
+    assert _drained_order(conn, jobs) == [queues.CRITICAL, queues.HIGH, queues.NORMAL, queues.REFRESH, queues.LOW]
+
+
+def test_a_refresh_backlog_lets_a_named_task_through_after_each_refresh_job(conn: redis.Redis) -> None:
+    refresh = [(queues.REFRESH, queues.queue(conn, queues.REFRESH).enqueue("tests.job_functions.add", 1, 2))
+               for _ in range(4)]
+    routine = [(name, queues.queue(conn, name).enqueue("tests.job_functions.add", 1, 2))
+               for name in (queues.LOW, queues.NORMAL, queues.NORMAL)]
+    order = _drained_order(conn, refresh + routine)
+    assert order == [queues.NORMAL, queues.REFRESH, queues.NORMAL, queues.REFRESH, queues.LOW,
+                     queues.REFRESH, queues.REFRESH]
 
 
 def test_unknown_queue_is_refused(conn: redis.Redis, env: dict[str, str]) -> None:

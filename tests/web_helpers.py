@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import threading
 import zlib
 from collections.abc import Iterator
@@ -106,7 +107,8 @@ def busy_province_jobs(conn: redis.Redis, count: int) -> list[str]:
     def current() -> list[str]:
         ids = [w.get_current_job_id() for w in Worker.all(connection=conn, serializer=JSONSerializer)]
         started = set(StartedJobRegistry(queues.REFRESH, connection=conn).get_job_ids())
-        busy = [i for i in ids if i is not None and i in started and "-p" in i]
+        # `<task>-p<code>-<attempt>`; the plan job (`<task>-plan`) has a "-p" too
+        busy = [i for i in ids if i is not None and i in started and re.search(r"-p\d+-\d+$", i)]
         return busy if len(busy) >= count else []
     return wait_until(current, timeout=60, what=f"{count} workers busy on province jobs")  # type: ignore[no-any-return]
 

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import redis
 from redis.client import PubSub, PubSubWorkerThread
 from rq import Queue, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
-from rq.job import Job
+from rq.job import Job, Retry
 from rq.serializers import JSONSerializer
 
+from jobs import limits, shutdown
 from jobs import queues as queue_names
-from jobs import shutdown
 from jobs.errors import ValidationError
+from jobs.scripts import Scripts
 
 # Seconds between the worker's heartbeats while a job runs.
 JOB_MONITORING_INTERVAL = 5
@@ -29,6 +33,13 @@ HEARTBEAT_GRACE = 10
 # Seconds from a stop request a work-horse has to end when its worker stops with Redis gone (within
 # a deploy's usual 10 s budget, leaving time to exit).
 HORSE_STOP_GRACE = 6.0
+# After a SIGTERM, how long the running job has to stop by itself before its work-horse is killed:
+# platforms allow about 10-30 s between SIGTERM and SIGKILL, and the worker must be gone before.
+WARM_SHUTDOWN_BUDGET = 8.0
+# Jobs that hold upstream slots (given back when their work-horse exits, however it does), and jobs
+# whose work is checkpointed, so that one cut short by the shutdown budget is requeued, not failed.
+GATED_FUNCS = frozenset({"jobs.refresh.plan_task", "jobs.refresh.refresh_province"})
+CHECKPOINTED_FUNCS = GATED_FUNCS
 
 
 class RefreshqWorker(Worker):
@@ -43,12 +54,21 @@ class RefreshqWorker(Worker):
 
     _booting = False
     _stop_asked_at: float | None = None
+    _monitored: tuple[str, int] | None = None  # (job id, horse pid) of the job being monitored
+    _cut_short: str | None = None  # id of the job whose horse the shutdown budget killed
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return int(self.job_monitoring_interval) + HEARTBEAT_GRACE
 
     def setup_work_horse_signals(self) -> None:
         shutdown.install_horse_handlers()
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        # RQ's hook after every dequeue, where its own strategies reorder `_ordered_queues`.
+        by_name = {q.name: q for q in self.queues}
+        current = tuple(q.name for q in self._ordered_queues)
+        order = queue_names.dequeue_order(tuple(by_name), reference_queue.name, current)
+        self._ordered_queues = [by_name[name] for name in order]
 
     def bootstrap(
         self,
@@ -80,9 +100,58 @@ class RefreshqWorker(Worker):
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
-        if self.horse_pid:
-            self.log.info("Worker %s: asking job in work-horse %s to checkpoint and requeue", self.name, self.horse_pid)
+        pid = self.horse_pid
+        if pid:
+            self.log.info("Worker %s: asking job in work-horse %s to checkpoint and requeue", self.name, pid)
             self.kill_horse(sig=signal.SIGTERM)
+            timer = threading.Timer(WARM_SHUTDOWN_BUDGET, self._cut_short_horse, args=(pid,))
+            timer.daemon = True
+            timer.start()
+
+    def _cut_short_horse(self, pid: int) -> None:
+        monitored = self._monitored
+        if monitored is None or monitored[1] != pid or self.horse_pid != pid:
+            return  # that job ended in time
+        self._cut_short = monitored[0]
+        self.log.warning("Worker %s: job %s did not stop within %.0f s of the shutdown; killing its work-horse",
+                         self.name, monitored[0], WARM_SHUTDOWN_BUDGET)
+        self.kill_horse(sig=signal.SIGKILL)
+
+    def monitor_work_horse(self, job: Job, queue: Queue) -> None:
+        pid = self.horse_pid
+        self._monitored, self._cut_short = (job.id, pid), None
+        try:
+            super().monitor_work_horse(job, queue)
+        finally:
+            self._monitored = None
+            if job.func_name in GATED_FUNCS:
+                # The horse gives its slots back on every way out of the job; one that died (SIGKILL,
+                # OOM, the budget) could not, and waiting for the lease to lapse would stall every
+                # worker on every machine for LEASE_SECONDS.
+                with contextlib.suppress(redis.RedisError):
+                    limits.release_holder(self.connection, limits.holder_id(job.id, self.name, pid))
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        if job.id == self._cut_short and job.func_name in CHECKPOINTED_FUNCS:
+            self._cut_short = None
+            self.log.info("Worker %s: requeueing %s at the front of %s (resumes from its checkpoint)",
+                          self.name, job.id, queue.name)
+            with self.connection.pipeline() as pipe:
+                pipe.multi()  # one transaction: out of the started registry and back into the queue
+                self.cleanup_execution(job, pipeline=pipe)
+                queue.enqueue_job(job, pipeline=pipe, at_front=True)
+                pipe.execute()
+            return
+        super().handle_job_failure(job, queue, started_job_registry, exc_string)
+
+    def handle_job_retry(self, job: Job, queue: Queue, retry: Retry, started_job_registry: Any, execution: Any) -> None:
+        super().handle_job_retry(job, queue, retry, started_job_registry, execution)
+        # RQ 2.12 enqueues a job that returned a Retry at the back, whatever its `enqueue_at_front`
+        # (Job._handle_retry_result); move it to the front, unless another worker took it already.
+        if retry.enqueue_at_front and not any(retry.intervals):
+            Scripts(self.connection).move_to_front(keys=[queue.key], args=[job.id])
 
     def set_shutdown_requested_date(self) -> None:
         try:
@@ -160,7 +229,7 @@ def build_worker(
     queue_names.register_queues(conn)
     preload_job_modules()
     return RefreshqWorker(
-        queue_names.queues(conn, tuple(names)),
+        queue_names.queues(conn, queue_names.dequeue_order(tuple(names))),
         connection=conn,
         name=name,
         serializer=JSONSerializer,

@@ -104,7 +104,7 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
         return HttpDirectoryClient(
             _with_credentials(spec["url"], "http", settings),
             token=settings.upstream_token,
-            concurrency=settings.upstream_concurrency,
+            concurrency=settings.job_concurrency,
             timeout=settings.upstream_timeout,
             max_attempts=settings.upstream_attempts,
             request_gate=request_gate,
@@ -115,7 +115,7 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
         _with_credentials(spec["base_url"], "llm", settings),
         api_key=settings.llm_api_key,
         model=spec["model"],
-        concurrency=settings.upstream_concurrency,
+        concurrency=settings.job_concurrency,
         timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
         max_attempts=settings.upstream_attempts,
         request_gate=request_gate,

@@ -17,7 +17,7 @@ class Region(TypedDict):
     level: str
 
 
-# Entered around every upstream request: where global limits plug in (see workers.limits).
+# Entered around every upstream request: where global limits plug in (see jobs.limits).
 RequestGate = Callable[[], contextlib.AbstractContextManager[None]]
 
 # A hospital is kept as the upstream sent it (every field), so it stays a plain dict.

@@ -1,0 +1,356 @@
+"""The upstream gate against the real server: slots leased in blocks per job, shared fairly, given back
+on close or by lapse, and waited for without hammering Redis; the per-second cap exact for any window."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import redis
+
+from jobs import keys
+from jobs.config import Settings
+from jobs.errors import UpstreamGateClosed
+from jobs.limits import LEASE_SECONDS, POLL_SECONDS, UpstreamGate, gate_for, release_holder
+from tests.conftest import REPO
+from tests.helpers import wait_until
+
+
+@pytest.fixture(autouse=True)
+def close_every_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A gate left open keeps renewing its lease into the next test's database: close them all."""
+    opened: list[UpstreamGate] = []
+    original = UpstreamGate.__init__
+
+    def tracked(self: UpstreamGate, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(UpstreamGate, "__init__", tracked)
+    yield
+    for gate in opened:
+        gate.close()
+
+
+def commands_run(conn: redis.Redis) -> int:
+    """Commands the server ran since the last CONFIG RESETSTAT, scripts' inner commands included,
+    leaving out the INFO and CONFIG calls of the test itself."""
+    stats = conn.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config"))
+
+
+class Load:
+    """Threads sending "requests" (a short sleep inside the gate) until stopped, counting what is in flight."""
+
+    def __init__(self, gate: UpstreamGate, threads: int, seconds: float = 0.01, shared: Load | None = None) -> None:
+        self.gate = gate
+        self.seconds = seconds
+        self.stop = threading.Event()
+        self.lock = shared.lock if shared else threading.Lock()
+        self.in_flight = 0
+        self.peak = 0
+        self.requests = 0
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with self.gate():
+                    with self.lock:
+                        self.in_flight += 1
+                        self.peak = max(self.peak, self.in_flight)
+                        self.requests += 1
+                    time.sleep(self.seconds)
+                    with self.lock:
+                        self.in_flight -= 1
+            except UpstreamGateClosed:
+                return
+            except BaseException as exc:
+                self.errors.append(exc)
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.gate.close()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        assert not self.errors, self.errors
+
+
+@contextmanager
+def loads(*items: Load) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for item in items:
+            item.close()
+
+
+def test_a_job_leases_slots_in_a_block_instead_of_a_round_trip_per_request(conn: redis.Redis) -> None:
+    gate = UpstreamGate(conn, "job-a", concurrency=8, rps=0, threads=8)
+    conn.config_resetstat()
+    load = Load(gate, threads=8, seconds=0.002)
+    with loads(load):
+        wait_until(lambda: load.requests >= 2000, 30, what="2000 requests")
+        commands = commands_run(conn)
+    print(f"block lease: {commands} commands for {load.requests} requests")
+    assert load.peak == 8  # the whole block was in use at once
+    assert commands < 50, f"{commands} commands for {load.requests} requests"
+    assert conn.zcard(keys.UPSTREAM_HOLDERS) == 0  # closed: given back
+
+
+class Sampler:
+    """Samples how many requests each load has in flight at the same moment."""
+
+    def __init__(self, *items: Load) -> None:
+        self.items = items
+        self.samples: list[tuple[int, ...]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self.items[0].lock:
+                self.samples.append(tuple(item.in_flight for item in self.items))
+            time.sleep(0.001)
+
+    def collect(self, seconds: float) -> list[tuple[int, ...]]:
+        self.samples = []
+        time.sleep(seconds)
+        return list(self.samples)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_holders_share_the_limit_fairly_and_shrink_when_others_wait(conn: redis.Redis) -> None:
+    first = Load(UpstreamGate(conn, "job-a", concurrency=8, rps=0, threads=8), threads=8)
+    with loads(first):
+        wait_until(lambda: first.peak == 8, 10, what="the first holder to use every slot")
+        second = Load(UpstreamGate(conn, "job-b", concurrency=8, rps=0, threads=8), threads=8, shared=first)
+        with loads(second):
+            sampler = Sampler(first, second)
+            started = time.monotonic()
+            wait_until(lambda: second.in_flight >= 4, 5, 0.001, "the second holder to get an even share")
+            took = time.monotonic() - started
+            time.sleep(1.0)  # the first holder's last requests above its share drain
+            halves = sampler.collect(2.0)
+            sampler.stop()
+            third = Load(UpstreamGate(conn, "job-c", concurrency=8, rps=0, threads=8), threads=8, shared=first)
+            with loads(third):
+                sampler = Sampler(first, second, third)
+                wait_until(lambda: third.in_flight >= 2, 5, 0.001, "a third holder to get its share")
+                time.sleep(1.0)
+                thirds = sampler.collect(2.0)
+                sampler.stop()
+    print(f"fair share: the second holder had 4 of 8 slots {took:.2f} s after it asked")
+    assert took < 3.0, f"the second holder waited {took:.1f} s for its share"
+    assert halves and thirds
+    assert max(a for a, _ in halves) <= 4 and max(b for _, b in halves) == 4  # ceil(8 / 2) each
+    assert max(sum(s) for s in halves) <= 8
+    assert all(max(s[i] for s in thirds) <= 3 for i in range(3))  # ceil(8 / 3) each, at most
+    assert max(sum(s) for s in thirds) <= 8
+    assert conn.zcard(keys.UPSTREAM_HOLDERS) == 0
+    assert not conn.exists(keys.UPSTREAM_SLOTS)
+
+
+def test_in_flight_across_holders_never_exceeds_the_limit(conn: redis.Redis) -> None:
+    gates = [UpstreamGate(conn, f"job-{n}", concurrency=5, rps=0, threads=6) for n in range(3)]
+    first = Load(gates[0], threads=6, seconds=0.005)
+    others = [Load(g, threads=6, seconds=0.005, shared=first) for g in gates[1:]]
+    total = {"peak": 0}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            with first.lock:
+                total["peak"] = max(total["peak"], first.in_flight + sum(o.in_flight for o in others))
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with loads(first, *others):
+            wait_until(lambda: all(x.requests > 100 for x in (first, *others)), 30, what="every holder to send")
+            time.sleep(1)
+    finally:
+        stop.set()
+        watcher.join()
+    assert total["peak"] <= 5
+    assert total["peak"] == 5  # the limit was reached, so it was what held them
+
+
+def test_closing_a_gate_gives_its_slots_back_at_once(conn: redis.Redis) -> None:
+    holder = UpstreamGate(conn, "job-a", concurrency=2, rps=0, threads=2)
+    release = threading.Event()
+    inside = threading.Barrier(3)
+
+    def hold() -> None:
+        with holder():
+            inside.wait()
+            release.wait()
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for thread in holders:
+        thread.start()
+    inside.wait(timeout=10)
+    waiter = UpstreamGate(conn, "job-b", concurrency=2, rps=0, threads=2)
+    took = threading.Event()
+
+    def wait_for_slot() -> None:
+        with waiter():
+            took.set()
+
+    thread = threading.Thread(target=wait_for_slot)
+    thread.start()
+    assert not took.wait(1.0)  # both slots are in use
+    release.set()
+    for t in holders:
+        t.join()
+    holder.close()
+    closed = time.monotonic()
+    assert took.wait(5)
+    assert time.monotonic() - closed < 1.5
+    thread.join()
+    waiter.close()
+
+
+HOLD_FOREVER = """
+import sys, threading, redis
+from jobs.limits import UpstreamGate
+conn = redis.Redis(unix_socket_path=sys.argv[1])
+gate = UpstreamGate(conn, "dead-job", concurrency=2, rps=0, threads=2)
+entered = threading.Barrier(3)
+def hold():
+    with gate():
+        entered.wait()
+        threading.Event().wait()
+for _ in range(2):
+    threading.Thread(target=hold, daemon=True).start()
+entered.wait()
+print("held", flush=True)
+threading.Event().wait()
+"""
+
+
+@pytest.mark.parametrize("released", [True, False], ids=["released-by-its-worker", "lapsed"])
+def test_a_dead_holders_slots_are_usable_again_at_once_or_within_the_lease(
+    conn: redis.Redis, released: bool
+) -> None:
+    socket_path = conn.connection_pool.connection_kwargs["path"]
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_FOREVER, socket_path], stdout=subprocess.PIPE,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"held\n"
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if released:
+        release_holder(conn, "dead-job")  # what a worker does once its work-horse has died
+    gate = UpstreamGate(conn, "job-b", concurrency=2, rps=0, threads=2)
+    with gate():
+        took = time.monotonic() - killed
+    gate.close()
+    print(f"dead holder ({'released' if released else 'lapsed'}): its slots usable again {took:.2f} s after the kill")
+    if released:
+        assert took < 1.5, f"the released holder's slots came back after {took:.1f} s"
+    else:
+        assert took < LEASE_SECONDS + 1.0, f"the dead holder's slots came back after {took:.1f} s"
+        assert took > LEASE_SECONDS - 2 * POLL_SECONDS - 2.5  # held until its lease lapsed, not longer
+    assert conn.zcard(keys.UPSTREAM_HOLDERS) == 0
+
+
+def script_calls(conn: redis.Redis) -> int:
+    """Round trips of the gate: script calls since the last CONFIG RESETSTAT."""
+    stats = conn.info("commandstats")
+    return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def test_waiting_for_a_slot_costs_a_bounded_number_of_redis_commands(conn: redis.Redis) -> None:
+    holder = UpstreamGate(conn, "job-a", concurrency=1, rps=0, threads=1)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold() -> None:
+        with holder():
+            entered.set()
+            release.wait(30)
+
+    holding = threading.Thread(target=hold)
+    holding.start()
+    assert entered.wait(5)
+    conn.config_resetstat()
+    waiting = Load(UpstreamGate(conn, "job-b", concurrency=1, rps=0, threads=16), threads=16)
+    with loads(waiting):
+        time.sleep(5.0)
+        calls, commands = script_calls(conn), commands_run(conn)
+        assert waiting.requests == 0  # it really waited all along
+        release.set()
+        holding.join()
+        holder.close()
+        wait_until(lambda: waiting.requests > 0, 5, what="the waiter to get the slot")
+    print(f"waiting: {calls} script calls ({commands} commands inside them) in 5 s with 16 threads waiting")
+    # 16 threads waiting 5 s: the waiting holder asks twice a second and the holding one renews twice a
+    # second too (it holds more than half of the limit), each call a script of a few commands. Threads
+    # polling Redis every few milliseconds, as before, made about 13,000 calls.
+    assert calls <= 30, f"{calls} script calls while waiting 5 s"
+    assert commands <= 30 * 12
+
+
+def test_with_no_limit_that_could_bind_there_is_no_gate() -> None:
+    assert gate_for(redis.Redis(), Settings(upstream_concurrency=0, upstream_rps=0), "job") is None
+    assert Settings(upstream_concurrency=0).job_concurrency == 16
+    assert gate_for(redis.Redis(), Settings(upstream_concurrency=0, upstream_rps=5), "job") is not None
+
+
+def _window_peak(spans: list[tuple[float, float]]) -> int:
+    """The most requests an upstream could count in one second, if each one reached it at any moment
+    between its admission and its answer: the worst case over every window [t, t + 1)."""
+    ends = sorted(end for _, end in spans)
+    return max(sum(1 for start, end in spans if start < t + 1 and end >= t) for t in ends)
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.3])
+def test_the_per_second_cap_holds_for_any_window_whatever_the_latency(conn: redis.Redis, latency: float) -> None:
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+    gates = [UpstreamGate(conn, f"job-{n}", concurrency=0, rps=5, threads=4) for n in range(2)]
+
+    def send(gate: UpstreamGate, count: int) -> None:
+        for _ in range(count):
+            with gate():
+                admitted = time.monotonic()
+                time.sleep(latency)
+                answered = time.monotonic()
+            with lock:
+                spans.append((admitted, answered))
+
+    threads = [threading.Thread(target=send, args=(g, 4)) for g in gates for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    took = time.monotonic() - started
+    for gate in gates:
+        gate.close()
+    assert len(spans) == 32
+    assert _window_peak(spans) <= 5
+    # 32 requests at 5 per second, each counted for its latency plus one second: no faster than that.
+    assert took >= (32 / 5 - 1) * (1 + latency) * 0.9
