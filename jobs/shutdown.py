@@ -13,6 +13,9 @@ signal arriving while that thread holds the event's lock would deadlock the hand
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import signal
 import threading
 from types import FrameType
@@ -24,11 +27,37 @@ def _handler(_signum: int, _frame: FrameType | None) -> None:
     requested.set()
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def install_horse_handlers() -> None:
-    """In a freshly forked work-horse: SIGTERM raises the flag, Ctrl+C is left to the worker."""
+    """In a freshly forked work-horse: SIGTERM raises the flag, Ctrl+C is left to the worker, and the
+    horse dies with its worker."""
     requested.clear()
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when the process that forked it dies (Linux).
+
+    RQ puts a work-horse in a process group of its own, so a kill -9 of the worker alone leaves the
+    horse running; its heartbeat is the worker's, so the job would be declared abandoned and run a
+    second time elsewhere while the orphan still runs it. Elsewhere than Linux this does nothing.
+    """
+    parent = os.getppid()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the worker died between the fork and the prctl
+        os._exit(1)
 
 
 def install_stop_handlers() -> None:

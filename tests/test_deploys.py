@@ -25,7 +25,7 @@ from jobs.config import Settings
 from jobs.manager import SyncTaskManager
 from jobs.upstream.serve import DirectoryHandler, RunningUpstream, start_background
 from tests.conftest import REFRESHQ, REPO, run_cli
-from tests.helpers import horse_pids, scheduler_running, wait_status, wait_until, worker_process
+from tests.helpers import exported, horse_pids, scheduler_running, wait_status, wait_until, worker_process
 
 SCALE = 20_000
 Requests = list[tuple[float, str]]
@@ -213,3 +213,36 @@ def test_with_one_worker_a_named_task_runs_while_a_full_refresh_does(
     assert result.returncode == 0, result.stderr
     assert status == "RUNNING"  # it did not wait for the refresh
     assert took < 30
+
+
+def test_a_kill_9_of_the_worker_alone_takes_its_horse_with_it(
+    settings: Settings, conn: redis.Redis, env: dict[str, str]
+) -> None:
+    """RQ gives a work-horse its own process group; without the kernel's parent-death signal a horse
+    whose worker is SIGKILLed runs on, unseen, while its job is resumed elsewhere: two copies at once."""
+    env = {**env, "REFRESHQ_UPSTREAM_CONCURRENCY": "2"}  # a province job that lasts for seconds
+    with recording_upstream(latency_ms=50) as (upstream, _requests), scheduler_running(env):
+        manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
+        task_id = manager.create_province_refresh_task("广东")
+        with worker_process(env) as old:
+            wait_until(lambda: leaves_done(conn, task_id) >= 5, 120, what="some leaves staged")
+            horses = wait_until(lambda: horse_pids(old.pid), 30, what="a work-horse")
+            os.kill(old.pid, signal.SIGKILL)  # the worker only: not its process group, not its horse
+            old.wait(timeout=10)
+            killed = time.monotonic()
+            wait_until(lambda: not any(os.path.exists(f"/proc/{pid}/status") and not _zombie(pid) for pid in horses),
+                       2, 0.02, "the orphaned work-horse to die with its worker")
+            gone = time.monotonic() - killed
+        with worker_process(env):
+            final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED"), 180)
+    print(f"kill -9 of the worker alone: its horse was gone {gone:.2f} s later")
+    assert final["status"] == "SUCCEEDED"
+    assert final["statistics"]["hospitals_found"] == len(exported(conn, "440000")) > 0
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
