@@ -38,7 +38,7 @@ def _secrets(settings: Settings) -> list[str | None]:
 
 def _load_task_modules(settings: Settings) -> None:
     """Import REFRESHQ_TASK_MODULES now: a bad one stops the process (exit 2) instead of failing every run."""
-    from jobs.registry import configured_tasks
+    from jobs.named.catalog import configured_tasks
 
     configured_tasks(settings)
 
@@ -184,9 +184,9 @@ def _register() -> None:
     from commands.data import data
     from commands.demo import demo
     from commands.failed import failed
-    from commands.named_tasks import tasks_group
+    from commands.refresh import COMMANDS
     from commands.schedule import schedule_group
-    from commands.tasks import COMMANDS
+    from commands.tasks import tasks_group
     from commands.upstream import upstream
 
     for command in [*COMMANDS, data, upstream, demo, failed, tasks_group, schedule_group]:

@@ -38,10 +38,10 @@ def clean_started_registries(conn: redis.Redis) -> None:
 
 
 def default_duties(settings: Settings | None = None) -> list[Duty]:
-    from jobs.refresh import admit_waiting
-    from jobs.retries import RetryPolicy, sweep_failed_jobs
-    from jobs.schedule_tick import run_schedules
-    from jobs.time_limits import enforce_time_limits
+    from jobs.duties.fire_schedules import run_schedules
+    from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
+    from jobs.duties.time_limits import enforce_time_limits
+    from jobs.refresh.job import admit_waiting
 
     settings = settings or Settings.from_env()
     policy = RetryPolicy.from_settings(settings)

@@ -23,8 +23,8 @@ from rq.serializers import JSONSerializer
 from jobs import keys
 from jobs.config import Settings
 from jobs.connection import connect
-from jobs.manager import SyncTaskManager
 from jobs.redis_values import as_texts
+from jobs.refresh.manager import SyncTaskManager
 from jobs.server import EmbeddedServer
 from jobs.upstream.serve import start_background
 

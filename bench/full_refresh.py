@@ -23,9 +23,9 @@ from bench.measure import rate
 from bench.sizes import Sizes
 from bench.worker_memory import MemorySampler
 from jobs import keys
-from jobs.manager import SyncTaskManager
-from jobs.records import TERMINAL
 from jobs.redis_values import as_text
+from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.records import TERMINAL
 
 POLL_SECONDS = 0.05
 SAMPLED_LEAVES = 100  # leaf hashes read back to measure the average record size

@@ -19,7 +19,7 @@ from bench.harness import REFRESHQ, RQ, Bench, Upstream
 from bench.measure import rate
 from bench.noop import noop
 from bench.sizes import Sizes
-from jobs.manager import SyncTaskManager
+from jobs.refresh.manager import SyncTaskManager
 
 QUEUE = "normal"  # one of refreshq's queues, so its worker drains it without options
 BATCH = 1_000

@@ -19,9 +19,9 @@ from bench.harness import REFRESHQ, Bench, Upstream
 from bench.measure import rate, summary_ms, timed
 from bench.sizes import Sizes
 from jobs import keys
-from jobs.manager import SyncTaskManager
-from jobs.records import RUNNING, add_record, new_record
 from jobs.redis_values import as_text
+from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.records import RUNNING, add_record, new_record
 
 SEED_BATCH = 2_000  # records per pipeline round trip when storing the 100,000
 LATENCY_THRESHOLD_MS = 5

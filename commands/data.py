@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from commands.runtime import Runtime, pass_runtime
-from jobs import store
 from jobs.errors import ValidationError
-from jobs.provinces import match_province
+from jobs.refresh import published
+from jobs.refresh.provinces import match_province
 
 
 @click.group()
@@ -21,8 +21,8 @@ def data() -> None:
 
 
 def _province_code(rt: Runtime, text: str) -> str:
-    published = store.published_provinces(rt.conn)
-    regions = [{"code": code, "name": meta["name"], "level": "province"} for code, meta in published.items()]
+    provinces = published.published_provinces(rt.conn)
+    regions = [{"code": code, "name": meta["name"], "level": "province"} for code, meta in provinces.items()]
     if not regions:
         raise ValidationError("no province is published yet: run 'refreshq refresh full' first")
     try:
@@ -41,7 +41,7 @@ def _province_code(rt: Runtime, text: str) -> str:
 def show(rt: Runtime, province: str, city: str | None, district: str | None, limit: int, as_json: bool) -> None:
     """Show the hospitals of a province (optionally one city or district)."""
     code = _province_code(rt, province)
-    _version, leaves = store.leaves_of(rt.conn, code)
+    _version, leaves = published.leaves_of(rt.conn, code)
     chosen = [
         leaf for leaf in leaves
         if (city is None or leaf.city == city or (leaf.level == "city" and leaf.name == city))
@@ -51,7 +51,7 @@ def show(rt: Runtime, province: str, city: str | None, district: str | None, lim
         where = " ".join(x for x in (city, district) if x)
         raise ValidationError(f"no region {where!r} in the published data of {province}")
     shown = 0
-    for leaf, record in store.iter_hospitals(rt.conn, code, chosen):
+    for leaf, record in published.iter_hospitals(rt.conn, code, chosen):
         if limit and shown >= limit:
             # On stderr: with --json stdout is JSON lines only.
             click.echo("... (more; use --limit 0 for all)", err=as_json)
@@ -79,7 +79,7 @@ def export(rt: Runtime, province: str | None, fmt: str, output: str | None) -> N
             out = stack.enter_context(open(output, "w", encoding="utf-8", newline="")) if output else sys.stdout
         except OSError as exc:
             raise ValidationError(f"--output {output}: cannot write it: {exc.strerror}") from None
-        count = store.export(rt.conn, out, fmt, provinces)
+        count = published.export(rt.conn, out, fmt, provinces)
     click.echo(f"exported {count} records", err=True)
 
 
@@ -88,12 +88,12 @@ def export(rt: Runtime, province: str | None, fmt: str, output: str | None) -> N
 @pass_runtime
 def stats(rt: Runtime, as_json: bool) -> None:
     """Records per published province."""
-    published = store.published_provinces(rt.conn)
+    provinces = published.published_provinces(rt.conn)
     if as_json:
-        click.echo(json.dumps(published, ensure_ascii=False))
+        click.echo(json.dumps(provinces, ensure_ascii=False))
         return
-    for code, meta in published.items():
+    for code, meta in provinces.items():
         click.echo(f"{code}  {meta['name']:<10} {meta['records']:>8} records  {meta['leaves']:>4} regions  "
                    f"published {meta['published_at']} by {meta['version']}")
-    total = sum(m["records"] for m in published.values())
-    click.echo(f"{len(published)} provinces, {total} records")
+    total = sum(m["records"] for m in provinces.values())
+    click.echo(f"{len(provinces)} provinces, {total} records")

@@ -23,9 +23,9 @@ from commands.display import watch
 from commands.runtime import Runtime, pass_runtime
 from jobs.config import MAX_SAMPLE_SCALE
 from jobs.connection import server_url
-from jobs.manager import SyncTaskManager
-from jobs.records import TERMINAL
 from jobs.redact import mask_url
+from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.records import TERMINAL
 
 DEMO_SCALE = 1_000_000
 # Seconds the workers get to see a cancel and end the task, and then to stop (their warm shutdown).

@@ -9,8 +9,8 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from jobs.manager import SyncTaskManager
-from jobs.records import TERMINAL
+from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.records import TERMINAL
 
 BAR_WIDTH = 30
 MAX_PROVINCE_ROWS = 10

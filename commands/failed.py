@@ -7,7 +7,7 @@ import json
 import click
 
 from commands.runtime import Runtime, pass_runtime
-from jobs import dead_letters
+from jobs.duties import dead_letters
 
 
 @click.group()

@@ -14,7 +14,7 @@ from jobs.config import Settings
 from jobs.errors import ValidationError
 
 if TYPE_CHECKING:
-    from jobs.manager import SyncTaskManager
+    from jobs.refresh.manager import SyncTaskManager
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Runtime:
         return self._conn
 
     def manager(self) -> SyncTaskManager:
-        from jobs.manager import SyncTaskManager
+        from jobs.refresh.manager import SyncTaskManager
 
         return SyncTaskManager(self.settings, self.conn)
 

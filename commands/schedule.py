@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from commands.named_tasks import parse_args_option
 from commands.runtime import Runtime, pass_runtime
-from jobs.triggers import DEFAULT_TIMEZONE
+from commands.tasks import parse_args_option
+from jobs.named.triggers import DEFAULT_TIMEZONE
 
 
 @click.group("schedule")
@@ -24,7 +24,7 @@ def schedule_group() -> None:
 @pass_runtime
 def list_schedules(rt: Runtime, as_json: bool) -> None:
     """Show every schedule: trigger, next run, last run and its outcome, paused."""
-    from jobs import schedules
+    from jobs.named import schedules
 
     rows = [schedules.describe(rt.conn, name) for name in schedules.names(rt.conn)]
     if as_json:
@@ -62,9 +62,9 @@ def add(
     max_instances: int, misfire_grace_time: int, coalesce: bool,
 ) -> None:
     """Schedule task NAME (replacing its schedule); without --cron/--interval, the task's default schedule."""
-    from jobs import schedules
     from jobs.errors import ScheduleError
-    from jobs.registry import configured_tasks
+    from jobs.named import schedules
+    from jobs.named.catalog import configured_tasks
 
     registry = configured_tasks(rt.settings)
     definition = registry.get(name)
@@ -96,7 +96,7 @@ def _when(ts: float | None, timezone: str) -> str:
 @pass_runtime
 def remove(rt: Runtime, name: str) -> None:
     """Delete a schedule (a task default is not reinstalled; 'schedule add NAME' brings it back)."""
-    from jobs import schedules
+    from jobs.named import schedules
 
     schedules.remove(rt.conn, name)
     click.echo(f"removed schedule {name}")
@@ -107,8 +107,8 @@ def remove(rt: Runtime, name: str) -> None:
 @pass_runtime
 def pause(rt: Runtime, name: str) -> None:
     """Stop firing a schedule until resumed (missed runs are not caught up)."""
-    from jobs import schedules
-    from jobs.registry import configured_tasks
+    from jobs.named import schedules
+    from jobs.named.catalog import configured_tasks
 
     schedules.set_paused(rt.conn, configured_tasks(rt.settings), name, True, time.time())
     click.echo(f"paused {name}")
@@ -119,8 +119,8 @@ def pause(rt: Runtime, name: str) -> None:
 @pass_runtime
 def resume(rt: Runtime, name: str) -> None:
     """Fire a paused schedule again, from its next regular time."""
-    from jobs import schedules
-    from jobs.registry import configured_tasks
+    from jobs.named import schedules
+    from jobs.named.catalog import configured_tasks
 
     schedule = schedules.load(rt.conn, name)
     next_run = schedules.set_paused(rt.conn, configured_tasks(rt.settings), name, False, time.time())
@@ -132,10 +132,10 @@ def resume(rt: Runtime, name: str) -> None:
 @pass_runtime
 def run_now(rt: Runtime, name: str) -> None:
     """Enqueue one run of a schedule now (unless max_instances runs are still going); prints its id."""
-    from jobs import schedule_tick
-    from jobs.registry import configured_tasks
+    from jobs.duties import fire_schedules
+    from jobs.named.catalog import configured_tasks
 
-    fired = schedule_tick.run_now(rt.conn, configured_tasks(rt.settings), name)
+    fired = fire_schedules.run_now(rt.conn, configured_tasks(rt.settings), name)
     if not fired.job_ids:
         click.echo(f"refreshq: {name}: {fired.note}", err=True)
         sys.exit(1)

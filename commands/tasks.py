@@ -1,137 +1,121 @@
-"""Refresh task commands: refresh, status, list, cancel, resume, cleanup."""
+"""Named task commands: `refreshq tasks list | run | history`."""
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
-from commands.display import print_status, watch
-from commands.runtime import Runtime, parse_age_days, pass_runtime
-from jobs.records import SORT_FIELDS, STATUSES, SUCCEEDED, TERMINAL
+from commands.runtime import FiniteFloat, Runtime, pass_runtime
+from jobs.errors import TaskArgumentsError
+
+MAX_WAIT = 30 * 86_400  # --timeout: a month is already longer than any task's time limit
 
 
-@click.group()
-def refresh() -> None:
-    """Start a refresh of the whole directory or of one province."""
+def parse_args_option(text: str | None) -> tuple[list[Any], dict[str, Any]]:
+    """`--args`: a JSON array (positional arguments) or a JSON object (keyword arguments)."""
+    if text is None:
+        return [], {}
+    shown = repr(text) if len(text) <= 200 else repr(text[:200]) + "..."
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise TaskArgumentsError(f"--args {shown} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise TaskArgumentsError(f"--args {shown} is nested too deeply") from None
+    if isinstance(value, list):
+        return value, {}
+    if isinstance(value, dict):
+        return [], value
+    raise TaskArgumentsError(f"--args {shown}: expected a JSON array (positional) or object (keyword arguments)")
 
 
-def _follow(rt: Runtime, task_id: str, wait: bool, as_json: bool) -> None:
-    """Print the new task's id (with --json: one JSON object, {"task_id": ...} or the final status)."""
-    if not wait:
-        click.echo(json.dumps({"task_id": task_id}) if as_json else task_id)
-        return
-    if as_json:
-        click.echo(f"refreshq: task {task_id}", err=True)  # stdout holds the one JSON document only
-    else:
-        click.echo(task_id)
-    status = watch(rt.manager(), task_id)
-    if as_json:
-        click.echo(json.dumps(status, ensure_ascii=False))
-    else:
-        click.echo(f"{status['status']}: {status.get('current_step') or ''}")
-    sys.exit(0 if status["status"] == SUCCEEDED else 1)
+@click.group("tasks")
+def tasks_group() -> None:
+    """Named tasks: list them, run one, show its execution history."""
 
 
-@refresh.command("full")
-@click.option("--wait", is_flag=True, help="Follow the task to its end; exit 0 only if it succeeded.")
-@click.option("--json", "as_json", is_flag=True,
-              help='One JSON object on stdout: {"task_id": ...}, with --wait the final status.')
-@pass_runtime
-def refresh_full(rt: Runtime, wait: bool, as_json: bool) -> None:
-    """Refresh every province."""
-    _follow(rt, rt.manager().create_full_refresh_task(), wait, as_json)
-
-
-@refresh.command("province")
-@click.argument("name_or_code")
-@click.option("--wait", is_flag=True, help="Follow the task to its end; exit 0 only if it succeeded.")
-@click.option("--json", "as_json", is_flag=True,
-              help='One JSON object on stdout: {"task_id": ...}, with --wait the final status.')
-@pass_runtime
-def refresh_province(rt: Runtime, name_or_code: str, wait: bool, as_json: bool) -> None:
-    """Refresh one province, by name (广东省, 广东) or code (440000)."""
-    _follow(rt, rt.manager().create_province_refresh_task(name_or_code), wait, as_json)
-
-
-@click.command()
-@click.argument("task_id")
-@click.option("--watch", "follow", is_flag=True, help="Draw live progress bars until the task ends.")
-@click.option("--json", "as_json", is_flag=True, help="Print the status dict as one JSON object.")
-@pass_runtime
-def status(rt: Runtime, task_id: str, follow: bool, as_json: bool) -> None:
-    """Show a task's status."""
-    manager = rt.manager()
-    if follow:
-        final = watch(manager, task_id)
-        if as_json:
-            click.echo(json.dumps(final, ensure_ascii=False))
-        return
-    print_status(manager.get_task_status(task_id), as_json)
-
-
-@click.command("list")
-@click.option("--status", "status_", type=click.Choice(STATUSES), default=None)
-@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--page-size", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--sort", "sort_by", type=click.Choice(SORT_FIELDS), default="created_at", show_default=True)
-@click.option("--order", type=click.Choice(["asc", "desc"]), default="desc", show_default=True)
+@tasks_group.command("list")
+@click.option("--category", default=None, help="Only tasks of this category.")
+@click.option("--tag", default=None, help="Only tasks with this tag.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
-def list_tasks(
-    rt: Runtime, status_: str | None, page: int, page_size: int, sort_by: str, order: str, as_json: bool
-) -> None:
-    """List tasks, newest first."""
-    result = rt.manager().list_tasks(status_, page, page_size, sort_by, order)
+def list_named(rt: Runtime, category: str | None, tag: str | None, as_json: bool) -> None:
+    """List the registered tasks (from REFRESHQ_TASK_MODULES)."""
+    from jobs.named.catalog import configured_tasks
+
+    rows = [{
+        "name": d.name, "description": d.description, "category": d.category, "tags": list(d.tags),
+        "priority": d.priority.value, "queue": d.queue, "time_limit": d.time_limit,
+        "retries": d.retry.max_retries, "module": d.module,
+        "default_schedule": d.schedule.trigger.describe() if d.schedule else None,
+    } for d in configured_tasks(rt.settings).select(category, tag)]
     if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False))
+        click.echo(json.dumps(rows, ensure_ascii=False))
         return
-    click.echo(f"{result['total']} tasks, page {page}")
-    for item in result["items"]:
-        click.echo(_row(item))
+    for r in rows:
+        schedule = r["default_schedule"] or "-"
+        click.echo(f"{r['name']:<16} {r['priority']:<8} {r['category']:<12} {schedule:<34} {r['description']}")
+    if not rows:
+        click.echo("no tasks")
 
 
-def _row(item: dict[str, Any]) -> str:
-    return (
-        f"{item['task_id']}  {item['status']:<9} {item['progress']:>3}%  {item['created_at']}  "
-        f"{item['hospital_name']}  {item['statistics']['hospitals_found']} hospitals"
-    )
-
-
-@click.command()
-@click.argument("task_id")
+@tasks_group.command("run")
+@click.argument("name")
+@click.option("--args", "args_json", default=None, help='JSON array or object, e.g. \'{"older_than_days": 3}\'.')
+@click.option("--wait", is_flag=True, help="Wait for the result (a worker must be running); exit 1 if it failed.")
+@click.option("--timeout", type=FiniteFloat(0, MAX_WAIT), default=600, show_default=True, help="Seconds to --wait.")
 @pass_runtime
-def cancel(rt: Runtime, task_id: str) -> None:
-    """Cancel a task: a queued one never starts, a running one stops within seconds (checkpoint kept)."""
-    manager = rt.manager()
-    if not manager.cancel_task(task_id):
-        current = manager.get_task_status(task_id)["status"]
-        click.echo(f"refreshq: task {task_id} is already {current}; nothing to cancel", err=True)
-        sys.exit(1)
-    click.echo(f"cancelling {task_id}")
+def run(rt: Runtime, name: str, args_json: str | None, wait: bool, timeout: float) -> None:
+    """Run a task now on a worker; prints its id (and with --wait its result)."""
+    from jobs.named import runs
+    from jobs.named.catalog import configured_tasks
+
+    definition = configured_tasks(rt.settings).get(name)
+    args, kwargs = parse_args_option(args_json)
+    task_id = runs.enqueue_task(rt.conn, definition, args, kwargs)
+    click.echo(task_id)
+    if wait:
+        result = runs.get_result(task_id, timeout=timeout, conn=rt.conn)
+        click.echo(json.dumps(result, ensure_ascii=False))
 
 
-@click.command()
-@click.argument("task_id")
+@tasks_group.command("history")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Full records (with tracebacks) as one JSON object.")
 @pass_runtime
-def resume(rt: Runtime, task_id: str) -> None:
-    """Continue a FAILED or CANCELLED task from its checkpoint."""
-    rt.manager().resume_task(task_id)
-    click.echo(f"resumed {task_id}")
+def history_command(rt: Runtime, name: str, limit: int, offset: int, as_json: bool) -> None:
+    """Show a task's executions, newest first."""
+    from jobs.named import history
+    from jobs.named.catalog import configured_tasks
+
+    configured_tasks(rt.settings).get(name)
+    total, entries = history.page(rt.conn, name, limit, offset)
+    if as_json:
+        click.echo(json.dumps({"task": name, "total": total, "offset": offset, "items": entries}, ensure_ascii=False))
+        return
+    shown = f"{offset + 1}-{offset + len(entries)}" if entries else "none"
+    click.echo(f"{name}: {total} executions (showing {shown})")
+    for e in entries:
+        click.echo(_history_line(e))
 
 
-@click.command()
-@click.option("--older-than", "older_than", default="7d", show_default=True, help="Age, e.g. 7d, 12h, 30m.")
-@click.option(
-    "--status", "statuses", type=click.Choice(TERMINAL), multiple=True, help="Repeatable; default: all ended."
-)
-@pass_runtime
-def cleanup(rt: Runtime, older_than: str, statuses: tuple[str, ...]) -> None:
-    """Delete ended task records (and their checkpoints) older than an age."""
-    count = rt.manager().cleanup_old_tasks(parse_age_days(older_than), list(statuses) or None)
-    click.echo(f"removed {count} tasks")
+def _history_line(e: dict[str, Any]) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from jobs.named.triggers import DEFAULT_TIMEZONE
+
+    # Shown in refreshq's default timezone, like the schedules' times (--json keeps UTC).
+    started = datetime.fromtimestamp(e["started_ts"], ZoneInfo(DEFAULT_TIMEZONE)).isoformat(timespec="seconds")
+    duration = f"{e['duration']:.3f} s" if e.get("duration") is not None else "-"
+    outcome = e.get("result") if e["status"] == "SUCCEEDED" else e.get("error") or ""
+    retry = " (will retry)" if e.get("retrying") else ""
+    return (f"{started}  {e['status']:<9} {duration:>9}  attempt {e['attempt']}  {e['trigger']:<24} "
+            f"{e['job_id']}  {outcome or ''}{retry}")
 
 
-COMMANDS = [refresh, status, list_tasks, cancel, resume, cleanup]
+COMMANDS = [tasks_group]

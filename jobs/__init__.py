@@ -17,14 +17,14 @@ from jobs.errors import (
 )
 
 if TYPE_CHECKING:
-    from jobs.manager import SyncTaskManager, TaskManager
+    from jobs.refresh.manager import SyncTaskManager, TaskManager
 
 
 def __getattr__(name: str) -> Any:
     # The managers pull in RQ and redis; importing them lazily keeps `import jobs.config` (every
     # command's first step) and the CLI's start-up cheap.
     if name in ("TaskManager", "SyncTaskManager"):
-        from jobs import manager
+        from jobs.refresh import manager
 
         return getattr(manager, name)
     raise AttributeError(f"module 'jobs' has no attribute {name!r}")

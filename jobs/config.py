@@ -80,7 +80,7 @@ def _modules(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]
     modules = tuple(m.strip() for m in (env.get(name) or default).split(",") if m.strip())
     for module in modules:
         if not _MODULE_NAME.fullmatch(module):
-            raise ConfigError(f"{name}: {module!r} is not a module name: expected e.g. jobs.builtin_tasks,myapp.tasks")
+            raise ConfigError(f"{name}: {module!r} is not a module name: expected e.g. jobs.named.builtin,myapp.tasks")
     return modules
 
 
@@ -121,7 +121,7 @@ class Settings:
     port: int = 5000
     web_host: str = "127.0.0.1"
     web_password: str | None = field(default=None, repr=False)
-    task_modules: tuple[str, ...] = ("jobs.builtin_tasks",)
+    task_modules: tuple[str, ...] = ("jobs.named.builtin",)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -158,7 +158,7 @@ class Settings:
             port=_int(env, "PORT", 5000, maximum=65535),
             web_host=_str(env, "REFRESHQ_WEB_HOST") or "127.0.0.1",
             web_password=_str(env, "REFRESHQ_WEB_PASSWORD"),
-            task_modules=_modules(env, "REFRESHQ_TASK_MODULES", "jobs.builtin_tasks"),
+            task_modules=_modules(env, "REFRESHQ_TASK_MODULES", "jobs.named.builtin"),
         )
 
     def __repr__(self) -> str:

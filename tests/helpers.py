@@ -17,10 +17,11 @@ from typing import Any
 
 import redis
 
-from jobs import queues, store
-from jobs.manager import SyncTaskManager
-from jobs.records import TERMINAL
-from jobs.retries import RetryPolicy, sweep_failed_jobs
+from jobs import queues
+from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
+from jobs.refresh import published as store
+from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.records import TERMINAL
 from jobs.upstream.base import Region
 from jobs.upstream.sample import SampleDirectory
 from tests.conftest import REFRESHQ, REPO

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from jobs import queues
-from jobs.registry import TaskRegistry, configured_tasks
+from jobs.named.catalog import TaskCatalog, configured_tasks
 from tests.conftest import REPO
 from tests.helpers import drain
 from tests.named_task_functions import TRACE
@@ -23,7 +23,7 @@ def named_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str,
     return dict(os.environ)
 
 
-def registry() -> TaskRegistry:
+def registry() -> TaskCatalog:
     return configured_tasks()
 
 

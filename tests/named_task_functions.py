@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from jobs.registry import Priority, ScheduleSpec, task
-from jobs.runs import current_run
+from jobs.named import Priority, ScheduleSpec, current_run, task
 
 TRACE = "test:trace"  # LIST the tasks append to, to show order and counts
 

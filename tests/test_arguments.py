@@ -11,10 +11,12 @@ from typing import Any, Literal, Optional, Union
 import pytest
 import redis
 
-from jobs import arguments, queues, runs, schedules
+from jobs import queues
 from jobs.errors import ConfigError, TaskArgumentsError
-from jobs.registry import ScheduleSpec, TaskRegistry, definition_of
-from jobs.workflows import Signature, batch, chain
+from jobs.named import arguments, runs, schedules
+from jobs.named.catalog import TaskCatalog
+from jobs.named.definitions import ScheduleSpec, definition_of
+from jobs.named.workflows import Signature, batch, chain
 from tests import named_task_functions as f
 from tests.conftest import run_cli
 from tests.named_helpers import drain_all, named_env, registry
@@ -136,9 +138,9 @@ def test_a_task_whose_default_schedule_does_not_fit_it_is_not_registered() -> No
         pass
 
     with pytest.raises(ConfigError, match="default schedule: arguments do not fit the function: days: expected int"):
-        TaskRegistry([definition_of(task, "t-bad-default", schedule=ScheduleSpec(interval=60, args=("3",)))])
+        TaskCatalog([definition_of(task, "t-bad-default", schedule=ScheduleSpec(interval=60, args=("3",)))])
     with pytest.raises(ConfigError, match="max instances"):
-        TaskRegistry([definition_of(task, "t-bad-default", schedule=ScheduleSpec(interval=60, max_instances=10**9))])
+        TaskCatalog([definition_of(task, "t-bad-default", schedule=ScheduleSpec(interval=60, max_instances=10**9))])
 
 
 @pytest.mark.parametrize("options", [
@@ -150,7 +152,7 @@ def test_out_of_range_task_options_are_refused_at_registration(options: dict[str
         pass
 
     with pytest.raises(ConfigError, match=r"not valid|expected"):
-        TaskRegistry([definition_of(task, "t-options", **options)])
+        TaskCatalog([definition_of(task, "t-options", **options)])
 
 
 def test_long_retry_intervals_are_capped() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from jobs import keys, queues, runs
+from jobs import keys, queues
+from jobs.named import runs
 from tests.conftest import run_cli
 from tests.named_helpers import named_env, registry
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from jobs import store
 from jobs.config import Settings
 from jobs.connection import connect
-from jobs.manager import SyncTaskManager
+from jobs.refresh import published as store
+from jobs.refresh.manager import SyncTaskManager
 from jobs.server import EmbeddedServer
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background

@@ -14,10 +14,11 @@ import pytest
 import redis
 from rq.registry import StartedJobRegistry
 
-from jobs import keys, store
+from jobs import keys
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
 from jobs.redis_values import as_text_map, as_texts
+from jobs.refresh import published as store
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
 from tests.conftest import REFRESHQ

@@ -19,7 +19,7 @@ from rq.serializers import JSONSerializer
 
 from jobs import queues
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.serve import RunningUpstream
 from tests.conftest import REFRESHQ, free_port
 from tests.helpers import drain, worker_process

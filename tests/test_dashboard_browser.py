@@ -26,7 +26,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from jobs import queues
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
+from jobs.refresh.job import PROVINCE_FUNC
+from jobs.refresh.manager import SyncTaskManager
 from tests.helpers import drain, wait_until, worker_process
 from tests.web_helpers import (
     MARKUP_CODE,
@@ -130,7 +131,7 @@ def test_markup_in_names_shows_as_text_while_a_worker_is_busy(
         browser.get(f"{base_url}/rq/0/view/workers")
         cell = read(browser, "#workers td[title*='Job ID']", "a busy worker")
         assert f"Description:  {description} " in cell["title"]
-        assert cell["text"] == f"jobs.refresh.refresh_province('{task_id}', '{MARKUP_CODE}')"
+        assert cell["text"] == f"{PROVINCE_FUNC}('{task_id}', '{MARKUP_CODE}')"
         assert cell["link"].endswith(f"/rq/0/view/job/{busy}")
         assert_nothing_ran(browser)
 

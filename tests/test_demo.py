@@ -13,7 +13,7 @@ import redis
 
 from jobs import queues
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
+from jobs.refresh.manager import SyncTaskManager
 from tests.conftest import REFRESHQ
 from tests.helpers import horse_pids, wait_until
 

@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.serve import DirectoryHandler, RunningUpstream, start_background
 from tests.conftest import REFRESHQ, REPO, run_cli
 from tests.helpers import exported, horse_pids, scheduler_running, wait_status, wait_until, worker_process

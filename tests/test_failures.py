@@ -10,11 +10,12 @@ import pytest
 import redis
 from rq.job import JobStatus
 
-from jobs import dead_letters, keys, queues
+from jobs import keys, queues
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
+from jobs.duties import dead_letters
+from jobs.duties.retries import NEVER, PERMANENT, TRANSIENT, RetryPolicy, classify, sweep_failed_jobs
 from jobs.redis_values import as_text_map
-from jobs.retries import NEVER, PERMANENT, TRANSIENT, RetryPolicy, classify, sweep_failed_jobs
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.serve import RunningUpstream, start_background
 from tests.conftest import run_cli
 from tests.faulty_upstream import FaultyProxy

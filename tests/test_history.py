@@ -8,7 +8,8 @@ import time
 import pytest
 import redis
 
-from jobs import history, keys
+from jobs import keys
+from jobs.named import history
 from tests import named_task_functions as f
 from tests.conftest import run_cli
 from tests.named_helpers import drain_all, named_env, registry

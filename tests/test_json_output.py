@@ -12,7 +12,8 @@ import pytest
 import redis
 
 import cli
-from jobs import queues, runs
+from jobs import queues
+from jobs.named import runs
 from jobs.upstream.serve import start_background
 from tests.conftest import run_cli
 from tests.helpers import RefusingDirectory, drain, worker_process

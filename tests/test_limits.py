@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from jobs import keys, records
+from jobs import keys
 from jobs.config import Settings
 from jobs.errors import TaskCreationError
-from jobs.manager import SyncTaskManager
+from jobs.refresh import records
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
 from tests.conftest import run_cli

@@ -9,10 +9,11 @@ import threading
 import pytest
 import redis
 
-from jobs import keys, store
+from jobs import keys
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
-from jobs.records import TERMINAL
+from jobs.refresh import published as store
+from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.records import TERMINAL
 from jobs.server import EmbeddedServer
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from jobs import keys, store
+from jobs import keys
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
+from jobs.refresh import published as store
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
 from tests.helpers import checksum, drain

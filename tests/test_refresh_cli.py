@@ -14,8 +14,9 @@ import redis
 
 from jobs import keys, queues
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
-from jobs.store import CSV_FIELDS
+from jobs.refresh.job import PLAN_FUNC
+from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.published import CSV_FIELDS
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
 from tests.conftest import run_cli
@@ -309,7 +310,7 @@ def test_the_upstream_token_is_never_stored_nor_printed(env: dict[str, str], con
     assert redis_keys_holding(conn, TOKEN) == []
     assert all(TOKEN not in text for text in outputs)
     # The scan does look inside RQ's job data, which is zlib-compressed: the function name is only there.
-    assert any(k.startswith("rq:job:") for k in redis_keys_holding(conn, "jobs.refresh.plan_task"))
+    assert any(k.startswith("rq:job:") for k in redis_keys_holding(conn, PLAN_FUNC))
 
 
 # -- out-of-range input: a message and a usage exit code, never a traceback ---------------------------

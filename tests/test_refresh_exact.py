@@ -11,9 +11,10 @@ import pytest
 import redis
 
 from commands.display import render
-from jobs import keys, queues, store
+from jobs import keys, queues
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
+from jobs.refresh import published as store
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from tests.conftest import run_cli
 from tests.helpers import checksum, exported, province_hospitals, settle

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import redis
 
-from jobs import keys, store
+from jobs import keys
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
+from jobs.refresh import published as store
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from tests.helpers import checksum, drain, exported, province_hospitals, redis_keys_holding
 from tests.upstream_servers import CODE, FakeChatServer, RunningChat, start_chat_server

@@ -14,7 +14,7 @@ import redis
 
 from jobs import keys
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from tests.helpers import checksum, drain, exported, province_hospitals
 from tests.upstream_servers import CODE, FakeChatServer, RunningChat

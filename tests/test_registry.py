@@ -11,7 +11,8 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs import history, keys, queues, runs
+from jobs import keys, queues
+from jobs.duties import named_retries
 from jobs.errors import (
     ConfigError,
     DuplicateTaskError,
@@ -20,8 +21,10 @@ from jobs.errors import (
     TaskTimeoutError,
     UnknownTaskError,
 )
-from jobs.manager import SyncTaskManager
-from jobs.registry import Priority, TaskRegistry, definition_of, load_tasks
+from jobs.named import history, runs
+from jobs.named.catalog import TaskCatalog, load_tasks
+from jobs.named.definitions import Priority, definition_of
+from jobs.refresh.manager import SyncTaskManager
 from tests import named_task_functions as f
 from tests.helpers import drain
 from tests.named_helpers import drain_all, named_env, registry, trace
@@ -41,7 +44,7 @@ def _other() -> int:
 
 
 def test_duplicate_names_are_an_error_and_the_same_function_twice_is_not() -> None:
-    reg = TaskRegistry()
+    reg = TaskCatalog()
     reg.register(definition_of(_one, "dup"))
     reg.register(definition_of(_one, "dup"))  # a module imported twice registers the same function again
     with pytest.raises(DuplicateTaskError, match="registered twice"):
@@ -134,8 +137,8 @@ def test_a_retry_with_a_delay_is_requeued_by_the_scheduler_duty(conn: redis.Redi
     drain_all(conn)
     job = Job.fetch(task_id, connection=conn, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.SCHEDULED  # parked in RQ's scheduled registry for 30 s
-    assert runs.enqueue_due_retries(conn, now=datetime.now(UTC).timestamp() + 5) == 0
-    assert runs.enqueue_due_retries(conn, now=datetime.now(UTC).timestamp() + 31) == 1
+    assert named_retries.enqueue_due_retries(conn, now=datetime.now(UTC).timestamp() + 5) == 0
+    assert named_retries.enqueue_due_retries(conn, now=datetime.now(UTC).timestamp() + 31) == 1
     drain_all(conn)
     assert definition.get_result(task_id, timeout=5) == "ok on attempt 2"
 

@@ -17,10 +17,12 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from jobs import history, keys, queues, schedule_tick, schedules
+from jobs import keys, queues
+from jobs.duties import fire_schedules
 from jobs.errors import ScheduleNotFoundError
-from jobs.registry import TaskRegistry
-from jobs.schedules import template_job_id
+from jobs.named import history, schedules
+from jobs.named.catalog import TaskCatalog
+from jobs.named.schedules import template_job_id
 from scheduler import Scheduler
 from tests.conftest import REFRESHQ
 from tests.helpers import wait_until, worker_process
@@ -36,11 +38,11 @@ def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
 
 
 @pytest.fixture
-def reg(tenv: dict[str, str]) -> TaskRegistry:
+def reg(tenv: dict[str, str]) -> TaskCatalog:
     return registry()
 
 
-def _add(conn: redis.Redis, reg: TaskRegistry, task: str, now: float = T0, **options: Any) -> float | None:
+def _add(conn: redis.Redis, reg: TaskCatalog, task: str, now: float = T0, **options: Any) -> float | None:
     return schedules.save(conn, schedules.make_schedule(reg, task, **options), reg.get(task), now)
 
 
@@ -49,77 +51,77 @@ def _runs(conn: redis.Redis, task: str, queue: str = queues.NORMAL) -> list[Job]
     return [j for j in jobs if j.meta.get("task") == task]
 
 
-def test_an_interval_schedule_fires_on_time(conn: redis.Redis, reg: TaskRegistry) -> None:
+def test_an_interval_schedule_fires_on_time(conn: redis.Redis, reg: TaskCatalog) -> None:
     assert _add(conn, reg, "t-add", interval=10, args=[1, 2]) == T0 + 10
-    assert schedule_tick.tick(conn, reg, T0 + 9.9) == []
-    [fired] = schedule_tick.tick(conn, reg, T0 + 10)
+    assert fire_schedules.tick(conn, reg, T0 + 9.9) == []
+    [fired] = fire_schedules.tick(conn, reg, T0 + 10)
     assert [j.meta["fire_at"] for j in _runs(conn, "t-add")] == [T0 + 10]
-    assert schedule_tick.tick(conn, reg, T0 + 10.5) == []
+    assert fire_schedules.tick(conn, reg, T0 + 10.5) == []
     drain_all(conn)
     [entry] = history.page(conn, "t-add")[1]
     assert (entry["status"], entry["trigger"], entry["job_id"]) == ("SUCCEEDED", "schedule t-add", fired.job_ids[0])
-    assert schedule_tick.tick(conn, reg, T0 + 19) == []
-    assert len(schedule_tick.tick(conn, reg, T0 + 20)[0].job_ids) == 1
+    assert fire_schedules.tick(conn, reg, T0 + 19) == []
+    assert len(fire_schedules.tick(conn, reg, T0 + 20)[0].job_ids) == 1
     row = schedules.describe(conn, "t-add")
     assert (row["runs"], row["succeeded"], row["last_run_status"]) == (2, 1, "QUEUED")
     assert row["next_run"] == datetime.fromtimestamp(T0 + 30, SHANGHAI).isoformat()
 
 
-def test_a_cron_schedule_fires_on_time_in_its_timezone(conn: redis.Redis, reg: TaskRegistry) -> None:
+def test_a_cron_schedule_fires_on_time_in_its_timezone(conn: redis.Redis, reg: TaskCatalog) -> None:
     start = datetime(2030, 1, 1, 4, 29, tzinfo=SHANGHAI).timestamp()
     assert _add(conn, reg, "t-add", now=start, cron="30 4 * * *", args=[1, 2]) == start + 60
     utc = _add(conn, reg, "t-step", now=start, cron="30 4 * * *", timezone="UTC", args=["utc"])
     assert utc == start + 8 * 3600 + 60
-    assert schedule_tick.tick(conn, reg, start + 59) == []
-    [fired] = schedule_tick.tick(conn, reg, start + 60)
+    assert fire_schedules.tick(conn, reg, start + 59) == []
+    [fired] = fire_schedules.tick(conn, reg, start + 60)
     assert fired.name == "t-add"
     assert conn.zscore(keys.SCHEDULES_DUE, template_job_id("t-add")) == start + 60 + 86400
-    assert schedule_tick.tick(conn, reg, start + 3600) == []
-    assert [f.name for f in schedule_tick.tick(conn, reg, start + 8 * 3600 + 60)] == ["t-step"]
+    assert fire_schedules.tick(conn, reg, start + 3600) == []
+    assert [f.name for f in fire_schedules.tick(conn, reg, start + 8 * 3600 + 60)] == ["t-step"]
 
 
-def test_pause_resume_run_now_and_remove(conn: redis.Redis, reg: TaskRegistry) -> None:
+def test_pause_resume_run_now_and_remove(conn: redis.Redis, reg: TaskCatalog) -> None:
     _add(conn, reg, "t-add", interval=10, args=[1, 2])
     schedules.set_paused(conn, reg, "t-add", True, T0 + 1)
     row = schedules.describe(conn, "t-add")
     assert row["paused"] and row["next_run"] is None
-    assert schedule_tick.tick(conn, reg, T0 + 10) == []
-    now_run = schedule_tick.run_now(conn, reg, "t-add", T0 + 12)  # allowed while paused
+    assert fire_schedules.tick(conn, reg, T0 + 10) == []
+    now_run = fire_schedules.run_now(conn, reg, "t-add", T0 + 12)  # allowed while paused
     assert len(now_run.job_ids) == 1
-    assert schedule_tick.run_now(conn, reg, "t-add", T0 + 12).job_ids == []  # max_instances=1: still queued
+    assert fire_schedules.run_now(conn, reg, "t-add", T0 + 12).job_ids == []  # max_instances=1: still queued
     drain_all(conn)
     assert schedules.set_paused(conn, reg, "t-add", False, T0 + 13) == T0 + 23  # from now, no catch-up
-    assert schedule_tick.tick(conn, reg, T0 + 22) == []
-    assert len(schedule_tick.tick(conn, reg, T0 + 23)[0].job_ids) == 1
+    assert fire_schedules.tick(conn, reg, T0 + 22) == []
+    assert len(fire_schedules.tick(conn, reg, T0 + 23)[0].job_ids) == 1
     schedules.remove(conn, "t-add")
-    assert schedule_tick.tick(conn, reg, T0 + 40) == []
+    assert fire_schedules.tick(conn, reg, T0 + 40) == []
     assert schedules.names(conn) == [] and not conn.exists(keys.schedule("t-add"))
     assert not conn.exists(Job.key_for(template_job_id("t-add")))
     with pytest.raises(ScheduleNotFoundError):
         schedules.remove(conn, "t-add")
 
 
-def test_defaults_are_installed_without_clobbering_the_operator(conn: redis.Redis, reg: TaskRegistry) -> None:
+def test_defaults_are_installed_without_clobbering_the_operator(conn: redis.Redis, reg: TaskCatalog) -> None:
     _add(conn, reg, "t-daily", interval=50, args=[2, 3])  # the operator's version of a task with a default
-    installed = schedule_tick.start(conn, reg, T0)
+    installed = fire_schedules.start(conn, reg, T0)
     assert set(installed) == {"cleanup", "data-snapshot"}
     daily = schedules.describe(conn, "t-daily")
     assert (daily["interval"], daily["source"], daily["args"]) == (50, "operator", [2, 3])
     cleanup = schedules.describe(conn, "cleanup")
     assert (cleanup["cron"], cleanup["source"]) == ("30 3 * * *", "default")
     schedules.remove(conn, "cleanup")
-    assert schedule_tick.start(conn, reg, T0 + 60) == []  # removed by the operator: stays removed
+    assert fire_schedules.start(conn, reg, T0 + 60) == []  # removed by the operator: stays removed
     assert "cleanup" not in schedules.names(conn)
     conn.zrem(keys.SCHEDULES_DUE, template_job_id("data-snapshot"))  # e.g. a crash between two writes
-    schedule_tick.start(conn, reg, T0 + 60)
+    fire_schedules.start(conn, reg, T0 + 60)
     assert conn.zscore(keys.SCHEDULES_DUE, template_job_id("data-snapshot")) is not None  # repaired
 
 
-def test_two_scheduler_objects_enqueue_each_fire_once(conn: redis.Redis, reg: TaskRegistry) -> None:
+def test_two_scheduler_objects_enqueue_each_fire_once(conn: redis.Redis, reg: TaskCatalog) -> None:
     clock = [T0]
 
     def duty(c: redis.Redis) -> None:
-        schedule_tick.run_schedules(c, now=clock[0])
+        fire_schedules.run_schedules(c, now=clock[0])
 
     _add(conn, reg, "t-add", interval=1, args=[1, 2], max_instances=100)
     first, second = Scheduler(conn, duties=[duty]), Scheduler(conn, duties=[duty])
@@ -130,7 +132,7 @@ def test_two_scheduler_objects_enqueue_each_fire_once(conn: redis.Redis, reg: Ta
     assert sorted(j.meta["fire_at"] for j in _runs(conn, "t-add")) == [T0 + i for i in range(1, 11)]
 
 
-def test_two_tickers_at_the_same_moment_enqueue_each_fire_once(conn: redis.Redis, reg: TaskRegistry) -> None:
+def test_two_tickers_at_the_same_moment_enqueue_each_fire_once(conn: redis.Redis, reg: TaskCatalog) -> None:
     """Even two tickers that both think they are active (a stale lock holder) fire each run once."""
     _add(conn, reg, "t-add", interval=1, args=[1, 2], max_instances=100)
     clients = [redis.Redis(connection_pool=conn.connection_pool) for _ in range(2)]
@@ -139,7 +141,7 @@ def test_two_tickers_at_the_same_moment_enqueue_each_fire_once(conn: redis.Redis
     def ticker(client: redis.Redis) -> None:
         for i in range(1, 21):
             barrier.wait()
-            schedule_tick.tick(client, reg, T0 + i)
+            fire_schedules.tick(client, reg, T0 + i)
 
     threads = [threading.Thread(target=ticker, args=(c,)) for c in clients]
     for t in threads:
@@ -150,12 +152,12 @@ def test_two_tickers_at_the_same_moment_enqueue_each_fire_once(conn: redis.Redis
 
 
 def test_missed_runs_after_a_restart_run_once_within_grace_and_never_outside(
-    conn: redis.Redis, reg: TaskRegistry
+    conn: redis.Redis, reg: TaskCatalog
 ) -> None:
     clock = [T0 + 30]
 
     def duty(c: redis.Redis) -> None:
-        schedule_tick.run_schedules(c, now=clock[0])
+        fire_schedules.run_schedules(c, now=clock[0])
 
     _add(conn, reg, "t-add", interval=60, args=[1, 2], misfire_grace_time=300)       # due T0+60, +120, ...
     _add(conn, reg, "t-step", interval=1000, args=["x"], misfire_grace_time=30)     # due T0+1000
@@ -192,7 +194,7 @@ def _scheduler(tenv: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> su
 
 
 def test_two_scheduler_processes_enqueue_each_run_once(
-    conn: redis.Redis, reg: TaskRegistry, tenv: dict[str, str], scheduler_processes: list[subprocess.Popen[bytes]]
+    conn: redis.Redis, reg: TaskCatalog, tenv: dict[str, str], scheduler_processes: list[subprocess.Popen[bytes]]
 ) -> None:
     _add(conn, reg, "t-add", now=time.time(), interval=1, args=[1, 2], max_instances=100)
     first = _scheduler(tenv, scheduler_processes)
@@ -210,7 +212,7 @@ def test_two_scheduler_processes_enqueue_each_run_once(
 
 
 def test_a_slow_task_on_a_short_interval_never_overlaps_itself(
-    conn: redis.Redis, reg: TaskRegistry, tenv: dict[str, str], scheduler_processes: list[subprocess.Popen[bytes]]
+    conn: redis.Redis, reg: TaskCatalog, tenv: dict[str, str], scheduler_processes: list[subprocess.Popen[bytes]]
 ) -> None:
     _add(conn, reg, "t-slow", now=time.time(), interval=1, args=[1.2, "s"])
     with worker_process(tenv, "--queue", "low"), worker_process(tenv, "--queue", "low"):  # two could overlap
@@ -231,7 +233,7 @@ def test_a_bad_task_module_list_does_not_stop_the_scheduler(
 ) -> None:
     monkeypatch.setenv("REFRESHQ_TASK_MODULES", "no.such.module")
     calls: list[str] = []
-    scheduler = Scheduler(conn, duties=[schedule_tick.run_schedules, lambda c: calls.append("next duty")])
+    scheduler = Scheduler(conn, duties=[fire_schedules.run_schedules, lambda c: calls.append("next duty")])
     scheduler.run_once()
     scheduler.run_once()
     assert calls == ["next duty", "next duty"]  # the other duties still run

@@ -22,8 +22,8 @@ import redis
 from jobs import keys
 from jobs.config import Settings
 from jobs.errors import ValidationError
-from jobs.manager import SyncTaskManager
 from jobs.redact import Redactor, mask_url, mask_urls, split_credentials
+from jobs.refresh.manager import SyncTaskManager
 from jobs.server import EmbeddedServer
 from jobs.upstream import build_upstream, spec_from_settings
 from jobs.upstream.http import HttpDirectoryClient

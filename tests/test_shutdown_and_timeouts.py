@@ -14,10 +14,11 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs import keys, queues, store
+from jobs import keys, queues
 from jobs.config import Settings
-from jobs.manager import SyncTaskManager
 from jobs.redis_values import as_texts
+from jobs.refresh import published as store
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
 from scheduler import Scheduler, default_duties

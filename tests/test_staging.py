@@ -12,11 +12,12 @@ from typing import Any
 
 import redis
 
-from jobs import keys, store
-from jobs.records import status_dict
+from jobs import keys
 from jobs.redis_values import as_text_map
+from jobs.refresh import published as store
+from jobs.refresh.published import Leaf
+from jobs.refresh.records import status_dict
 from jobs.scripts import STAGE_LEAF, Scripts
-from jobs.store import Leaf
 
 TASK = "task_20261122_000000_abcdef"
 

@@ -23,10 +23,10 @@ from jobs import (
     TaskTimeoutError,
     ValidationError,
     keys,
-    records,
-    store,
 )
 from jobs.config import Settings
+from jobs.refresh import published as store
+from jobs.refresh import records
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
 from tests.helpers import RefusingDirectory, checksum, drain, exported, province_hospitals, worker_process

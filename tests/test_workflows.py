@@ -10,7 +10,7 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys
 from jobs.errors import TaskArgumentsError, UnknownTaskError, ValidationError, WorkflowNotFoundError
-from jobs.workflows import Signature, batch, chain, get_workflow, wait_workflow
+from jobs.named.workflows import Signature, batch, chain, get_workflow, wait_workflow
 from tests import named_task_functions as f
 from tests.helpers import wait_until, worker_process
 from tests.named_helpers import drain_all, named_env, trace

@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from jobs import limits, shutdown
 from jobs import queues as queue_names
 from jobs.errors import ValidationError
+from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
 
 # Seconds between the worker's heartbeats while a job runs.
@@ -38,7 +39,7 @@ HORSE_STOP_GRACE = 6.0
 WARM_SHUTDOWN_BUDGET = 8.0
 # Jobs that hold upstream slots (given back when their work-horse exits, however it does), and jobs
 # whose work is checkpointed, so that one cut short by the shutdown budget is requeued, not failed.
-GATED_FUNCS = frozenset({"jobs.refresh.plan_task", "jobs.refresh.refresh_province"})
+GATED_FUNCS = REFRESH_FUNCS
 CHECKPOINTED_FUNCS = GATED_FUNCS
 
 
@@ -208,8 +209,8 @@ def preload_job_modules() -> None:
     httpx, the clients and the region tree again (about 0.2 s of CPU per job)."""
     import httpcore  # noqa: F401 - httpx imports it only when the first client is built
 
-    import jobs.refresh
-    import jobs.runs
+    import jobs.named.runs
+    import jobs.refresh.job
     import jobs.upstream.http
     import jobs.upstream.llm
     import jobs.upstream.sample

@@ -24,10 +24,12 @@ from rq.group import Group
 from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs import keys, queues, runs
+from jobs import keys, queues
 from jobs.errors import ValidationError, WorkflowNotFoundError
+from jobs.named import runs
+from jobs.named.catalog import TaskCatalog, configured_tasks
+from jobs.named.definitions import TaskDefinition
 from jobs.redis_values import as_text, as_text_map
-from jobs.registry import TaskDefinition, TaskRegistry, configured_tasks
 
 CHAIN, BATCH = "chain", "batch"
 PENDING, WAITING, RUNNING, RETRYING = "PENDING", "WAITING", "RUNNING", "RETRYING"
@@ -59,7 +61,7 @@ class Signature:
 class Chain:
     steps: tuple[Signature, ...]
 
-    def delay(self, conn: redis.Redis | None = None, registry: TaskRegistry | None = None) -> str:
+    def delay(self, conn: redis.Redis | None = None, registry: TaskCatalog | None = None) -> str:
         """Enqueue the chain; returns its id (see `get_workflow`)."""
         return _start_chain(conn or runs.default_connection(), registry or configured_tasks(), self.steps)
 
@@ -69,7 +71,7 @@ class Batch:
     members: tuple[Signature, ...]
     callback: Signature | None = None
 
-    def delay(self, conn: redis.Redis | None = None, registry: TaskRegistry | None = None) -> str:
+    def delay(self, conn: redis.Redis | None = None, registry: TaskCatalog | None = None) -> str:
         """Enqueue the batch; returns its id (see `get_workflow`)."""
         return _start_batch(conn or runs.default_connection(), registry or configured_tasks(), self)
 
@@ -91,7 +93,7 @@ def _new_id(kind: str) -> str:
 
 
 def _prepare(
-    registry: TaskRegistry, signatures: Sequence[Signature], workflow_id: str, kind: str, labels: Sequence[str]
+    registry: TaskCatalog, signatures: Sequence[Signature], workflow_id: str, kind: str, labels: Sequence[str]
 ) -> list[tuple[TaskDefinition, Signature, dict[str, Any]]]:
     """Each item's definition, signature and RQ options; every task is looked up before anything is stored."""
     items = []
@@ -120,7 +122,7 @@ def _run_args(signature: Signature) -> list[Any]:
     return [signature.task, signature.args, signature.kwargs]
 
 
-def _start_chain(conn: redis.Redis, registry: TaskRegistry, steps: Sequence[Signature]) -> str:
+def _start_chain(conn: redis.Redis, registry: TaskCatalog, steps: Sequence[Signature]) -> str:
     workflow_id = _new_id(CHAIN)
     items = _prepare(registry, steps, workflow_id, CHAIN, [str(i) for i in range(len(steps))])
     _store(conn, workflow_id, CHAIN, [{"task": s.task, "job_id": o["job_id"]} for _, s, o in items], "")
@@ -138,7 +140,7 @@ def _start_chain(conn: redis.Redis, registry: TaskRegistry, steps: Sequence[Sign
     return workflow_id
 
 
-def _start_batch(conn: redis.Redis, registry: TaskRegistry, spec: Batch) -> str:
+def _start_batch(conn: redis.Redis, registry: TaskCatalog, spec: Batch) -> str:
     workflow_id = _new_id(BATCH)
     members = _prepare(registry, spec.members, workflow_id, BATCH, [str(i) for i in range(len(spec.members))])
     callback = _prepare(registry, [spec.callback], workflow_id, BATCH, [CALLBACK])[0] if spec.callback else None

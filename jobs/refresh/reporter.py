@@ -15,8 +15,8 @@ import redis
 from rq.job import Job
 
 from jobs import keys
-from jobs.progress import Counters, compute_progress, eta_seconds
 from jobs.redis_values import as_text, as_text_map
+from jobs.refresh.progress import Counters, compute_progress, eta_seconds
 from jobs.scripts import Scripts
 
 STATUS_INTERVAL = 0.5

@@ -9,9 +9,10 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from jobs import keys, queues, records
+from jobs import keys, queues
 from jobs.errors import TaskNotFoundError
 from jobs.redis_values import as_text_map, as_texts
+from jobs.refresh import records
 
 
 def list_dead(conn: redis.Redis) -> list[dict[str, str]]:
@@ -44,7 +45,7 @@ def retry_dead(conn: redis.Redis, job_id: str) -> str:
         raise TaskNotFoundError(f"no dead job {job_id}")
     task_id = entry.get("task_id")
     if task_id:
-        from jobs.manager import SyncTaskManager  # the manager imports the refresh machinery
+        from jobs.refresh.manager import SyncTaskManager  # the manager imports the refresh machinery
 
         status = records.load_raw(conn, task_id)["status"]
         if status in (records.FAILED, records.CANCELLED):

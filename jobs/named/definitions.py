@@ -1,17 +1,14 @@
-"""Named tasks: the `@task` decorator, task definitions, and the registry that finds them by name.
+"""Named-task definitions: a plain function plus what refreshq needs to run it.
 
-A named task is a plain function plus what refreshq needs to run it: a priority (which queue), a retry
-policy, a time limit, hooks and an optional default schedule. Only the modules listed in
-REFRESHQ_TASK_MODULES are searched, so a worker, the scheduler and the CLI agree on what exists
-without anything scanning the disk.
+A priority (which queue), a retry policy, a time limit, hooks and an optional default schedule, checked
+when the task registers in the catalog (jobs.named.catalog).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -19,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import redis
 from rq.job import Retry
 
-from jobs import arguments, queues
-from jobs.config import Settings
-from jobs.errors import ConfigError, DuplicateTaskError, ScheduleError, UnknownTaskError
-from jobs.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
+from jobs import queues
+from jobs.errors import ConfigError, ScheduleError
+from jobs.named import arguments
+from jobs.named.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
 
 if TYPE_CHECKING:
-    from jobs.workflows import Signature
+    from jobs.named.workflows import Signature
 
 # Task names become parts of RQ job ids and Redis keys, so they use the characters both accept.
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -144,23 +141,23 @@ class TaskDefinition:
     def enqueue(
         self, conn: redis.Redis | None = None, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
     ) -> str:
-        from jobs import runs
+        from jobs.named import runs
 
         return runs.enqueue_task(conn or runs.default_connection(), self, args, kwargs or {})
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with these arguments, for `chain()` and `batch()`."""
-        from jobs.workflows import Signature
+        from jobs.named.workflows import Signature
 
         return Signature.of(self, args, kwargs)
 
     def get_result(self, task_id: str, timeout: float = 60, conn: redis.Redis | None = None) -> Any:
-        from jobs import runs
+        from jobs.named import runs
 
         return runs.get_result(task_id, timeout=timeout, conn=conn)
 
 
-def _check_definition(d: TaskDefinition) -> None:
+def check_definition(d: TaskDefinition) -> None:
     if not TASK_NAME.fullmatch(d.name):
         raise ConfigError(f"task name {d.name!r} is not valid: expected letters, digits, '-' or '_' (at most 64)")
     days = d.history_days
@@ -184,56 +181,6 @@ def _check_definition(d: TaskDefinition) -> None:
             problem = f"not JSON: {exc}"
         if problem is not None:
             raise ConfigError(f"task {d.name}: default schedule: arguments do not fit the function: {problem}")
-
-
-class TaskRegistry:
-    """Task definitions by name; registering a second function under a taken name is an error."""
-
-    def __init__(self, tasks: Sequence[TaskDefinition] = ()) -> None:
-        self._tasks: dict[str, TaskDefinition] = {}
-        for definition in tasks:
-            self.register(definition)
-
-    def register(self, definition: TaskDefinition) -> TaskDefinition:
-        _check_definition(definition)
-        existing = self._tasks.get(definition.name)
-        if existing is not None and _origin(existing.func) != _origin(definition.func):
-            raise DuplicateTaskError(
-                f"task name {definition.name!r} is registered twice: by {_origin(existing.func)} "
-                f"and by {_origin(definition.func)}"
-            )
-        self._tasks[definition.name] = definition  # the same function again: a module imported twice
-        return definition
-
-    def task(self, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], TaskDefinition]:
-        """Decorator: `@task(name="cleanup", retries=3, priority=Priority.LOW, schedule=ScheduleSpec(...))`."""
-
-        def register(func: Callable[..., Any]) -> TaskDefinition:
-            return self.register(definition_of(func, name, **options))
-
-        return register
-
-    def get(self, name: str) -> TaskDefinition:
-        try:
-            return self._tasks[name]
-        except KeyError:
-            known = ", ".join(sorted(self._tasks)) or "none"
-            raise UnknownTaskError(f"unknown task {name!r}: expected one of {known}") from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tasks
-
-    def __iter__(self) -> Iterator[TaskDefinition]:
-        return iter(sorted(self._tasks.values(), key=lambda d: d.name))
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def select(self, category: str | None = None, tag: str | None = None) -> list[TaskDefinition]:
-        return [d for d in self if (category is None or d.category == category) and (tag is None or tag in d.tags)]
-
-    def from_modules(self, modules: Sequence[str]) -> TaskRegistry:
-        return TaskRegistry([d for d in self if d.module in modules])
 
 
 def definition_of(
@@ -273,40 +220,3 @@ def definition_of(
         history_days=history_days,
     )
 
-
-def _origin(func: Callable[..., Any]) -> str:
-    return f"{func.__module__}.{getattr(func, '__qualname__', repr(func))}"
-
-
-# Every @task registers here at import; `load_tasks` then keeps only the configured modules' tasks.
-REGISTRY = TaskRegistry()
-task = REGISTRY.task
-
-_loaded: dict[tuple[str, ...], TaskRegistry] = {}
-
-
-def load_tasks(modules: Sequence[str]) -> TaskRegistry:
-    """Import the listed modules and return the tasks they define (and only those)."""
-    key = tuple(modules)
-    if key not in _loaded:
-        for module in key:
-            if not _MODULE_NAME.fullmatch(module):
-                raise ConfigError(f"REFRESHQ_TASK_MODULES: {module!r} is not a module name")
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                raise ConfigError(f"REFRESHQ_TASK_MODULES: cannot import {module!r}: {exc}") from None
-            except ConfigError:
-                raise  # a task of the module is invalid (a duplicate name, a bad default schedule): says which
-            except Exception as exc:
-                # Any error a module raises at import makes its tasks unusable: the same verdict as a missing one.
-                raise ConfigError(
-                    f"REFRESHQ_TASK_MODULES: importing {module!r} failed: {type(exc).__name__}: {exc}"
-                ) from None
-        _loaded[key] = REGISTRY.from_modules(key)
-    return _loaded[key]
-
-
-def configured_tasks(settings: Settings | None = None) -> TaskRegistry:
-    """The tasks of REFRESHQ_TASK_MODULES (read from the environment when no settings are given)."""
-    return load_tasks((settings or Settings.from_env()).task_modules)

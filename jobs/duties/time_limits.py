@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 
 import redis
 
-from jobs import keys, records
+from jobs import keys
 from jobs.redis_values import as_text, as_texts
-from jobs.refresh import BY_TIMEOUT, finish_task
+from jobs.refresh import records
+from jobs.refresh.job import BY_TIMEOUT, finish_task
 
 log = logging.getLogger("refreshq.time_limits")
 

@@ -10,8 +10,8 @@ import redis
 from jobs import keys
 from jobs.errors import PermanentUpstreamError
 from jobs.redis_values import as_text_map
+from jobs.refresh.published import Leaf
 from jobs.scripts import Scripts
-from jobs.store import Leaf
 from jobs.upstream.base import Region, Upstream
 
 _COMPLETE = "__complete__"

@@ -21,9 +21,12 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from jobs import keys, queues, records
+from jobs import keys, queues
 from jobs.config import Settings
+from jobs.named.runs import RUN_FUNCS
 from jobs.redis_values import as_text_map
+from jobs.refresh import records
+from jobs.refresh.job import PLAN_FUNCS, PROVINCE_FUNCS, REFRESH_FUNCS, end_province
 
 log = logging.getLogger("refreshq.retries")
 
@@ -60,8 +63,8 @@ class RetryPolicy:
 
 
 # Per task type (the function a job runs); others get the default. Named tasks retry through RQ's
-# `Retry` by their own policy (jobs.runs), so once one reaches the failed registry it is done.
-POLICIES: dict[str, RetryPolicy] = {"jobs.runs.run_named_task": RetryPolicy(max_retries=0)}
+# `Retry` by their own policy (jobs.named.runs), so once one reaches the failed registry it is done.
+POLICIES: dict[str, RetryPolicy] = {func: RetryPolicy(max_retries=0) for func in RUN_FUNCS}
 
 
 def classify(exc_string: str) -> str:
@@ -172,13 +175,13 @@ def _mark_task_retrying(conn: redis.Redis, job: Job, state: dict[str, str], requ
 
 def _waits_alone(conn: redis.Redis, job: Job, task_id: str) -> bool:
     """True when the failed job is all the task is doing (its plan, or a one-province task)."""
-    if job.func_name == "jobs.refresh.plan_task":
+    if job.func_name in PLAN_FUNCS:
         return True
     return conn.hget(keys.task(task_id), "kind") == b"province"
 
 
 def _task_of(job: Job) -> str | None:
-    if (job.func_name or "").startswith("jobs.refresh.") and job.args:
+    if job.func_name in REFRESH_FUNCS and job.args:
         return str(job.args[0])
     return None
 
@@ -201,13 +204,11 @@ def _bury(conn: redis.Redis, registry: FailedJobRegistry, job: Job, state: dict[
 
 
 def _end_task_part(conn: redis.Redis, job: Job, state: dict[str, str]) -> None:
-    from jobs.refresh import end_province  # the refresh module imports this one
-
     task_id = _task_of(job)
     if task_id is None:
         return
     message = f"{state['last_error']} (after {state['attempt']} attempt(s))"
-    if job.func_name == "jobs.refresh.refresh_province":
+    if job.func_name in PROVINCE_FUNCS:
         end_province(conn, task_id, str(job.args[1]), f"failed: {message}")
     else:
         records.transition(conn, task_id, (records.PENDING, records.RUNNING), records.FAILED,

@@ -4,7 +4,7 @@ A schedule is a HASH (the operator's settings, the last fire and run, counters) 
 job kept by rq-scheduler: its stored job (what to run, on which queue) and its next run time in
 rq-scheduler's scheduled-jobs ZSET. The template is always rebuilt from the HASH, so whichever of two
 concurrent writers finishes last leaves both consistent. The tick that fires due schedules is in
-`jobs.schedule_tick`.
+`jobs.duties.fire_schedules`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from rq_scheduler import Scheduler as RqScheduler
 
 from jobs import keys
 from jobs.errors import ScheduleError, ScheduleNotFoundError
+from jobs.named.catalog import TaskCatalog
+from jobs.named.definitions import TaskDefinition
+from jobs.named.runs import RESULT_TTL, RUN_FUNC, check_arguments
+from jobs.named.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
 from jobs.redis_values import as_text, as_text_map, as_texts
-from jobs.registry import TaskDefinition, TaskRegistry
-from jobs.runs import RESULT_TTL, RUN_FUNC, check_arguments
-from jobs.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
 
 OPERATOR, DEFAULT = "operator", "default"
 _CONFIG_FIELDS = ("task", "cron", "interval", "timezone", "args", "kwargs", "max_instances", "misfire_grace_time",
@@ -61,7 +62,7 @@ class JSONQueue(Queue):
 
 
 class _RqScheduler(RqScheduler):  # type: ignore[misc]  # rq-scheduler ships no type hints
-    # Never `run()`: refreshq's scheduler process drives the due-check itself (see jobs.schedule_tick).
+    # Never `run()`: refreshq's scheduler process drives the due-check itself (see jobs.duties.fire_schedules).
     scheduled_jobs_key = keys.SCHEDULES_DUE
 
 
@@ -108,7 +109,7 @@ class Schedule:
 
 
 def make_schedule(
-    registry: TaskRegistry, task: str, *, cron: str | None = None, interval: int | None = None,
+    registry: TaskCatalog, task: str, *, cron: str | None = None, interval: int | None = None,
     timezone: str = DEFAULT_TIMEZONE, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
     max_instances: int = 1, misfire_grace_time: int = 300, coalesce: bool = True, source: str = OPERATOR,
 ) -> Schedule:
@@ -126,7 +127,7 @@ def default_schedule(definition: TaskDefinition) -> Schedule | None:
     if spec is None:
         return None
     return make_schedule(
-        TaskRegistry([definition]), definition.name, cron=spec.cron, interval=spec.interval, timezone=spec.timezone,
+        TaskCatalog([definition]), definition.name, cron=spec.cron, interval=spec.interval, timezone=spec.timezone,
         args=spec.args, kwargs=spec.kwargs, max_instances=spec.max_instances,
         misfire_grace_time=spec.misfire_grace_time, coalesce=spec.coalesce, source=DEFAULT,
     )
@@ -189,7 +190,7 @@ def remove(conn: redis.Redis, name: str) -> None:
         pipe.execute()
 
 
-def set_paused(conn: redis.Redis, registry: TaskRegistry, name: str, paused: bool, now: float) -> float | None:
+def set_paused(conn: redis.Redis, registry: TaskCatalog, name: str, paused: bool, now: float) -> float | None:
     """Pause (no fires; missed ones are not caught up) or resume (next fire counted from now)."""
     schedule = load(conn, name)
     conn.hset(keys.schedule(name), mapping={"paused": "1" if paused else "0", "updated_at": _iso(now)})

@@ -15,8 +15,8 @@ import redis
 
 from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
-from jobs.progress import Counters
 from jobs.redis_values import as_text, as_text_map, as_texts
+from jobs.refresh.progress import Counters
 from jobs.scripts import Scripts
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"

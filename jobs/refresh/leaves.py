@@ -1,7 +1,7 @@
 """Fetching and staging the leaves of one province: concurrent, checkpointed, cancellable.
 
 Each leaf is staged in one atomic script together with its checkpoint entry and counters (see
-store.stage_leaf), so a crash leaves every leaf either fully in (and skipped by the next run) or
+published.stage_leaf), so a crash leaves every leaf either fully in (and skipped by the next run) or
 not at all, and an id another leaf of the task already staged is kept once and reported.
 """
 
@@ -15,12 +15,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 import redis
 from rq.job import Job
 
-from jobs import keys, shutdown, store
+from jobs import keys, shutdown
 from jobs.errors import PermanentUpstreamError
 from jobs.redis_values import as_texts
-from jobs.reporter import ProgressReporter
+from jobs.refresh import published
+from jobs.refresh.published import Leaf
+from jobs.refresh.reporter import ProgressReporter
 from jobs.scripts import Scripts
-from jobs.store import Leaf
 from jobs.upstream.base import Hospital, Region, Upstream
 
 log = logging.getLogger("refreshq.refresh")
@@ -102,7 +103,7 @@ class LeafRunner:
         return hospitals
 
     def _stage(self, leaf: Leaf, hospitals: list[Hospital]) -> None:
-        staged = store.stage_leaf(self._scripts, self.province["code"], self.task_id, leaf, hospitals)
+        staged = published.stage_leaf(self._scripts, self.province["code"], self.task_id, leaf, hospitals)
         if staged is not None and staged.conflicts:
             log.warning("refresh %s: %d hospital id(s) of leaf %s were staged under another leaf already; "
                         "kept once", self.task_id, staged.conflicts, leaf.code)

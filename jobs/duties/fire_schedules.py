@@ -22,12 +22,15 @@ import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from jobs import keys, runs, schedules
+from jobs import keys
+from jobs.duties import named_retries
 from jobs.errors import RefreshqError, UnknownTaskError
+from jobs.named import runs, schedules
+from jobs.named.catalog import TaskCatalog, configured_tasks
+from jobs.named.definitions import TaskDefinition
+from jobs.named.schedules import JSONJob, Schedule, rq_scheduler, template_job_id
+from jobs.named.triggers import FirePlan, plan_fires
 from jobs.redis_values import as_text, as_text_map, as_texts
-from jobs.registry import TaskDefinition, TaskRegistry, configured_tasks
-from jobs.schedules import JSONJob, Schedule, rq_scheduler, template_job_id
-from jobs.triggers import FirePlan, plan_fires
 
 log = logging.getLogger("refreshq.schedules")
 
@@ -63,7 +66,7 @@ def run_schedules(conn: redis.Redis, now: float | None = None) -> None:
             log.error("schedules: cannot load the named tasks: %s", exc)
         return
     tick(conn, registry, now)
-    runs.enqueue_due_retries(conn, now)
+    named_retries.enqueue_due_retries(conn, now)
 
 
 # Connections (one per scheduler) whose defaults were installed: once per scheduler start.
@@ -71,7 +74,7 @@ _started: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
 _reported: set[str] = set()
 
 
-def start(conn: redis.Redis, registry: TaskRegistry, now: float) -> list[str]:
+def start(conn: redis.Redis, registry: TaskCatalog, now: float) -> list[str]:
     """Install the tasks' default schedules (never over an operator's) and rebuild lost templates."""
     installed = [d.name for d in registry if d.schedule is not None and install_default(conn, d, now)]
     repair(conn, registry, now)
@@ -80,7 +83,7 @@ def start(conn: redis.Redis, registry: TaskRegistry, now: float) -> list[str]:
     return installed
 
 
-def repair(conn: redis.Redis, registry: TaskRegistry, now: float) -> list[str]:
+def repair(conn: redis.Redis, registry: TaskCatalog, now: float) -> list[str]:
     """Rebuild the rq-scheduler entry of every active schedule that lost it (a crash between two writes,
     or its template job deleted by hand); such a schedule would otherwise never fire again."""
     names = schedules.names(conn)
@@ -114,7 +117,7 @@ def install_default(conn: redis.Redis, definition: TaskDefinition, now: float) -
     return True
 
 
-def _repair(conn: redis.Redis, registry: TaskRegistry, name: str, now: float) -> None:
+def _repair(conn: redis.Redis, registry: TaskCatalog, name: str, now: float) -> None:
     try:
         schedule = schedules.load(conn, name)
         if not schedule.paused:
@@ -123,7 +126,7 @@ def _repair(conn: redis.Redis, registry: TaskRegistry, name: str, now: float) ->
         log.warning("schedules: cannot rebuild schedule %s: %s", name, exc)
 
 
-def tick(conn: redis.Redis, registry: TaskRegistry, now: float) -> list[Fired]:
+def tick(conn: redis.Redis, registry: TaskCatalog, now: float) -> list[Fired]:
     """Fire every schedule due at `now` (epoch seconds: the tests pass their own clock)."""
     repair(conn, registry, now)
     fired: list[Fired] = []
@@ -140,7 +143,7 @@ def tick(conn: redis.Redis, registry: TaskRegistry, now: float) -> list[Fired]:
     return fired
 
 
-def fire_due(conn: redis.Redis, registry: TaskRegistry, name: str, template_id: str, now: float) -> Fired | None:
+def fire_due(conn: redis.Redis, registry: TaskCatalog, name: str, template_id: str, now: float) -> Fired | None:
     """Fire one schedule if it is (still) due; None if another ticker or an operator got there first."""
     with conn.pipeline() as pipe:
         try:
@@ -165,7 +168,7 @@ def fire_due(conn: redis.Redis, registry: TaskRegistry, name: str, template_id: 
 
 
 def _apply(
-    pipe: redis.client.Pipeline, conn: redis.Redis, registry: TaskRegistry, schedule: Schedule,
+    pipe: redis.client.Pipeline, conn: redis.Redis, registry: TaskCatalog, schedule: Schedule,
     template_id: str, plan: FirePlan, now: float,
 ) -> Fired:
     live, ended = _runs_of(conn, pipe, schedule.name)
@@ -249,7 +252,7 @@ def _drop_orphan(pipe: redis.client.Pipeline, template_id: str) -> None:
     pipe.execute()
 
 
-def run_now(conn: redis.Redis, registry: TaskRegistry, name: str, now: float | None = None) -> Fired:
+def run_now(conn: redis.Redis, registry: TaskCatalog, name: str, now: float | None = None) -> Fired:
     """Fire a schedule once now (paused or not), leaving its next regular run alone; max_instances holds."""
     moment = time.time() if now is None else now
     for _ in range(10):
@@ -259,7 +262,7 @@ def run_now(conn: redis.Redis, registry: TaskRegistry, name: str, now: float | N
     raise RefreshqError(f"schedule {name} kept changing while running it now; try again")
 
 
-def _fire_now(conn: redis.Redis, registry: TaskRegistry, name: str, now: float) -> Fired | None:
+def _fire_now(conn: redis.Redis, registry: TaskCatalog, name: str, now: float) -> Fired | None:
     schedule = schedules.load(conn, name)
     definition = registry.get(schedule.task)
     with conn.pipeline() as pipe:

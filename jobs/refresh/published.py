@@ -18,8 +18,8 @@ from typing import Any, TextIO
 import redis
 
 from jobs import keys
-from jobs.records import now_iso
 from jobs.redis_values import as_text, as_texts
+from jobs.refresh.records import now_iso
 from jobs.scripts import Scripts
 from jobs.upstream.base import Hospital
 

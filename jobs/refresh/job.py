@@ -5,7 +5,7 @@ machine) helps. Each province job walks its region tree once (kept in Redis), fe
 hospitals of every leaf not yet in the checkpoint, stages each leaf in one transaction together
 with its checkpoint entry, and publishes the province when all its leaves are in. The job that
 ends the last province finishes the task. Failed jobs are retried by the scheduler's sweeper
-(jobs.retries), not by RQ's `Retry`, so that failures are classified and backed off.
+(jobs.duties.retries), not by RQ's `Retry`, so that failures are classified and backed off.
 """
 
 from __future__ import annotations
@@ -24,21 +24,27 @@ from rq import get_current_job
 from rq.job import Job, JobStatus, Retry
 from rq.serializers import JSONSerializer
 
-from jobs import keys, limits, queues, records, store
+from jobs import keys, limits, queues
 from jobs.config import Settings
 from jobs.errors import PermanentUpstreamError, TaskExecutionError
-from jobs.leaves import LeafRunner
-from jobs.records import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED
 from jobs.redis_values import as_text, as_text_map, as_texts
+from jobs.refresh import published, records
+from jobs.refresh.leaves import LeafRunner
+from jobs.refresh.records import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED
+from jobs.refresh.walk import walk_province
 from jobs.scripts import Scripts
 from jobs.upstream import build_upstream
 from jobs.upstream.base import Region, Upstream
-from jobs.walk import walk_province
 
 log = logging.getLogger("refreshq.refresh")
 
-PLAN_FUNC = "jobs.refresh.plan_task"
-PROVINCE_FUNC = "jobs.refresh.refresh_province"
+# The job functions, by the dotted names RQ stores; jobs queued by the previous layout carry the old
+# names, which still run (jobs/refresh/__init__.py) and are still recognised (the sets below).
+PLAN_FUNC = "jobs.refresh.job.plan_task"
+PROVINCE_FUNC = "jobs.refresh.job.refresh_province"
+PLAN_FUNCS = frozenset({PLAN_FUNC, "jobs.refresh.plan_task"})
+PROVINCE_FUNCS = frozenset({PROVINCE_FUNC, "jobs.refresh.refresh_province"})
+REFRESH_FUNCS = PLAN_FUNCS | PROVINCE_FUNCS
 RESULT_TTL = 7 * 24 * 3600
 # Cancel-flag values: why a task was asked to stop.
 BY_USER, BY_TIMEOUT = "user", "timeout"
@@ -226,7 +232,7 @@ def refresh_province(task_id: str, province_code: str) -> dict[str, Any] | Retry
     refused += runner.failed_leaves
     if refused:
         return _ended(conn, task_id, province_code, f"failed: {_failed_text(conn, task_id, province_code, refused)}")
-    count = store.publish(conn, province_code, task_id, province["name"])
+    count = published.publish(conn, province_code, task_id, province["name"])
     end_province(conn, task_id, province_code, "published", published=True)
     return {"province": province_code, "outcome": "published", "records": count}
 
@@ -318,7 +324,7 @@ def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str
                 if pipe.hget(keys.task(task_id), "status") != RUNNING.encode():
                     return  # ended otherwise meanwhile (cancelled): nothing of success applies
                 full = record.get("kind") == "full" and bool(listed)
-                gone = store.unlisted_versions(pipe, listed) if full else {}
+                gone = published.unlisted_versions(pipe, listed) if full else {}
                 if full:
                     result["unpublished"] = sorted(gone)
                 pipe.multi()
@@ -326,7 +332,7 @@ def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str
                     "finished_at": now, "progress": "100", "current_step": "刷新完成",
                     "result": json.dumps(result, ensure_ascii=False), "retry": "",
                 })
-                store.unpublish(pipe, gone)
+                published.unpublish(pipe, gone)
                 pipe.delete(keys.task_ids(task_id))
                 pipe.execute()
                 break

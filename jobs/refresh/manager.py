@@ -16,14 +16,15 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs import keys, queues, records, store
+from jobs import keys, queues
 from jobs.config import Settings
 from jobs.connection import connect
 from jobs.errors import TaskCreationError, TaskNotFoundError, TaskStateError, TaskTimeoutError, ValidationError
-from jobs.provinces import resolve_province
-from jobs.records import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
 from jobs.redis_values import as_texts
-from jobs.refresh import BY_USER, PLAN_FUNC, end_province, plan_job_options
+from jobs.refresh import published, records
+from jobs.refresh.job import BY_USER, PLAN_FUNC, PLAN_FUNCS, end_province, plan_job_options
+from jobs.refresh.provinces import resolve_province
+from jobs.refresh.records import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
 from jobs.upstream import secret_free_spec, spec_from_settings
 from jobs.upstream.base import Region
 
@@ -140,7 +141,7 @@ class SyncTaskManager:
                 job.cancel()
             except Exception:
                 continue
-            if job.func_name != PLAN_FUNC:
+            if job.func_name not in PLAN_FUNCS:
                 end_province(self.conn, task_id, job.args[1], "cancelled")
 
     def resume_task(self, task_id: str) -> str:
@@ -201,7 +202,7 @@ class SyncTaskManager:
             raw = {}
         provinces = [p["code"] for p in json.loads(raw.get("provinces") or "[]")]
         for code in provinces:
-            store.delete_staged(self.conn, code, task_id)
+            published.delete_staged(self.conn, code, task_id)
         with self.conn.pipeline() as pipe:
             pipe.unlink(
                 keys.task(task_id), keys.task_stats(task_id), keys.task_cancel(task_id),

@@ -157,7 +157,7 @@ def describe(annotation: Any) -> str:
 def check_call(func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
     """Why these arguments do not fit `func` (its signature, then its annotations), or None if they do.
 
-    Raises nothing itself; the caller words the error (see jobs.runs.check_arguments).
+    Raises nothing itself; the caller words the error (see jobs.named.runs.check_arguments).
     """
     signature = inspect.signature(func)
     try:

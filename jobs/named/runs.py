@@ -1,0 +1,262 @@
+"""Running named tasks on RQ: enqueueing (JSON arguments only), the one wrapper every run goes through,
+waiting for results, and the bookkeeping when a run fails.
+
+Every run is an RQ job of `run_named_task(name, args, kwargs)` on the task's priority queue, with the
+task's time limit as the job timeout and its retry policy as RQ's `Retry`. The wrapper finds the task
+by name in REFRESHQ_TASK_MODULES, records the execution history and calls the hooks.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import json
+import logging
+import secrets
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import redis
+from rq.job import Callback, Job, JobStatus, get_current_job
+from rq.serializers import JSONSerializer
+
+from jobs import queues
+from jobs.config import Settings
+from jobs.errors import TaskArgumentsError, TaskEnvironmentError, TaskExecutionError, TaskTimeoutError
+from jobs.named import arguments, history
+from jobs.named.catalog import canonical_modules, configured_tasks
+from jobs.named.definitions import TaskDefinition
+
+log = logging.getLogger("refreshq.tasks")
+
+# By the dotted names RQ stores; runs queued by the previous layout carry the old ones (jobs/runs.py).
+RUN_FUNC = "jobs.named.runs.run_named_task"
+FAILURE_CALLBACK = "jobs.named.runs.on_run_failure"
+RUN_FUNCS = frozenset({RUN_FUNC, "jobs.runs.run_named_task"})
+# Results stay readable for get_result and the dashboard for a day; failures as long as RQ's default.
+RESULT_TTL = 86_400
+_PENDING_STATUSES = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED)
+
+
+def check_arguments(
+    definition: TaskDefinition, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """The arguments as the worker will see them (a JSON round trip), or TaskArgumentsError: not JSON, not
+    fitting the signature, or not of the parameters' annotated types (see jobs.arguments)."""
+    try:
+        plain_args, plain_kwargs = arguments.as_json(args, kwargs)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TaskArgumentsError(
+            f"arguments of task {definition.name} must be JSON-serializable (str, number, bool, null, list, "
+            f"object): {exc}"
+        ) from None
+    problem = arguments.check_call(definition.func, plain_args, plain_kwargs)
+    if problem is not None:
+        fits = f"{definition.name}{_plain_signature(definition)}"
+        raise TaskArgumentsError(f"arguments do not fit task {fits}: {problem}")
+    return plain_args, plain_kwargs
+
+
+def _plain_signature(definition: TaskDefinition) -> str:
+    """`(older_than_days=7.0, statuses=None)`: the parameters without their annotations, for messages."""
+    signature = inspect.signature(definition.func)
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+    return str(signature.replace(parameters=params, return_annotation=inspect.Signature.empty))
+
+
+def new_job_id(task_name: str) -> str:
+    """`cleanup-20261122T143052-5f3a9c1d`: the task's name, when, and a random part."""
+    return f"{task_name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+
+
+def job_options(definition: TaskDefinition, job_id: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """RQ options of one run: time limit, retry policy, result lifetime, failure bookkeeping."""
+    return {
+        "job_id": job_id,
+        "timeout": definition.time_limit,
+        "result_ttl": RESULT_TTL,
+        "retry": definition.retry.rq_retry(),
+        "meta": {"task": definition.name, "attempt": 0, **(meta or {})},
+        "description": f"task {definition.name}",
+        "on_failure": Callback(FAILURE_CALLBACK),
+    }
+
+
+def enqueue_task(
+    conn: redis.Redis, definition: TaskDefinition, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+    *, meta: Mapping[str, Any] | None = None, pipeline: redis.client.Pipeline | None = None,
+    job_id: str | None = None,
+) -> str:
+    """Enqueue one run; with `pipeline` (already in MULTI) it is queued inside the caller's transaction."""
+    _check_configured(definition)
+    plain_args, plain_kwargs = check_arguments(definition, args, kwargs or {})
+    options = job_options(definition, job_id or new_job_id(definition.name), meta)
+    queues.queue(conn, definition.queue).enqueue_call(
+        RUN_FUNC, args=[definition.name, plain_args, plain_kwargs], pipeline=pipeline, **options
+    )
+    return str(options["job_id"])
+
+
+def _check_configured(definition: TaskDefinition) -> None:
+    """Refuse a task the workers would not find: its module is not in REFRESHQ_TASK_MODULES."""
+    modules = Settings.from_env().task_modules
+    if definition.module not in canonical_modules(modules):
+        raise TaskArgumentsError(
+            f"task {definition.name} is defined in {definition.module}, which REFRESHQ_TASK_MODULES "
+            f"({','.join(modules)}) does not list: workers would not find it"
+        )
+
+
+_default_conns: dict[str, redis.Redis] = {}
+
+
+def default_connection() -> redis.Redis:
+    """Inside a job: the worker's connection. Elsewhere: one built from the environment (kept per server)."""
+    job = get_current_job()
+    if job is not None:
+        return job.connection
+    settings = Settings.from_env()
+    key = settings.redis_url or str(settings.data_dir)
+    if key not in _default_conns:
+        from jobs.connection import connect
+
+        _default_conns[key] = connect(settings)
+    return _default_conns[key]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a running task may want to know about its run (see `current_run()`)."""
+
+    task: str
+    job_id: str
+    attempt: int
+    conn: redis.Redis
+    settings: Settings
+    schedule: str | None
+    workflow: str | None
+
+
+_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("refreshq_run", default=None)
+
+
+def current_run() -> RunContext:
+    run = _current.get()
+    if run is None:
+        raise RuntimeError("current_run() is only available inside a named task run by a worker")
+    return run
+
+
+def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The RQ job function of every named-task run: history, hooks, then the task itself."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_named_task runs inside an RQ worker")
+    settings = Settings.from_env()
+    definition = configured_tasks(settings).get(name)
+    attempt = int(job.meta.get("attempt") or 0) + 1
+    job.meta["attempt"] = attempt  # counts every execution, whoever requeued it (RQ Retry, sweeper)
+    job.save_meta()  # type: ignore[no-untyped-call]
+    bounds = history.Bounds(definition.history_limit, definition.history_days)
+    trigger = _trigger_of(job.meta)
+    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger)
+    context = RunContext(name, job.id, attempt, job.connection, settings, job.meta.get("schedule"),
+                         job.meta.get("workflow"))
+    token = _current.set(context)
+    try:
+        result = _run_with_hooks(definition, args, kwargs)
+    except BaseException as exc:
+        retrying = bool(job.retries_left)
+        history.record_end(job.connection, name, exec_id, history.FAILED, error=f"{type(exc).__name__}: {exc}",
+                           traceback=traceback.format_exc(), retrying=retrying)
+        _call_failure_hook(definition, exc)
+        raise
+    finally:
+        _current.reset(token)
+    entry = history.record_end(job.connection, name, exec_id, history.SUCCEEDED, result=result)
+    _after_success(job, entry)
+    return result
+
+
+def _trigger_of(meta: Mapping[str, Any]) -> str:
+    if meta.get("schedule"):
+        return f"schedule {meta['schedule']}"
+    if meta.get("workflow"):
+        return f"{meta.get('workflow_kind', 'workflow')} {meta['workflow']}"
+    return "manual"
+
+
+def _run_with_hooks(definition: TaskDefinition, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    hooks = definition.hooks
+    if hooks.validate is not None and not hooks.validate():
+        raise TaskEnvironmentError(f"task {definition.name}: its environment check refused to run it")
+    if hooks.before is not None:
+        hooks.before()
+    result = definition.func(*args, **kwargs)
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TaskExecutionError(f"task {definition.name} returned a value that is not JSON: {exc}") from None
+    if hooks.after is not None:
+        hooks.after(result)
+    return result
+
+
+def _call_failure_hook(definition: TaskDefinition, exc: BaseException) -> None:
+    if definition.hooks.on_failure is None:
+        return
+    try:
+        definition.hooks.on_failure(exc)
+    except Exception:
+        # The task's own error is what the history and RQ must show, not the hook's.
+        log.exception("task %s: on_failure hook failed", definition.name)
+
+
+def _after_success(job: Job, entry: Mapping[str, Any] | None) -> None:
+    from jobs.named import schedules, workflows
+
+    schedules.note_run_ended(job.connection, job.meta, job.id, history.SUCCEEDED, entry)
+    workflows.note_item_ended(job.connection, job.meta, job.id, history.SUCCEEDED, entry)
+
+
+def on_run_failure(
+    job: Job, connection: redis.Redis, exc_type: type[BaseException] | None = None,
+    exc_value: BaseException | None = None, tb: TracebackType | Any = None,
+) -> None:
+    """RQ failure callback of every run (also for runs whose worker died): ends what the run belonged to."""
+    from jobs.named import schedules, workflows
+
+    if job.retries_left:
+        return  # RQ runs it again; only a final failure ends a schedule's run or a workflow step
+    error = f"{exc_type.__name__}: {exc_value}" if exc_type is not None else "failed"
+    entry = {"error": error, "ended_at": history.iso(time.time())}
+    schedules.note_run_ended(connection, job.meta, job.id, history.FAILED, entry)
+    workflows.note_item_ended(connection, job.meta, job.id, history.FAILED, entry)
+
+
+def get_result(task_id: str, timeout: float = 60, conn: redis.Redis | None = None, poll: float = 0.1) -> Any:
+    """Wait for a run and return its result; TaskExecutionError if it failed, TaskTimeoutError if still going."""
+    conn = conn or default_connection()
+    job = Job.fetch(task_id, connection=conn, serializer=JSONSerializer)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = job.get_status(refresh=True)
+        if status == JobStatus.FINISHED:
+            return job.return_value(refresh=True)
+        if status not in _PENDING_STATUSES:
+            result = job.latest_result()
+            detail = _last_line(getattr(result, "exc_string", None) or job.exc_info or str(status))
+            raise TaskExecutionError(f"task run {task_id} {status.value}: {detail}")
+        if time.monotonic() >= deadline:
+            raise TaskTimeoutError(f"task run {task_id} still {status.value} after {timeout:g} s")
+        time.sleep(poll)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else text
