@@ -6,33 +6,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 from jobs.server import EmbeddedServer
 from tests.conftest import REPO, free_port
+from tests.helpers import get_when_up
 
 
 def test_honcho_starts_web_worker_scheduler_and_sigterm_stops_them(short_dir: Path) -> None:
-    env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "h")}
+    bin_dir = Path(sys.executable).parent  # on PATH, as in a shell with the virtualenv activated
+    env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "h"), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("REDIS_URL", None)
     port = free_port()
-    honcho = str(Path(sys.executable).parent / "honcho")
     proc = subprocess.Popen(
-        [honcho, "start", "-p", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
+        [str(bin_dir / "honcho"), "start", "-p", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.monotonic() + 40
-        while True:
-            try:
-                page = httpx.get(f"http://127.0.0.1:{port}/rq/", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None, "the web process never answered"
-                time.sleep(0.2)
+        page = get_when_up(f"http://127.0.0.1:{port}/rq/", 40, proc)
         assert page.status_code == 200
         conn = EmbeddedServer(short_dir / "h")
         assert conn.ping()

@@ -3,14 +3,13 @@ from __future__ import annotations
 import base64
 import signal
 import subprocess
-import time
 
-import httpx
 import pytest
 
 from jobs.config import Settings
 from jobs.errors import ConfigError
 from tests.conftest import REFRESHQ, free_port, run_cli
+from tests.helpers import get_when_up
 from web.app import check_exposure, create_app
 
 
@@ -48,7 +47,7 @@ def test_cli_web_serves_the_dashboard_and_stops_on_sigterm(env: dict[str, str]) 
     port = free_port()
     proc = subprocess.Popen([REFRESHQ, "web", "--port", str(port)], env=env, stderr=subprocess.PIPE)
     try:
-        response = _get_when_up(f"http://127.0.0.1:{port}/rq/")
+        response = get_when_up(f"http://127.0.0.1:{port}/rq/")
         assert response.status_code == 200
         assert "<title>RQ dashboard</title>" in response.text
     finally:
@@ -60,7 +59,7 @@ def test_cli_web_honours_port_from_the_environment(env: dict[str, str]) -> None:
     port = free_port()
     proc = subprocess.Popen([REFRESHQ, "web"], env={**env, "PORT": str(port)}, stderr=subprocess.PIPE)
     try:
-        assert _get_when_up(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
+        assert get_when_up(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
     finally:
         proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
@@ -71,12 +70,3 @@ def test_cli_web_refuses_a_public_address_without_password(env: dict[str, str]) 
     assert result.returncode == 2
     assert "REFRESHQ_WEB_PASSWORD" in result.stderr
 
-
-def _get_when_up(url: str) -> httpx.Response:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return httpx.get(url, timeout=5)
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, f"{url} never answered"
-            time.sleep(0.1)
