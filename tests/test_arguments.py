@@ -101,6 +101,7 @@ def test_every_path_in_refuses_them_and_stores_nothing(conn: redis.Redis, tenv: 
     assert stored_keys(conn) == before
 
 
+@pytest.mark.slow
 def test_the_builtin_cleanup_refuses_a_string_age_and_running_statuses(conn: redis.Redis, tenv: dict[str, str]) -> None:
     before = stored_keys(conn)
     for args, problem in (

@@ -38,6 +38,7 @@ def test_a_cancelled_queued_task_never_starts(
     assert manager.cancel_task(task_id) is False  # already ended
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_running_task_keeps_its_checkpoint_and_resume_finishes_it(
     manager: SyncTaskManager, conn: redis.Redis, env: dict[str, str], slow_upstream: RunningUpstream
 ) -> None:

@@ -27,6 +27,8 @@ from tests.helpers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow
+
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 

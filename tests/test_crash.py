@@ -19,7 +19,7 @@ from jobs.upstream.serve import RunningUpstream
 from tests.helpers import checksum, exported, horse_pids, scheduler_running, wait_status, wait_until, worker_process
 
 SCALE = 20_000
-pytestmark = pytest.mark.upstream(scale=SCALE, latency_ms=40)  # the `slow_upstream` of these tests
+pytestmark = [pytest.mark.slow, pytest.mark.upstream(scale=SCALE, latency_ms=40)]  # upstream: `slow_upstream`
 
 
 def test_sigkill_of_worker_and_horse_loses_and_duplicates_nothing(

@@ -117,6 +117,7 @@ def assert_nothing_ran(driver: WebDriver) -> None:
     assert driver.execute_script("return window.__violations") == []
 
 
+@pytest.mark.slow
 def test_markup_in_names_shows_as_text_while_a_worker_is_busy(
     browser: WebDriver, base_url: str, env: dict[str, str], conn: redis.Redis
 ) -> None:

@@ -25,6 +25,7 @@ def _busy_workers(demo: subprocess.Popen[bytes]) -> tuple[list[int], list[int]] 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.slow
 def test_a_stopped_demo_cancels_its_task_and_leaves_no_worker(
     sig: signal.Signals, conn: redis.Redis, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -34,6 +34,8 @@ from tests.helpers import (
     worker_process,
 )
 
+pytestmark = pytest.mark.slow
+
 SCALE = 20_000
 
 

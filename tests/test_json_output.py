@@ -55,6 +55,7 @@ class Outputs:
         return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
 
 
+@pytest.mark.slow
 def test_every_json_output_is_one_parseable_document(conn: redis.Redis, jenv: dict[str, str]) -> None:
     out = Outputs(jenv)
     with worker_process(jenv):
@@ -100,7 +101,8 @@ def test_a_failed_refresh_with_wait_still_prints_one_document(conn: redis.Redis,
 
 
 def test_an_error_leaves_stdout_empty(conn: redis.Redis, jenv: dict[str, str]) -> None:
-    for args in (("refresh", "province", "火星", "--wait"), ("status", "task_20990101_000000_ffffff"),
-                 ("data", "show", "北京")):
+    for args, code in ((("refresh", "province", "火星", "--wait"), 2), (("status", "task_20990101_000000_ffffff"), 1),
+                       (("data", "show", "北京"), 2)):
         result = run_cli(*args, "--json", env=jenv)
-        assert result.returncode != 0 and result.stdout == "" and "refreshq: error:" in result.stderr, args
+        assert (result.returncode, result.stdout) == (code, ""), (args, result.stderr)
+        assert "refreshq: error:" in result.stderr, args

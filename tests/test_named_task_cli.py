@@ -36,6 +36,7 @@ def test_tasks_list_and_run(conn: redis.Redis, tenv: dict[str, str]) -> None:
     assert "t-add: 2 executions" in _ok("tasks", "history", "t-add", env=tenv)
 
 
+@pytest.mark.slow
 def test_schedule_commands(conn: redis.Redis, tenv: dict[str, str]) -> None:
     assert "scheduled t-add: every 10 s" in _ok("schedule", "add", "t-add", "--interval", "10", "--args", "[1, 2]",
                                                env=tenv)

@@ -72,6 +72,7 @@ def test_an_idle_worker_sigtermed_while_its_server_is_down_exits_within_10_s(
     assert "warm shut down requested" in log.read_text()
 
 
+@pytest.mark.slow
 def test_a_busy_worker_sigtermed_while_its_server_is_down_exits_without_leaving_its_horse(
     server: PrivateValkey, tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def outage_with_attempts(server: PrivateValkey, attempts: int = ATTEMPTS_IN_OUTA
         server.start()
 
 
+@pytest.mark.slow
 def test_a_worker_rides_out_an_outage_logging_it_once_and_works_when_the_server_is_back(
     server: PrivateValkey, tmp_path: Path
 ) -> None:
@@ -152,6 +154,7 @@ def test_a_worker_rides_out_an_outage_logging_it_once_and_works_when_the_server_
     assert server.client().smembers("rq:workers") == set()
 
 
+@pytest.mark.slow
 def test_a_scheduler_rides_out_an_outage_and_is_active_again(server: PrivateValkey, tmp_path: Path) -> None:
     log = tmp_path / "scheduler.log"
     with refreshq_process(["scheduler"], _env(server, tmp_path), log) as proc:
@@ -185,6 +188,7 @@ def test_a_worker_sigtermed_as_it_registers_stops_cleanly(
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.6, 0.9, 1.2])
+@pytest.mark.slow
 def test_a_worker_sigtermed_while_starting_leaves_nothing_registered(
     delay: float, conn: redis.Redis, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from jobs.server import EmbeddedServer
 from tests.conftest import REPO, free_port
-from tests.helpers import get_when_up
+from tests.helpers import get_when_up, log_lines, wait_until
 
 
 def test_honcho_starts_web_worker_scheduler_and_sigterm_stops_them(short_dir: Path) -> None:
@@ -18,20 +18,22 @@ def test_honcho_starts_web_worker_scheduler_and_sigterm_stops_them(short_dir: Pa
     env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "h"), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("REDIS_URL", None)
     port = free_port()
-    proc = subprocess.Popen(
-        [str(bin_dir / "honcho"), "start", "-p", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )
+    log = short_dir / "honcho.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(bin_dir / "honcho"), "start", "-p", str(port)], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
     try:
         page = get_when_up(f"http://127.0.0.1:{port}/rq/", 40, proc)
         assert page.status_code == 200
-        conn = EmbeddedServer(short_dir / "h")
-        assert conn.ping()
+        assert EmbeddedServer(short_dir / "h").ping()
+        # All three are up: the worker listens (routine work before refresh at first), the scheduler is active.
+        wait_until(lambda: log_lines(log, "Listening on critical, high, normal, low, refresh"), 40,
+                   what="the worker to listen")
+        wait_until(lambda: log_lines(log, "scheduler: active"), 40, what="the scheduler to be active")
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=40)
+        proc.wait(timeout=40)
         EmbeddedServer(short_dir / "h").stop()
+    text = log.read_text(errors="replace")
     for name in ("web.1", "worker.1", "scheduler.1"):
-        assert f"{name} stopped (rc=0)" in out, out
-    assert "scheduler: active" in out
-    assert "Listening on critical, high, normal, low, refresh" in out  # routine work before refresh at first
+        assert f"{name} stopped (rc=0)" in text, text

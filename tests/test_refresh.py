@@ -30,6 +30,7 @@ def manager(settings: Settings, conn: redis.Redis, upstream: RunningUpstream) ->
     return SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
 
 
+@pytest.mark.slow
 def test_full_refresh_over_http_publishes_exactly_the_upstream(manager: SyncTaskManager, conn: redis.Redis) -> None:
     task_id = manager.create_full_refresh_task()
     assert manager.get_task_status(task_id)["status"] == "PENDING"

@@ -79,6 +79,7 @@ def test_refresh_province_wait_json_over_http(env: dict[str, str], conn: redis.R
     assert checksum(exported(conn, "440000")) == checksum(expected)
 
 
+@pytest.mark.slow
 def test_refresh_full_then_the_data_commands(sample_env: dict[str, str], conn: redis.Redis, tmp_path: Path) -> None:
     with worker_process(sample_env), worker_process(sample_env):  # two workers share one refresh
         done = run_cli("refresh", "full", "--wait", "--json", env=sample_env, timeout=180)

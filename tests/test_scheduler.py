@@ -4,6 +4,7 @@ import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import redis
 from rq.executions import Execution
 from rq.job import JobStatus
@@ -63,6 +64,7 @@ def test_scheduler_cleans_abandoned_jobs_out_of_the_started_registry(conn: redis
     assert job.id in q.failed_job_registry.get_job_ids()
 
 
+@pytest.mark.slow
 def test_two_scheduler_processes_hand_over_on_sigterm(conn: redis.Redis, env: dict[str, str], tmp_path: Path) -> None:
     log = tmp_path / "second.log"
     with scheduler_running(env) as first:

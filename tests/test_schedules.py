@@ -189,6 +189,7 @@ def _scheduler(tenv: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> su
     return proc
 
 
+@pytest.mark.slow
 def test_two_scheduler_processes_enqueue_each_run_once(
     conn: redis.Redis, reg: TaskCatalog, tenv: dict[str, str], scheduler_processes: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -207,6 +208,7 @@ def test_two_scheduler_processes_enqueue_each_run_once(
     assert len(fires) == len(set(fires)) == schedules.describe(conn, "t-add")["runs"]
 
 
+@pytest.mark.slow
 def test_a_slow_task_on_a_short_interval_never_overlaps_itself(
     conn: redis.Redis, reg: TaskCatalog, tenv: dict[str, str], scheduler_processes: list[subprocess.Popen[bytes]]
 ) -> None:

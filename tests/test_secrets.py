@@ -47,6 +47,7 @@ def leaks(text: str) -> list[str]:
     return [s for s in SPELLINGS if s in text]
 
 
+@pytest.mark.slow
 def test_a_refresh_authenticates_with_url_credentials_that_leak_nowhere(
     env: dict[str, str], conn: redis.Redis, tmp_path: Path
 ) -> None:
@@ -164,6 +165,7 @@ def password_url(redis_url: str, conn: redis.Redis) -> Iterator[str]:
         conn.execute_command("ACL", "DELUSER", "tester")
 
 
+@pytest.mark.slow
 def test_commands_that_print_the_redis_url_mask_its_password(
     env: dict[str, str], conn: redis.Redis, password_url: str, tmp_path: Path
 ) -> None:

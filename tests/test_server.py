@@ -53,6 +53,7 @@ def test_later_processes_reuse_the_running_server(embedded: EmbeddedServer) -> N
     assert other.get("k") == b"v"
 
 
+@pytest.mark.slow
 def test_stale_pid_file_after_kill_is_restarted_on_the_same_data(embedded: EmbeddedServer) -> None:
     conn = connect(_settings(embedded.data_dir))
     conn.set("survivor", "yes")
@@ -67,6 +68,7 @@ def test_stale_pid_file_after_kill_is_restarted_on_the_same_data(embedded: Embed
     assert embedded.pid() not in (None, old_pid)
 
 
+@pytest.mark.slow
 def test_a_client_heals_itself_after_the_server_is_killed(embedded: EmbeddedServer) -> None:
     conn = connect(_settings(embedded.data_dir))
     conn.rpush("queue", "job-1")
@@ -239,6 +241,7 @@ def test_redis_module_is_real() -> None:
     assert redis.Redis.__module__ == "redis.client"
 
 
+@pytest.mark.slow
 def test_info_after_a_kill_9_of_the_server_still_shows_the_queued_job(short_dir: Path) -> None:
     env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "info")}
     env.pop("REDIS_URL", None)

@@ -50,6 +50,7 @@ def test_sigterm_makes_the_running_refresh_checkpoint_and_requeue(
     assert checksum(exported(conn, "510000")) == checksum(province_hospitals(SampleDirectory(SCALE), "51"))
 
 
+@pytest.mark.slow
 def test_the_hard_time_limit_fails_the_task_and_the_soft_one_is_recorded(
     conn: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, slow_upstream: RunningUpstream
 ) -> None:

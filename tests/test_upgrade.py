@@ -57,6 +57,7 @@ def _old_enqueue(conn: redis.Redis, queue: str, func: str, args: list[Any], job_
     return queues.queue(conn, queue).enqueue_call(func, args=args, job_id=job_id, **options)
 
 
+@pytest.mark.slow
 def test_a_refresh_planned_by_the_old_plan_function_name_runs_to_the_same_data(
     manager: SyncTaskManager, conn: redis.Redis
 ) -> None:

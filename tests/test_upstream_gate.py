@@ -140,6 +140,7 @@ class Sampler:
         self._thread.join()
 
 
+@pytest.mark.slow
 def test_holders_share_the_limit_fairly_and_shrink_when_others_wait(conn: redis.Redis) -> None:
     first = Load(UpstreamGate(conn, "job-a", concurrency=8, rps=0, threads=8), threads=8)
     with loads(first):
@@ -256,6 +257,7 @@ threading.Event().wait()
 
 
 @pytest.mark.parametrize("released", [True, False], ids=["released-by-its-worker", "lapsed"])
+@pytest.mark.slow
 def test_a_dead_holders_slots_are_usable_again_at_once_or_within_the_lease(
     conn: redis.Redis, redis_url: str, released: bool
 ) -> None:
@@ -290,6 +292,7 @@ def script_calls(conn: redis.Redis) -> int:
     return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
 
 
+@pytest.mark.slow
 def test_waiting_for_a_slot_costs_a_bounded_number_of_redis_commands(conn: redis.Redis) -> None:
     holder = UpstreamGate(conn, "job-a", concurrency=1, rps=0, threads=1)
     release = threading.Event()
@@ -338,6 +341,7 @@ def _window_peak(spans: list[tuple[float, float]]) -> int:
 
 
 @pytest.mark.parametrize("latency", [0.0, 0.3])
+@pytest.mark.slow
 def test_the_per_second_cap_holds_for_any_window_whatever_the_latency(conn: redis.Redis, latency: float) -> None:
     spans: list[tuple[float, float]] = []
     lock = threading.Lock()

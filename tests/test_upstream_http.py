@@ -74,6 +74,7 @@ def caught_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureF
         yield caplog
 
 
+@pytest.mark.slow
 def test_full_walk_equals_the_sample(sample: SampleDirectory) -> None:
     with start_background(directory=sample) as server, client(server.url) as upstream:
         regions, hospitals = walk(upstream)
