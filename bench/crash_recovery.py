@@ -20,6 +20,7 @@ from pathlib import Path
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from bench.worker_memory import children
 from jobs import keys
 from jobs.config import Settings
 from jobs.connection import connect
@@ -49,14 +50,6 @@ def _kill_all() -> None:
             proc.wait()
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except OSError:
-        return []
-
-
 def _wait(predicate: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -74,7 +67,7 @@ def one_run(env: dict[str, str], settings: Settings, upstream_url: str) -> float
     _spawn(env, "worker", "--queue", "refresh")  # the standby that resumes the job
     [job_id] = [j for j in as_texts(conn.smembers(keys.task_jobs(task_id))) if "-p440000-" in j]
     time.sleep(1.0)  # the standby is up and idle
-    horses = _children(busy.pid)
+    horses = children(busy.pid)
     if not horses:
         raise RuntimeError("the province job ended before the kill; slow the upstream down")
     killed_at = time.time()

@@ -118,6 +118,17 @@ def run(bench: Bench, upstream: Upstream, sizes: Sizes, profile_dir: Path | None
     workers = bench.start_workers(sizes.workers, "refresh", sizes.concurrency)
     settings = bench.settings(upstream_concurrency=sizes.concurrency, max_pending=10**6)
     manager = SyncTaskManager(settings, bench.conn, upstream={"kind": "http", "url": upstream.url})
+    measured = _measure(bench, upstream, sizes, manager, workers, profile_dir)
+    for worker in workers:
+        bench.stop(worker)
+    return _report(bench, manager, sizes, floor, measured)
+
+
+def _measure(
+    bench: Bench, upstream: Upstream, sizes: Sizes, manager: SyncTaskManager, workers: list[Any],
+    profile_dir: Path | None,
+) -> dict[str, Any]:
+    """One refresh from the create call to its end, with everything sampled around it."""
     profiler = None
     if profile_dir is not None and profile.available():
         profiler = profile.WorkerProfiler(bench, [w.pid for w in workers], profile_dir)
@@ -134,31 +145,39 @@ def run(bench: Bench, upstream: Upstream, sizes: Sizes, profile_dir: Path | None
         final, polls = wait_terminal(bench, task_id, sizes.refresh_timeout, workers)
         seconds = time.perf_counter() - started
     server_after, upstream_after = orchestration_cost.snapshot(bench.conn), upstream.stats()
-    cpu = cpu_time.delta(cpu_before, cpu_time.snapshot(bench.conn, cpu_groups), seconds)
-    profiled = profiler.stop() if profiler is not None else None
-    for worker in workers:
-        bench.stop(worker)
+    return {
+        "task_id": task_id, "final": final, "polls": polls, "seconds": seconds, "memory": memory.results(),
+        "cpu": cpu_time.delta(cpu_before, cpu_time.snapshot(bench.conn, cpu_groups), seconds),
+        "profile": profiler.stop() if profiler is not None else None,
+        "upstream": (upstream_before, upstream_after), "server": (server_before, server_after),
+    }
 
-    status = manager.get_task_status(task_id)
+
+def _report(
+    bench: Bench, manager: SyncTaskManager, sizes: Sizes, floor: dict[str, Any], m: dict[str, Any]
+) -> dict[str, Any]:
+    status = manager.get_task_status(m["task_id"])
     records = int(status["statistics"]["hospitals_found"])
     leaves = int((status.get("result") or {}).get("leaves", 0))
-    sizes_info = record_sizes(bench.conn, task_id)
+    sizes_info = record_sizes(bench.conn, m["task_id"])
+    server_before, server_after = m["server"]
     used = server_after.used_memory - server_before.used_memory
     json_bytes = float(sizes_info["json_bytes_avg"])
+    seconds = m["seconds"]
     refresh = {
-        "status": final,
+        "status": m["final"],
         "seconds": round(seconds, 2),
         "records": records,
         "leaves": leaves,
         "records_per_second": rate(records, seconds),
-        "upstream_requests": stats_delta(upstream_before, upstream_after),
+        "upstream_requests": stats_delta(*m["upstream"]),
         "ratio_to_floor": round(seconds / floor["seconds"], 3) if floor["seconds"] else None,
         "task": f"province {sizes.province}" if sizes.province else "full",
         "workers": sizes.workers,
         "upstream_concurrency": sizes.concurrency,
-        "worker_memory": memory.results(),
-        "cpu_seconds": cpu,
-        "peak_worker_rss_mb": max((m["peak_rss_mb"] for m in memory.results()), default=0.0),
+        "worker_memory": m["memory"],
+        "cpu_seconds": m["cpu"],
+        "peak_worker_rss_mb": max((w["peak_rss_mb"] for w in m["memory"]), default=0.0),
     }
     redis_memory = {
         **sizes_info,
@@ -171,6 +190,6 @@ def run(bench: Bench, upstream: Upstream, sizes: Sizes, profile_dir: Path | None
         "floor": floor,
         "refresh": refresh,
         "redis_memory": redis_memory,
-        "orchestration": orchestration_cost.cost(server_before, server_after, leaves, records, json_bytes, polls),
-        "profile": profiled,
+        "orchestration": orchestration_cost.cost(server_before, server_after, leaves, records, json_bytes, m["polls"]),
+        "profile": m["profile"],
     }

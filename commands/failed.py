@@ -43,7 +43,7 @@ def show_failed(rt: Runtime, job_id: str) -> None:
 @pass_runtime
 def retry_failed(rt: Runtime, job_id: str) -> None:
     """Run a dead job again (a refresh continues from its checkpoint)."""
-    click.echo(dead_letters.retry_dead(rt.conn, job_id))
+    click.echo(dead_letters.retry_dead(rt.conn, job_id, rt.settings))
 
 
 @failed.command("purge")

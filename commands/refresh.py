@@ -1,4 +1,4 @@
-"""Refresh task commands: refresh, status, list, cancel, resume, cleanup."""
+"""Refresh-task commands: `refreshq refresh full | province`, status, list, cancel, resume, cleanup."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from jobs.statuses import TASK_STATUSES as STATUSES
 
 @click.group()
 def refresh() -> None:
-    """Start a refresh of the whole directory or of one province."""
+    """Start a refresh task: of the whole directory or of one province."""
 
 
 def _follow(rt: Runtime, task_id: str, wait: bool, as_json: bool) -> None:
@@ -64,7 +64,7 @@ def refresh_province(rt: Runtime, name_or_code: str, wait: bool, as_json: bool) 
 @click.option("--json", "as_json", is_flag=True, help="Print the status dict as one JSON object.")
 @pass_runtime
 def status(rt: Runtime, task_id: str, follow: bool, as_json: bool) -> None:
-    """Show a task's status."""
+    """Show a refresh task's status."""
     manager = rt.manager()
     if follow:
         final = watch(manager, task_id)
@@ -85,7 +85,7 @@ def status(rt: Runtime, task_id: str, follow: bool, as_json: bool) -> None:
 def list_tasks(
     rt: Runtime, status_: str | None, page: int, page_size: int, sort_by: str, order: str, as_json: bool
 ) -> None:
-    """List tasks, newest first."""
+    """List refresh tasks, newest first."""
     result = rt.manager().list_tasks(status_, page, page_size, sort_by, order)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False))
@@ -106,7 +106,7 @@ def _row(item: dict[str, Any]) -> str:
 @click.argument("task_id")
 @pass_runtime
 def cancel(rt: Runtime, task_id: str) -> None:
-    """Cancel a task: a queued one never starts, a running one stops within seconds (checkpoint kept)."""
+    """Cancel a refresh task: a queued one never starts, a running one stops within seconds (checkpoint kept)."""
     manager = rt.manager()
     if not manager.cancel_task(task_id):
         current = manager.get_task_status(task_id)["status"]
@@ -119,7 +119,7 @@ def cancel(rt: Runtime, task_id: str) -> None:
 @click.argument("task_id")
 @pass_runtime
 def resume(rt: Runtime, task_id: str) -> None:
-    """Continue a FAILED or CANCELLED task from its checkpoint."""
+    """Continue a FAILED or CANCELLED refresh task from its checkpoint."""
     rt.manager().resume_task(task_id)
     click.echo(f"resumed {task_id}")
 
@@ -131,9 +131,7 @@ def resume(rt: Runtime, task_id: str) -> None:
 )
 @pass_runtime
 def cleanup(rt: Runtime, older_than: str, statuses: tuple[str, ...]) -> None:
-    """Delete ended task records (and their checkpoints) older than an age."""
+    """Delete ended refresh-task records (and their checkpoints) older than an age."""
     count = rt.manager().cleanup_old_tasks(parse_age_days(older_than), list(statuses) or None)
     click.echo(f"removed {count} tasks")
 
-
-COMMANDS = [refresh, status, list_tasks, cancel, resume, cleanup]

@@ -1,7 +1,9 @@
-"""What every command shares: settings read once when the command starts, and a lazy connection."""
+"""What every command shares: settings read once when the command starts, a lazy connection, and the
+start of a long-running process."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ import redis
 
 from jobs.config import Settings
 from jobs.errors import ValidationError
+from jobs.redact import RedactingFormatter, credential_parts
 
 if TYPE_CHECKING:
     from jobs.refresh.manager import SyncTaskManager
@@ -46,6 +49,37 @@ class Runtime:
 
 
 pass_runtime = click.make_pass_decorator(Runtime)
+
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+# Libraries whose INFO lines are one per request (httpx logs every request with its URL: thousands
+# per refresh); their per-request lines are for debugging only.
+QUIET_LOGGERS = ("httpx", "httpcore")
+
+
+def start_process(settings: Settings, load_tasks: bool, stop_handlers: bool = True) -> None:
+    """The start of a long-running process: a stop during start-up is a clean exit (until the process's
+    own handlers take over), logs are scrubbed of secrets, and REFRESHQ_TASK_MODULES is imported now: a
+    bad one stops the process (exit 2) instead of failing every run."""
+    from jobs import shutdown
+
+    if stop_handlers:
+        shutdown.install_stop_handlers()
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets=_secrets(settings)))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if load_tasks:
+        from jobs.named.catalog import configured_tasks
+
+        configured_tasks(settings)
+
+
+def _secrets(settings: Settings) -> list[str | None]:
+    urls = (settings.redis_url, settings.upstream_url, settings.llm_base_url)
+    return [settings.upstream_token, settings.llm_api_key, settings.web_password,
+            *(part for url in urls for part in credential_parts(url))]
 
 
 class FiniteFloat(click.FloatRange):

@@ -15,11 +15,11 @@ from jobs.named.triggers import DEFAULT_TIMEZONE
 
 
 @click.group("schedule")
-def schedule_group() -> None:
+def schedule() -> None:
     """Periodic runs of named tasks (cron in a timezone, or a fixed interval); the scheduler fires them."""
 
 
-@schedule_group.command("list")
+@schedule.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
 def list_schedules(rt: Runtime, as_json: bool) -> None:
@@ -46,7 +46,7 @@ def _last_run(row: dict[str, Any]) -> str:
     return f"{row['last_fire_at']} {status}"
 
 
-@schedule_group.command("add")
+@schedule.command("add")
 @click.argument("name")
 @click.option("--cron", default=None, help="5-field cron expression, e.g. '30 3 * * *'.")
 @click.option("--interval", type=int, default=None, help="Seconds between runs.")
@@ -91,7 +91,7 @@ def _when(ts: float | None, timezone: str) -> str:
     return datetime.fromtimestamp(ts, ZoneInfo(timezone)).isoformat(timespec="seconds") if ts else "-"
 
 
-@schedule_group.command("remove")
+@schedule.command("remove")
 @click.argument("name")
 @pass_runtime
 def remove(rt: Runtime, name: str) -> None:
@@ -102,7 +102,7 @@ def remove(rt: Runtime, name: str) -> None:
     click.echo(f"removed schedule {name}")
 
 
-@schedule_group.command("pause")
+@schedule.command("pause")
 @click.argument("name")
 @pass_runtime
 def pause(rt: Runtime, name: str) -> None:
@@ -114,7 +114,7 @@ def pause(rt: Runtime, name: str) -> None:
     click.echo(f"paused {name}")
 
 
-@schedule_group.command("resume")
+@schedule.command("resume")
 @click.argument("name")
 @pass_runtime
 def resume(rt: Runtime, name: str) -> None:
@@ -127,7 +127,7 @@ def resume(rt: Runtime, name: str) -> None:
     click.echo(f"resumed {name}; next run {_when(next_run, schedule.trigger.timezone)}")
 
 
-@schedule_group.command("run-now")
+@schedule.command("run-now")
 @click.argument("name")
 @pass_runtime
 def run_now(rt: Runtime, name: str) -> None:
@@ -141,5 +141,3 @@ def run_now(rt: Runtime, name: str) -> None:
         sys.exit(1)
     click.echo(fired.job_ids[0])
 
-
-COMMANDS = [schedule_group]

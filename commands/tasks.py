@@ -1,4 +1,4 @@
-"""Named task commands: `refreshq tasks list | run | history`."""
+"""Named-task commands: `refreshq tasks list | run | history`."""
 
 from __future__ import annotations
 
@@ -32,17 +32,17 @@ def parse_args_option(text: str | None) -> tuple[list[Any], dict[str, Any]]:
 
 
 @click.group("tasks")
-def tasks_group() -> None:
+def tasks() -> None:
     """Named tasks: list them, run one, show its execution history."""
 
 
-@tasks_group.command("list")
+@tasks.command("list")
 @click.option("--category", default=None, help="Only tasks of this category.")
 @click.option("--tag", default=None, help="Only tasks with this tag.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
 def list_named(rt: Runtime, category: str | None, tag: str | None, as_json: bool) -> None:
-    """List the registered tasks (from REFRESHQ_TASK_MODULES)."""
+    """List the named tasks (from REFRESHQ_TASK_MODULES)."""
     from jobs.named.catalog import configured_tasks
 
     rows = [{
@@ -61,14 +61,14 @@ def list_named(rt: Runtime, category: str | None, tag: str | None, as_json: bool
         click.echo("no tasks")
 
 
-@tasks_group.command("run")
+@tasks.command("run")
 @click.argument("name")
 @click.option("--args", "args_json", default=None, help='JSON array or object, e.g. \'{"older_than_days": 3}\'.')
 @click.option("--wait", is_flag=True, help="Wait for the result (a worker must be running); exit 1 if it failed.")
 @click.option("--timeout", type=FiniteFloat(0, MAX_WAIT), default=600, show_default=True, help="Seconds to --wait.")
 @pass_runtime
 def run(rt: Runtime, name: str, args_json: str | None, wait: bool, timeout: float) -> None:
-    """Run a task now on a worker; prints its id (and with --wait its result)."""
+    """Run a named task now on a worker; prints its run id (and with --wait its result)."""
     from jobs.named import runs
     from jobs.named.catalog import configured_tasks
 
@@ -81,14 +81,14 @@ def run(rt: Runtime, name: str, args_json: str | None, wait: bool, timeout: floa
         click.echo(json.dumps(result, ensure_ascii=False))
 
 
-@tasks_group.command("history")
+@tasks.command("history")
 @click.argument("name")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Full records (with tracebacks) as one JSON object.")
 @pass_runtime
 def history_command(rt: Runtime, name: str, limit: int, offset: int, as_json: bool) -> None:
-    """Show a task's executions, newest first."""
+    """Show a named task's executions, newest first."""
     from jobs.named import history
     from jobs.named.catalog import configured_tasks
 
@@ -117,5 +117,3 @@ def _history_line(e: dict[str, Any]) -> str:
     return (f"{started}  {e['status']:<9} {duration:>9}  attempt {e['attempt']}  {e['trigger']:<24} "
             f"{e['job_id']}  {outcome or ''}{retry}")
 
-
-COMMANDS = [tasks_group]

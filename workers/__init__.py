@@ -237,12 +237,13 @@ def preload_job_modules() -> None:
     import jobs.named.runs
     import jobs.refresh.plan
     import jobs.refresh.province
+    import jobs.upstream.client
     import jobs.upstream.http
     import jobs.upstream.llm
     import jobs.upstream.sample
 
     jobs.upstream.sample.load_tree()
-    jobs.upstream.http.shared_tls_context()
+    jobs.upstream.client.shared_tls_context()
 
 
 def build_worker(

@@ -1,4 +1,5 @@
-"""The dead-letter registry: jobs the retry sweeper gave up on, to list, inspect, retry or purge."""
+"""The dead-letter registry: jobs the retry sweeper (jobs.duties.retries) gave up on, to list, inspect, retry
+or purge (`refreshq failed`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
+from jobs.config import Settings
 from jobs.errors import TaskNotFoundError
 from jobs.redis_values import as_text_map, as_texts
 from jobs.refresh import records
+from jobs.refresh.manager import SyncTaskManager
+from jobs.statuses import CANCELLED, FAILED
 
 
 def list_dead(conn: redis.Redis) -> list[dict[str, str]]:
@@ -38,18 +42,16 @@ def show_dead(conn: redis.Redis, job_id: str) -> dict[str, Any]:
     return detail
 
 
-def retry_dead(conn: redis.Redis, job_id: str) -> str:
+def retry_dead(conn: redis.Redis, job_id: str, settings: Settings | None = None) -> str:
     """Run a dead job again; a refresh job resumes its task from the checkpoint. Returns what was done."""
     entry = as_text_map(conn.hgetall(keys.dead_letter_entry(job_id)))
     if not entry:
         raise TaskNotFoundError(f"no dead job {job_id}")
     task_id = entry.get("task_id")
     if task_id:
-        from jobs.refresh.manager import SyncTaskManager  # the manager imports the refresh machinery
-
         status = records.load_raw(conn, task_id)["status"]
-        if status in (records.FAILED, records.CANCELLED):
-            SyncTaskManager(conn=conn).resume_task(task_id)
+        if status in (FAILED, CANCELLED):
+            SyncTaskManager(settings, conn).resume_task(task_id)
         outcome = f"resumed task {task_id} from its checkpoint"
     else:
         job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)

@@ -27,9 +27,9 @@ from jobs.named.catalog import TaskCatalog
 from jobs.named.definitions import TaskDefinition
 from jobs.named.runs import RESULT_TTL, RUN_FUNC, RunCallbacks, check_arguments, failure_entry, success_entry
 from jobs.named.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
-from jobs.redis_values import as_text, as_text_map, as_texts
+from jobs.redis_values import as_text_map, as_texts
 from jobs.scripts import Scripts
-from jobs.statuses import FAILED, QUEUED, RETRYING, RUNNING, SUCCEEDED, UNKNOWN
+from jobs.statuses import FAILED, PENDING, QUEUED, SUCCEEDED, UNKNOWN, from_rq, is_live
 
 OPERATOR, DEFAULT = "operator", "default"
 _CONFIG_FIELDS = ("task", "cron", "interval", "timezone", "args", "kwargs", "max_instances", "misfire_grace_time",
@@ -249,12 +249,12 @@ def describe(conn: redis.Redis, name: str) -> dict[str, Any]:
 def _last_status(conn: redis.Redis, raw: Mapping[str, str]) -> str | None:
     if raw.get("last_run_status") or not raw.get("last_job_id"):
         return raw.get("last_run_status") or None
+    # Not ended yet (an ended run's status is written when it ends): queued (QUEUED), running, retrying...
     status = conn.hget(JSONJob.key_for(raw["last_job_id"]), "status")
-    return _LAST_RUN.get(as_text(status or b""), UNKNOWN)
-
-
-# A run not ended yet, by its RQ status (an ended one has its status written when it ends).
-_LAST_RUN = {"queued": QUEUED, "started": RUNNING, "scheduled": RETRYING}
+    if not is_live(status):
+        return UNKNOWN
+    word = from_rq(status)
+    return QUEUED if word == PENDING else word
 
 
 def _iso(ts: float) -> str:

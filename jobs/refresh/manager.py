@@ -113,7 +113,7 @@ class SyncTaskManager:
             if status["status"] in TERMINAL:
                 return status
             if time.monotonic() >= deadline:
-                raise TaskTimeoutError(f"task {task_id} still {status['status']} after {timeout:g} s")
+                raise TaskTimeoutError(f"refresh task {task_id} still {status['status']} after {timeout:g} s")
             time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
     def cancel_task(self, task_id: str) -> bool:
@@ -147,14 +147,14 @@ class SyncTaskManager:
         """Continue a FAILED or CANCELLED task from its checkpoint; return the new job id."""
         record = records.load_raw(self.conn, task_id)
         if record["status"] not in (FAILED, CANCELLED):
-            raise TaskStateError(f"task {task_id} is {record['status']}: only FAILED or CANCELLED tasks resume")
+            raise TaskStateError(f"refresh task {task_id} is {record['status']}: only FAILED or CANCELLED ones resume")
         attempt = int(record.get("attempt", "1")) + 1
         ended_key = keys.task_provinces_ended(task_id)
         unfinished = [k for k, v in self.conn.hgetall(ended_key).items() if v != b"published"]
         if not records.transition(self.conn, task_id, (FAILED, CANCELLED), PENDING, {
             "attempt": str(attempt), "current_step": "等待继续执行", "error_message": "", "finished_at": "",
         }):
-            raise TaskStateError(f"task {task_id} changed status while resuming; try again")
+            raise TaskStateError(f"refresh task {task_id} changed status while resuming; try again")
         with self.conn.pipeline() as pipe:
             pipe.multi()
             pipe.delete(keys.task_cancel(task_id), keys.task_failed_regions(task_id))
@@ -239,7 +239,7 @@ class TaskManager:
             if status["status"] in TERMINAL:
                 return status
             if time.monotonic() >= deadline:
-                raise TaskTimeoutError(f"task {task_id} still {status['status']} after {timeout:g} s")
+                raise TaskTimeoutError(f"refresh task {task_id} still {status['status']} after {timeout:g} s")
             await asyncio.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
     async def cancel_task(self, task_id: str) -> bool:

@@ -89,7 +89,7 @@ def transition(
     """Move a task to status `to` if its status is one of `allowed`; False if it is not."""
     outcome = Scripts(conn).transition(keys=[keys.task(task_id)], args=_transition_args(allowed, to, fields))
     if outcome is None:
-        raise TaskNotFoundError(f"no task {task_id}")
+        raise TaskNotFoundError(f"no refresh task {task_id}")
     return bool(outcome == b"OK")
 
 
@@ -113,7 +113,7 @@ def failed_region(
 def load_raw(conn: redis.Redis, task_id: str) -> dict[str, str]:
     raw = conn.hgetall(keys.task(task_id))
     if not raw:
-        raise TaskNotFoundError(f"no task {task_id}")
+        raise TaskNotFoundError(f"no refresh task {task_id}")
     return as_text_map(raw)
 
 
@@ -126,7 +126,7 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
         pipe.hgetall(keys.task_conflicts(task_id))
         raw, stats, failed, conflicts = pipe.execute()
     if not raw:
-        raise TaskNotFoundError(f"no task {task_id}")
+        raise TaskNotFoundError(f"no refresh task {task_id}")
     return _to_status(raw, stats, failed, conflicts)
 
 

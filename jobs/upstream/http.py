@@ -1,26 +1,23 @@
-"""The Directory HTTP API client: one pooled httpx.Client shared by every thread of a refresh."""
+"""The Directory HTTP API client: one pooled httpx.Client shared by every thread of a refresh (jobs.upstream.client)."""
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
-import functools
 import json
-import ssl
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 from urllib.parse import quote
 
 import httpx
 
 from jobs.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamInconsistencyError
-from jobs.redact import split_credentials, url_redactor
 from jobs.upstream import shapes
-from jobs.upstream.base import Hospital, Region, RequestGate
+from jobs.upstream.base import Hospital, Region
+from jobs.upstream.base import RequestGate as RequestGate
+from jobs.upstream.client import ClientOptions, PooledClient
 from jobs.upstream.listing import Listing, Page
-from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
+from jobs.upstream.retry import Backoff
 
 T = TypeVar("T")
 
@@ -66,69 +63,14 @@ def check_status(response: httpx.Response, what: str) -> None:
     raise PermanentUpstreamError(f"{what}: HTTP {status}: {_error_text(response)}")
 
 
-@functools.cache
-def shared_tls_context() -> ssl.SSLContext:
-    """One TLS context per process (loading the CA bundle costs ~40 ms of CPU); a work-horse forked
-    from a worker that built it inherits it instead of building its own per job."""
-    return httpx.create_ssl_context()
-
-
-def pooled_client(
-    concurrency: int, timeout: float, headers: dict[str, str], auth: tuple[str, str] | None = None
-) -> httpx.Client:
-    """An httpx.Client holding at most `concurrency` connections, all kept alive between requests.
-
-    `auth`: HTTP Basic credentials, given apart from the URL so that no request URL (which httpx
-    logs and puts in its errors) ever holds them.
-    """
-    return httpx.Client(
-        verify=shared_tls_context(),
-        headers=headers,
-        auth=httpx.BasicAuth(*auth) if auth else None,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        # pool=None: more threads than connections wait their turn instead of failing.
-        timeout=httpx.Timeout(timeout, pool=None),
-    )
-
-
-class HttpDirectoryClient:
+class HttpDirectoryClient(PooledClient):
     """An Upstream over the Directory HTTP API; thread-safe, retries transient failures itself."""
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None = None,
-        concurrency: int = 16,
-        timeout: float = 30.0,
-        max_attempts: int = 5,
-        request_gate: RequestGate | None = None,
-        backoff: Backoff | None = None,
-        sleep: Sleep = time.sleep,
-    ) -> None:
-        # Credentials in the URL (http://user:pass@host/v1) are sent as Basic auth, never in a request URL.
-        bare_url, credentials = split_credentials(base_url)
-        self.base_url = bare_url.rstrip("/")
-        self.concurrency = concurrency
-        self._max_attempts = max_attempts
-        self._gate = request_gate or contextlib.nullcontext
-        self._backoff = backoff or Backoff()
-        self._sleep = sleep
-        self._redact = url_redactor(base_url, token)
-        headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._client = pooled_client(concurrency, timeout, headers, credentials)
-        self._count_lock = threading.Lock()
-        self._requests_made = 0
+    def __init__(self, base_url: str, token: str | None = None, **options: Unpack[ClientOptions]) -> None:
+        super().__init__(base_url, token, options, defaults=(16, 30.0, Backoff()))
 
     def __repr__(self) -> str:
         return f"HttpDirectoryClient(base_url={self.base_url!r}, concurrency={self.concurrency})"
-
-    @property
-    def requests_made(self) -> int:
-        """HTTP requests sent so far, retries included."""
-        with self._count_lock:
-            return self._requests_made
 
     def provinces(self) -> list[Region]:
         return self._get("/regions", None, _provinces)
@@ -140,16 +82,8 @@ class HttpDirectoryClient:
         """Every hospital of a leaf, its pages checked against each other (see jobs.upstream.listing);
         an inconsistent listing is read again from page 1, and after the last attempt fails the region."""
         path = f"/regions/{quote(region['code'], safe='')}/hospitals"
-        return call_with_retries(
-            lambda: self._listing(path),
-            what=f"GET {path}",
-            max_attempts=self._max_attempts,
-            backoff=self._backoff,
-            sleep=self._sleep,
-            give_up=region_verdict,
-            # Only whole-listing contradictions restart it; a failed page was already retried on its own.
-            retry_on=UpstreamInconsistencyError,
-        )
+        # Only whole-listing contradictions restart it; a failed page was already retried on its own.
+        return self._with_retries(lambda: self._listing(path), f"GET {path}", retry_on=UpstreamInconsistencyError)
 
     def _listing(self, path: str) -> list[Hospital]:
         listing, number = Listing(f"GET {path}", PAGE_SIZE), 1
@@ -157,34 +91,16 @@ class HttpDirectoryClient:
             number += 1
         return listing.hospitals
 
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> HttpDirectoryClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def _get(self, path: str, params: dict[str, Any] | None, parse: Callable[[object], T]) -> T:
         what = f"GET {path}" + (f"?page={params['page']}" if params else "")
-        return call_with_retries(
-            lambda: self._attempt(path, params, parse, what),
-            what=what,
-            max_attempts=self._max_attempts,
-            backoff=self._backoff,
-            sleep=self._sleep,
-            give_up=region_verdict,
-        )
+        return self._with_retries(lambda: self._attempt(path, params, parse, what), what)
 
     def _attempt(self, path: str, query: dict[str, Any] | None, parse: Callable[[object], T], what: str) -> T:
-        with self._count_lock:
-            self._requests_made += 1
+        self._counted()
         try:
-            with self._gate():
-                response = self._client.get(self.base_url + path, params=query)
-        except httpx.TransportError as error:  # timeouts, refused and reset connections
-            raise TransientUpstreamError(self._redact(f"{what}: {type(error).__name__}: {error}")) from None
+            response = self._client.get(self.base_url + path, params=query)
+        except httpx.TransportError as error:
+            raise self._transport_error(what, error) from None
         check_status(response, what)
         try:
             return parse(json.loads(response.content))

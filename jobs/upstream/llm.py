@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
 from jobs.errors import TransientUpstreamError, UpstreamInconsistencyError
-from jobs.redact import split_credentials, url_redactor
 from jobs.upstream import llm_parse
-from jobs.upstream.base import Hospital, Region, RequestGate
-from jobs.upstream.http import check_status, pooled_client
-from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
+from jobs.upstream.base import Hospital, Region
+from jobs.upstream.client import ClientOptions, PooledClient
+from jobs.upstream.http import check_status
+from jobs.upstream.retry import Backoff
 from jobs.upstream.shapes import CHILD_LEVEL
 
 T = TypeVar("T")
@@ -68,47 +65,19 @@ def answer_text(body: Any) -> str:
     return content
 
 
-class LLMClient:
+class LLMClient(PooledClient):
     """An Upstream over `POST {base_url}/chat/completions`; thread-safe, at most `concurrency` calls."""
 
     def __init__(
-        self,
-        base_url: str,
-        api_key: str | None,
-        model: str,
-        concurrency: int = 4,
-        timeout: float = 120.0,
-        max_attempts: int = 5,
-        request_gate: RequestGate | None = None,
-        backoff: Backoff | None = None,
-        sleep: Sleep = time.sleep,
-        temperature: float | None = 0.0,
+        self, base_url: str, api_key: str | None, model: str, temperature: float | None = 0.0,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        bare_url, credentials = split_credentials(base_url)  # sent as Basic auth, never in a request URL
-        self.base_url = bare_url.rstrip("/")
+        super().__init__(base_url, api_key, options, defaults=(4, 120.0, Backoff(base=1.0, inconsistent_base=0.1)))
         self.model = model
-        self.concurrency = concurrency
-        self._max_attempts = max_attempts
-        self._gate = request_gate or contextlib.nullcontext
-        self._backoff = backoff or Backoff(base=1.0, inconsistent_base=0.1)
-        self._sleep = sleep
         self._temperature = temperature
-        self._redact = url_redactor(base_url, api_key)
-        headers = {"Accept": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._client = pooled_client(concurrency, timeout, headers, credentials)
-        self._count_lock = threading.Lock()
-        self._requests_made = 0
 
     def __repr__(self) -> str:
         return f"LLMClient(base_url={self.base_url!r}, model={self.model!r}, concurrency={self.concurrency})"
-
-    @property
-    def requests_made(self) -> int:
-        """Chat completions requested so far, retries included."""
-        with self._count_lock:
-            return self._requests_made
 
     def provinces(self) -> list[Region]:
         return self._ask("provinces", provinces_prompt(), _provinces)
@@ -129,24 +98,9 @@ class LLMClient:
             f"hospitals of {code}", hospitals_prompt(region), lambda text: llm_parse.parse_hospitals(text, code)
         )
 
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> LLMClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def _ask(self, what: str, prompt: str, parse: Callable[[str], T]) -> T:
-        return call_with_retries(
-            lambda: self._attempt(what, prompt, parse),
-            what=f"LLM {what}",
-            max_attempts=self._max_attempts,
-            backoff=self._backoff,
-            sleep=self._sleep,
-            give_up=region_verdict,  # an answer still invalid after the last attempt fails its region
-        )
+        # An answer still invalid after the last attempt fails its region.
+        return self._with_retries(lambda: self._attempt(what, prompt, parse), f"LLM {what}")
 
     def _request_body(self, prompt: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -158,13 +112,11 @@ class LLMClient:
         return body
 
     def _post(self, what: str, prompt: str) -> httpx.Response:
-        with self._count_lock:
-            self._requests_made += 1
+        self._counted()
         try:
-            with self._gate():
-                return self._client.post(f"{self.base_url}/chat/completions", json=self._request_body(prompt))
-        except httpx.TransportError as error:  # timeouts, refused and reset connections
-            raise TransientUpstreamError(self._redact(f"LLM {what}: {type(error).__name__}: {error}")) from None
+            return self._client.post(f"{self.base_url}/chat/completions", json=self._request_body(prompt))
+        except httpx.TransportError as error:
+            raise self._transport_error(f"LLM {what}", error) from None
 
     def _attempt(self, what: str, prompt: str, parse: Callable[[str], T]) -> T:
         response = self._post(what, prompt)

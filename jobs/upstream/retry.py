@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from jobs.backoff import backoff
 from jobs.errors import RegionFailedError, TransientUpstreamError, UpstreamError, UpstreamInconsistencyError
 
 T = TypeVar("T")
@@ -33,8 +33,7 @@ class Backoff:
         base = self.base
         if self.inconsistent_base is not None and isinstance(error, UpstreamInconsistencyError):
             base = self.inconsistent_base
-        ceiling = min(self.cap, base * 2 ** (attempt - 1))
-        delay = random.uniform(0.0, ceiling)
+        delay = backoff(attempt, base, 2.0, self.cap, jitter=1.0)
         if error.retry_after is not None:
             # The upstream said when it will take us again: never come back earlier than that.
             delay = max(delay, min(max(error.retry_after, 0.0), self.retry_after_cap))

@@ -19,7 +19,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobs.upstream.sample import PAGE_SIZE, SampleDirectory
@@ -267,57 +267,40 @@ class RunningUpstream:
         self.stop()
 
 
+class FaultOptions(TypedDict, total=False):
+    """How a served upstream misbehaves (see Faults), and the bearer token it requires (None: none)."""
+
+    latency_ms: float
+    fail_rate: float
+    rate_429: float
+    invalid_json_rate: float
+    hang_rate: float
+    hang_seconds: float
+    seed: int
+    token: str | None
+
+
 def start_background(
-    scale: int = 1000,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    latency_ms: float = 0.0,
-    fail_rate: float = 0.0,
-    rate_429: float = 0.0,
-    invalid_json_rate: float = 0.0,
-    hang_rate: float = 0.0,
-    hang_seconds: float = 30.0,
-    seed: int = 0,
-    token: str | None = None,
-    directory: SampleDirectory | None = None,
+    scale: int = 1000, *, host: str = "127.0.0.1", port: int = 0, directory: SampleDirectory | None = None,
+    **options: Unpack[FaultOptions],
 ) -> RunningUpstream:
     """Serve on a background thread; port 0 picks a free port (see `.url`)."""
-    faults = Faults(fail_rate, rate_429, invalid_json_rate, hang_rate, hang_seconds, seed)
-    server = DirectoryServer((host, port), directory or SampleDirectory(scale), latency_ms, faults, token)
+    faults = Faults(**{f: options[f] for f in Faults.__dataclass_fields__ if f in options})  # type: ignore[literal-required]
+    server = DirectoryServer(
+        (host, port), directory or SampleDirectory(scale), options.get("latency_ms", 0.0), faults, options.get("token")
+    )
     return RunningUpstream(server)
 
 
 def serve_forever(
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    scale: int = 1_000_000,
-    latency_ms: float = 0.0,
-    fail_rate: float = 0.0,
-    rate_429: float = 0.0,
-    invalid_json_rate: float = 0.0,
-    hang_rate: float = 0.0,
-    hang_seconds: float = 30.0,
-    seed: int = 0,
-    token: str | None = None,
+    host: str = "127.0.0.1", port: int = 8000, scale: int = 1_000_000, **faults: Unpack[FaultOptions]
 ) -> None:
-    """Serve in the foreground until SIGTERM or SIGINT, then stop cleanly (call from the main thread)."""
+    """Serve in the foreground until SIGTERM or SIGINT, then stop cleanly (call from the main thread).
+    `faults`: the keyword options of `start_background` (latency, fault rates, seed, token)."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with start_background(
-            scale,
-            host=host,
-            port=port,
-            latency_ms=latency_ms,
-            fail_rate=fail_rate,
-            rate_429=rate_429,
-            invalid_json_rate=invalid_json_rate,
-            hang_rate=hang_rate,
-            hang_seconds=hang_seconds,
-            seed=seed,
-            token=token,
-        ) as running:
+        with start_background(scale, host=host, port=port, **faults) as running:
             log.warning("serving the sample directory (scale %d) at %s", scale, running.url)
             while not stop.wait(0.5):
                 pass
