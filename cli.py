@@ -31,9 +31,10 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def _secrets(settings: Settings) -> list[str | None]:
-    urls = (settings.redis_url, settings.upstream_url, settings.llm_base_url)
-    return [settings.upstream_token, settings.llm_api_key, settings.web_password,
-            *(part for url in urls for part in credential_parts(url))]
+    alerts = settings.alerts
+    urls = (settings.redis_url, settings.upstream_url, settings.llm_base_url, alerts.webhook_url, alerts.smtp_url)
+    return [settings.upstream_token, settings.llm_api_key, settings.web_password, settings.metrics_token,
+            alerts.webhook_secret, *(part for url in urls for part in credential_parts(url))]
 
 
 def _load_task_modules(settings: Settings) -> None:
@@ -181,15 +182,17 @@ def info(rt: Runtime) -> None:
 
 
 def _register() -> None:
+    from commands.alerts import alerts
     from commands.data import data
     from commands.demo import demo
     from commands.failed import failed
+    from commands.observe import COMMANDS as OBSERVE_COMMANDS
     from commands.refresh import COMMANDS
     from commands.schedule import schedule_group
     from commands.tasks import tasks_group
     from commands.upstream import upstream
 
-    for command in [*COMMANDS, data, upstream, demo, failed, tasks_group, schedule_group]:
+    for command in [*COMMANDS, data, upstream, demo, failed, tasks_group, schedule_group, *OBSERVE_COMMANDS, alerts]:
         cli.add_command(command)
 
 

@@ -38,6 +38,7 @@ def clean_started_registries(conn: redis.Redis) -> None:
 
 
 def default_duties(settings: Settings | None = None) -> list[Duty]:
+    from jobs.duties.alerts import AlertDuty
     from jobs.duties.fire_schedules import run_schedules
     from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
     from jobs.duties.time_limits import enforce_time_limits
@@ -52,7 +53,7 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
     def admit(conn: redis.Redis) -> None:
         admit_waiting(conn, settings)
 
-    return [clean_started_registries, sweep, enforce_time_limits, admit, run_schedules]
+    return [clean_started_registries, sweep, enforce_time_limits, admit, run_schedules, AlertDuty(settings)]
 
 
 class Scheduler:
@@ -90,6 +91,10 @@ class Scheduler:
                     log.warning("scheduler: Redis unavailable (%s)", exc)
                 self._pause()
         finally:
+            for duty in self.duties:  # a duty with a thread of its own (alert delivery) stops it
+                close = getattr(duty, "close", None)
+                if close is not None:
+                    close()
             if self.active:
                 try:
                     self.lock.release()

@@ -19,6 +19,7 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys
 from jobs.errors import ValidationError
+from jobs.observe import runs as observed_runs
 from jobs.redis_values import as_text, as_texts
 
 RUNNING, SUCCEEDED, FAILED = "RUNNING", "SUCCEEDED", "FAILED"
@@ -74,14 +75,16 @@ def execution_id(job_id: str, attempt: int) -> str:
 
 def record_start(
     conn: redis.Redis, task: str, job_id: str, attempt: int, bounds: Bounds,
-    trigger: str = "manual", now: float | None = None,
+    trigger: str = "manual", now: float | None = None, queued_ts: float | None = None,
 ) -> str:
-    """Store a RUNNING record for this attempt (and trim); return its execution id."""
+    """Store a RUNNING record for this attempt (and trim); return its execution id. `queued_ts`: when the
+    run was enqueued (its queue wait is kept apart from its run time)."""
     started = time.time() if now is None else now
     exec_id = execution_id(job_id, attempt)
+    wait = round(max(0.0, started - queued_ts), 3) if queued_ts is not None else None
     entry = {
         "id": exec_id, "task": task, "job_id": job_id, "attempt": attempt, "trigger": trigger,
-        "status": RUNNING, "started_at": iso(started), "started_ts": started,
+        "status": RUNNING, "started_at": iso(started), "started_ts": started, "queue_wait_seconds": wait,
         "ended_at": None, "duration": None, "result": None, "error": None, "traceback": None,
     }
     with conn.pipeline() as pipe:
@@ -104,11 +107,15 @@ def record_end(
     entry: dict[str, Any] = json.loads(raw)
     ended = time.time() if now is None else now
     entry.update({
-        "status": status, "ended_at": iso(ended), "duration": round(ended - float(entry["started_ts"]), 3),
+        "status": status, "ended_at": iso(ended), "ended_ts": ended,
+        "duration": round(ended - float(entry["started_ts"]), 3),
         "result": summarize(result) if status == SUCCEEDED else None,
         "error": error, "traceback": (traceback or "")[-TRACEBACK_CHARS:] or None, "retrying": retrying,
     })
-    conn.hset(keys.history_entries(task), exec_id, json.dumps(entry, ensure_ascii=False))
+    with conn.pipeline() as pipe:  # the record and the run's counters, histogram and outcome together
+        pipe.hset(keys.history_entries(task), exec_id, json.dumps(entry, ensure_ascii=False))
+        observed_runs.queue_named_run(pipe, entry, retrying)
+        pipe.execute()
     return entry
 
 

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 import redis
+from rq.exceptions import AbandonedJobError
 from rq.job import Callback, Job, JobStatus, get_current_job
 from rq.serializers import JSONSerializer
 
@@ -164,7 +165,8 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     job.save_meta()  # type: ignore[no-untyped-call]
     bounds = history.Bounds(definition.history_limit, definition.history_days)
     trigger = _trigger_of(job.meta)
-    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger)
+    queued = job.enqueued_at.replace(tzinfo=UTC).timestamp() if job.enqueued_at else None
+    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
     context = RunContext(name, job.id, attempt, job.connection, settings, job.meta.get("schedule"),
                          job.meta.get("workflow"))
     token = _current.set(context)
@@ -230,7 +232,10 @@ def on_run_failure(
 ) -> None:
     """RQ failure callback of every run (also for runs whose worker died): ends what the run belonged to."""
     from jobs.named import schedules, workflows
+    from jobs.observe.runs import note_lost_run
 
+    if exc_type is not None and issubclass(exc_type, AbandonedJobError):
+        note_lost_run(connection, job, time.time())  # its worker died: the history record still says RUNNING
     if job.retries_left:
         return  # RQ runs it again; only a final failure ends a schedule's run or a workflow step
     error = f"{exc_type.__name__}: {exc_value}" if exc_type is not None else "failed"

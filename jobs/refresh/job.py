@@ -27,6 +27,7 @@ from rq.serializers import JSONSerializer
 from jobs import keys, limits, queues
 from jobs.config import Settings
 from jobs.errors import PermanentUpstreamError, TaskExecutionError
+from jobs.observe.counters import UpstreamTally
 from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.refresh import published, records
 from jobs.refresh.leaves import LeafRunner
@@ -77,17 +78,20 @@ def _context() -> tuple[redis.Redis, Settings, Job]:
 
 @contextlib.contextmanager
 def _upstream(conn: redis.Redis, record: dict[str, str], settings: Settings, job: Job) -> Iterator[Upstream]:
-    """The task's upstream behind this job's gate; on the way out (however the job ends) its slots are
-    given back."""
+    """The task's upstream behind this job's gate, its requests counted; on the way out (however the job
+    ends) its slots are given back and its last requests added to the counters."""
     worker = job.worker_name or os.environ.get("RQ_WORKER_ID", "")
     gate = limits.gate_for(conn, settings, limits.holder_id(job.id, worker, os.getpid()))
-    upstream = build_upstream(json.loads(record["upstream"]), settings, request_gate=gate)
+    spec = json.loads(record["upstream"])
+    tally = UpstreamTally(conn, str(spec.get("kind")))
+    upstream = build_upstream(spec, settings, request_gate=gate, count=tally)
     try:
         yield upstream
     finally:
         upstream.close()  # first: no request of this job can start once its slots are given back
         if gate is not None:
             gate.close()
+        tally.flush()
 
 
 def plan_task(task_id: str) -> dict[str, Any]:

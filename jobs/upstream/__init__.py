@@ -14,7 +14,7 @@ from typing import Any
 from jobs.config import HTTP_SCHEMES, MAX_SAMPLE_SCALE, Settings
 from jobs.errors import ValidationError
 from jobs.redact import mask_url, without_credentials
-from jobs.upstream.base import RequestGate, Upstream
+from jobs.upstream.base import RequestCounter, RequestGate, Upstream, no_count
 
 __all__ = ["Upstream", "build_upstream", "secret_free_spec", "spec_from_settings"]
 
@@ -90,8 +90,11 @@ def check_spec(spec: dict[str, Any], settings: Settings) -> None:
         raise ValidationError(f"unknown upstream kind {kind!r}: expected one of {', '.join(KINDS)}")
 
 
-def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: RequestGate | None = None) -> Upstream:
-    """The Upstream a task's spec describes; ValidationError if the spec is not a valid one."""
+def build_upstream(
+    spec: dict[str, Any], settings: Settings, request_gate: RequestGate | None = None, count: RequestCounter = no_count
+) -> Upstream:
+    """The Upstream a task's spec describes; ValidationError if the spec is not a valid one. `count` is told
+    the outcome of every request it sends (the sample sends none)."""
     check_spec(spec, settings)
     kind = spec["kind"]
     if kind == "sample":
@@ -108,6 +111,7 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
             timeout=settings.upstream_timeout,
             max_attempts=settings.upstream_attempts,
             request_gate=request_gate,
+            count=count,
         )
     from jobs.upstream.llm import LLMClient
 
@@ -119,4 +123,5 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
         timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
         max_attempts=settings.upstream_attempts,
         request_gate=request_gate,
+        count=count,
     )

@@ -18,7 +18,7 @@ import httpx
 from jobs.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamInconsistencyError
 from jobs.redact import split_credentials, url_redactor
 from jobs.upstream import shapes
-from jobs.upstream.base import Hospital, Region, RequestGate
+from jobs.upstream.base import Hospital, Region, RequestCounter, RequestGate, no_count
 from jobs.upstream.listing import Listing, Page
 from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
 
@@ -66,6 +66,15 @@ def check_status(response: httpx.Response, what: str) -> None:
     raise PermanentUpstreamError(f"{what}: HTTP {status}: {_error_text(response)}")
 
 
+def status_outcome(status: int) -> str:
+    """How a response counts in the upstream counters (see RequestCounter)."""
+    if status < 300:
+        return "ok"
+    if status == 429:
+        return "http_429"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
 @functools.cache
 def shared_tls_context() -> ssl.SSLContext:
     """One TLS context per process (loading the CA bundle costs ~40 ms of CPU); a work-horse forked
@@ -104,6 +113,7 @@ class HttpDirectoryClient:
         request_gate: RequestGate | None = None,
         backoff: Backoff | None = None,
         sleep: Sleep = time.sleep,
+        count: RequestCounter = no_count,
     ) -> None:
         # Credentials in the URL (http://user:pass@host/v1) are sent as Basic auth, never in a request URL.
         bare_url, credentials = split_credentials(base_url)
@@ -113,6 +123,7 @@ class HttpDirectoryClient:
         self._gate = request_gate or contextlib.nullcontext
         self._backoff = backoff or Backoff()
         self._sleep = sleep
+        self._count = count
         self._redact = url_redactor(base_url, token)
         headers = {"Accept": "application/json"}
         if token:
@@ -180,18 +191,29 @@ class HttpDirectoryClient:
     def _attempt(self, path: str, query: dict[str, Any] | None, parse: Callable[[object], T], what: str) -> T:
         with self._count_lock:
             self._requests_made += 1
+        outcome: str | None = None  # what the counters are told once this attempt is over (None: never sent)
         try:
-            with self._gate():
-                response = self._client.get(self.base_url + path, params=query)
-        except httpx.TransportError as error:  # timeouts, refused and reset connections
-            raise TransientUpstreamError(self._redact(f"{what}: {type(error).__name__}: {error}")) from None
-        check_status(response, what)
-        try:
-            return parse(json.loads(response.content))
-        except shapes.ItemShapeError as error:  # the body arrived whole, its data breaks the contract
-            raise UpstreamInconsistencyError(self._redact(f"{what}: invalid item: {error}")) from None
-        except ValueError as error:  # not JSON, or not the contract's body (a faulty proxy): try again
-            raise TransientUpstreamError(self._redact(f"{what}: invalid body: {error}")) from None
+            try:
+                with self._gate():
+                    outcome = "transport"
+                    response = self._client.get(self.base_url + path, params=query)
+            except httpx.TransportError as error:  # timeouts, refused and reset connections
+                outcome = "timeout" if isinstance(error, httpx.TimeoutException) else "transport"
+                raise TransientUpstreamError(self._redact(f"{what}: {type(error).__name__}: {error}")) from None
+            outcome = status_outcome(response.status_code)
+            check_status(response, what)
+            outcome = "invalid"
+            try:
+                value = parse(json.loads(response.content))
+            except shapes.ItemShapeError as error:  # the body arrived whole, its data breaks the contract
+                raise UpstreamInconsistencyError(self._redact(f"{what}: invalid item: {error}")) from None
+            except ValueError as error:  # not JSON, or not the contract's body (a faulty proxy): try again
+                raise TransientUpstreamError(self._redact(f"{what}: invalid body: {error}")) from None
+            outcome = "ok"
+            return value
+        finally:
+            if outcome is not None:
+                self._count(outcome)
 
 
 def _provinces(body: object) -> list[Region]:

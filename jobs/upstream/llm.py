@@ -14,8 +14,8 @@ import httpx
 from jobs.errors import TransientUpstreamError, UpstreamInconsistencyError
 from jobs.redact import split_credentials, url_redactor
 from jobs.upstream import llm_parse
-from jobs.upstream.base import Hospital, Region, RequestGate
-from jobs.upstream.http import check_status, pooled_client
+from jobs.upstream.base import Hospital, Region, RequestCounter, RequestGate, no_count
+from jobs.upstream.http import check_status, pooled_client, status_outcome
 from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
 from jobs.upstream.shapes import CHILD_LEVEL
 
@@ -83,6 +83,7 @@ class LLMClient:
         backoff: Backoff | None = None,
         sleep: Sleep = time.sleep,
         temperature: float | None = 0.0,
+        count: RequestCounter = no_count,
     ) -> None:
         bare_url, credentials = split_credentials(base_url)  # sent as Basic auth, never in a request URL
         self.base_url = bare_url.rstrip("/")
@@ -93,6 +94,7 @@ class LLMClient:
         self._backoff = backoff or Backoff(base=1.0, inconsistent_base=0.1)
         self._sleep = sleep
         self._temperature = temperature
+        self._count = count
         self._redact = url_redactor(base_url, api_key)
         headers = {"Accept": "application/json"}
         if api_key:
@@ -158,25 +160,40 @@ class LLMClient:
         return body
 
     def _post(self, what: str, prompt: str) -> httpx.Response:
+        """The response; an attempt sent that got none is counted here ("timeout", "transport")."""
         with self._count_lock:
             self._requests_made += 1
+        sent = False
         try:
             with self._gate():
+                sent = True
                 return self._client.post(f"{self.base_url}/chat/completions", json=self._request_body(prompt))
         except httpx.TransportError as error:  # timeouts, refused and reset connections
+            self._count("timeout" if isinstance(error, httpx.TimeoutException) else "transport")
             raise TransientUpstreamError(self._redact(f"LLM {what}: {type(error).__name__}: {error}")) from None
+        except BaseException:
+            if sent:
+                self._count("transport")
+            raise
 
     def _attempt(self, what: str, prompt: str, parse: Callable[[str], T]) -> T:
         response = self._post(what, prompt)
-        check_status(response, f"LLM {what}")
+        outcome = status_outcome(response.status_code)  # what the counters are told once this attempt is over
         try:
-            text = answer_text(json.loads(response.content))
-        except ValueError as error:  # not a chat completion at all: a faulty proxy, plainly transient
-            raise TransientUpstreamError(self._redact(f"LLM {what}: invalid body: {error}")) from None
-        try:
-            return parse(text)
-        except llm_parse.InvalidAnswerError as error:
-            raise UpstreamInconsistencyError(self._redact(f"LLM {what}: invalid answer: {error}")) from None
+            check_status(response, f"LLM {what}")
+            outcome = "invalid"
+            try:
+                text = answer_text(json.loads(response.content))
+            except ValueError as error:  # not a chat completion at all: a faulty proxy, plainly transient
+                raise TransientUpstreamError(self._redact(f"LLM {what}: invalid body: {error}")) from None
+            try:
+                value = parse(text)
+            except llm_parse.InvalidAnswerError as error:
+                raise UpstreamInconsistencyError(self._redact(f"LLM {what}: invalid answer: {error}")) from None
+            outcome = "ok"
+            return value
+        finally:
+            self._count(outcome)
 
 
 def _provinces(text: str) -> list[Region]:
