@@ -46,7 +46,7 @@ def test_a_bad_value_names_its_variable(name: str, value: str, expected: str) ->
 
 
 def test_thresholds_that_contradict_each_other_are_refused() -> None:
-    with pytest.raises(ConfigError, match="REFRESHQ_HEALTH_RUN_CRITICAL.*REFRESHQ_HEALTH_RUN_WARNING"):
+    with pytest.raises(ConfigError, match=r"REFRESHQ_HEALTH_RUN_CRITICAL.*REFRESHQ_HEALTH_RUN_WARNING"):
         Settings.from_env({"REFRESHQ_HEALTH_RUN_WARNING": "600", "REFRESHQ_HEALTH_RUN_CRITICAL": "60"})
     with pytest.raises(ConfigError, match="REFRESHQ_ALERT_FAILURE_RATE_CRITICAL"):
         Settings.from_env({"REFRESHQ_ALERT_FAILURE_RATE_CRITICAL": "5"})  # below the default warning, 10

@@ -20,9 +20,11 @@ from collections.abc import Iterator
 
 import redis
 from flask import Flask, Response, current_app, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from jobs import keys
 from jobs.config import Settings
@@ -77,7 +79,8 @@ def _histogram_families(conn: redis.Redis) -> Iterator[Metric]:
                                     labels=["kind"])
     named = HistogramMetricFamily("refreshq_task_run_seconds", "Run time of named-task runs.", labels=["task"])
     for kind, raw in stored.items():
-        buckets, total, _count = counters.cumulative_buckets(as_text_map(raw))
+        stored_buckets, total, _count = counters.cumulative_buckets(as_text_map(raw))
+        buckets = [(floatToGoString(float(le)), n) for le, n in stored_buckets]  # le="60.0", as Prometheus' own
         if kind in run_lists.REFRESH_KINDS:
             refresh.add_metric([kind], buckets, total)
         elif raw:
@@ -148,11 +151,13 @@ class RedisCollector(Collector):
         yield from _alert_families(self.conn)
 
 
-def render(conn: redis.Redis) -> bytes:
-    """The exposition text of one scrape."""
+def render(conn: redis.Redis, accept: str | None = None) -> tuple[bytes, str]:
+    """One scrape: the body and its content type, in the format the scraper's Accept header asks for
+    (prometheus-client's negotiation: OpenMetrics, or the text format)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(conn))
-    return generate_latest(registry)
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
 
 
 def authorized(settings: Settings, header: str | None) -> bool:
@@ -178,4 +183,5 @@ def mount(app: Flask, settings: Settings) -> None:
             return Response("authentication required\n", 401,
                             {"WWW-Authenticate": 'Basic realm="refreshq", Bearer realm="refreshq"'})
         conn: redis.Redis = current_app.redis_conn  # type: ignore[attr-defined]
-        return Response(render(conn), 200, {"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+        body, content_type = render(conn, request.headers.get("Accept"))
+        return Response(body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"})
