@@ -28,6 +28,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int  # what the receiver answered
+    at: float  # time.time() when it arrived
 
 
 class WebhookReceiver(ThreadingHTTPServer):
@@ -60,12 +61,13 @@ class _WebhookHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        arrived = time.time()
         if self.server.hang:
             time.sleep(self.server.hang)
         status = self.server.status
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.server.lock:
-            self.server.received.append(Received(headers, body, status))
+            self.server.received.append(Received(headers, body, status, arrived))
         self.send_response(status)
         self.send_header("content-length", "0")
         self.end_headers()
