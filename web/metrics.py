@@ -80,7 +80,8 @@ def _histogram_families(conn: redis.Redis) -> Iterator[Metric]:
     named = HistogramMetricFamily("refreshq_task_run_seconds", "Run time of named-task runs.", labels=["task"])
     for kind, raw in stored.items():
         stored_buckets, total, _count = counters.cumulative_buckets(as_text_map(raw))
-        buckets = [(floatToGoString(float(le)), n) for le, n in stored_buckets]  # le="60.0", as Prometheus' own
+        # le="60.0", as prometheus-client formats its own histograms
+        buckets = [(floatToGoString(float(le)), n) for le, n in stored_buckets]  # type: ignore[no-untyped-call]
         if kind in run_lists.REFRESH_KINDS:
             refresh.add_metric([kind], buckets, total)
         elif raw:
