@@ -13,6 +13,7 @@ import redis
 from jobs import keys
 from jobs.refresh import records
 from jobs.scripts import Scripts
+from jobs.statuses import ACTIVE, FAILED, SUCCEEDED
 
 SPEC = {"kind": "http", "url": "http://127.0.0.1:9/v1"}  # never contacted
 
@@ -30,7 +31,7 @@ class FakeRun:
     created: float
     started: float | None = None
     ended: float | None = None
-    status: str = records.SUCCEEDED
+    status: str = SUCCEEDED
     hospitals: int = 0
     province: str = "110000"
     progress: int = 0
@@ -55,9 +56,9 @@ def queue_fake_run(pipe: redis.client.Pipeline, run: FakeRun) -> None:
             scripts.progress(keys=[task_key], args=[run.progress, "正在处理", at, run.started, "", keys.PREFIX])
     if run.ended is not None:
         fields = ["finished_at", iso(run.ended)]
-        if run.status == records.FAILED:
+        if run.status == FAILED:
             fields += ["error_message", "1 of 1 provinces failed: 110000 404 not found"]
-        scripts.transition(keys=[task_key], args=[",".join(records.ACTIVE), run.status, iso(run.ended), run.ended,
+        scripts.transition(keys=[task_key], args=[",".join(ACTIVE), run.status, iso(run.ended), run.ended,
                                                   keys.PREFIX, *fields])
 
 

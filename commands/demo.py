@@ -25,7 +25,7 @@ from jobs.config import MAX_SAMPLE_SCALE
 from jobs.connection import server_url
 from jobs.redact import mask_url
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import TERMINAL
+from jobs.statuses import TERMINAL
 
 DEMO_SCALE = 1_000_000
 # Seconds the workers get to see a cancel and end the task, and then to stop (their warm shutdown).

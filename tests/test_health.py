@@ -16,7 +16,7 @@ from jobs.config import Settings
 from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
 from jobs.observe import report
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import FAILED, RUNNING, SUCCEEDED
+from jobs.statuses import FAILED, RUNNING, SUCCEEDED
 from jobs.upstream.serve import start_background
 from scheduler import Scheduler
 from tests.conftest import run_cli

@@ -15,7 +15,7 @@ from jobs.config import Settings
 from jobs.named import runs as named_runs
 from jobs.observe import report
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import CANCELLED, FAILED, SUCCEEDED
+from jobs.statuses import CANCELLED, FAILED, SUCCEEDED
 from tests.conftest import run_cli
 from tests.helpers import drain, wait_status
 from tests.named_helpers import drain_all, named_env, registry

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobs import keys, queues
 from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import CANCELLED, PENDING, SUCCEEDED
+from jobs.statuses import CANCELLED, PENDING, SUCCEEDED
 from jobs.upstream.serve import start_background
 from tests.helpers import (
     drain,

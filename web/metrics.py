@@ -31,7 +31,7 @@ from jobs.config import Settings
 from jobs.observe import counters, snapshot
 from jobs.observe import runs as run_lists
 from jobs.redis_values import as_text_map, as_texts
-from jobs.refresh.records import STATUSES, TERMINAL
+from jobs.statuses import TASK_STATUSES, TERMINAL
 
 PATH = "/metrics"
 
@@ -100,7 +100,7 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...], rows: list[tuple[tuple[
 def _gauge_families(conn: redis.Redis) -> Iterator[Metric]:
     shot = snapshot.take(conn, with_registries=True)
     yield _gauge("refreshq_tasks", "Refresh tasks by status now.", ("status",),
-                 [((s,), shot.tasks_by_status[s]) for s in STATUSES])
+                 [((s,), shot.tasks_by_status[s]) for s in TASK_STATUSES])
     yield _gauge("refreshq_queue_jobs", "Jobs waiting in each queue.", ("queue",),
                  [((q.name,), q.depth) for q in shot.queues])
     yield _gauge("refreshq_queue_oldest_job_age_seconds", "Seconds the job at the head of each queue has waited "

@@ -30,7 +30,9 @@ class AlertDuty:
         if self.deliverer is None:
             self.deliverer = Deliverer(conn, self.settings)
         self.deliverer.keep_active(ACTIVE_SECONDS)
-        alert_state.evaluate_if_due(conn, self.settings)
+        plan = alert_state.evaluate_if_due(conn, self.settings)
+        if plan is not None and plan.notify:
+            self.deliverer.wake()
 
     def close(self) -> None:
         if self.deliverer is not None:

@@ -27,7 +27,7 @@ from jobs.observe import health, report
 from jobs.observe import runs as run_lists
 from jobs.observe import snapshot as snap
 from jobs.observe.health import CRITICAL, WARNING, Issue
-from jobs.refresh.records import FAILED, SUCCEEDED
+from jobs.statuses import FAILED, SUCCEEDED
 
 
 @dataclass(frozen=True)

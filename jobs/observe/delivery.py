@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from jobs import keys
+from jobs.backoff import backoff
 from jobs.config import Settings
 from jobs.errors import AlertDeliveryError
 from jobs.observe import channels as channel_senders
@@ -50,11 +51,7 @@ def lease_seconds(settings: Settings) -> float:
 
 def retry_delay(settings: Settings, attempt: int) -> float:
     """The scheduler's backoff (REFRESHQ_RETRY_BASE * _FACTOR ** (attempt - 1), capped), with jitter."""
-    try:
-        nominal = min(settings.retry_cap, settings.retry_base * settings.retry_factor ** max(0, attempt - 1))
-    except OverflowError:
-        nominal = settings.retry_cap
-    return max(0.05, nominal * random.uniform(0.8, 1.0))
+    return max(0.05, backoff(attempt, settings.retry_base, settings.retry_factor, settings.retry_cap, jitter=0.2))
 
 
 def _channel_state(conn: redis.Redis, channel: str, ok: bool, note: str | None, now: float) -> str:
@@ -164,6 +161,7 @@ class Deliverer:
         self.settings = settings
         self._active_until = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alert-delivery", daemon=True)
 
     def keep_active(self, seconds: float) -> None:
@@ -171,15 +169,22 @@ class Deliverer:
         if not self._thread.is_alive() and not self._stop.is_set():
             self._thread.start()
 
+    def wake(self) -> None:
+        """Look at the outbox now (a notice was just queued) instead of at the next poll."""
+        self._wake.set()
+
     def stop(self, timeout: float = 2.0) -> None:
         """Stop after the attempt in progress (waiting at most `timeout`: its claim lapses otherwise)."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
-            if time.monotonic() > self._active_until:
+        while not self._stop.is_set():
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set() or time.monotonic() > self._active_until:
                 continue
             try:
                 deliver_due(self.conn, self.settings, self._stop)

@@ -25,7 +25,7 @@ from jobs.config import Settings
 from jobs.errors import ValidationError
 from jobs.observe import snapshot as snap
 from jobs.redis_values import as_text_map
-from jobs.refresh.records import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL
+from jobs.statuses import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL
 
 WINDOWS: dict[str, float | None] = {"24h": 86_400.0, "7d": 7 * 86_400.0, "all": None}
 

@@ -9,6 +9,8 @@ queue_wait_seconds (from its enqueueing to its start), records (refreshes), ende
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,10 +20,12 @@ from rq.job import Job
 from jobs import keys
 from jobs.observe import counters
 from jobs.redis_values import as_text, as_text_map, as_texts
+from jobs.statuses import FAILED, RUNNING, SUCCEEDED
+
+log = logging.getLogger("refreshq.observe")
 
 RUN_LIST_LENGTH = 200
 REFRESH_KINDS = ("full", "province")
-SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
 LOST = "lost: the worker running it died or was stopped"
 
 
@@ -70,7 +74,7 @@ def note_lost_run(conn: redis.Redis, job: Job, ended_ts: float) -> bool:
                 pipe.watch(entries)  # type: ignore[no-untyped-call]
                 raw = pipe.hget(entries, exec_id)
                 entry: dict[str, Any] = json.loads(raw) if raw else {}
-                if entry.get("status") != history.RUNNING:
+                if entry.get("status") != RUNNING:
                     return False
                 started = float(entry.get("started_ts") or ended_ts)
                 entry.update({"status": FAILED, "error": LOST, "ended_at": history.iso(ended_ts),
@@ -83,6 +87,17 @@ def note_lost_run(conn: redis.Redis, job: Job, ended_ts: float) -> bool:
                 return True
             except redis.WatchError:
                 continue
+
+
+def lost_run_handler(job: Job, exc_type: type[BaseException], exc_value: BaseException, tb: Any) -> bool:
+    """An RQ exception handler (the worker's, and the scheduler's started-registry cleanup): a named run whose
+    history record still says RUNNING when its job fails was lost with its worker or work-horse; end it
+    FAILED and record the run. True: RQ's own handling goes on."""
+    try:
+        note_lost_run(job.connection, job, time.time())
+    except redis.RedisError as exc:  # the history repairs the record when it is next read; only the count is lost
+        log.warning("observe: could not record the lost run %s (%s)", job.id, exc)
+    return True
 
 
 def run_kinds(conn: redis.Redis) -> list[str]:

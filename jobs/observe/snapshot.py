@@ -27,7 +27,7 @@ from rq.utils import utcparse
 
 from jobs import keys, queues
 from jobs.redis_values import as_text, as_texts
-from jobs.refresh.records import PENDING, RUNNING, STATUSES
+from jobs.statuses import PENDING, RUNNING, TASK_STATUSES
 
 REGISTRIES = {
     "started": StartedJobRegistry, "failed": FailedJobRegistry, "finished": FinishedJobRegistry,
@@ -114,7 +114,7 @@ class Snapshot:
 
 
 def _first_round(pipe: redis.client.Pipeline, with_registries: bool) -> None:
-    for status in STATUSES:
+    for status in TASK_STATUSES:
         pipe.zcard(keys.tasks_with_status(status))
     pipe.zrange(keys.tasks_with_status(RUNNING), 0, MAX_RUNNING_SHOWN - 1)
     pipe.zrange(keys.tasks_with_status(PENDING), 0, MAX_PENDING_SHOWN - 1)
@@ -137,7 +137,7 @@ def take(conn: redis.Redis, with_registries: bool = False, with_memory: bool = T
     with conn.pipeline(transaction=False) as pipe:
         _first_round(pipe, with_registries)
         first = iter(pipe.execute())
-    by_status = {status: int(next(first)) for status in STATUSES}
+    by_status = {status: int(next(first)) for status in TASK_STATUSES}
     running_ids, pending_ids = as_texts(next(first)), as_texts(next(first))
     depth_heads = [(int(next(first)), next(first)) for _ in queues.ALL_QUEUES]
     worker_keys = sorted(as_texts(next(first)))
