@@ -28,7 +28,7 @@ from jobs import context, failures, limits, shutdown
 from jobs import queues as queue_names
 from jobs.config import Settings
 from jobs.errors import ValidationError
-from jobs.observe.runs import lost_run_handler
+from jobs.named.history import lost_run_handler
 from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
 

@@ -12,7 +12,7 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from jobs import failures, queues
-from jobs.observe.runs import lost_run_handler
+from jobs.named.history import lost_run_handler
 
 # How the failure of an abandoned job is recorded: its kind (for the sweeper), and a named run's loss.
 HANDLERS = [failures.exception_handler, lost_run_handler]

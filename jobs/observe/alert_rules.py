@@ -23,7 +23,8 @@ from typing import Any
 import redis
 
 from jobs.config import Settings
-from jobs.observe import health, report
+from jobs.observe import health
+from jobs.observe import metrics as reports
 from jobs.observe import runs as run_lists
 from jobs.observe import snapshot as snap
 from jobs.observe.health import CRITICAL, WARNING, Issue
@@ -96,5 +97,5 @@ def conditions(settings: Settings, shot: snap.Snapshot, counts: dict[str, int],
 def current_conditions(conn: redis.Redis, settings: Settings) -> tuple[float, list[Condition]]:
     """(now, the conditions that hold now), from a few reads."""
     shot = snap.take(conn, with_memory=False)
-    counts = report.ended_counts(conn, shot.now - 86_400)
+    counts = reports.ended_counts(conn, shot.now - 86_400)
     return shot.now, conditions(settings, shot, counts, run_lists.outcomes(conn))

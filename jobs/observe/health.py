@@ -15,7 +15,7 @@ import redis
 
 from jobs import keys
 from jobs.config import HealthThresholds, Settings
-from jobs.observe import report
+from jobs.observe import metrics as reports
 from jobs.observe import snapshot as snap
 from jobs.redis_values import as_text_map
 
@@ -140,17 +140,17 @@ def issues(conn: redis.Redis, settings: Settings, shot: snap.Snapshot, metrics: 
 def health_report(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
     """{status, issues: [{rule, severity, subject, value, threshold, message}], metrics, timestamp}."""
     shot = snap.take(conn)
-    metrics = report.metrics_report(conn, settings, "24h", snapshot=shot)
+    metrics = reports.metrics_report(conn, settings, "24h", snapshot=shot)
     found = issues(conn, settings, shot, metrics)
     return {
         "status": worst([i.severity for i in found]),
         "issues": [i.as_dict() for i in found],
         "metrics": metrics,
-        "timestamp": report.iso(shot.now),
+        "timestamp": reports.iso(shot.now),
     }
 
 
 def unreachable_report(error: str, now: float) -> dict[str, Any]:
     """The health of a system whose Redis cannot be reached: critical, and nothing else is known."""
     issue = Issue("redis_unreachable", CRITICAL, "redis", None, None, f"cannot reach Redis: {error}")
-    return {"status": CRITICAL, "issues": [issue.as_dict()], "metrics": None, "timestamp": report.iso(now)}
+    return {"status": CRITICAL, "issues": [issue.as_dict()], "metrics": None, "timestamp": reports.iso(now)}

@@ -14,7 +14,7 @@ import redis
 
 from jobs.config import Settings
 from jobs.observe import runs as run_lists
-from jobs.observe.report import iso
+from jobs.observe.metrics import iso
 
 SLOW_MEAN_SECONDS = 3600.0
 MIN_SUCCESS_RATE = 95.0

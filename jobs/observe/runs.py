@@ -2,31 +2,25 @@
 
 Refresh runs are recorded by the TRANSITION script (jobs/scripts.py) when a task ends; named-task runs here,
 in the transaction that completes their history record (jobs.named.history), or, when their worker died
-and the record was still RUNNING, by `note_lost_run`. A run summary: status, run_seconds (from its start),
-queue_wait_seconds (from its enqueueing to its start), records (refreshes), ended_ts.
+and the record was still RUNNING, by `jobs.named.history.note_lost_run`. A run summary: status,
+run_seconds (from its start), queue_wait_seconds (from its enqueueing to its start), records (refreshes), ended_ts.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import redis
-from rq.job import Job
 
 from jobs import keys
 from jobs.observe import counters
 from jobs.redis_values import as_text, as_text_map, as_texts
-from jobs.statuses import FAILED, RUNNING, SUCCEEDED
-
-log = logging.getLogger("refreshq.observe")
+from jobs.statuses import SUCCEEDED
 
 RUN_LIST_LENGTH = 200
 REFRESH_KINDS = ("full", "province")
-LOST = "lost: the worker running it died or was stopped"
 
 
 def task_kind(task_name: str) -> str:
@@ -56,48 +50,6 @@ def queue_named_run(pipe: redis.client.Pipeline, entry: Mapping[str, Any], retry
         outcome = {"status": status, "job_id": entry.get("job_id"), "ended_ts": entry.get("ended_ts"),
                    "error": str(entry.get("error") or "")[:500]}
         pipe.hset(keys.OUTCOMES, kind, json.dumps(outcome, ensure_ascii=False))
-
-
-def note_lost_run(conn: redis.Redis, job: Job, ended_ts: float) -> bool:
-    """A named run whose worker died (RQ's failure callback, AbandonedJobError): if its attempt's history
-    record still says RUNNING, end it FAILED and record the run, in one transaction; False if it had ended."""
-    task, attempt = job.meta.get("task"), job.meta.get("attempt")
-    if not task or not attempt:
-        return False
-    from jobs.named import history  # the history module imports this one
-
-    exec_id = history.execution_id(job.id, int(attempt))
-    entries = keys.history_entries(str(task))
-    with conn.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(entries)  # type: ignore[no-untyped-call]
-                raw = pipe.hget(entries, exec_id)
-                entry: dict[str, Any] = json.loads(raw) if raw else {}
-                if entry.get("status") != RUNNING:
-                    return False
-                started = float(entry.get("started_ts") or ended_ts)
-                entry.update({"status": FAILED, "error": LOST, "ended_at": history.iso(ended_ts),
-                              "ended_ts": ended_ts, "duration": round(max(0.0, ended_ts - started), 3)})
-                retrying = bool(job.retries_left)
-                pipe.multi()
-                pipe.hset(entries, exec_id, json.dumps(entry, ensure_ascii=False))
-                queue_named_run(pipe, entry, retrying)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                continue
-
-
-def lost_run_handler(job: Job, exc_type: type[BaseException], exc_value: BaseException, tb: Any) -> bool:
-    """An RQ exception handler (the worker's, and the scheduler's started-registry cleanup): a named run whose
-    history record still says RUNNING when its job fails was lost with its worker or work-horse; end it
-    FAILED and record the run. True: RQ's own handling goes on."""
-    try:
-        note_lost_run(job.connection, job, time.time())
-    except redis.RedisError as exc:  # the history repairs the record when it is next read; only the count is lost
-        log.warning("observe: could not record the lost run %s (%s)", job.id, exc)
-    return True
 
 
 def run_kinds(conn: redis.Redis) -> list[str]:
