@@ -86,10 +86,19 @@ def _cancel(c: dict[str, Any]) -> list[Row]:
 
 def _list(r: dict[str, Any]) -> list[Row]:
     s, page1 = "2 list", r["page1"]
-    return [
+    rows = [
         Row(s, f"list_tasks page 1, {r['records']:,} records", _ms(page1), "p99 <= 20 ms", page1["p99_ms"] <= 20),
         Row(s, "list_tasks page 1, status filter", _ms(r["page1_status_filter"])),
     ]
+    observe = r.get("observe")
+    if observe:
+        for name, label in (("metrics_report_24h", "metrics report (24h)"), ("health_report", "health check"),
+                            ("metrics_scrape_http", "/metrics scrape over HTTP")):
+            figure = observe[name]
+            rows.append(Row(s, f"{label}, same records", _ms(figure), "p99 <= 50 ms", figure["p99_ms"] <= 50))
+        rows += [Row(s, "  metrics report (7d)", _ms(observe["metrics_report_7d"])),
+                 Row(s, "  performance report", _ms(observe["performance_report"]))]
+    return rows
 
 
 def _orchestration(o: dict[str, Any]) -> list[Row]:

@@ -116,3 +116,7 @@ class ScheduleNotFoundError(ValidationError):
 
 class WorkflowNotFoundError(ValidationError):
     """Raised when no chain or batch has the given id."""
+
+
+class AlertDeliveryError(RefreshqError):
+    """Raised when an alert notice could not be delivered on a channel (refused, unreachable, timed out)."""

@@ -191,3 +191,43 @@ def history_entries(task_name: str) -> str:
 def workflow(workflow_id: str) -> str:
     """HASH: a chain or batch (its items, their job ids and statuses, the callback)."""
     return f"{PREFIX}workflow:{workflow_id}"
+
+
+# Observability (jobs/observe): written where the events happen (the task-status scripts, staging, the
+# end of a named run, the sweeper, alert deliveries), so every figure survives any process. The names
+# built inside the TRANSITION and STAGE_LEAF scripts (jobs/scripts.py) must match these.
+METRIC_COUNTERS = PREFIX + "metrics:counters"       # HASH "name|label|label" -> int, monotonic (Prometheus counters)
+METRIC_TOTALS = PREFIX + "metrics:total"            # HASH sums of every ended refresh run (see metric_hour)
+RUN_KINDS = PREFIX + "runs:kinds"                   # SET of the kinds with a run list ("full", "province", "task:NAME")
+OUTCOMES = PREFIX + "observe:outcomes"              # HASH subject ("full", "province:CODE", "task:NAME") -> JSON
+METRIC_HOUR_SECONDS = 3600
+METRIC_HOUR_TTL = 8 * 86_400                        # the 7-day window and a day to spare
+
+
+def metric_hour(hour_ts: int) -> str:
+    """HASH of the refresh runs that ended in the hour starting at `hour_ts` (epoch, a multiple of 3600):
+    ended|STATUS, run_sum|STATUS, run_n|STATUS, wait_sum, wait_n, hospitals."""
+    return f"{PREFIX}metrics:hour:{hour_ts}"
+
+
+def run_seconds(kind: str) -> str:
+    """HASH histogram of run times of one kind: upper bound ("60", "+Inf") -> runs in that bucket, sum, count."""
+    return f"{PREFIX}metrics:runtime:{kind}"
+
+
+def run_list(kind: str) -> str:
+    """LIST of JSON run summaries of one kind, newest first, the last 200 (performance per task type)."""
+    return f"{PREFIX}runs:{kind}"
+
+
+# Alerts: state per fingerprint, an outbox of notices, delivery records.
+ALERTS = PREFIX + "alerts"                          # HASH fingerprint -> JSON state (pending/firing, since, last sent)
+ALERTS_EVALUATED = PREFIX + "alerts:evaluated"      # STRING epoch of the last evaluation (by any scheduler)
+ALERT_OUTBOX = PREFIX + "alerts:outbox"             # ZSET notice id -> when its next delivery attempt is due
+ALERT_DELIVERIES = PREFIX + "alerts:deliveries"     # LIST of JSON delivery attempts, newest first (bounded)
+ALERT_CHANNELS = PREFIX + "alerts:channels"         # HASH channel -> JSON {last_ok_at, last_error, failures, ...}
+
+
+def alert_notice(notice_id: str) -> str:
+    """HASH: one notice (its alerts as JSON, created at, each channel's state, attempts, last error)."""
+    return f"{PREFIX}alerts:notice:{notice_id}"

@@ -84,6 +84,10 @@ def test_every_json_output_is_one_parseable_document(conn: redis.Redis, jenv: di
     assert run_cli("schedule", "add", "t-add", "--interval", "60", "--args", "[1, 2]", env=jenv).returncode == 0
     assert [s["name"] for s in out.one("schedule", "list", path=2)] == ["t-add"]
     assert out.one("failed", "list", path=2) == []
+    assert out.one("metrics", "--window", "all")["tasks"]["succeeded"] == 1
+    assert out.one("health", code=3)["status"] == "critical"  # no scheduler runs in this test
+    assert "province" in {row["kind"] for row in out.one("performance")["kinds"]}
+    assert out.one("alerts", "list", path=2)["alerts"] == []
 
     assert out.covered == set(json_commands()), "a command with --json is not tested here"
 

@@ -12,9 +12,11 @@ from werkzeug.wrappers import Response as BaseResponse
 from jobs.config import Settings
 from jobs.errors import ConfigError
 from jobs.queues import register_queues
-from web import dashboard
+from web import dashboard, metrics
 
 _PUBLIC_PATHS = ("/healthz",)
+# Paths that check credentials themselves (/metrics also takes a scrape token).
+_OWN_AUTH_PATHS = (metrics.PATH,)
 
 
 def is_loopback(host: str) -> bool:
@@ -43,7 +45,7 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
     # check (static files and the read-only views included) answers without the password.
     @app.before_request
     def require_password() -> BaseResponse | None:
-        if settings.web_password is None or request.path in _PUBLIC_PATHS:
+        if settings.web_password is None or request.path in _PUBLIC_PATHS + _OWN_AUTH_PATHS:
             return None
         auth = request.authorization
         given = (auth.password or "") if auth else ""
@@ -55,6 +57,7 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
 
     dashboard.mount(app, redis_url)
     register_queues(app.redis_conn)  # type: ignore[attr-defined]
+    metrics.mount(app, settings)
 
     @app.get("/")
     def index() -> BaseResponse:

@@ -178,7 +178,8 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     job.save_meta()  # type: ignore[no-untyped-call]
     bounds = history.Bounds(definition.history_limit, definition.history_days)
     trigger = _trigger_of(job.meta)
-    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger)
+    queued = job.enqueued_at.replace(tzinfo=UTC).timestamp() if job.enqueued_at else None
+    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
     run = RunContext(name, job.id, attempt, job.connection, settings, job.meta.get("schedule"),
                      job.meta.get("workflow"))
     token = _current.set(run)
