@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import redis
 
-# Move a task record from one of the allowed statuses to another, keeping the indexes in step.
+# Move a task record from one of the allowed statuses to another, keeping the indexes in step (the
+# status ones, and the owner's per status that the per-user limits count: keys.tasks_with_status_of_owner).
 # KEYS: record. ARGV: allowed (comma list), to, updated_at (ISO), now (epoch), prefix, field, value, ...
 # Returns "OK", or the current status when the move is not allowed, or false when there is no record.
 TRANSITION = """
@@ -20,6 +21,11 @@ redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2], created, id)
 redis.call('ZREM', ARGV[5] .. 'tasks:status:' .. current .. ':updated', id)
 redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2] .. ':updated', ARGV[4], id)
 redis.call('ZADD', ARGV[5] .. 'tasks:updated', ARGV[4], id)
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then
+  redis.call('ZREM', ARGV[5] .. 'tasks:status:' .. current .. ':owner:' .. owner, id)
+  redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2] .. ':owner:' .. owner, created, id)
+end
 return 'OK'
 """
 
@@ -47,6 +53,11 @@ redis.call('ZREM', ARGV[4] .. 'tasks:status:PENDING:updated', id)
 redis.call('ZADD', running, created, id)
 redis.call('ZADD', running .. ':updated', ARGV[3], id)
 redis.call('ZADD', ARGV[4] .. 'tasks:updated', ARGV[3], id)
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then
+  redis.call('ZREM', ARGV[4] .. 'tasks:status:PENDING:owner:' .. owner, id)
+  redis.call('ZADD', ARGV[4] .. 'tasks:status:RUNNING:owner:' .. owner, created, id)
+end
 return 'OK'
 """
 
@@ -135,13 +146,14 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
 """
 
-# Record progress of a running task; progress only ever grows.
+# Record progress of a running task; progress only ever grows, and `progress_ts` says when it last did
+# (the stalled flag: REFRESHQ_STALL_SECONDS).
 # KEYS: record. ARGV: progress, current_step, updated_at, now, eta, prefix.
 PROGRESS = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'RUNNING' then return 0 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
-if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end
+if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'progress', ARGV[1], 'progress_ts', ARGV[4]) end
 redis.call('HSET', KEYS[1], 'current_step', ARGV[2], 'updated_at', ARGV[3], 'eta_seconds', ARGV[5])
 local id = redis.call('HGET', KEYS[1], 'task_id')
 redis.call('ZADD', ARGV[6] .. 'tasks:updated', ARGV[4], id)

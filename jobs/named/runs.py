@@ -25,12 +25,13 @@ import redis
 from rq.job import Callback, Job, JobStatus, get_current_job
 from rq.serializers import JSONSerializer
 
-from jobs import queues
+from jobs import owners, queues
 from jobs.config import Settings
 from jobs.errors import TaskArgumentsError, TaskEnvironmentError, TaskExecutionError, TaskTimeoutError
 from jobs.named import arguments, history
 from jobs.named.catalog import canonical_modules, configured_tasks
 from jobs.named.definitions import TaskDefinition
+from jobs.owners import Owner
 
 log = logging.getLogger("refreshq.tasks")
 
@@ -90,16 +91,31 @@ def job_options(definition: TaskDefinition, job_id: str, meta: Mapping[str, Any]
 def enqueue_task(
     conn: redis.Redis, definition: TaskDefinition, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
     *, meta: Mapping[str, Any] | None = None, pipeline: redis.client.Pipeline | None = None,
-    job_id: str | None = None,
+    job_id: str | None = None, owner: Owner | None = None,
 ) -> str:
-    """Enqueue one run; with `pipeline` (already in MULTI) it is queued inside the caller's transaction."""
+    """Enqueue one run; with `pipeline` (already in MULTI) it is queued inside the caller's transaction.
+    A run records its owner (the CLI's by default); a limited owner's is checked against their limits in
+    the transaction that enqueues it (jobs.owners)."""
     _check_configured(definition)
     plain_args, plain_kwargs = check_arguments(definition, args, kwargs or {})
-    options = job_options(definition, job_id or new_job_id(definition.name), meta)
-    queues.queue(conn, definition.queue).enqueue_call(
-        RUN_FUNC, args=[definition.name, plain_args, plain_kwargs], pipeline=pipeline, **options
-    )
-    return str(options["job_id"])
+    owner = owner or Owner()
+    options = job_options(definition, job_id or new_job_id(definition.name), {"owner": owner.name, **(meta or {})})
+    call = {"args": [definition.name, plain_args, plain_kwargs], **options}
+    if pipeline is not None or not owner.limited:
+        queues.queue(conn, definition.queue).enqueue_call(RUN_FUNC, pipeline=pipeline, **call)
+        return str(options["job_id"])
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(*owners.watched_keys(owner))  # type: ignore[no-untyped-call]
+                seen = owners.admit(conn, pipe, owner)
+                pipe.multi()
+                queues.queue(conn, definition.queue).enqueue_call(RUN_FUNC, pipeline=pipe, **call)
+                owners.note_run(pipe, owner, str(options["job_id"]), seen)
+                pipe.execute()
+                return str(options["job_id"])
+            except redis.WatchError:
+                continue
 
 
 def _check_configured(definition: TaskDefinition) -> None:
