@@ -23,9 +23,9 @@ from jobs.errors import TaskCreationError, TaskNotFoundError, TaskStateError, Ta
 from jobs.owners import Owner
 from jobs.redis_values import as_texts
 from jobs.refresh import published, records
+from jobs.refresh.idempotency import Created, Request
 from jobs.refresh.job import BY_USER, PLAN_FUNC, PLAN_FUNCS, end_province, plan_job_options
 from jobs.refresh.provinces import resolve_province
-from jobs.refresh.idempotency import Created, Request
 from jobs.refresh.records import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
 from jobs.upstream import secret_free_spec, spec_from_settings
 from jobs.upstream.base import Region
