@@ -187,9 +187,10 @@ def _register() -> None:
     from commands.refresh import COMMANDS
     from commands.schedule import schedule_group
     from commands.tasks import tasks_group
+    from commands.tokens import tokens_group
     from commands.upstream import upstream
 
-    for command in [*COMMANDS, data, upstream, demo, failed, tasks_group, schedule_group]:
+    for command in [*COMMANDS, data, upstream, demo, failed, tasks_group, schedule_group, tokens_group]:
         cli.add_command(command)
 
 

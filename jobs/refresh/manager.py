@@ -197,9 +197,9 @@ class SyncTaskManager:
 
     def list_tasks(
         self, status: str | None = None, page: int = 1, page_size: int = 10,
-        sort_by: str = "created_at", sort_order: str = "desc",
+        sort_by: str = "created_at", sort_order: str = "desc", kind: str | None = None, owner: str | None = None,
     ) -> dict[str, Any]:
-        return records.list_page(self.conn, status, page, page_size, sort_by, sort_order)
+        return records.list_page(self.conn, status, page, page_size, sort_by, sort_order, kind, owner)
 
     def get_active_tasks(self) -> list[dict[str, Any]]:
         return [records.status_dict(self.conn, t) for t in records.ids_with_status(self.conn, (RUNNING, PENDING))]

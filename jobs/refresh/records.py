@@ -160,11 +160,11 @@ def _to_status(
         "attempt": int(r.get("attempt", "1")),
         "retry": json.loads(r["retry"]) if r.get("retry") else None,
         "soft_limit_exceeded_at": r.get("soft_limit_exceeded_at") or None,
-        "progress_changed_at": _progress_changed_at(r),
+        "progress_changed_at": progress_changed_at(r),
     }
 
 
-def _progress_changed_at(r: dict[str, str]) -> str | None:
+def progress_changed_at(r: dict[str, str]) -> str | None:
     """When the progress last grew, or this attempt started if later (a resumed task starts afresh)."""
     moved = r.get("progress_ts")
     moved_iso = datetime.fromtimestamp(float(moved), UTC).isoformat(timespec="seconds") if moved else None
