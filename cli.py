@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Any
 
 import click
 import redis
@@ -131,10 +130,11 @@ def scheduler_command(rt: Runtime) -> None:
 @click.option("--port", envvar="PORT", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @pass_runtime
 def web(rt: Runtime, host: str, port: int) -> None:
-    """Serve the dashboard (rq-dashboard under /rq)."""
+    """Serve the API (/api/v1), the live pages (/) and rq-dashboard (/rq)."""
     from jobs import shutdown
     from jobs.connection import server_url as url_of
     from web.app import check_exposure, create_app
+    from web.server import listen
 
     def stop(_signum: int, _frame: object) -> None:
         shutdown.requested.set()
@@ -144,21 +144,9 @@ def web(rt: Runtime, host: str, port: int) -> None:
     _setup_logging(rt.settings)
     check_exposure(rt.settings, host)
     app = create_app(rt.settings, url_of(rt.settings))
-    server = _listen(app, host, port)
-    click.echo(f"refreshq: dashboard on http://{host}:{port}/rq/", err=True)
+    server = listen(app, host, port, rt.settings.web_streams)
+    click.echo(f"refreshq: pages on http://{host}:{port}/ (API /api/v1, dashboard /rq/)", err=True)
     server.run()
-
-
-def _listen(app: object, host: str, port: int) -> Any:
-    """waitress's server bound to host:port (ConfigError if it cannot be), not yet serving."""
-    from waitress.server import create_server
-
-    try:
-        return create_server(app, host=host, port=port, threads=8, ident="refreshq")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another port with --port or PORT)"
-        ) from None
 
 
 @cli.command()
