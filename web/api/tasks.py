@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, request, url_for
@@ -78,9 +79,13 @@ def _run(job_id: str) -> dict[str, Any]:
     }
 
 
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*: ", re.M)
+
+
 def _last_line(text: str | None) -> str | None:
-    lines = (text or "").strip().splitlines()
-    return lines[-1] if lines else None
+    """`ValueError: message` from a traceback, the whole message even when it spans lines."""
+    found = list(_RAISED.finditer(text or ""))
+    return (text or "")[found[-1].start():].rstrip("\n") if found else None
 
 
 def _iso(moment: Any) -> str | None:
