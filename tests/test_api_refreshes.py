@@ -142,7 +142,8 @@ def test_pagination_edges(api: Api) -> None:
     for _ in range(3):
         api.post("/refreshes", json={"kind": "full"})
     page = api.get("/refreshes?page=2&page_size=2").get_json()
-    assert (len(page["items"]), page["total"], page["pages"], page["has_prev"], page["has_next"]) == (1, 3, 2, True, False)
+    shape = (len(page["items"]), page["total"], page["pages"], page["has_prev"], page["has_next"])
+    assert shape == (1, 3, 2, True, False)
     past = api.get("/refreshes?page=9&page_size=2").get_json()
     assert past["items"] == [] and past["total"] == 3 and past["has_prev"] and not past["has_next"]
     assert "page='0'" in is_problem(api.get("/refreshes?page=0"), 400)["detail"]

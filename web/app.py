@@ -13,7 +13,7 @@ from jobs.errors import ConfigError
 from jobs.queues import register_queues
 from jobs.refresh.manager import SyncTaskManager
 from web import api, auth, dashboard, pages
-from web.streams import StreamSlots
+from web.streams import SharedReads, StreamSlots
 
 
 def is_loopback(host: str) -> bool:
@@ -46,6 +46,7 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
     auth.install(app, guard)
     app.extensions["refreshq.manager"] = SyncTaskManager(settings, conn)
     app.extensions["refreshq.streams"] = StreamSlots(settings.web_streams)
+    app.extensions["refreshq.shared_reads"] = SharedReads()
 
     # First of the request hooks: rq-dashboard has no auth of its own; its pages need the read role,
     # its actions admin (they are POST-only and same-origin: web.security).

@@ -52,6 +52,41 @@ class StreamSlots:
         return self._open
 
 
+class SharedReads:
+    """What the streams of one task read, shared: fifty pages watching one refresh cost the same
+    round trips as one (a fingerprint at most every POLL / 2 s, the state once per change)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._prints: dict[str, tuple[float, Any]] = {}
+        self._states: dict[str, tuple[Any, dict[str, Any], str]] = {}
+
+    def fingerprint(self, key: str, read: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._prints.get(key)
+            if cached is not None and now - cached[0] < POLL / 2:
+                return cached[1]
+        value = read()
+        with self._lock:
+            self._prints[key] = (now, value)
+        return value
+
+    def state(self, key: str, print_: Any, read: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
+        with self._lock:
+            cached = self._states.get(key)
+            if cached is not None and cached[0] == print_:
+                return cached[1], cached[2]
+        value = read()
+        ident = event_id(value)
+        with self._lock:
+            self._states[key] = (print_, value, ident)
+            if len(self._states) > 1000:  # tasks nobody watches any more
+                self._states.clear()
+                self._prints.clear()
+        return value, ident
+
+
 def event_id(state: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(state, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -61,7 +96,8 @@ def _event(state: dict[str, Any], ident: str, name: str = "state") -> str:
 
 
 def stream(
-    slots: StreamSlots, fingerprint: Callable[[], Any], read: Callable[[], dict[str, Any]],
+    slots: StreamSlots, shared: SharedReads, key: str, fingerprint: Callable[[], Any],
+    read: Callable[[], dict[str, Any]],
 ) -> Response:
     """The event stream (the caller checked that the task exists), or 503 past the cap."""
     if not slots.take():
@@ -69,13 +105,16 @@ def stream(
                         mimetype="text/plain")
     last_id = request.headers.get("Last-Event-ID")
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    response = Response(_events(fingerprint, read, last_id), mimetype="text/event-stream", headers=headers)
+    events = _events(lambda: shared.fingerprint(key, fingerprint), lambda p: shared.state(key, p, read), last_id)
+    response = Response(events, mimetype="text/event-stream", headers=headers)
     # On close, also when the body was never iterated (a generator's `finally` would not run then).
     response.call_on_close(slots.give_back)
     return response
 
 
-def _events(fingerprint: Callable[[], Any], read: Callable[[], dict[str, Any]], last_id: str | None) -> Iterator[str]:
+def _events(
+    fingerprint: Callable[[], Any], read: Callable[[Any], tuple[dict[str, Any], str]], last_id: str | None
+) -> Iterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     seen: Any = object()
     beat = started = time.monotonic()
@@ -86,8 +125,7 @@ def _events(fingerprint: Callable[[], Any], read: Callable[[], dict[str, Any]], 
             return
         if current != seen:
             seen = current
-            state = read()
-            ident = event_id(state)
+            state, ident = read(current)
             if ident != last_id:
                 last_id = ident
                 yield _event(state, ident)

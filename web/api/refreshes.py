@@ -74,7 +74,8 @@ def events(task_id: str) -> BaseResponse:
     the_manager.get_task_status(task_id)  # 404 before the stream opens
     slots: streams.StreamSlots = current_app.extensions["refreshq.streams"]
     conn = the_manager.conn
-    return streams.stream(slots, lambda: live.fingerprint(conn, task_id, stall),
+    shared: streams.SharedReads = current_app.extensions["refreshq.shared_reads"]
+    return streams.stream(slots, shared, task_id, lambda: live.fingerprint(conn, task_id, stall),
                           lambda: live.payload(the_manager, task_id, stall))
 
 
