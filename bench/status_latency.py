@@ -3,8 +3,8 @@
 `get_task_status` is called in this process back to back (with a short pause) so each sample is one
 round trip; `GET /api/v1/refreshes/{id}` on a real `refreshq web` the same way, with 50 event streams
 of the task open (bench/http_status.py); `refreshq status --json` is run as a user runs it, a fresh
-process each time, so its figure includes interpreter start-up and imports. The two are measured one after the other, not at
-once, so neither one's CPU inflates the other's numbers. The same refresh is then cancelled
+process each time, so its figure includes interpreter start-up and imports. They are measured one
+after the other, not at once, so neither one's CPU inflates the other's numbers. The same refresh is then cancelled
 (scenario 3).
 """
 
