@@ -1,9 +1,9 @@
 """The scheduler process: one active instance (owner-checked lock), the others wait as hot standbys.
 
-Each tick the active instance runs the periodic duties: it cleans RQ's started-job registries so a
-job whose worker died is noticed within seconds instead of at the next worker maintenance pass,
-retries failed jobs with backoff (or buries them in the dead-letter registry), enforces task time
-limits and admits tasks waiting for a running slot.
+Each tick the active instance runs its duties (jobs/duties/, one module each): it cleans RQ's started-job
+registries so a job whose worker died is noticed within seconds, retries failed jobs with backoff (or
+buries them in the dead-letter registry), enforces refresh tasks' time limits, admits refresh tasks
+waiting for a running slot, fires the named tasks' schedules and requeues their due RQ retries.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from types import FrameType
 
 import redis
-from rq.registry import StartedJobRegistry
 
 from jobs import keys, queues, shutdown
 from jobs.config import Settings
+from jobs.context import process_settings
+from jobs.duties import abandoned, admission, fire_schedules, named_retries, retries, time_limits
 from jobs.lock import OwnedLock
 
 log = logging.getLogger("refreshq.scheduler")
@@ -31,28 +32,28 @@ LOCK_TTL_MS = 10_000
 Duty = Callable[[redis.Redis], None]
 
 
-def clean_started_registries(conn: redis.Redis) -> None:
-    """Move jobs whose heartbeat expired out of the started registries (to retry or to failed)."""
-    for queue in queues.queues(conn):
-        StartedJobRegistry(queue=queue).cleanup()
-
-
 def default_duties(settings: Settings | None = None) -> list[Duty]:
-    from jobs.duties.fire_schedules import run_schedules
-    from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
-    from jobs.duties.time_limits import enforce_time_limits
-    from jobs.refresh.job import admit_waiting
+    """The duties of every tick, in order, with the settings of the process (read once, when it starts)."""
+    settings = settings or process_settings()
+    policy = retries.RetryPolicy.from_settings(settings)
 
-    settings = settings or Settings.from_env()
-    policy = RetryPolicy.from_settings(settings)
+    def sweep_failed_jobs(conn: redis.Redis) -> None:
+        retries.sweep_failed_jobs(conn, policy, settings)
 
-    def sweep(conn: redis.Redis) -> None:
-        sweep_failed_jobs(conn, policy)
+    def enforce_time_limits(conn: redis.Redis) -> None:
+        time_limits.enforce_time_limits(conn, settings)
 
-    def admit(conn: redis.Redis) -> None:
-        admit_waiting(conn, settings)
+    def admit_waiting_tasks(conn: redis.Redis) -> None:
+        admission.admit_waiting_tasks(conn, settings)
 
-    return [clean_started_registries, sweep, enforce_time_limits, admit, run_schedules]
+    def fire_due_schedules(conn: redis.Redis) -> None:
+        fire_schedules.run_schedules(conn, settings=settings)
+
+    def requeue_due_retries(conn: redis.Redis) -> None:
+        named_retries.enqueue_due_retries(conn)
+
+    return [abandoned.clean_started_registries, sweep_failed_jobs, enforce_time_limits, admit_waiting_tasks,
+            fire_due_schedules, requeue_due_retries]
 
 
 class Scheduler:

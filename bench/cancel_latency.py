@@ -14,7 +14,7 @@ from bench.harness import Bench, Upstream
 from jobs import keys
 from jobs.redis_values import as_text
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import CANCELLED
+from jobs.statuses import CANCELLED
 
 POLL_SECONDS = 0.02
 GIVE_UP_SECONDS = 60.0

@@ -25,7 +25,7 @@ from bench.worker_memory import MemorySampler
 from jobs import keys
 from jobs.redis_values import as_text
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import TERMINAL
+from jobs.statuses import TERMINAL
 
 POLL_SECONDS = 0.05
 SAMPLED_LEAVES = 100  # leaf hashes read back to measure the average record size

@@ -22,7 +22,8 @@ from bench.sizes import Sizes
 from jobs import keys
 from jobs.redis_values import as_text
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import RUNNING, add_record, new_record
+from jobs.refresh.records import add_record, new_record
+from jobs.statuses import RUNNING
 
 SEED_BATCH = 2_000  # records per pipeline round trip when storing the 100,000
 LATENCY_THRESHOLD_MS = 5

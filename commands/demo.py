@@ -25,7 +25,7 @@ from jobs.config import MAX_SAMPLE_SCALE
 from jobs.connection import server_url
 from jobs.redact import mask_url
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import TERMINAL
+from jobs.statuses import TERMINAL
 from web.server import Background
 
 DEMO_SCALE = 1_000_000

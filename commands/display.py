@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import TERMINAL
+from jobs.statuses import TERMINAL
 
 BAR_WIDTH = 30
 MAX_PROVINCE_ROWS = 10

@@ -10,7 +10,9 @@ import click
 
 from commands.display import print_status, watch
 from commands.runtime import Runtime, parse_age_days, pass_runtime
-from jobs.refresh.records import SORT_FIELDS, STATUSES, SUCCEEDED, TERMINAL
+from jobs.refresh.records import SORT_FIELDS
+from jobs.statuses import SUCCEEDED, TERMINAL
+from jobs.statuses import TASK_STATUSES as STATUSES
 
 
 @click.group()

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.errors import (
     RefreshqError,
-    TaskCancellationError,
     TaskCreationError,
     TaskError,
     TaskExecutionError,
@@ -32,7 +31,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "RefreshqError",
     "SyncTaskManager",
-    "TaskCancellationError",
     "TaskCreationError",
     "TaskError",
     "TaskExecutionError",

@@ -1,10 +1,19 @@
-"""The refreshq error tree: one root, a few branches, one line each on when it is raised."""
+"""The refreshq error tree: one root, a few branches, one line each on when it is raised.
+
+Each class says whether a job that failed with it is worth retrying (`retryable`); the retry sweeper
+acts on that (jobs.failures records it when the job fails).
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class RefreshqError(Exception):
     """Base class of every error refreshq raises on purpose."""
+
+    # A job that failed with this error may succeed when run again later (after a backoff).
+    retryable: ClassVar[bool] = False
 
 
 class ConfigError(RefreshqError):
@@ -34,6 +43,8 @@ class UpstreamError(RefreshqError):
 class TransientUpstreamError(UpstreamError):
     """Raised when an upstream request failed in a way worth retrying (5xx, 429, timeout, bad body)."""
 
+    retryable: ClassVar[bool] = True
+
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
@@ -52,27 +63,23 @@ class RegionFailedError(PermanentUpstreamError):
 
 
 class TaskError(RefreshqError):
-    """Base class of errors about refresh tasks."""
+    """Base class of errors about refresh tasks and named-task runs."""
 
 
 class TaskCreationError(TaskError):
-    """Raised when a task cannot be created (the queue is full, Redis refused the write)."""
+    """Raised when a refresh task cannot be created (too many are pending, Redis refused the write)."""
 
 
 class TaskNotFoundError(TaskError):
-    """Raised when no task record has the given id."""
+    """Raised when no refresh-task record (or dead job) has the given id."""
 
 
 class TaskExecutionError(TaskError):
-    """Raised when a task ran and failed."""
+    """Raised when a refresh task or a named-task run ran and failed."""
 
 
 class TaskTimeoutError(TaskError):
-    """Raised when a task, or a wait for it, runs past its time limit."""
-
-
-class TaskCancellationError(TaskError):
-    """Raised when a task cannot be cancelled in its current state."""
+    """Raised when a refresh task or a named-task run, or a wait for one, runs past its time limit."""
 
 
 class UpstreamGateClosed(TaskError):
@@ -80,7 +87,7 @@ class UpstreamGateClosed(TaskError):
 
 
 class TaskStateError(TaskError):
-    """Raised when an operation does not fit the task's status (resuming a running task)."""
+    """Raised when an operation does not fit the refresh task's status (resuming a running task)."""
 
 
 class UnknownTaskError(ValidationError):

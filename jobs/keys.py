@@ -64,8 +64,22 @@ def idempotency(digest: str) -> str:
 
 
 def task_stats(task_id: str) -> str:
-    """HASH of integer counters (regions walked, leaves done, hospitals found, totals)."""
+    """HASH of integer counters (regions walked, leaves done, hospitals found, totals): the fields below."""
     return f"{PREFIX}task:{task_id}:stats"
+
+
+# Fields of task_stats: the task's counters (jobs.refresh.progress.Counters reads them by these names) ...
+PROVINCES_TOTAL, PROVINCES_WALKED, PROVINCES_PROCESSED = "provinces_total", "provinces_walked", "provinces_processed"
+CITIES_TOTAL, CITIES_PROCESSED = "cities_total", "cities_processed"
+DISTRICTS_TOTAL, DISTRICTS_PROCESSED = "districts_total", "districts_processed"
+LEAVES_TOTAL, LEAVES_DONE, HOSPITALS_FOUND, CONFLICTS = "leaves_total", "leaves_done", "hospitals_found", "conflicts"
+# ... and, per province, PROVINCE_LEAVES_TOTAL, PROVINCE_LEAVES_DONE and PROVINCE_HOSPITALS under `province_stat`.
+PROVINCE_LEAVES_TOTAL, PROVINCE_LEAVES_DONE, PROVINCE_HOSPITALS = "leaves_total", "leaves_done", "hospitals"
+
+
+def province_stat(province: str, counter: str) -> str:
+    """The task_stats field of one province's counter: `p:440000:leaves_done`."""
+    return f"p:{province}:{counter}"
 
 
 def task_cancel(task_id: str) -> str:
@@ -150,6 +164,12 @@ DEAD_LETTER = PREFIX + "dead"                       # ZSET job_id -> buried at (
 def job_retry(job_id: str) -> str:
     """HASH: retry state of a job (attempt, decision, next retry time, last error)."""
     return f"{PREFIX}retry:{job_id}"
+
+
+def job_failure(job_id: str) -> str:
+    """HASH: how the latest failure of a job is to be treated (kind, error, exception), recorded where it
+    failed (jobs.failures) and taken by the retry sweeper."""
+    return f"{PREFIX}failure:{job_id}"
 
 
 def dead_letter_entry(job_id: str) -> str:

@@ -1,4 +1,4 @@
-"""The upstream gate: global limits on requests to the upstream, shared by every worker on every machine.
+"""Limits shared by every worker on every machine: the upstream gate, and the running-task limit.
 
 httpx limits one process's connections; only Redis sees every machine's, so the limits live there.
 
@@ -17,7 +17,8 @@ httpx limits one process's connections; only Redis sees every machine's, so the 
   never sees a request (the built-in sample upstream, a resumed job with nothing left to fetch)
   never talks to Redis either.
 
-The running-task limit (REFRESHQ_MAX_CONCURRENT_TASKS) is the START script (jobs.refresh).
+The running-task limit (REFRESHQ_MAX_CONCURRENT_TASKS) is the START script: every way of a refresh task
+into RUNNING goes through `start_task`, first come first served.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
 from jobs import keys
 from jobs.config import Settings
 from jobs.errors import UpstreamGateClosed
+from jobs.redis_values import as_text
 from jobs.scripts import Scripts
 
 log = logging.getLogger("refreshq.limits")
@@ -52,6 +56,24 @@ SAFETY_SECONDS = 1.0
 RATE_RETRY_SECONDS = 0.02
 
 _KEYS = [keys.UPSTREAM_HOLDERS, keys.UPSTREAM_SLOTS, keys.UPSTREAM_WANTS, keys.UPSTREAM_RATE]
+
+
+def start_task(conn: redis.Redis, task_id: str, record: dict[str, str], max_tasks: int, step: str) -> str:
+    """Admit a PENDING task into RUNNING within the running-task limit (every way into RUNNING goes
+    through here): "OK", "WAIT" (queued in order for a slot) or the status that stops it."""
+    now = datetime.now(UTC)
+    fields = {"current_step": step, "attempt_started_at": now.isoformat(timespec="seconds")}
+    if not record.get("started_at"):
+        fields["started_at"] = fields["attempt_started_at"]
+    args: list[Any] = [max_tasks, fields["attempt_started_at"], now.timestamp(), keys.PREFIX]
+    for name, value in fields.items():
+        args += [name, value]
+    outcome = as_text(Scripts(conn).start(keys=[keys.task(task_id), keys.TASKS_WAITING], args=args))
+    if outcome == "WAIT":
+        position = conn.zrank(keys.TASKS_WAITING, task_id)
+        place = position + 1 if isinstance(position, int) else 1
+        conn.hset(keys.task(task_id), "current_step", f"排队等待执行（第 {place} 位）")
+    return outcome
 
 
 def holder_id(job_id: str, worker_name: str, pid: int) -> str:

@@ -1,6 +1,9 @@
-"""An owner-checked, expiring lock: only its holder can renew or release it.
+"""The scheduler's lock: one owner at a time, renewed by its holder, lapsing when the holder stops renewing.
 
-rq-scheduler's own lock is neither owner-checked nor renewed safely, so refreshq uses this one.
+redis-py's `Lock` does the owner-checked acquire, renew and release (its scripts compare the token). What
+it does not offer is the scheduler's one call per tick, "take the lock if free, else renew it if it is
+mine", nor a boolean answer instead of an exception; this adapter adds only that.
+(rq-scheduler's own lock is neither owner-checked nor renewed safely.)
 """
 
 from __future__ import annotations
@@ -8,20 +11,7 @@ from __future__ import annotations
 import secrets
 
 import redis
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+from redis.exceptions import LockError
 
 
 class OwnedLock:
@@ -30,22 +20,25 @@ class OwnedLock:
     def __init__(self, conn: redis.Redis, key: str, ttl_ms: int) -> None:
         self.conn = conn
         self.key = key
-        self.ttl_ms = ttl_ms
         self.token = secrets.token_hex(16)
-        self._renew = conn.register_script(_RENEW)
-        self._release = conn.register_script(_RELEASE)
+        self._lock = conn.lock(key, timeout=ttl_ms / 1000, blocking=False, thread_local=False)
 
     def acquire(self) -> bool:
         """Take the lock if free, or renew it if already ours."""
-        if self.conn.set(self.key, self.token, nx=True, px=self.ttl_ms):
-            return True
-        return self.renew()
+        return bool(self._lock.acquire(blocking=False, token=self.token)) or self.renew()
 
     def renew(self) -> bool:
-        return bool(self._renew(keys=[self.key], args=[self.token, self.ttl_ms]))
+        try:
+            return bool(self._lock.reacquire())
+        except LockError:  # never taken by this owner, or lost (LockNotOwnedError): someone else's now
+            return False
 
     def release(self) -> bool:
-        return bool(self._release(keys=[self.key], args=[self.token]))
+        try:
+            self._lock.release()
+        except LockError:
+            return False
+        return True
 
     def holder(self) -> str | None:
         value = self.conn.get(self.key)

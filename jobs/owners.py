@@ -18,12 +18,11 @@ from rq.job import Job
 from jobs import keys
 from jobs.errors import LimitExceededError
 from jobs.redis_values import as_text, as_texts
+from jobs.statuses import PENDING, RUNNING
 
 CLI_OWNER = "cli"
 # A run's RQ status -> whether it counts as running (True) or pending (False); any other status has ended.
 _RUN_STATES = {"started": True, "queued": False, "scheduled": False, "deferred": False, "created": False}
-# The refresh task statuses that count (jobs.refresh.records' names, which import far more than this needs).
-PENDING, RUNNING = "PENDING", "RUNNING"
 # What a refused request is told to wait before asking again: about one province job's time.
 RETRY_AFTER = 10
 

@@ -173,14 +173,14 @@ return 1
 # whose id no other leaf of the task staged before (ids are unique by contract; a lying upstream may
 # list one under two leaves). Bulk HMGET/HSET in chunks (Lua's unpack is bounded), never one per record.
 # KEYS: checkpoint set, stats hash, task id index, conflicts hash, data leaf hash, data leaves hash.
-# ARGV: leaf code, leaf JSON, province code, 1 if the leaf is a district, max conflict examples,
-#       then hospital id, record JSON, ... (ids distinct).
+# ARGV: leaf code, leaf JSON, the province's leaves-done and hospitals counters (keys.province_stat),
+#       1 if the leaf is a district, max conflict examples, then hospital id, record JSON, ... (ids distinct).
 # Returns {kept, conflicts}, or -1 when the leaf was staged already (a re-run writes and counts nothing).
 STAGE_LEAF = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return -1 end
 local leaf, chunk = ARGV[1], 2000
 local kept, conflicts, examples = 0, 0, nil
-for first = 6, #ARGV, 2 * chunk do
+for first = 7, #ARGV, 2 * chunk do
   local ids = {}
   for i = first, math.min(first + 2 * chunk - 1, #ARGV), 2 do ids[#ids + 1] = ARGV[i] end
   local owners = redis.call('HMGET', KEYS[3], unpack(ids))
@@ -196,7 +196,7 @@ for first = 6, #ARGV, 2 * chunk do
     else
       conflicts = conflicts + 1
       if examples == nil then examples = redis.call('HLEN', KEYS[4]) end
-      if examples < tonumber(ARGV[5]) and redis.call('HSETNX', KEYS[4], id, owner .. ',' .. leaf) == 1 then
+      if examples < tonumber(ARGV[6]) and redis.call('HSETNX', KEYS[4], id, owner .. ',' .. leaf) == 1 then
         examples = examples + 1
       end
     end
@@ -207,13 +207,12 @@ for first = 6, #ARGV, 2 * chunk do
   end
 end
 redis.call('HSET', KEYS[6], leaf, ARGV[2])
-local p = 'p:' .. ARGV[3] .. ':'
 redis.call('HINCRBY', KEYS[2], 'leaves_done', 1)
-redis.call('HINCRBY', KEYS[2], p .. 'leaves_done', 1)
-if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[2], 'districts_processed', 1) end
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'districts_processed', 1) end
 if kept > 0 then
   redis.call('HINCRBY', KEYS[2], 'hospitals_found', kept)
-  redis.call('HINCRBY', KEYS[2], p .. 'hospitals', kept)
+  redis.call('HINCRBY', KEYS[2], ARGV[4], kept)
 end
 if conflicts > 0 then redis.call('HINCRBY', KEYS[2], 'conflicts', conflicts) end
 return {kept, conflicts}
@@ -230,6 +229,48 @@ if redis.call('HLEN', KEYS[1]) >= total then return 1 end
 return 0
 """
 
+# A named task's history (jobs.named.history): drop records started before the cutoff, then all but the
+# newest `limit`, keeping the index and the records in step. KEYS: index zset, records hash.
+# ARGV: cutoff (epoch), limit. Returns how many records were dropped.
+TRIM_HISTORY = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local removed = 0
+for i = 1, #old do
+  redis.call('ZREM', KEYS[1], old[i]); redis.call('HDEL', KEYS[2], old[i]); removed = removed + 1
+end
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if extra > 0 then
+  local ids = redis.call('ZRANGE', KEYS[1], 0, extra - 1)
+  for i = 1, #ids do
+    redis.call('ZREM', KEYS[1], ids[i]); redis.call('HDEL', KEYS[2], ids[i]); removed = removed + 1
+  end
+end
+return removed
+"""
+
+# Overwrite a history record only while it still says RUNNING (a late repair must not undo a real ending).
+# KEYS: records hash. ARGV: execution id, the new record (JSON). Returns 1 when written.
+END_IF_RUNNING = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+if cjson.decode(raw)['status'] ~= 'RUNNING' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# Record how a schedule's run ended (jobs.named.schedules): count it, and show it if it is still the
+# schedule's latest run (and the schedule exists). KEYS: schedule hash, its runs set.
+# ARGV: job id, status, ended at, duration, error.
+NOTE_RUN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[1], ARGV[2] == 'SUCCEEDED' and 'succeeded' or 'failed', 1)
+if redis.call('HGET', KEYS[1], 'last_job_id') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'last_run_status', ARGV[2], 'last_run_ended_at', ARGV[3], 'last_run_duration', ARGV[4],
+           'last_run_error', ARGV[5])
+return 1
+"""
+
 
 class Scripts:
     """The scripts registered on one connection (EVALSHA, falling back to EVAL after a restart)."""
@@ -244,3 +285,6 @@ class Scripts:
         self.count_once = conn.register_script(COUNT_ONCE)
         self.stage_leaf = conn.register_script(STAGE_LEAF)
         self.province_ended = conn.register_script(PROVINCE_ENDED)
+        self.trim_history = conn.register_script(TRIM_HISTORY)
+        self.end_if_running = conn.register_script(END_IF_RUNNING)
+        self.note_run = conn.register_script(NOTE_RUN)

@@ -12,7 +12,8 @@ import redis
 from jobs import keys
 from jobs.redis_values import as_text
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import RUNNING, is_stalled, progress_changed_at
+from jobs.refresh.records import is_stalled, progress_changed_at
+from jobs.statuses import RUNNING
 
 _FINGERPRINT_FIELDS = ("status", "updated_at", "progress", "progress_ts", "attempt_started_at", "started_at")
 

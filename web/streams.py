@@ -20,7 +20,7 @@ from typing import Any
 from flask import Response, request
 
 from jobs import shutdown
-from jobs.refresh.records import TERMINAL
+from jobs.statuses import TERMINAL
 
 POLL = 0.5
 HEARTBEAT = 10.0

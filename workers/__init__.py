@@ -1,4 +1,9 @@
-"""The refreshq worker: an RQ worker on refreshq's queues, JSON-serialized, with short heartbeats."""
+"""The refreshq worker: an RQ worker on refreshq's queues, JSON-serialized, with short heartbeats.
+
+Built once per process from the settings it was started with (`build_worker`): its jobs get them from
+the job context (jobs.context), and how each failed job is to be retried is recorded where it failed
+(jobs.failures).
+"""
 
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ from rq.exceptions import StopRequested
 from rq.job import Job, Retry
 from rq.serializers import JSONSerializer
 
-from jobs import limits, shutdown
+from jobs import context, failures, limits, shutdown
 from jobs import queues as queue_names
+from jobs.config import Settings
 from jobs.errors import ValidationError
 from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
@@ -53,6 +59,7 @@ class RefreshqWorker(Worker):
     report its job is given HORSE_STOP_GRACE seconds from the stop request, then killed.
     """
 
+    job_context: context.JobContext | None = None  # set by build_worker, before any work-horse forks
     _booting = False
     _stop_asked_at: float | None = None
     _monitored: tuple[str, int] | None = None  # (job id, horse pid) of the job being monitored
@@ -63,6 +70,14 @@ class RefreshqWorker(Worker):
 
     def setup_work_horse_signals(self) -> None:
         shutdown.install_horse_handlers()
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        # In the work-horse: the job runs with the worker's context (its settings), not the environment's.
+        previous = context.install(self.job_context)
+        try:
+            return bool(super().perform_job(job, queue))
+        finally:
+            context.install(previous)
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         # RQ's hook after every dequeue, where its own strategies reorder `_ordered_queues`.
@@ -145,7 +160,17 @@ class RefreshqWorker(Worker):
                 queue.enqueue_job(job, pipeline=pipe, at_front=True)
                 pipe.execute()
             return
+        if not self.is_horse:
+            self._record_lost_horse(job, exc_string)
         super().handle_job_failure(job, queue, started_job_registry, exc_string)
+
+    def _record_lost_horse(self, job: Job, exc_string: str) -> None:
+        """The work-horse died (OOM, a kill, the shutdown budget) or was stopped on purpose: nothing in it
+        could say why, so the worker records it -- a stopped job is never retried, a dead horse's is not
+        retried by the sweeper either (a job that kills its horse would kill the next one too)."""
+        kind = failures.NEVER if self._stopped_job_id == job.id else failures.PERMANENT
+        with contextlib.suppress(redis.RedisError):
+            failures.record(self.connection, job.id, kind, exc_string.strip() or "work-horse died")
 
     def handle_job_retry(self, job: Job, queue: Queue, retry: Retry, started_job_registry: Any, execution: Any) -> None:
         super().handle_job_retry(job, queue, retry, started_job_registry, execution)
@@ -210,7 +235,8 @@ def preload_job_modules() -> None:
     import httpcore  # noqa: F401 - httpx imports it only when the first client is built
 
     import jobs.named.runs
-    import jobs.refresh.job
+    import jobs.refresh.plan
+    import jobs.refresh.province
     import jobs.upstream.http
     import jobs.upstream.llm
     import jobs.upstream.sample
@@ -220,8 +246,11 @@ def preload_job_modules() -> None:
 
 
 def build_worker(
-    conn: redis.Redis, names: Sequence[str] = queue_names.ALL_QUEUES, name: str | None = None
+    conn: redis.Redis, names: Sequence[str] = queue_names.ALL_QUEUES, name: str | None = None,
+    settings: Settings | None = None,
 ) -> RefreshqWorker:
+    """A worker on `names`, its job modules preloaded and its job context built (from `settings`, or
+    this process's): once, before it forks any work-horse."""
     unknown = [n for n in names if n not in queue_names.ALL_QUEUES]
     if unknown:
         raise ValidationError(
@@ -229,10 +258,13 @@ def build_worker(
         )
     queue_names.register_queues(conn)
     preload_job_modules()
-    return RefreshqWorker(
+    worker = RefreshqWorker(
         queue_names.queues(conn, queue_names.dequeue_order(tuple(names))),
         connection=conn,
         name=name,
         serializer=JSONSerializer,
         job_monitoring_interval=JOB_MONITORING_INTERVAL,
+        exception_handlers=[failures.exception_handler],
     )
+    worker.job_context = context.JobContext(settings or context.process_settings())
+    return worker

@@ -23,19 +23,18 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from jobs import keys
-from jobs.duties import named_retries
+from jobs.config import Settings
 from jobs.errors import RefreshqError, UnknownTaskError
 from jobs.named import runs, schedules
 from jobs.named.catalog import TaskCatalog, configured_tasks
 from jobs.named.definitions import TaskDefinition
 from jobs.named.schedules import JSONJob, Schedule, rq_scheduler, template_job_id
 from jobs.named.triggers import FirePlan, plan_fires
-from jobs.redis_values import as_text, as_text_map, as_texts
+from jobs.redis_values import as_text_map, as_texts
+from jobs.statuses import is_live
 
 log = logging.getLogger("refreshq.schedules")
 
-# A run still counts against max_instances in these RQ states (scheduled: waiting for its retry).
-_LIVE = {"queued", "started", "deferred", "scheduled", "created"}
 
 
 @dataclass(frozen=True)
@@ -50,11 +49,11 @@ class Fired:
     note: str = ""
 
 
-def run_schedules(conn: redis.Redis, now: float | None = None) -> None:
+def run_schedules(conn: redis.Redis, now: float | None = None, settings: Settings | None = None) -> None:
     """Scheduler duty: on the first active tick install defaults and repair templates, then fire what is due."""
     now = time.time() if now is None else now
     try:
-        registry = configured_tasks()
+        registry = configured_tasks(settings)
         if conn not in _started:
             start(conn, registry, now)
             _started.add(conn)
@@ -66,7 +65,6 @@ def run_schedules(conn: redis.Redis, now: float | None = None) -> None:
             log.error("schedules: cannot load the named tasks: %s", exc)
         return
     tick(conn, registry, now)
-    named_retries.enqueue_due_retries(conn, now)
 
 
 # Connections (one per scheduler) whose defaults were installed: once per scheduler start.
@@ -176,7 +174,7 @@ def _apply(
     to_run = plan.run[-slots:] if slots else []
     skipped = len(plan.run) - len(to_run)
     try:
-        definition = registry.get(schedule.task)
+        registry.get(schedule.task)
         task_args = JSONJob.fetch(template_id, connection=conn).args  # what rq-scheduler stored to run
     except (UnknownTaskError, NoSuchJobError) as exc:
         note = f"error: {exc}"
@@ -186,7 +184,7 @@ def _apply(
         pipe.execute()
         return Fired(schedule.name, [], note=note)
     pipe.multi()
-    job_ids = [_enqueue(pipe, conn, definition, schedule, task_args, fire) for fire in to_run]
+    job_ids = [_enqueue(pipe, conn, registry, schedule, task_args, fire) for fire in to_run]
     _bookkeep(pipe, schedule, template_id, plan, job_ids, ended, skipped, now)
     pipe.execute()
     fired = Fired(schedule.name, job_ids, skipped, plan.missed, plan.coalesced, _note(job_ids, skipped, plan))
@@ -202,18 +200,19 @@ def _runs_of(conn: redis.Redis, pipe: redis.client.Pipeline, name: str) -> tuple
     with conn.pipeline(transaction=False) as reader:
         for job_id in ids:
             reader.hget(Job.key_for(job_id), "status")
-        statuses = [as_text(s) if s is not None else None for s in reader.execute()]
-    live = [i for i, s in zip(ids, statuses, strict=True) if s in _LIVE]
+        statuses = reader.execute()
+    live = [i for i, s in zip(ids, statuses, strict=True) if is_live(s)]
     return live, [i for i in ids if i not in live]
 
 
 def _enqueue(
-    pipe: redis.client.Pipeline, conn: redis.Redis, definition: TaskDefinition, schedule: Schedule,
+    pipe: redis.client.Pipeline, conn: redis.Redis, registry: TaskCatalog, schedule: Schedule,
     task_args: Sequence[Any], fire: float,
 ) -> str:
     _name, args, kwargs = task_args
     meta = {"schedule": schedule.name, "fire_at": fire}
-    return runs.enqueue_task(conn, definition, args, kwargs, meta=meta, pipeline=pipe)
+    return runs.enqueue_task(conn, registry.get(schedule.task), args, kwargs, meta=meta, pipeline=pipe,
+                             callbacks=schedules.CALLBACKS, modules=registry.modules)
 
 
 def _bookkeep(
@@ -264,7 +263,7 @@ def run_now(conn: redis.Redis, registry: TaskCatalog, name: str, now: float | No
 
 def _fire_now(conn: redis.Redis, registry: TaskCatalog, name: str, now: float) -> Fired | None:
     schedule = schedules.load(conn, name)
-    definition = registry.get(schedule.task)
+    registry.get(schedule.task)  # UnknownTaskError before anything is written
     with conn.pipeline() as pipe:
         try:
             pipe.watch(keys.schedule(name), keys.schedule_runs(name))  # type: ignore[no-untyped-call]
@@ -273,7 +272,7 @@ def _fire_now(conn: redis.Redis, registry: TaskCatalog, name: str, now: float) -
                 note = f"skipped: {len(live)} run(s) still queued or running ({', '.join(live)})"
                 return Fired(name, [], skipped=1, note=note)
             pipe.multi()
-            job_id = _enqueue(pipe, conn, definition, schedule, [schedule.task, schedule.args, schedule.kwargs], now)
+            job_id = _enqueue(pipe, conn, registry, schedule, [schedule.task, schedule.args, schedule.kwargs], now)
             pipe.sadd(keys.schedule_runs(name), job_id)
             if ended:
                 pipe.srem(keys.schedule_runs(name), *ended)

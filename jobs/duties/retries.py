@@ -1,17 +1,18 @@
-"""The retry sweeper: RQ's failed-job registries drive retries, with backoff, into a dead-letter registry.
+"""Scheduler duty: the retry sweeper. RQ's failed-job registries drive retries, with backoff, into a
+dead-letter registry.
 
 RQ's own `Retry` re-enqueues blindly (and only on a worker); refreshq needs to tell a transient
 failure (an upstream error, a request timeout, a lost worker) from a permanent one (a validation
 error, an unknown region, a hard time limit) and from a job that was stopped on purpose, to back
 off exponentially, and to show the next retry on the task. So the scheduler sweeps the failed
-registries itself, and failures are classified from RQ's stored exception text.
+registries itself. How to treat a failure was decided where it happened, by the exception's type, and
+recorded (jobs.failures); the sweeper reads that record.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,24 +22,30 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from jobs import keys, queues
+from jobs import failures, keys, queues
+from jobs.backoff import backoff
 from jobs.config import Settings
+from jobs.context import process_settings
+from jobs.failures import NEVER as NEVER
+from jobs.failures import PERMANENT as PERMANENT
+from jobs.failures import TRANSIENT as TRANSIENT
 from jobs.named.runs import RUN_FUNCS
 from jobs.redis_values import as_text_map
 from jobs.refresh import records
-from jobs.refresh.job import PLAN_FUNCS, PROVINCE_FUNCS, REFRESH_FUNCS, end_province
+from jobs.refresh.finish import end_province
+from jobs.refresh.job import PLAN_FUNCS, PROVINCE_FUNCS, REFRESH_FUNCS
+from jobs.statuses import ACTIVE, FAILED, PENDING, RUNNING
 
 log = logging.getLogger("refreshq.retries")
 
-TRANSIENT, PERMANENT, NEVER = "transient", "permanent", "never"
-
-# Exception names (as they appear in RQ's traceback text) by how a failure is treated.
+# A failure nobody recorded -- one of the previous layout, or a job run by a worker that is not
+# refreshq's -- is classified once from RQ's text of it, by the exception names it mentions.
 _TRANSIENT_NAMES = (
     "TransientUpstreamError", "UpstreamInconsistencyError", "AbandonedJobError", "ConnectionError", "TimeoutError",
     "TimeoutException", "ReadTimeout", "ConnectTimeout", "RemoteProtocolError", "BusyLoadingError", "OSError",
 )
-_NEVER_PATTERNS = ("stopped by user", "work-horse terminated", "TaskCancelled")
-ABANDONED = "AbandonedJobError"  # how RQ's started-registry cleanup fails the job of a dead worker
+_NEVER_PATTERNS = ("stopped by user", "work-horse terminated")
+STATE_TTL = 30 * 86_400
 
 
 @dataclass(frozen=True)
@@ -51,24 +58,23 @@ class RetryPolicy:
     max_retries: int = 3
 
     def nominal(self, attempt: int) -> float:
-        return min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+        return backoff(attempt, self.base, self.factor, self.cap)
 
     def delay(self, attempt: int) -> float:
-        return self.nominal(attempt) * random.uniform(0.8, 1.0)  # jitter spreads jobs that failed together
-
+        return backoff(attempt, self.base, self.factor, self.cap, jitter=0.2)  # spreads jobs that failed together
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
         return cls(settings.retry_base, settings.retry_factor, settings.retry_cap, settings.retry_max)
 
 
-# Per task type (the function a job runs); others get the default. Named tasks retry through RQ's
-# `Retry` by their own policy (jobs.named.runs), so once one reaches the failed registry it is done.
+# Per job function; others get the default. Named tasks retry through RQ's `Retry` by their own policy
+# (jobs.named.runs), so once one reaches the failed registry it is done.
 POLICIES: dict[str, RetryPolicy] = {func: RetryPolicy(max_retries=0) for func in RUN_FUNCS}
 
 
 def classify(exc_string: str) -> str:
-    """TRANSIENT, PERMANENT or NEVER, from the failure text RQ stored."""
+    """TRANSIENT, PERMANENT or NEVER, from the failure text RQ stored (for failures nobody recorded)."""
     if any(p in exc_string for p in _NEVER_PATTERNS):
         return NEVER
     last = _last_exception_line(exc_string)
@@ -87,7 +93,7 @@ def _last_exception_line(exc_string: str) -> str:
     return lines[-1] if lines else ""
 
 
-def sweep_failed_jobs(conn: redis.Redis, default: RetryPolicy | None = None) -> int:
+def sweep_failed_jobs(conn: redis.Redis, default: RetryPolicy | None = None, settings: Settings | None = None) -> int:
     """One pass over the failed registries: retry what is due, dead-letter what is done. Returns moves."""
     default = default or RetryPolicy()
     moved = 0
@@ -99,23 +105,25 @@ def sweep_failed_jobs(conn: redis.Redis, default: RetryPolicy | None = None) -> 
             except Exception:
                 registry.remove(job_id)
                 continue
-            moved += _handle(conn, registry, job, default)
+            moved += _handle(conn, registry, job, default, settings)
     return moved
 
 
-def _handle(conn: redis.Redis, registry: FailedJobRegistry, job: Job, default: RetryPolicy) -> int:
+def _handle(
+    conn: redis.Redis, registry: FailedJobRegistry, job: Job, default: RetryPolicy, settings: Settings | None
+) -> int:
     state = as_text_map(conn.hgetall(keys.job_retry(job.id)))
     failure_id = _failure_id(job)
     if state.get("failure_id") != failure_id:  # a new failure: the first, or one after a retry
         policy = POLICIES.get(job.func_name or "", default)
         state = _record_failure(conn, job, failure_id, policy)
     if state["decision"] == "dead":
-        _bury(conn, registry, job, state)
+        _bury(conn, registry, job, state, settings or process_settings())
         return 1
     if float(state["next_retry_ts"]) <= datetime.now(UTC).timestamp():
         # A job whose worker died was running: it goes back to the front of its queue, so that in a
         # busy refresh it resumes at once instead of after every province still queued.
-        registry.requeue(job, at_front=ABANDONED in state["last_error"])
+        registry.requeue(job, at_front=state.get("exception") == failures.ABANDONED)
         conn.hset(keys.job_retry(job.id), "decision", "requeued")
         _mark_task_retrying(conn, job, state, requeued=True)
         log.info("retry: requeued %s (attempt %s)", job.id, state["attempt"])
@@ -123,26 +131,31 @@ def _handle(conn: redis.Redis, registry: FailedJobRegistry, job: Job, default: R
     return 0
 
 
+def _how_it_failed(conn: redis.Redis, job: Job) -> dict[str, str]:
+    """The failure's record (jobs.failures), or for one nobody recorded, what RQ's text of it says."""
+    recorded = failures.take(conn, job.id)
+    if recorded is not None:
+        return recorded
+    text = _exc_string(job)
+    exception = failures.ABANDONED if "AbandonedJobError" in text else ""
+    return {"kind": classify(text), "error": _last_exception_line(text), "exception": exception}
+
+
 def _record_failure(conn: redis.Redis, job: Job, failure_id: str, policy: RetryPolicy) -> dict[str, str]:
-    error = _exc_string(job)
-    kind = classify(error)
+    failure = _how_it_failed(conn, job)
     attempt = int(conn.hget(keys.job_retry(job.id), "attempt") or 0) + 1
-    retry = kind == TRANSIENT and attempt <= policy.max_retries
+    retry = failure["kind"] == TRANSIENT and attempt <= policy.max_retries
     next_ts = datetime.now(UTC).timestamp() + policy.delay(attempt) if retry else 0.0
     state = {
-        "failure_id": failure_id, "kind": kind, "attempt": str(attempt), "max_retries": str(policy.max_retries),
-        "decision": "retry" if retry else "dead", "next_retry_ts": repr(next_ts),
-        "last_error": _summary(error),
+        "failure_id": failure_id, "kind": failure["kind"], "attempt": str(attempt),
+        "max_retries": str(policy.max_retries), "decision": "retry" if retry else "dead",
+        "next_retry_ts": repr(next_ts), "last_error": failure["error"][:500], "exception": failure.get("exception", ""),
     }
     conn.hset(keys.job_retry(job.id), mapping=state)  # type: ignore[arg-type]
-    conn.expire(keys.job_retry(job.id), 30 * 24 * 3600)
+    conn.expire(keys.job_retry(job.id), STATE_TTL)
     if retry:
         _mark_task_retrying(conn, job, state, requeued=False)
     return state
-
-
-def _summary(exc_string: str) -> str:
-    return _last_exception_line(exc_string)[:500]
 
 
 def _failure_id(job: Job) -> str:
@@ -169,8 +182,8 @@ def _mark_task_retrying(conn: redis.Redis, job: Job, state: dict[str, str], requ
     conn.hset(keys.task(task_id), "retry", json.dumps(retry, ensure_ascii=False))
     if not requeued and _waits_alone(conn, job, task_id):
         # The whole task waits for its retry: what the reference design shows as FAILED -> PENDING.
-        records.transition(conn, task_id, (records.RUNNING,), records.PENDING,
-                           {"current_step": f"等待重试（第 {state['attempt']} 次）"})
+        step = f"等待重试（第 {state['attempt']} 次）"
+        records.transition(conn, task_id, (RUNNING,), PENDING, {"current_step": step})
 
 
 def _waits_alone(conn: redis.Redis, job: Job, task_id: str) -> bool:
@@ -186,7 +199,9 @@ def _task_of(job: Job) -> str | None:
     return None
 
 
-def _bury(conn: redis.Redis, registry: FailedJobRegistry, job: Job, state: dict[str, str]) -> None:
+def _bury(
+    conn: redis.Redis, registry: FailedJobRegistry, job: Job, state: dict[str, str], settings: Settings
+) -> None:
     """Move a job out of RQ's failed registry into refreshq's dead-letter registry, and end its part."""
     entry = {
         "job_id": job.id, "queue": job.origin, "func": job.func_name or "", "task_id": _task_of(job) or "",
@@ -200,16 +215,16 @@ def _bury(conn: redis.Redis, registry: FailedJobRegistry, job: Job, state: dict[
     registry.remove(job)
     conn.hset(keys.job_retry(job.id), "decision", "buried")
     log.warning("retry: %s is dead after %s attempt(s): %s", job.id, state["attempt"], state["last_error"])
-    _end_task_part(conn, job, state)
+    _end_task_part(conn, job, state, settings)
 
 
-def _end_task_part(conn: redis.Redis, job: Job, state: dict[str, str]) -> None:
+def _end_task_part(conn: redis.Redis, job: Job, state: dict[str, str], settings: Settings) -> None:
     task_id = _task_of(job)
     if task_id is None:
         return
     message = f"{state['last_error']} (after {state['attempt']} attempt(s))"
     if job.func_name in PROVINCE_FUNCS:
-        end_province(conn, task_id, str(job.args[1]), f"failed: {message}")
+        end_province(conn, task_id, str(job.args[1]), f"failed: {message}", settings)
     else:
-        records.transition(conn, task_id, (records.PENDING, records.RUNNING), records.FAILED,
+        records.transition(conn, task_id, ACTIVE, FAILED,
                            {"finished_at": records.now_iso(), "error_message": message[:2000]})

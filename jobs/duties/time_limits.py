@@ -1,4 +1,4 @@
-"""Time limits of refresh tasks, enforced by the scheduler: a soft limit is recorded, a hard one fails the task.
+"""Scheduler duty: time limits of refresh tasks: a soft limit is recorded, a hard one fails the task.
 
 RQ's job timeout bounds one job; a task is many jobs over time (and may wait for retries), so its
 limit is measured from the start of its current attempt and enforced from outside its jobs.
@@ -12,9 +12,12 @@ from datetime import UTC, datetime
 import redis
 
 from jobs import keys
+from jobs.config import Settings
+from jobs.context import process_settings
 from jobs.redis_values import as_text, as_texts
 from jobs.refresh import records
-from jobs.refresh.job import BY_TIMEOUT, finish_task
+from jobs.refresh.finish import BY_TIMEOUT, finish_task
+from jobs.statuses import RUNNING
 
 log = logging.getLogger("refreshq.time_limits")
 
@@ -23,9 +26,11 @@ SOFT_LIMIT_FRACTION = 0.9
 GRACE_SECONDS = 30.0
 
 
-def enforce_time_limits(conn: redis.Redis) -> None:
+def enforce_time_limits(conn: redis.Redis, settings: Settings | None = None) -> None:
+    """Record a soft limit passed; stop a task past its hard limit, and end it if its jobs do not."""
+    settings = settings or process_settings()
     now = datetime.now(UTC)
-    task_ids = as_texts(conn.zrange(keys.tasks_with_status(records.RUNNING), 0, -1))
+    task_ids = as_texts(conn.zrange(keys.tasks_with_status(RUNNING), 0, -1))
     with conn.pipeline(transaction=False) as pipe:
         for task_id in task_ids:
             pipe.hmget(keys.task(task_id), "attempt_started_at", "timeout_seconds", "soft_limit_exceeded_at")
@@ -39,13 +44,13 @@ def enforce_time_limits(conn: redis.Redis) -> None:
             conn.hsetnx(keys.task(task_id), "soft_limit_exceeded_at", records.now_iso())
             log.warning("time limit: task %s passed its soft limit (%.0f of %.0f s)", task_id, elapsed, limit)
         if elapsed >= limit:
-            _hard_limit(conn, task_id, elapsed - limit)
+            _hard_limit(conn, task_id, elapsed - limit, settings)
 
 
-def _hard_limit(conn: redis.Redis, task_id: str, overdue: float) -> None:
+def _hard_limit(conn: redis.Redis, task_id: str, overdue: float, settings: Settings) -> None:
     if conn.set(keys.task_cancel(task_id), BY_TIMEOUT, nx=True):
         log.warning("time limit: task %s ran past its hard limit; stopping it", task_id)
         return
     flag = as_text(conn.get(keys.task_cancel(task_id)) or b"")
     if flag == BY_TIMEOUT and overdue >= GRACE_SECONDS:
-        finish_task(conn, task_id)  # its jobs never came back to end it (dead, or waiting for a retry)
+        finish_task(conn, task_id, settings)  # its jobs never came back to end it (dead, or waiting for a retry)

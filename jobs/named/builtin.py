@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 
 from jobs import keys
 from jobs.named import history
-from jobs.named.catalog import configured_tasks, task
+from jobs.named.catalog import configured_tasks
 from jobs.named.definitions import Priority, ScheduleSpec
 from jobs.named.runs import current_run
+from jobs.named.task import task
 from jobs.named.triggers import DEFAULT_TIMEZONE
 from jobs.redis_values import as_texts
 from jobs.refresh import published

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from jobs.config import Settings
+from jobs.context import process_settings
 from jobs.errors import ConfigError, DuplicateTaskError, UnknownTaskError
-from jobs.named.definitions import TaskDefinition, check_definition, definition_of
+from jobs.named.definitions import TaskDefinition, check_definition
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 # Module names of the previous layout that REFRESHQ_TASK_MODULES may still list -> the module they are now.
@@ -28,7 +29,9 @@ def canonical_modules(modules: Sequence[str]) -> tuple[str, ...]:
 class TaskCatalog:
     """Task definitions by name; registering a second function under a taken name is an error."""
 
-    def __init__(self, tasks: Sequence[TaskDefinition] = ()) -> None:
+    def __init__(self, tasks: Sequence[TaskDefinition] = (), modules: Sequence[str] | None = None) -> None:
+        # The modules it was loaded from (REFRESHQ_TASK_MODULES), when it was: what workers will find.
+        self.modules = tuple(modules) if modules is not None else None
         self._tasks: dict[str, TaskDefinition] = {}
         for definition in tasks:
             self.register(definition)
@@ -43,14 +46,6 @@ class TaskCatalog:
             )
         self._tasks[definition.name] = definition  # the same function again: a module imported twice
         return definition
-
-    def task(self, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], TaskDefinition]:
-        """Decorator: `@task(name="cleanup", retries=3, priority=Priority.LOW, schedule=ScheduleSpec(...))`."""
-
-        def register(func: Callable[..., Any]) -> TaskDefinition:
-            return self.register(definition_of(func, name, **options))
-
-        return register
 
     def get(self, name: str) -> TaskDefinition:
         try:
@@ -72,16 +67,17 @@ class TaskCatalog:
         return [d for d in self if (category is None or d.category == category) and (tag is None or tag in d.tags)]
 
     def from_modules(self, modules: Sequence[str]) -> TaskCatalog:
-        return TaskCatalog([d for d in self if d.module in modules])
+        """The tasks defined in `modules` (old module names count as their new ones)."""
+        names = canonical_modules(modules)
+        return TaskCatalog([d for d in self if d.module in names], modules)
 
 
 def _origin(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{getattr(func, '__qualname__', repr(func))}"
 
 
-# Every @task registers here at import; `load_tasks` then keeps only the configured modules' tasks.
+# Every @task (jobs.named.task) registers here at import; `load_tasks` then keeps only the configured modules' tasks.
 CATALOG = TaskCatalog()
-task = CATALOG.task
 
 _loaded: dict[tuple[str, ...], TaskCatalog] = {}
 
@@ -104,13 +100,13 @@ def load_tasks(modules: Sequence[str]) -> TaskCatalog:
                 raise ConfigError(
                     f"REFRESHQ_TASK_MODULES: importing {module!r} failed: {type(exc).__name__}: {exc}"
                 ) from None
-        _loaded[key] = CATALOG.from_modules(canonical_modules(key))
+        _loaded[key] = CATALOG.from_modules(key)
     return _loaded[key]
 
 
 def configured_tasks(settings: Settings | None = None) -> TaskCatalog:
-    """The tasks of REFRESHQ_TASK_MODULES (read from the environment when no settings are given)."""
-    return load_tasks((settings or Settings.from_env()).task_modules)
+    """The tasks of REFRESHQ_TASK_MODULES (of this process's settings when none are given: jobs.context)."""
+    return load_tasks((settings or process_settings()).task_modules)
 
 
 def summary(d: TaskDefinition) -> dict[str, Any]:

@@ -11,32 +11,24 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import redis
 from rq.job import Retry
 
 from jobs import queues
+from jobs.backoff import backoff
 from jobs.errors import ConfigError, ScheduleError
 from jobs.named import arguments
-from jobs.named.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
-
-if TYPE_CHECKING:
-    from jobs.named.workflows import Signature
+from jobs.named.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options, whole
 
 # Task names become parts of RQ job ids and Redis keys, so they use the characters both accept.
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 # Bounds of a task's options: beyond them RQ's timeouts and retry times overflow Redis or datetime.
 MAX_RETRIES = 100
 MAX_RETRY_DELAY = 7 * 86_400
 MAX_TIME_LIMIT = 30 * 86_400
 MAX_HISTORY_LIMIT = 100_000
 MAX_HISTORY_DAYS = 3650.0
-
-
-def _whole(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 class Priority(StrEnum):
@@ -62,7 +54,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if not (
-            _whole(self.max_retries, 0, MAX_RETRIES) and _whole(self.delay, 0, MAX_RETRY_DELAY)
+            whole(self.max_retries, 0, MAX_RETRIES) and whole(self.delay, 0, MAX_RETRY_DELAY)
             and isinstance(self.backoff, int | float) and math.isfinite(self.backoff) and 1 <= self.backoff <= 10
         ):
             raise ConfigError(
@@ -71,8 +63,9 @@ class RetryPolicy:
             )
 
     def intervals(self) -> list[int]:
-        # Capped: delay * backoff**i grows past any date a retry could be scheduled at.
-        return [int(min(self.delay * self.backoff**i, MAX_RETRY_DELAY)) for i in range(self.max_retries)]
+        # Capped: delay * backoff**i grows past any date a retry could be scheduled at. No jitter: RQ's
+        # Retry takes fixed intervals.
+        return [int(backoff(i, self.delay, self.backoff, MAX_RETRY_DELAY)) for i in range(1, self.max_retries + 1)]
 
     def rq_retry(self) -> Retry | None:
         return Retry(max=self.max_retries, interval=self.intervals()) if self.max_retries else None
@@ -108,7 +101,9 @@ class Hooks:
 
 @dataclass(frozen=True)
 class TaskDefinition:
-    """A registered task. Calling it runs the function here; `.delay()` runs it on a worker."""
+    """A named task: its function and options, plain data (what runs it is jobs.named.runs; the handle
+    `@task` returns, jobs.named.task, adds `.delay()`, `.s()` and `.get_result()`). Calling it runs the
+    function here."""
 
     name: str
     func: Callable[..., Any]
@@ -134,27 +129,6 @@ class TaskDefinition:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
 
-    def delay(self, *args: Any, **kwargs: Any) -> str:
-        """Enqueue a run with these arguments (JSON only) on the default connection; return its task id."""
-        return self.enqueue(args=args, kwargs=kwargs)
-
-    def enqueue(
-        self, conn: redis.Redis | None = None, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
-    ) -> str:
-        from jobs.named import runs
-
-        return runs.enqueue_task(conn or runs.default_connection(), self, args, kwargs or {})
-
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
-        """A signature: this task with these arguments, for `chain()` and `batch()`."""
-        from jobs.named.workflows import Signature
-
-        return Signature.of(self, args, kwargs)
-
-    def get_result(self, task_id: str, timeout: float = 60, conn: redis.Redis | None = None) -> Any:
-        from jobs.named import runs
-
-        return runs.get_result(task_id, timeout=timeout, conn=conn)
 
 
 def check_definition(d: TaskDefinition) -> None:
@@ -162,7 +136,7 @@ def check_definition(d: TaskDefinition) -> None:
         raise ConfigError(f"task name {d.name!r} is not valid: expected letters, digits, '-' or '_' (at most 64)")
     days = d.history_days
     if not (
-        _whole(d.time_limit, 1, MAX_TIME_LIMIT) and _whole(d.history_limit, 1, MAX_HISTORY_LIMIT)
+        whole(d.time_limit, 1, MAX_TIME_LIMIT) and whole(d.history_limit, 1, MAX_HISTORY_LIMIT)
         and isinstance(days, int | float) and math.isfinite(days) and 0 < days <= MAX_HISTORY_DAYS
     ):
         raise ConfigError(

@@ -20,38 +20,12 @@ from rq.serializers import JSONSerializer
 from jobs import keys
 from jobs.errors import ValidationError
 from jobs.redis_values import as_text, as_texts
+from jobs.scripts import Scripts
+from jobs.statuses import FAILED, RUNNING, SUCCEEDED
 
-RUNNING, SUCCEEDED, FAILED = "RUNNING", "SUCCEEDED", "FAILED"
 RESULT_CHARS = 500
 _MAX_INDEX = 2**62  # beyond any sorted set's length, within Redis's signed 64-bit range arguments
 TRACEBACK_CHARS = 8000
-
-# Drop records started before the cutoff, then all but the newest `limit`; keep the two keys in step.
-_TRIM = """
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-local removed = 0
-for i = 1, #old do
-  redis.call('ZREM', KEYS[1], old[i]); redis.call('HDEL', KEYS[2], old[i]); removed = removed + 1
-end
-local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
-if extra > 0 then
-  local ids = redis.call('ZRANGE', KEYS[1], 0, extra - 1)
-  for i = 1, #ids do
-    redis.call('ZREM', KEYS[1], ids[i]); redis.call('HDEL', KEYS[2], ids[i]); removed = removed + 1
-  end
-end
-return removed
-"""
-
-# Overwrite a record only while it still says RUNNING (a late repair must not undo a real ending).
-_END_IF_RUNNING = """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-if cjson.decode(raw)['status'] ~= 'RUNNING' then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class Bounds:
@@ -112,6 +86,12 @@ def record_end(
     return entry
 
 
+def entry(conn: redis.Redis, task: str, exec_id: str) -> dict[str, Any] | None:
+    """One record (None if it was trimmed away)."""
+    raw = conn.hget(keys.history_entries(task), exec_id)
+    return json.loads(raw) if raw is not None else None
+
+
 def summarize(result: Any) -> str:
     """A short JSON text of a result, for listing (the full value stays in RQ's result)."""
     text = json.dumps(result, ensure_ascii=False, default=repr)
@@ -121,8 +101,10 @@ def summarize(result: Any) -> str:
 def trim(conn: redis.Redis, task: str, bounds: Bounds, now: float | None = None) -> int:
     """Apply the bounds now; returns how many records were dropped."""
     cutoff = bounds.cutoff(time.time() if now is None else now)
-    script = conn.register_script(_TRIM)
-    return int(script(keys=[keys.history(task), keys.history_entries(task)], args=[cutoff, bounds.limit]))
+    trimmed = Scripts(conn).trim_history(
+        keys=[keys.history(task), keys.history_entries(task)], args=[cutoff, bounds.limit]
+    )
+    return int(trimmed)
 
 
 def page(conn: redis.Redis, task: str, limit: int = 20, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
@@ -146,11 +128,13 @@ def _repaired(conn: redis.Redis, entry: dict[str, Any]) -> dict[str, Any]:
     if entry["status"] != RUNNING:
         return entry
     status, meta_attempt = _job_state(conn, entry["job_id"])
-    if status == JobStatus.STARTED and meta_attempt == entry["attempt"]:
+    if status == JobStatus.STARTED and meta_attempt == entry["attempt"]:  # still running: this attempt's job
         return entry
     ended = dict(entry, status=FAILED, error="lost: the worker running it died or was stopped")
-    script = conn.register_script(_END_IF_RUNNING)
-    if script(keys=[keys.history_entries(entry["task"])], args=[entry["id"], json.dumps(ended, ensure_ascii=False)]):
+    written = Scripts(conn).end_if_running(
+        keys=[keys.history_entries(entry["task"])], args=[entry["id"], json.dumps(ended, ensure_ascii=False)]
+    )
+    if written:
         return ended
     raw = conn.hget(keys.history_entries(entry["task"]), entry["id"])
     return json.loads(raw) if raw is not None else entry

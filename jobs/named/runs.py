@@ -1,9 +1,11 @@
 """Running named tasks on RQ: enqueueing (JSON arguments only), the one wrapper every run goes through,
-waiting for results, and the bookkeeping when a run fails.
+and waiting for results.
 
 Every run is an RQ job of `run_named_task(name, args, kwargs)` on the task's priority queue, with the
 task's time limit as the job timeout and its retry policy as RQ's `Retry`. The wrapper finds the task
-by name in REFRESHQ_TASK_MODULES, records the execution history and calls the hooks.
+by name in REFRESHQ_TASK_MODULES, records the execution history and calls the hooks. What a schedule or
+a chain must do when one of its runs ends is attached to the run as RQ callbacks, by name (RunCallbacks):
+this module knows neither.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import redis
@@ -27,21 +28,33 @@ from rq.serializers import JSONSerializer
 
 from jobs import owners, queues
 from jobs.config import Settings
+from jobs.context import process_settings, running_job
 from jobs.errors import TaskArgumentsError, TaskEnvironmentError, TaskExecutionError, TaskTimeoutError
 from jobs.named import arguments, history
 from jobs.named.catalog import canonical_modules, configured_tasks
 from jobs.named.definitions import TaskDefinition
 from jobs.owners import Owner
+from jobs.statuses import FAILED, SUCCEEDED, is_live
 
 log = logging.getLogger("refreshq.tasks")
 
 # By the dotted names RQ stores; runs queued by the previous layout carry the old ones (jobs/runs.py).
 RUN_FUNC = "jobs.named.runs.run_named_task"
-FAILURE_CALLBACK = "jobs.named.runs.on_run_failure"
 RUN_FUNCS = frozenset({RUN_FUNC, "jobs.runs.run_named_task"})
 # Results stay readable for get_result and the dashboard for a day; failures as long as RQ's default.
 RESULT_TTL = 86_400
-_PENDING_STATUSES = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED)
+
+
+@dataclass(frozen=True)
+class RunCallbacks:
+    """What to call when a run ends, by dotted name (RQ's `Callback`): `success(job, connection, result)`,
+    `failure(job, connection, exc_type, exc_value, traceback)` -- also for a run whose worker died."""
+
+    success: str
+    failure: str
+
+    def options(self) -> dict[str, Callback]:
+        return {"on_success": Callback(self.success), "on_failure": Callback(self.failure)}
 
 
 def check_arguments(
@@ -75,8 +88,11 @@ def new_job_id(task_name: str) -> str:
     return f"{task_name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
 
 
-def job_options(definition: TaskDefinition, job_id: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """RQ options of one run: time limit, retry policy, result lifetime, failure bookkeeping."""
+def job_options(
+    definition: TaskDefinition, job_id: str, meta: Mapping[str, Any] | None = None,
+    callbacks: RunCallbacks | None = None,
+) -> dict[str, Any]:
+    """RQ options of one run: time limit, retry policy, result lifetime, what to call when it ends."""
     return {
         "job_id": job_id,
         "timeout": definition.time_limit,
@@ -84,22 +100,23 @@ def job_options(definition: TaskDefinition, job_id: str, meta: Mapping[str, Any]
         "retry": definition.retry.rq_retry(),
         "meta": {"task": definition.name, "attempt": 0, **(meta or {})},
         "description": f"task {definition.name}",
-        "on_failure": Callback(FAILURE_CALLBACK),
+        **(callbacks.options() if callbacks is not None else {}),
     }
 
 
 def enqueue_task(
     conn: redis.Redis, definition: TaskDefinition, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
     *, meta: Mapping[str, Any] | None = None, pipeline: redis.client.Pipeline | None = None,
-    job_id: str | None = None, owner: Owner | None = None,
+    callbacks: RunCallbacks | None = None, modules: Sequence[str] | None = None, owner: Owner | None = None,
 ) -> str:
     """Enqueue one run; with `pipeline` (already in MULTI) it is queued inside the caller's transaction.
-    A run records its owner (the CLI's by default); a limited owner's is checked against their limits in
-    the transaction that enqueues it (jobs.owners)."""
-    _check_configured(definition)
+    `modules`: REFRESHQ_TASK_MODULES of the workers (default: this process's settings). A run records its
+    owner (the CLI's by default); a limited owner's is checked against their limits in the transaction
+    that enqueues it (jobs.owners)."""
+    _check_configured(definition, modules if modules is not None else process_settings().task_modules)
     plain_args, plain_kwargs = check_arguments(definition, args, kwargs or {})
     owner = owner or Owner()
-    options = job_options(definition, job_id or new_job_id(definition.name), {"owner": owner.name, **(meta or {})})
+    options = job_options(definition, new_job_id(definition.name), {"owner": owner.name, **(meta or {})}, callbacks)
     call = {"args": [definition.name, plain_args, plain_kwargs], **options}
     if pipeline is not None or not owner.limited:
         queues.queue(conn, definition.queue).enqueue_call(RUN_FUNC, pipeline=pipeline, **call)
@@ -118,9 +135,8 @@ def enqueue_task(
                 continue
 
 
-def _check_configured(definition: TaskDefinition) -> None:
+def _check_configured(definition: TaskDefinition, modules: Sequence[str]) -> None:
     """Refuse a task the workers would not find: its module is not in REFRESHQ_TASK_MODULES."""
-    modules = Settings.from_env().task_modules
     if definition.module not in canonical_modules(modules):
         raise TaskArgumentsError(
             f"task {definition.name} is defined in {definition.module}, which REFRESHQ_TASK_MODULES "
@@ -136,7 +152,7 @@ def default_connection() -> redis.Redis:
     job = get_current_job()
     if job is not None:
         return job.connection
-    settings = Settings.from_env()
+    settings = process_settings()
     key = settings.redis_url or str(settings.data_dir)
     if key not in _default_conns:
         from jobs.connection import connect
@@ -170,10 +186,8 @@ def current_run() -> RunContext:
 
 def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """The RQ job function of every named-task run: history, hooks, then the task itself."""
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("run_named_task runs inside an RQ worker")
-    settings = Settings.from_env()
+    job, job_context = running_job()
+    settings = job_context.settings
     definition = configured_tasks(settings).get(name)
     attempt = int(job.meta.get("attempt") or 0) + 1
     job.meta["attempt"] = attempt  # counts every execution, whoever requeued it (RQ Retry, sweeper)
@@ -181,21 +195,20 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     bounds = history.Bounds(definition.history_limit, definition.history_days)
     trigger = _trigger_of(job.meta)
     exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger)
-    context = RunContext(name, job.id, attempt, job.connection, settings, job.meta.get("schedule"),
-                         job.meta.get("workflow"))
-    token = _current.set(context)
+    run = RunContext(name, job.id, attempt, job.connection, settings, job.meta.get("schedule"),
+                     job.meta.get("workflow"))
+    token = _current.set(run)
     try:
         result = _run_with_hooks(definition, args, kwargs)
     except BaseException as exc:
         retrying = bool(job.retries_left)
-        history.record_end(job.connection, name, exec_id, history.FAILED, error=f"{type(exc).__name__}: {exc}",
+        history.record_end(job.connection, name, exec_id, FAILED, error=f"{type(exc).__name__}: {exc}",
                            traceback=traceback.format_exc(), retrying=retrying)
         _call_failure_hook(definition, exc)
         raise
     finally:
         _current.reset(token)
-    entry = history.record_end(job.connection, name, exec_id, history.SUCCEEDED, result=result)
-    _after_success(job, entry)
+    history.record_end(job.connection, name, exec_id, SUCCEEDED, result=result)
     return result
 
 
@@ -233,26 +246,21 @@ def _call_failure_hook(definition: TaskDefinition, exc: BaseException) -> None:
         log.exception("task %s: on_failure hook failed", definition.name)
 
 
-def _after_success(job: Job, entry: Mapping[str, Any] | None) -> None:
-    from jobs.named import schedules, workflows
+def success_entry(conn: redis.Redis, job: Job) -> dict[str, Any] | None:
+    """For a success callback: the history record of the run's attempt that just succeeded."""
+    exec_id = history.execution_id(job.id, int(job.meta.get("attempt") or 0))
+    return history.entry(conn, str(job.meta.get("task")), exec_id)
 
-    schedules.note_run_ended(job.connection, job.meta, job.id, history.SUCCEEDED, entry)
-    workflows.note_item_ended(job.connection, job.meta, job.id, history.SUCCEEDED, entry)
 
-
-def on_run_failure(
-    job: Job, connection: redis.Redis, exc_type: type[BaseException] | None = None,
-    exc_value: BaseException | None = None, tb: TracebackType | Any = None,
-) -> None:
-    """RQ failure callback of every run (also for runs whose worker died): ends what the run belonged to."""
-    from jobs.named import schedules, workflows
-
+def failure_entry(
+    job: Job, exc_type: type[BaseException] | None, exc_value: BaseException | None
+) -> dict[str, Any] | None:
+    """For a failure callback: what ended the run, or None while RQ will run it again (only a final
+    failure ends a schedule's run or a chain's step)."""
     if job.retries_left:
-        return  # RQ runs it again; only a final failure ends a schedule's run or a workflow step
+        return None
     error = f"{exc_type.__name__}: {exc_value}" if exc_type is not None else "failed"
-    entry = {"error": error, "ended_at": history.iso(time.time())}
-    schedules.note_run_ended(connection, job.meta, job.id, history.FAILED, entry)
-    workflows.note_item_ended(connection, job.meta, job.id, history.FAILED, entry)
+    return {"error": error, "ended_at": history.iso(time.time())}
 
 
 def get_result(task_id: str, timeout: float = 60, conn: redis.Redis | None = None, poll: float = 0.1) -> Any:
@@ -264,7 +272,7 @@ def get_result(task_id: str, timeout: float = 60, conn: redis.Redis | None = Non
         status = job.get_status(refresh=True)
         if status == JobStatus.FINISHED:
             return job.return_value(refresh=True)
-        if status not in _PENDING_STATUSES:
+        if not is_live(status):
             result = job.latest_result()
             detail = _last_line(getattr(result, "exc_string", None) or job.exc_info or str(status))
             raise TaskExecutionError(f"task run {task_id} {status.value}: {detail}")

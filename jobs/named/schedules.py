@@ -25,25 +25,15 @@ from jobs import keys
 from jobs.errors import ScheduleError, ScheduleNotFoundError
 from jobs.named.catalog import TaskCatalog
 from jobs.named.definitions import TaskDefinition
-from jobs.named.runs import RESULT_TTL, RUN_FUNC, check_arguments
+from jobs.named.runs import RESULT_TTL, RUN_FUNC, RunCallbacks, check_arguments, failure_entry, success_entry
 from jobs.named.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
 from jobs.redis_values import as_text, as_text_map, as_texts
+from jobs.scripts import Scripts
+from jobs.statuses import FAILED, QUEUED, RETRYING, RUNNING, SUCCEEDED, UNKNOWN
 
 OPERATOR, DEFAULT = "operator", "default"
 _CONFIG_FIELDS = ("task", "cron", "interval", "timezone", "args", "kwargs", "max_instances", "misfire_grace_time",
                   "coalesce", "paused", "source")
-
-# Record how a schedule's run ended, only if it is still the schedule's latest run (and the schedule exists).
-_NOTE_RUN = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[1], ARGV[2] == 'SUCCEEDED' and 'succeeded' or 'failed', 1)
-if redis.call('HGET', KEYS[1], 'last_job_id') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'last_run_status', ARGV[2], 'last_run_ended_at', ARGV[3], 'last_run_duration', ARGV[4],
-           'last_run_error', ARGV[5])
-return 1
-"""
-
 
 class JSONJob(Job):
     """An RQ job that is always JSON-serialized: rq-scheduler creates and fetches jobs without a serializer."""
@@ -198,16 +188,33 @@ def set_paused(conn: redis.Redis, registry: TaskCatalog, name: str, paused: bool
     return sync_template(conn, updated, registry.get(schedule.task), now)
 
 
+def on_run_success(job: Job, connection: redis.Redis, _result: Any) -> None:
+    """RQ success callback of a schedule's run."""
+    note_run_ended(connection, job.meta, job.id, SUCCEEDED, success_entry(connection, job))
+
+
+def on_run_failure(
+    job: Job, connection: redis.Redis, exc_type: type[BaseException] | None = None,
+    exc_value: BaseException | None = None, _tb: Any = None,
+) -> None:
+    """RQ failure callback of a schedule's run (also of one whose worker died)."""
+    if (entry := failure_entry(job, exc_type, exc_value)) is not None:
+        note_run_ended(connection, job.meta, job.id, FAILED, entry)
+
+
+# Attached to every run a schedule fires (jobs.duties.fire_schedules).
+CALLBACKS = RunCallbacks(f"{__name__}.on_run_success", f"{__name__}.on_run_failure")
+
+
 def note_run_ended(
     conn: redis.Redis, meta: Mapping[str, Any], job_id: str, status: str, entry: Mapping[str, Any] | None
 ) -> None:
-    """Called when a scheduled run ends: the schedule shows its outcome (if it is still the latest run)."""
+    """When a scheduled run ends: the schedule shows its outcome (if it is still the latest run)."""
     name = meta.get("schedule")
     if not name:
         return
     entry = entry or {}
-    script = conn.register_script(_NOTE_RUN)
-    script(keys=[keys.schedule(str(name)), keys.schedule_runs(str(name))], args=[
+    Scripts(conn).note_run(keys=[keys.schedule(str(name)), keys.schedule_runs(str(name))], args=[
         job_id, status, entry.get("ended_at") or "", entry.get("duration") or "", (entry.get("error") or "")[:500],
     ])
 
@@ -243,7 +250,11 @@ def _last_status(conn: redis.Redis, raw: Mapping[str, str]) -> str | None:
     if raw.get("last_run_status") or not raw.get("last_job_id"):
         return raw.get("last_run_status") or None
     status = conn.hget(JSONJob.key_for(raw["last_job_id"]), "status")
-    return {"queued": "QUEUED", "started": "RUNNING", "scheduled": "RETRYING"}.get(as_text(status or b""), "UNKNOWN")
+    return _LAST_RUN.get(as_text(status or b""), UNKNOWN)
+
+
+# A run not ended yet, by its RQ status (an ended one has its status written when it ends).
+_LAST_RUN = {"queued": QUEUED, "started": RUNNING, "scheduled": RETRYING}
 
 
 def _iso(ts: float) -> str:

@@ -37,15 +37,16 @@ def zone(name: str) -> ZoneInfo:
         raise ScheduleError(f"unknown timezone {shown}: expected an IANA name such as Asia/Shanghai or UTC") from None
 
 
-def _whole(value: object, low: int, high: int) -> bool:
+def whole(value: object, low: int, high: int) -> bool:
+    """True for a whole number (not a bool) from `low` to `high`."""
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def check_run_options(max_instances: object, misfire_grace_time: object) -> None:
     """ScheduleError unless both are whole numbers in range (a schedule's --max-instances, --misfire-grace-time)."""
-    if not _whole(max_instances, 1, MAX_INSTANCES):
+    if not whole(max_instances, 1, MAX_INSTANCES):
         raise ScheduleError(f"max instances {max_instances!r} is not valid: expected 1 to {MAX_INSTANCES}")
-    if not _whole(misfire_grace_time, 1, MAX_GRACE):
+    if not whole(misfire_grace_time, 1, MAX_GRACE):
         raise ScheduleError(
             f"misfire grace time {misfire_grace_time!r} is not valid: expected 1 to {MAX_GRACE} seconds (366 days)"
         )

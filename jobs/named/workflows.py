@@ -25,22 +25,16 @@ from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
-from jobs.errors import ValidationError, WorkflowNotFoundError
+from jobs.errors import TaskTimeoutError, ValidationError, WorkflowNotFoundError
 from jobs.named import runs
 from jobs.named.catalog import TaskCatalog, configured_tasks
 from jobs.named.definitions import TaskDefinition
-from jobs.redis_values import as_text, as_text_map
+from jobs.redis_values import as_text_map
+from jobs.statuses import CANCELLED, ENDED, FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, from_rq
 
 CHAIN, BATCH = "chain", "batch"
-PENDING, WAITING, RUNNING, RETRYING = "PENDING", "WAITING", "RUNNING", "RETRYING"
-SUCCEEDED, FAILED, CANCELLED, UNKNOWN = "SUCCEEDED", "FAILED", "CANCELLED", "UNKNOWN"
-ENDED = (SUCCEEDED, FAILED, CANCELLED, UNKNOWN)
 RECORD_TTL = 7 * 86_400
 CALLBACK = "callback"
-_FROM_RQ = {
-    "queued": PENDING, "created": PENDING, "deferred": WAITING, "started": RUNNING, "scheduled": RETRYING,
-    "finished": SUCCEEDED, "failed": FAILED, "stopped": FAILED, "canceled": CANCELLED,
-}
 
 
 @dataclass(frozen=True)
@@ -101,7 +95,8 @@ def _prepare(
         definition = registry.get(signature.task)
         runs.check_arguments(definition, signature.args, signature.kwargs)
         meta = {"workflow": workflow_id, "workflow_kind": kind, "item": label}
-        items.append((definition, signature, runs.job_options(definition, runs.new_job_id(definition.name), meta)))
+        options = runs.job_options(definition, runs.new_job_id(definition.name), meta, CALLBACKS)
+        items.append((definition, signature, options))
     return items
 
 
@@ -166,10 +161,28 @@ def _start_batch(conn: redis.Redis, registry: TaskCatalog, spec: Batch) -> str:
     return workflow_id
 
 
+def on_run_success(job: Job, connection: redis.Redis, _result: Any) -> None:
+    """RQ success callback of a chain's step or a batch's member or callback."""
+    note_item_ended(connection, job.meta, job.id, SUCCEEDED, runs.success_entry(connection, job))
+
+
+def on_run_failure(
+    job: Job, connection: redis.Redis, exc_type: type[BaseException] | None = None,
+    exc_value: BaseException | None = None, _tb: Any = None,
+) -> None:
+    """RQ failure callback of a chain's step or a batch's member or callback (also when its worker died)."""
+    if (entry := runs.failure_entry(job, exc_type, exc_value)) is not None:
+        note_item_ended(connection, job.meta, job.id, FAILED, entry)
+
+
+# Attached to every run of a chain or batch.
+CALLBACKS = runs.RunCallbacks(f"{__name__}.on_run_success", f"{__name__}.on_run_failure")
+
+
 def note_item_ended(
     conn: redis.Redis, meta: Mapping[str, Any], job_id: str, status: str, entry: Mapping[str, Any] | None
 ) -> None:
-    """Called when a run ends: its item in the chain or batch says so; a failed chain step stops the chain."""
+    """When a run ends: its item in the chain or batch says so; a failed chain step stops the chain."""
     workflow_id, item = meta.get("workflow"), meta.get("item")
     if not workflow_id or item is None:
         return
@@ -191,7 +204,7 @@ def _cancel_after(conn: redis.Redis, workflow_id: str, failed_step: int) -> None
             continue
         try:
             job = Job.fetch(steps[index]["job_id"], connection=conn, serializer=JSONSerializer)
-            if job.get_status() in (JobStatus.DEFERRED, JobStatus.QUEUED, JobStatus.CREATED):
+            if job.get_status() in (JobStatus.DEFERRED, JobStatus.QUEUED, JobStatus.CREATED):  # not yet running
                 job.cancel()
         except Exception:
             pass  # gone or already ended: the record below is what the chain shows
@@ -225,7 +238,7 @@ def _item(conn: redis.Redis, raw: Mapping[str, str], label: str, item: Mapping[s
     status = raw.get(f"status:{label}")
     if not status:
         rq_status = conn.hget(Job.key_for(item["job_id"]), "status")
-        status = _FROM_RQ.get(as_text(rq_status), UNKNOWN) if rq_status is not None else UNKNOWN
+        status = from_rq(rq_status)
     return {"task": item["task"], "job_id": item["job_id"], "status": status,
             "detail": raw.get(f"detail:{label}") or None}
 
@@ -248,7 +261,5 @@ def wait_workflow(conn: redis.Redis, workflow_id: str, timeout: float = 60, poll
         if all(it["status"] in ENDED for it in items):
             return record
         if time.monotonic() >= deadline:
-            from jobs.errors import TaskTimeoutError
-
             raise TaskTimeoutError(f"{record['kind']} {workflow_id} still {record['status']} after {timeout:g} s")
         time.sleep(poll)

@@ -11,8 +11,8 @@ from typing import Any
 
 # Old dotted name -> (module, function) of the code that runs it now.
 _LEGACY_FUNCS = {
-    "plan_task": ("jobs.refresh.job", "plan_task"),
-    "refresh_province": ("jobs.refresh.job", "refresh_province"),
+    "plan_task": ("jobs.refresh.plan", "plan_task"),
+    "refresh_province": ("jobs.refresh.province", "refresh_province"),
 }
 
 

@@ -7,7 +7,6 @@ not at all, and an id another leaf of the task already staged is kept once and r
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -18,9 +17,9 @@ from rq.job import Job
 from jobs import keys, shutdown
 from jobs.errors import PermanentUpstreamError
 from jobs.redis_values import as_texts
-from jobs.refresh import published
+from jobs.refresh import published, records
+from jobs.refresh.progress import ProgressReporter
 from jobs.refresh.published import Leaf
-from jobs.refresh.reporter import ProgressReporter
 from jobs.scripts import Scripts
 from jobs.upstream.base import Hospital, Region, Upstream
 
@@ -111,5 +110,5 @@ class LeafRunner:
     def _refused(self, leaf: Leaf, error: str) -> None:
         with self._lock:
             self.failed_leaves += 1
-        detail = {"name": leaf.name, "level": leaf.level, "error": error, "province": self.province["code"]}
-        self.conn.hset(keys.task_failed_regions(self.task_id), leaf.code, json.dumps(detail, ensure_ascii=False))
+        region: Region = {"code": leaf.code, "name": leaf.name, "level": leaf.level}
+        records.failed_region(self.conn, self.task_id, region, error, province=self.province["code"])

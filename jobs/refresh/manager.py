@@ -16,17 +16,19 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs import keys, owners, queues
+from jobs import keys, owners
 from jobs.config import Settings
 from jobs.connection import connect
+from jobs.context import process_settings
 from jobs.errors import TaskCreationError, TaskNotFoundError, TaskStateError, TaskTimeoutError, ValidationError
 from jobs.owners import Owner
 from jobs.redis_values import as_texts
 from jobs.refresh import published, records
+from jobs.refresh.finish import BY_USER, end_province
 from jobs.refresh.idempotency import Created, Request
-from jobs.refresh.job import BY_USER, PLAN_FUNC, PLAN_FUNCS, end_province, plan_job_options
+from jobs.refresh.job import PLAN_FUNCS, enqueue_plan
 from jobs.refresh.provinces import resolve_province
-from jobs.refresh.records import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
+from jobs.statuses import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
 from jobs.upstream import secret_free_spec, spec_from_settings
 from jobs.upstream.base import Region
 
@@ -42,7 +44,8 @@ class SyncTaskManager:
         conn: redis.Redis | None = None,
         upstream: dict[str, Any] | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else Settings.from_env()
+        # The library's default: read from the environment now (jobs.context).
+        self.settings = settings if settings is not None else process_settings()
         self.conn = conn if conn is not None else connect(self.settings)
         # What new tasks talk to: a secret-free spec stored with each task.
         self.upstream = (
@@ -77,7 +80,6 @@ class SyncTaskManager:
                                     self.settings.task_timeout, owner=request.owner.name)
         if provinces is not None:
             record["provinces"] = json.dumps(provinces, ensure_ascii=False)
-        options = plan_job_options(task_id, self.settings)
         pending = keys.tasks_with_status(PENDING)
         # One transaction: the record, its indexes and the job exist together or not at all, and
         # only while fewer than REFRESHQ_MAX_PENDING tasks wait, the owner is within their limits and
@@ -92,10 +94,7 @@ class SyncTaskManager:
                     self._check_room(pipe, request.owner)
                     pipe.multi()  # RQ joins this transaction instead of starting its own
                     records.add_record(pipe, record)
-                    queues.queue(self.conn, queues.REFRESH).enqueue_call(
-                        PLAN_FUNC, args=[task_id], pipeline=pipe, **options
-                    )
-                    pipe.sadd(keys.task_jobs(task_id), options["job_id"])
+                    enqueue_plan(self.conn, task_id, self.settings, pipeline=pipe)
                     request.remember(pipe, task_id)
                     pipe.execute()
                     return Created(task_id, replayed=False)
@@ -127,9 +126,9 @@ class SyncTaskManager:
             rows.append({
                 "code": code,
                 "name": province["name"],
-                "leaves_total": int(stats.get(f"p:{code}:leaves_total".encode(), 0)),
-                "leaves_done": int(stats.get(f"p:{code}:leaves_done".encode(), 0)),
-                "hospitals": int(stats.get(f"p:{code}:hospitals".encode(), 0)),
+                "leaves_total": int(stats.get(keys.province_stat(code, keys.PROVINCE_LEAVES_TOTAL).encode(), 0)),
+                "leaves_done": int(stats.get(keys.province_stat(code, keys.PROVINCE_LEAVES_DONE).encode(), 0)),
+                "hospitals": int(stats.get(keys.province_stat(code, keys.PROVINCE_HOSPITALS).encode(), 0)),
                 "outcome": ended[code.encode()].decode() if code.encode() in ended else None,
             })
         return rows
@@ -169,7 +168,7 @@ class SyncTaskManager:
             except Exception:
                 continue
             if job.func_name not in PLAN_FUNCS:
-                end_province(self.conn, task_id, job.args[1], "cancelled")
+                end_province(self.conn, task_id, job.args[1], "cancelled", self.settings)
 
     def resume_task(self, task_id: str) -> str:
         """Continue a FAILED or CANCELLED task from its checkpoint; return the new job id."""
@@ -183,17 +182,15 @@ class SyncTaskManager:
             "attempt": str(attempt), "current_step": "等待继续执行", "error_message": "", "finished_at": "",
         }):
             raise TaskStateError(f"task {task_id} changed status while resuming; try again")
-        options = plan_job_options(task_id, self.settings, f"-r{attempt}")
         with self.conn.pipeline() as pipe:
             pipe.multi()
             pipe.delete(keys.task_cancel(task_id), keys.task_failed_regions(task_id))
             pipe.hset(keys.task(task_id), "retry", "")
             if unfinished:
                 pipe.hdel(ended_key, *unfinished)
-            queues.queue(self.conn, queues.REFRESH).enqueue_call(PLAN_FUNC, args=[task_id], pipeline=pipe, **options)
-            pipe.sadd(keys.task_jobs(task_id), options["job_id"])
+            job_id = enqueue_plan(self.conn, task_id, self.settings, f"-r{attempt}", pipeline=pipe)
             pipe.execute()
-        return str(options["job_id"])
+        return job_id
 
     def list_tasks(
         self, status: str | None = None, page: int = 1, page_size: int = 10,

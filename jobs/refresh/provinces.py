@@ -14,7 +14,7 @@ import redis
 from jobs import keys, limits
 from jobs.config import Settings
 from jobs.errors import ValidationError
-from jobs.upstream import build_upstream
+from jobs.upstream import open_upstream
 from jobs.upstream.base import Region
 
 # Province lists change rarely; a short cache keeps `refresh province` from asking every time.
@@ -29,14 +29,9 @@ def upstream_provinces(conn: redis.Redis, settings: Settings, spec: dict[str, An
         regions: list[Region] = json.loads(cached)
         return regions
     # Behind the gate like every job's requests: the global limits count every request refreshq makes.
-    gate = limits.gate_for(conn, settings, limits.holder_id("province-list", socket.gethostname(), os.getpid()))
-    upstream = build_upstream(spec, settings, request_gate=gate)
-    try:
+    holder = limits.holder_id("province-list", socket.gethostname(), os.getpid())
+    with open_upstream(conn, spec, settings, holder) as upstream:
         regions = upstream.provinces()
-    finally:
-        upstream.close()
-        if gate is not None:
-            gate.close()
     conn.set(keys.upstream_provinces(digest), json.dumps(regions, ensure_ascii=False), ex=CACHE_SECONDS)
     return regions
 

@@ -9,7 +9,6 @@ version is kept for a grace period (a reader may still be streaming it), then ex
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,8 +71,10 @@ def stage_leaf(scripts: Scripts, province: str, version: str, leaf: Leaf, hospit
     """Stage one leaf of `province` for the task `version` in one atomic step: its records (those whose
     id no other leaf of the task staged), its checkpoint entry and its counters. None if it was staged
     already: a re-run after a crash, a retry or a resume writes and counts nothing twice."""
-    args: list[str | int] = [leaf.code, leaf.to_json(), province, 1 if leaf.level == "district" else 0,
-                             CONFLICT_EXAMPLES]
+    args: list[str | int] = [
+        leaf.code, leaf.to_json(), keys.province_stat(province, keys.PROVINCE_LEAVES_DONE),
+        keys.province_stat(province, keys.PROVINCE_HOSPITALS), 1 if leaf.level == "district" else 0, CONFLICT_EXAMPLES,
+    ]
     # One record per id within the leaf (the clients promise it; this keeps the counters honest anyway).
     for hospital_id, record in {str(h["id"]): encode_hospital(h) for h in hospitals}.items():
         args += (hospital_id, record)
@@ -222,11 +223,3 @@ def _cell(value: Any) -> str:
         return ""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
-
-def csv_text(records: list[dict[str, Any]]) -> str:
-    """CSV of a few records (for tests and small outputs)."""
-    buffer = io.StringIO()
-    write = csv_writer(buffer)
-    for record in records:
-        write(record)
-    return buffer.getvalue()

@@ -19,11 +19,15 @@ from jobs.owners import CLI_OWNER
 from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.refresh.progress import Counters
 from jobs.scripts import Scripts
+from jobs.statuses import ACTIVE as ACTIVE
+from jobs.statuses import CANCELLED as CANCELLED
+from jobs.statuses import FAILED as FAILED
+from jobs.statuses import PENDING, RUNNING
+from jobs.statuses import SUCCEEDED as SUCCEEDED
+from jobs.statuses import TASK_STATUSES as STATUSES
+from jobs.statuses import TERMINAL as TERMINAL
+from jobs.upstream.base import Region
 
-PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
-STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-ACTIVE = (PENDING, RUNNING)
 SORT_FIELDS = ("created_at", "updated_at")
 KINDS = ("full", "province")
 LISTING_TTL = 10  # seconds a filtered listing's intersection may outlive a crash between its commands
@@ -105,6 +109,16 @@ def queue_transition(
     Scripts(pipe).transition(keys=[keys.task(task_id)], args=_transition_args(allowed, to, fields))
 
 
+def failed_region(
+    target: redis.Redis | redis.client.Pipeline, task_id: str, region: Region, error: str, province: str | None = None
+) -> None:
+    """Record a region the upstream refused for good (the status dict's `failed_regions`)."""
+    detail: dict[str, str] = {"name": region["name"], "level": region["level"], "error": error}
+    if province is not None:
+        detail["province"] = province
+    target.hset(keys.task_failed_regions(task_id), region["code"], json.dumps(detail, ensure_ascii=False))
+
+
 def load_raw(conn: redis.Redis, task_id: str) -> dict[str, str]:
     raw = conn.hgetall(keys.task(task_id))
     if not raw:
@@ -128,7 +142,7 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
 def _conflicts(stats: dict[str, str], examples: dict[bytes, bytes]) -> dict[str, Any]:
     """Hospital ids the upstream listed under two leaves: how many copies were dropped, and a few of them."""
     shown = [{"id": as_text(k), "leaves": as_text(v).split(",")} for k, v in sorted(examples.items())]
-    return {"count": int(stats.get("conflicts", "0")), "examples": shown}
+    return {"count": int(stats.get(keys.CONFLICTS, "0")), "examples": shown}
 
 
 def _to_status(

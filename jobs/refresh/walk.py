@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
@@ -10,6 +9,7 @@ import redis
 from jobs import keys
 from jobs.errors import PermanentUpstreamError
 from jobs.redis_values import as_text_map
+from jobs.refresh import records
 from jobs.refresh.published import Leaf
 from jobs.scripts import Scripts
 from jobs.upstream.base import Region, Upstream
@@ -67,13 +67,13 @@ def _save(
             **{leaf.code: leaf.to_json() for leaf in leaves}, _FAILED: len(failures), _COMPLETE: 1,
         })
         for region, error in failures:
-            detail = {"name": region["name"], "level": region["level"], "error": error, "province": code}
-            pipe.hset(keys.task_failed_regions(task_id), region["code"], json.dumps(detail, ensure_ascii=False))
+            records.failed_region(pipe, task_id, region, error, province=code)
         Scripts(conn).count_once(
             keys=[keys.task_walked(task_id), keys.task_stats(task_id)],
             args=[
-                code, "provinces_walked", 1, "cities_total", len(cities), "cities_processed", len(cities),
-                "districts_total", districts, "leaves_total", len(leaves), f"p:{code}:leaves_total", len(leaves),
+                code, keys.PROVINCES_WALKED, 1, keys.CITIES_TOTAL, len(cities), keys.CITIES_PROCESSED, len(cities),
+                keys.DISTRICTS_TOTAL, districts, keys.LEAVES_TOTAL, len(leaves),
+                keys.province_stat(code, keys.PROVINCE_LEAVES_TOTAL), len(leaves),
             ],
             client=pipe,
         )

@@ -9,14 +9,19 @@ The clients are imported only when built, so importing this package stays cheap.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import redis
+
+from jobs import limits
 from jobs.config import HTTP_SCHEMES, MAX_SAMPLE_SCALE, Settings
 from jobs.errors import ValidationError
 from jobs.redact import mask_url, without_credentials
 from jobs.upstream.base import RequestGate, Upstream
 
-__all__ = ["Upstream", "build_upstream", "secret_free_spec", "spec_from_settings"]
+__all__ = ["Upstream", "build_upstream", "open_upstream", "secret_free_spec", "spec_from_settings"]
 
 KINDS = ("sample", "http", "llm")
 # The URL field of each kind's spec; REFRESHQ_UPSTREAM_URL and REFRESHQ_LLM_BASE_URL hold them with credentials.
@@ -120,3 +125,17 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
         max_attempts=settings.upstream_attempts,
         request_gate=request_gate,
     )
+
+
+@contextlib.contextmanager
+def open_upstream(conn: redis.Redis, spec: dict[str, Any], settings: Settings, holder: str) -> Iterator[Upstream]:
+    """The Upstream of `spec` behind the request gate of `holder` (jobs.limits: every request refreshq makes
+    counts against the global limits). However the block ends, the client closes first -- no request of
+    it can start once its slots are given back -- then the gate gives its slots back."""
+    with contextlib.ExitStack() as stack:
+        gate = limits.gate_for(conn, settings, holder)
+        if gate is not None:
+            stack.callback(gate.close)
+        upstream = build_upstream(spec, settings, request_gate=gate)
+        stack.callback(upstream.close)  # callbacks run last-in first-out: the client before the gate
+        yield upstream

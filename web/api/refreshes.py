@@ -9,7 +9,9 @@ from flask import Blueprint, current_app, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.errors import TaskStateError, ValidationError
-from jobs.refresh.records import KINDS, SORT_FIELDS, STATUSES, TERMINAL
+from jobs.refresh.records import KINDS, SORT_FIELDS
+from jobs.statuses import TASK_STATUSES as STATUSES
+from jobs.statuses import TERMINAL
 from web import auth, live, streams
 from web.api import context
 from web.api.context import as_json, body, manager, with_etag

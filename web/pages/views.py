@@ -13,7 +13,7 @@ from jobs.info import queue_report, worker_report
 from jobs.named import history, schedules
 from jobs.named.catalog import configured_tasks, summary
 from jobs.refresh.provinces import upstream_provinces
-from jobs.refresh.records import STATUSES
+from jobs.statuses import TASK_STATUSES as STATUSES
 from web import auth, live, security
 from web.api.context import conn, manager, settings
 from web.api.pagination import choice, envelope, page_args

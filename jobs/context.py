@@ -1,0 +1,53 @@
+"""The job context: what a job needs from its process, built once per worker process (like arq's `ctx`).
+
+A refreshq worker builds it from the settings it was started with, before it forks: every work-horse
+runs its job with it (workers.RefreshqWorker), so no job function reads the environment. Outside a
+worker -- library use (`TaskManager()`, `some_task.delay()`) or a job run by another RQ worker -- the
+settings are read from the environment at that entry point, here: besides the CLI's, the one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rq import get_current_job
+from rq.job import Job
+
+from jobs.config import Settings
+from jobs.errors import TaskExecutionError
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every job of one worker process shares."""
+
+    settings: Settings
+
+
+_installed: JobContext | None = None
+
+
+def install(context: JobContext | None) -> JobContext | None:
+    """Make `context` the one jobs of this process see (None: none); returns the previous one."""
+    global _installed
+    previous, _installed = _installed, context
+    return previous
+
+
+def current() -> JobContext:
+    """The worker's context inside a work-horse; elsewhere one built from the environment now."""
+    return _installed if _installed is not None else JobContext(process_settings())
+
+
+def process_settings() -> Settings:
+    """The settings of this process: the worker's in a work-horse, else read from the environment (a
+    library call's entry point: each call sees the environment as it is then)."""
+    return _installed.settings if _installed is not None else Settings.from_env()
+
+
+def running_job() -> tuple[Job, JobContext]:
+    """The RQ job this code runs in, and its context; TaskExecutionError outside a job."""
+    job = get_current_job()
+    if job is None:
+        raise TaskExecutionError("job functions run inside an RQ job")
+    return job, current()

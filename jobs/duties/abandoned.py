@@ -1,0 +1,20 @@
+"""Scheduler duty: jobs whose worker died, noticed within seconds instead of at the next worker maintenance.
+
+RQ's started-job registries hold each running job with a heartbeat deadline; cleaning them moves a job
+whose deadline passed to its failed registry (or to its RQ retry) and calls its failure callback with
+AbandonedJobError. The failure is recorded on the way (jobs.failures), so the retry sweeper treats it as
+a lost worker: transient, requeued at the front of its queue.
+"""
+
+from __future__ import annotations
+
+import redis
+from rq.registry import StartedJobRegistry
+
+from jobs import failures, queues
+
+
+def clean_started_registries(conn: redis.Redis) -> None:
+    """Move jobs whose heartbeat expired out of the started registries (to retry or to failed)."""
+    for queue in queues.queues(conn):
+        StartedJobRegistry(queue=queue).cleanup(exception_handlers=[failures.exception_handler])

@@ -1,0 +1,96 @@
+"""How a refresh task ends: each province's outcome is recorded once; the last one gives the task its status."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis
+
+from jobs import keys
+from jobs.config import Settings
+from jobs.redis_values import as_text, as_text_map
+from jobs.refresh import published, records
+from jobs.refresh.admit import admit_waiting
+from jobs.scripts import Scripts
+from jobs.statuses import ACTIVE, CANCELLED, FAILED, RUNNING, SUCCEEDED
+
+log = logging.getLogger("refreshq.refresh")
+
+# Cancel-flag values (keys.task_cancel): why a task was asked to stop.
+BY_USER, BY_TIMEOUT = "user", "timeout"
+
+
+def end_province(
+    conn: redis.Redis, task_id: str, code: str, outcome: str, settings: Settings, published: bool = False
+) -> None:
+    """Record, once, how a province's part ended; the last one to end finishes the task."""
+    last = Scripts(conn).province_ended(
+        keys=[keys.task_provinces_ended(task_id), keys.task_stats(task_id)],
+        args=[code, outcome, "1" if published else "0"],
+    )
+    if last:
+        finish_task(conn, task_id, settings)
+
+
+def finish_task(conn: redis.Redis, task_id: str, settings: Settings) -> None:
+    """Give the task its final status from how its provinces ended, then admit a waiting task."""
+    outcomes = as_text_map(conn.hgetall(keys.task_provinces_ended(task_id)))
+    now = records.now_iso()
+    reason = conn.get(keys.task_cancel(task_id))
+    if reason is not None and as_text(reason) == BY_TIMEOUT:
+        limit = conn.hget(keys.task(task_id), "timeout_seconds")
+        message = f"TaskTimeoutError: the task ran past its time limit of {as_text(limit or b'?')} s"
+        records.transition(conn, task_id, ACTIVE, FAILED,
+                           {"finished_at": now, "error_message": message, "current_step": "任务超时"})
+    elif reason is not None or "cancelled" in outcomes.values():
+        records.transition(conn, task_id, ACTIVE, CANCELLED, {"finished_at": now, "current_step": "已取消"})
+    elif failed := {code: o for code, o in outcomes.items() if o.startswith("failed")}:
+        message = f"{len(failed)} of {len(outcomes)} provinces failed: " + "; ".join(
+            f"{code} {o.removeprefix('failed: ')}" for code, o in sorted(failed.items())
+        )
+        records.transition(conn, task_id, ACTIVE, FAILED,
+                           {"finished_at": now, "error_message": message[:2000], "current_step": "刷新失败"})
+    else:
+        _succeed(conn, task_id, outcomes, now)
+    admit_waiting(conn, settings)
+
+
+def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str) -> None:
+    """SUCCEEDED, in one transaction with what success implies: a full refresh unpublishes the provinces
+    the upstream no longer lists (their data expires after the grace period of a replaced version), and
+    the task's id index goes (no leaf of a succeeded task is ever staged again)."""
+    stats = as_text_map(conn.hgetall(keys.task_stats(task_id)))
+    record = records.load_raw(conn, task_id)
+    listed = {p["code"] for p in json.loads(record.get("provinces") or "[]")}
+    result: dict[str, Any] = {
+        "provinces": len(outcomes),
+        "hospitals": int(stats.get(keys.HOSPITALS_FOUND, 0)),
+        "leaves": int(stats.get(keys.LEAVES_DONE, 0)),
+        "conflicts": int(stats.get(keys.CONFLICTS, 0)),
+    }
+    gone: dict[str, tuple[str, list[str]]] = {}
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(keys.PUBLISHED, keys.task(task_id))  # type: ignore[no-untyped-call]
+                if pipe.hget(keys.task(task_id), "status") != RUNNING.encode():
+                    return  # ended otherwise meanwhile (cancelled): nothing of success applies
+                full = record.get("kind") == "full" and bool(listed)
+                gone = published.unlisted_versions(pipe, listed) if full else {}
+                if full:
+                    result["unpublished"] = sorted(gone)
+                pipe.multi()
+                records.queue_transition(pipe, task_id, (RUNNING,), SUCCEEDED, {
+                    "finished_at": now, "progress": "100", "current_step": "刷新完成",
+                    "result": json.dumps(result, ensure_ascii=False), "retry": "",
+                })
+                published.unpublish(pipe, gone)
+                pipe.delete(keys.task_ids(task_id))
+                pipe.execute()
+                break
+            except redis.WatchError:
+                continue
+    if gone:
+        log.info("refresh %s: unpublished %s, no longer listed by the upstream", task_id, ", ".join(gone))

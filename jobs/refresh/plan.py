@@ -1,0 +1,78 @@
+"""The plan job of a refresh task: admit it (within the running-task limit), list its provinces, enqueue them."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import redis
+from rq.job import Job
+
+from jobs import keys, limits
+from jobs.config import Settings
+from jobs.context import running_job
+from jobs.errors import PermanentUpstreamError
+from jobs.redis_values import as_texts
+from jobs.refresh import records
+from jobs.refresh.finish import end_province, finish_task
+from jobs.refresh.job import enqueue_provinces
+from jobs.statuses import PENDING, RUNNING
+from jobs.upstream import open_upstream
+from jobs.upstream.base import Region
+
+
+def plan_task(task_id: str) -> dict[str, Any]:
+    """Admit the task (within the global limit), list its provinces and enqueue their jobs."""
+    job, context = running_job()
+    conn, settings = job.connection, context.settings
+    record = records.load_raw(conn, task_id)
+    if record["status"] not in (PENDING, RUNNING):
+        return {"skipped": record["status"]}
+    if conn.exists(keys.task_cancel(task_id)):
+        return {"cancelled": True}
+    started = limits.start_task(conn, task_id, record, settings.max_concurrent_tasks, "正在获取省份列表")
+    if started != "OK":
+        return {"waiting": started}
+    provinces, refused = _provinces_of(conn, record, settings, job)
+    conn.hset(keys.task(task_id), "provinces", json.dumps(provinces, ensure_ascii=False))
+    conn.hset(keys.task_stats(task_id), keys.PROVINCES_TOTAL, len(provinces))
+    for province, error in refused:  # the last one to end finishes the task
+        records.failed_region(conn, task_id, province, error)
+        end_province(conn, task_id, province["code"], f"failed: {error}", settings)
+    ended = set(as_texts(conn.hkeys(keys.task_provinces_ended(task_id))))
+    todo = [p for p in provinces if p["code"] not in ended]
+    enqueue_provinces(conn, task_id, record.get("attempt", "1"), todo, settings)
+    if not todo and not refused:
+        finish_task(conn, task_id, settings)
+    return {"provinces": len(provinces), "enqueued": len(todo), "refused": [p["code"] for p, _ in refused]}
+
+
+def job_holder(job: Job) -> str:
+    """The upstream-gate holder of one execution of a refresh job (see limits.holder_id)."""
+    return limits.holder_id(job.id, job.worker_name or os.environ.get("RQ_WORKER_ID", ""), os.getpid())
+
+
+def _provinces_of(
+    conn: redis.Redis, record: dict[str, str], settings: Settings, job: Job
+) -> tuple[list[Region], list[tuple[Region, str]]]:
+    """The task's provinces, and those of them that cannot be refreshed, with why.
+
+    A full refresh lists them now (and keeps the list for its resumes); a province refresh asks again
+    whether its province is still listed, since it may have gone since the task was created.
+    """
+    planned: list[Region] | None = json.loads(record["provinces"]) if record.get("provinces") else None
+    if planned is not None and record.get("kind") != "province":
+        return planned, []
+    try:
+        with open_upstream(conn, json.loads(record["upstream"]), settings, job_holder(job)) as upstream:
+            listed = upstream.provinces()
+    except PermanentUpstreamError as exc:
+        if planned is None:
+            raise
+        return planned, [(p, str(exc)) for p in planned]  # refused (401, 404...): as a failed walk would be
+    if planned is None:
+        return listed, []
+    codes = {p["code"] for p in listed}
+    gone = "province {name} ({code}) is no longer listed by the upstream"
+    return planned, [(p, gone.format(**p)) for p in planned if p["code"] not in codes]
