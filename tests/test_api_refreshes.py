@@ -206,3 +206,27 @@ def test_the_cli_owns_what_it_creates(api: Api, conn: redis.Redis) -> None:
     assert [t["task_id"] for t in api.get("/refreshes?owner=cli").get_json()["items"]] == [task_id]
     # operate may not cancel the CLI's task, admin may
     is_problem(api.post(f"/refreshes/{task_id}/cancel", "operate"), 403)
+
+
+def test_a_running_task_whose_progress_stands_still_is_flagged_stalled(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, conn: redis.Redis, redis_url: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from jobs.refresh.records import transition
+
+    api = make_api(env, monkeypatch, conn, redis_url, REFRESHQ_STALL_SECONDS="30")
+    fresh, old = (api.post("/refreshes", json={"kind": "full"}).get_json()["task_id"] for _ in range(2))
+    now = datetime.now(UTC)
+    for task_id, started in ((fresh, now), (old, now - timedelta(seconds=31))):
+        assert transition(conn, task_id, ("PENDING",), "RUNNING",
+                          {"attempt_started_at": started.isoformat(timespec="seconds")})
+    assert api.get(f"/refreshes/{fresh}").get_json()["stalled"] is False
+    assert api.get(f"/refreshes/{old}").get_json()["stalled"] is True
+    # Progress that moves clears it; a task that is not RUNNING is never stalled.
+    conn.hset(keys.task(old), "progress_ts", repr(now.timestamp()))
+    assert api.get(f"/refreshes/{old}").get_json()["stalled"] is False
+    conn.hset(keys.task(old), "progress_ts", repr((now - timedelta(seconds=60)).timestamp()))
+    assert [t["stalled"] for t in api.get("/refreshes").get_json()["items"]] == [True, False]
+    assert transition(conn, old, ("RUNNING",), "FAILED")
+    assert api.get(f"/refreshes/{old}").get_json()["stalled"] is False
