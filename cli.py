@@ -145,7 +145,8 @@ def web(rt: Runtime, host: str, port: int) -> None:
     check_exposure(rt.settings, host)
     app = create_app(rt.settings, url_of(rt.settings))
     server = listen(app, host, port, rt.settings.web_streams)
-    click.echo(f"refreshq: pages on http://{host}:{port}/ (API /api/v1, dashboard /rq/)", err=True)
+    click.echo(f"refreshq: pages on http://{host}:{port}/, API on /api/v1, dashboard on http://{host}:{port}/rq/",
+               err=True)
     server.run()
 
 

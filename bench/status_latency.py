@@ -91,7 +91,11 @@ def run_under_load(bench: Bench, upstream: Upstream, sizes: Sizes) -> dict[str, 
             _reset_latency_monitor(bench)
             api = probe_api(manager, task_id, sizes.api_seconds, sizes.api_interval)
             server_stalls = _latency_events(bench)
+            before = manager.get_task_status(task_id)["progress"]
             http = http_status.measure(url, headers, task_id, sizes.api_seconds, sizes.api_interval)
+            # Whether the refresh ran through the HTTP probe too (it comes after the in-process one).
+            http.update(progress_span=[before, manager.get_task_status(task_id)["progress"]],
+                        running_at_end=_status(bench, task_id) == RUNNING)
             cli = probe_cli(bench, task_id, sizes.cli_calls)
             running = _status(bench, task_id) == RUNNING
             progress = manager.get_task_status(task_id)["progress"]
