@@ -59,7 +59,7 @@ class SharedReads:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._prints: dict[str, tuple[float, Any]] = {}
-        self._states: dict[str, tuple[Any, dict[str, Any], str]] = {}
+        self._states: dict[str, tuple[Any, dict[str, Any], str, str]] = {}
 
     def fingerprint(self, key: str, read: Callable[[], Any]) -> Any:
         now = time.monotonic()
@@ -72,19 +72,21 @@ class SharedReads:
             self._prints[key] = (now, value)
         return value
 
-    def state(self, key: str, print_: Any, read: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    def state(self, key: str, print_: Any, read: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str, str]:
+        """(state, its event id, its `state` event as sent): encoded once for every stream of the task."""
         with self._lock:
             cached = self._states.get(key)
             if cached is not None and cached[0] == print_:
-                return cached[1], cached[2]
+                return cached[1], cached[2], cached[3]
         value = read()
         ident = event_id(value)
+        text = _event(value, ident)
         with self._lock:
-            self._states[key] = (print_, value, ident)
+            self._states[key] = (print_, value, ident, text)
             if len(self._states) > 1000:  # tasks nobody watches any more
                 self._states.clear()
                 self._prints.clear()
-        return value, ident
+        return value, ident, text
 
 
 def event_id(state: dict[str, Any]) -> str:
@@ -113,7 +115,7 @@ def stream(
 
 
 def _events(
-    fingerprint: Callable[[], Any], read: Callable[[Any], tuple[dict[str, Any], str]], last_id: str | None
+    fingerprint: Callable[[], Any], read: Callable[[Any], tuple[dict[str, Any], str, str]], last_id: str | None
 ) -> Iterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     seen: Any = object()
@@ -125,10 +127,10 @@ def _events(
             return
         if current != seen:
             seen = current
-            state, ident = read(current)
+            state, ident, text = read(current)
             if ident != last_id:
                 last_id = ident
-                yield _event(state, ident)
+                yield text
                 beat = time.monotonic()
             if state["task"]["status"] in TERMINAL:
                 yield _event(state, ident, "end")
