@@ -34,6 +34,7 @@ def _register() -> None:
         schedule,
         server,
         tasks,
+        tokens,
         upstream,
     )
 
@@ -41,7 +42,7 @@ def _register() -> None:
         server.server, processes.worker, processes.scheduler, processes.web, info.info, demo.demo,
         refresh.refresh, refresh.status, refresh.list_tasks, refresh.cancel, refresh.resume, refresh.cleanup,
         data.data, upstream.upstream, failed.failed, tasks.tasks, schedule.schedule, *observe.COMMANDS,
-        alerts.alerts,
+        alerts.alerts, tokens.tokens_group,
     ]:
         cli.add_command(command)
 

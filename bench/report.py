@@ -68,7 +68,18 @@ def _status(r: dict[str, Any]) -> list[Row]:
         Row(s, "  get_task_status, nothing running", _ms(st.get("get_task_status_idle"))),
         Row(s, "refreshq status --json under load", _ms(st["refreshq_status_json"])),
         Row(s, "  refreshq status --json, nothing running", _ms(st.get("refreshq_status_json_idle"))),
-        Row(s, "HTTP", st["http"]),
+        *_http_rows(s, st),
+    ]
+
+
+def _http_rows(s: str, st: dict[str, Any]) -> list[Row]:
+    if "http_get_refresh" not in st:
+        return [Row(s, "HTTP", str(st.get("http", "n/a")))]
+    http, idle, verdicts = st["http_get_refresh"], st["http_get_refresh_idle"], st.get("http_verdicts", {})
+    return [
+        Row(s, f"GET /api/v1/refreshes/{{id}} under load ({http['open_streams']} streams open)", _ms(http),
+            "p99 <= 2x get_task_status", verdicts.get("load_p99_within_2x")),
+        Row(s, "  the same, nothing running", _ms(idle), "p99 <= 10 ms", verdicts.get("idle_p99_within_10ms")),
     ]
 
 

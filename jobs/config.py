@@ -25,6 +25,8 @@ MAX_RETRY_BASE = 3600.0
 MAX_RETRY_FACTOR = 10.0
 MAX_RETRY_CAP = 86_400.0
 MAX_PENDING = 10_000_000
+MAX_STALL_SECONDS = 30 * 86_400.0
+MAX_WEB_STREAMS = 1000
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
@@ -121,6 +123,10 @@ class Settings:
     port: int = 5000
     web_host: str = "127.0.0.1"
     web_password: str | None = field(default=None, repr=False)
+    # A RUNNING task whose progress has not moved for this long is flagged stalled (web, observability).
+    stall_seconds: float = 600.0
+    # Server-Sent Event streams the web process keeps open at once (its threads: this many plus headroom).
+    web_streams: int = 64
     task_modules: tuple[str, ...] = ("jobs.named.builtin",)
     metrics_token: str | None = field(default=None, repr=False)
     # Defined below: thresholds of the health rules, and the alert rules' settings and channels.
@@ -162,6 +168,8 @@ class Settings:
             port=_int(env, "PORT", 5000, maximum=65535),
             web_host=_str(env, "REFRESHQ_WEB_HOST") or "127.0.0.1",
             web_password=_str(env, "REFRESHQ_WEB_PASSWORD"),
+            stall_seconds=_float(env, "REFRESHQ_STALL_SECONDS", 600.0, 1.0, MAX_STALL_SECONDS),
+            web_streams=_int(env, "REFRESHQ_WEB_STREAMS", 64, maximum=MAX_WEB_STREAMS),
             task_modules=_modules(env, "REFRESHQ_TASK_MODULES", "jobs.named.builtin"),
             metrics_token=_str(env, "REFRESHQ_METRICS_TOKEN"),
             health=HealthThresholds.from_env(env),

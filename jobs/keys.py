@@ -31,6 +31,38 @@ def tasks_with_status_by_updated(status: str) -> str:
     return f"{PREFIX}tasks:status:{status}:updated"
 
 
+def tasks_of_kind(kind: str) -> str:
+    """ZSET task_id -> created_at, one per kind (full, province): a kind never changes."""
+    return f"{PREFIX}tasks:kind:{kind}"
+
+
+def tasks_of_owner(owner: str) -> str:
+    """ZSET task_id -> created_at, one per owner (the token's user, `cli` for the CLI)."""
+    return f"{PREFIX}tasks:owner:{owner}"
+
+
+def tasks_with_status_of_owner(status: str, owner: str) -> str:
+    """ZSET task_id -> created_at, per status and owner (names must match the TRANSITION and START
+    scripts): the per-user limits count these. The status comes first: statuses hold no colon, so no
+    owner name can make two of these keys, or one of them and an owner's index, the same."""
+    return f"{PREFIX}tasks:status:{status}:owner:{owner}"
+
+
+def tasks_listing(token: str) -> str:
+    """ZSET, seconds-long: the intersection of indexes one filtered listing pages through (then deleted)."""
+    return f"{PREFIX}tmp:listing:{token}"
+
+
+def owner_runs(owner: str) -> str:
+    """ZSET RQ job id -> enqueued at: a limited user's named-task runs that may be queued or running."""
+    return f"{PREFIX}owner:{owner}:runs"
+
+
+def idempotency(digest: str) -> str:
+    """STRING JSON {task_id, request}, 24 h: what a create with this (owner, Idempotency-Key) made."""
+    return f"{PREFIX}idempotency:{digest}"
+
+
 def task_stats(task_id: str) -> str:
     """HASH of integer counters (regions walked, leaves done, hospitals found, totals): the fields below."""
     return f"{PREFIX}task:{task_id}:stats"
@@ -100,6 +132,10 @@ def province_plan(task_id: str, province: str) -> str:
     """HASH leaf code -> JSON leaf descriptor: the walked tree of a province, kept for resumes."""
     return f"{PREFIX}task:{task_id}:plan:{province}"
 
+
+# API tokens and the web process
+TOKENS = PREFIX + "tokens"                          # HASH SHA-256 of a token (hex) -> JSON {id, user, role, limits}
+WEB_SECRET = PREFIX + "web:secret"                  # STRING random key that signs the web sessions' cookies
 
 # Published data: versioned per province; a version is the id of the task that wrote it.
 PUBLISHED = PREFIX + "data:published"               # HASH province code -> version

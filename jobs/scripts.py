@@ -75,7 +75,8 @@ local function run_ended(id, to, now, p)
 end
 """
 
-# Move a task record from one of the allowed statuses to another, keeping the indexes in step.
+# Move a task record from one of the allowed statuses to another, keeping the indexes in step (the
+# status ones, and the owner's per status that the per-user limits count: keys.tasks_with_status_of_owner).
 # KEYS: record. ARGV: allowed (comma list), to, updated_at (ISO), now (epoch), prefix, field, value, ...
 # Returns "OK", or the current status when the move is not allowed, or false when there is no record.
 TRANSITION = _RUN_ENDED + """
@@ -98,6 +99,11 @@ if ARGV[2] == 'PENDING' and not active then
   redis.call('HSET', KEYS[1], 'queued_ts', ARGV[4])
 elseif active and (ARGV[2] == 'SUCCEEDED' or ARGV[2] == 'FAILED' or ARGV[2] == 'CANCELLED') then
   run_ended(id, ARGV[2], tonumber(ARGV[4]), ARGV[5])
+end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then
+  redis.call('ZREM', ARGV[5] .. 'tasks:status:' .. current .. ':owner:' .. owner, id)
+  redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2] .. ':owner:' .. owner, created, id)
 end
 return 'OK'
 """
@@ -132,6 +138,11 @@ if redis.call('HEXISTS', KEYS[1], 'run_started_ts') == 0 then
   local found = redis.call('HGET', ARGV[4] .. 'task:' .. id .. ':stats', 'hospitals_found') or '0'
   redis.call('HSET', KEYS[1], 'run_started_ts', ARGV[3], 'queue_wait_seconds', math.max(0, tonumber(ARGV[3]) - queued),
              'run_hospitals_start', found)
+end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then
+  redis.call('ZREM', ARGV[4] .. 'tasks:status:PENDING:owner:' .. owner, id)
+  redis.call('ZADD', ARGV[4] .. 'tasks:status:RUNNING:owner:' .. owner, created, id)
 end
 return 'OK'
 """
@@ -221,7 +232,8 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
 """
 
-# Record progress of a running task; progress only ever grows.
+# Record progress of a running task; progress only ever grows, and `progress_ts` says when it last did
+# (the stalled flag: REFRESHQ_STALL_SECONDS).
 # KEYS: record. ARGV: progress, current_step, updated_at, now, eta, prefix.
 PROGRESS = """
 local status = redis.call('HGET', KEYS[1], 'status')
