@@ -29,6 +29,8 @@ ROUTES = [
     ("POST", "/schedules/<name>/resume", "admin"), ("POST", "/schedules/<name>/run-now", "admin"),
     ("GET", "/failed", "read"), ("GET", "/failed/<job_id>", "read"), ("POST", "/failed/<job_id>/retry", "admin"),
     ("DELETE", "/failed", "admin"), ("GET", "/workers", "read"), ("GET", "/queues", "read"),
+    ("GET", "/metrics", "read"), ("GET", "/health", "read"), ("GET", "/performance", "read"),
+    ("GET", "/alerts", "read"),
 ]
 RANK = {"read": 0, "operate": 1, "admin": 2}
 

@@ -11,10 +11,10 @@ PREFIX = "/api/v1"
 
 
 def blueprint() -> Blueprint:
-    from web.api import data, failed, refreshes, schedules, system, tasks
+    from web.api import data, failed, observe, refreshes, schedules, system, tasks
 
     api = Blueprint("api", __name__, url_prefix=PREFIX)
-    for module in (refreshes, data, tasks, schedules, failed, system):
+    for module in (refreshes, data, tasks, schedules, failed, system, observe):
         module.register(api)
     return api
 

@@ -76,6 +76,13 @@ def workers() -> str:
     return _render("workers.html", queues=queue_report(conn()), workers=worker_report(conn()))
 
 
+def health() -> str:
+    from jobs.observe import report
+
+    return _render("health.html", health=report.health_report(conn(), settings()),
+                   alerts=report.alerts_list(conn(), settings()))
+
+
 def _local_path(target: str | None) -> str:
     """Only a path on this site (no scheme, no host, not `//host`): nothing to redirect elsewhere."""
     if not target or not target.startswith("/") or target.startswith("//"):
@@ -117,6 +124,7 @@ def blueprint() -> Blueprint:
     pages.add_url_rule("/schedules", view_func=read(schedule_list), endpoint="schedules")
     pages.add_url_rule("/failed", view_func=read(failed), endpoint="failed")
     pages.add_url_rule("/workers", view_func=read(workers), endpoint="workers")
+    pages.add_url_rule("/health", view_func=read(health), endpoint="health")
     pages.add_url_rule("/login", view_func=login, methods=["GET", "POST"], endpoint="login")
     pages.add_url_rule("/logout", view_func=logout, methods=["POST"], endpoint="logout")
     return pages
