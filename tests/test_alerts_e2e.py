@@ -110,7 +110,9 @@ def test_a_still_firing_alert_is_sent_again_only_after_the_repeat_time(conn: red
             wait_until(lambda: len(hook.accepted()) >= 3, 30, what="two repeats")
     arrivals = [r.at for r in hook.accepted()[:3]]
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert all(2.9 <= gap <= 6 for gap in gaps), gaps  # not before the repeat time; soon after it
+    # Not before the repeat time (3 s; evaluations every 1 s would repeat after 1 s), soon after it. Arrivals
+    # differ from the decisions by each delivery's own latency (off the tick), hence the half second.
+    assert all(2.5 <= gap <= 6 for gap in gaps), gaps
     assert set(_alerts(hook)) == {("refresh_failed", "full", "firing")}
 
 
