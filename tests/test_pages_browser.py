@@ -25,6 +25,8 @@ from tests.helpers import wait_until, worker_process
 from tests.test_api_served import PASSWORD, refreshq_web
 from tests.test_dashboard_browser import browser, wait_for
 
+pytestmark = pytest.mark.slow  # real processes over seconds: out of the quick loop
+
 __all__ = ["browser"]  # the module-scoped Chromium of the dashboard's browser tests
 # DOCS_SCREENSHOTS=1 also writes the refresh page's screenshot to docs/ (the README shows it).
 DOCS_SCREENSHOT = REPO / "docs" / "refresh-page.png"
