@@ -1,5 +1,4 @@
-"""The web process: a Flask app with rq-dashboard mounted under /rq."""
+"""The web process: the API, the live pages, rq-dashboard under /rq and /metrics (web.app.create_app).
 
-from web.app import create_app
-
-__all__ = ["create_app"]
+Nothing is imported here: the CLI imports web.server for `refreshq demo --web` without loading Flask.
+"""
