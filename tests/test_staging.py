@@ -45,8 +45,8 @@ def test_a_leaf_is_staged_once_byte_for_byte(conn: redis.Redis) -> None:
     assert stage(conn, "440000", leaf("440104"), records) == store.Staged(kept=2, conflicts=0)
     stored = conn.hgetall(keys.data_leaf("440000", TASK, "440104"))
     # Compact JSON, every upstream field in its order, unicode unescaped: what an export streams out.
-    assert stored == {b"H000001": store.encode_hospital(records[0]).encode(),
-                      b"H000002": store.encode_hospital(records[1]).encode()}
+    assert stored == {b"H000001": json.dumps(records[0], ensure_ascii=False, separators=(",", ":")).encode(),
+                      b"H000002": json.dumps(records[1], ensure_ascii=False, separators=(",", ":")).encode()}
     assert stored[b"H000001"].decode() == json.dumps(records[0], ensure_ascii=False, separators=(",", ":"))
     assert "“解放路”" in stored[b"H000001"].decode()
     counted = stats(conn)
