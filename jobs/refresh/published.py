@@ -65,27 +65,36 @@ class Staged:
 
 
 def stage_leaf(scripts: Scripts, province: str, version: str, leaf: Leaf, hospitals: list[Hospital]) -> Staged | None:
-    """Stage one leaf of `province` for the task `version` in one atomic step: its records (those whose
-    id no other leaf of the task staged), its checkpoint entry and its counters. None if it was staged
-    already: a re-run after a crash, a retry or a resume writes and counts nothing twice."""
+    """`stage_leaves` of one leaf."""
+    return stage_leaves(scripts, province, version, [(leaf, hospitals)])[0]
+
+
+def stage_leaves(
+    scripts: Scripts, province: str, version: str, batch: list[tuple[Leaf, list[Hospital]]]
+) -> list[Staged | None]:
+    """Stage leaves of `province` for the task `version` in one atomic step, each with its records (those
+    whose id no other leaf of the task staged), its checkpoint entry and its counters. None for a leaf
+    staged already: a re-run after a crash, a retry or a resume writes and counts nothing twice."""
     args: list[str | bytes | int] = [
-        leaf.code, leaf.to_json(), keys.province_stat(province, keys.PROVINCE_LEAVES_DONE),
-        keys.province_stat(province, keys.PROVINCE_HOSPITALS), 1 if leaf.level == "district" else 0, CONFLICT_EXAMPLES,
+        keys.province_stat(province, keys.PROVINCE_LEAVES_DONE), keys.province_stat(province, keys.PROVINCE_HOSPITALS),
+        CONFLICT_EXAMPLES,
     ]
-    # One record per id within the leaf (the clients promise it; this keeps the counters honest anyway).
-    by_id = dict(zip([str(h["id"]) for h in hospitals], jsonfast.dumps_records(hospitals), strict=True))
-    args += chain.from_iterable(by_id.items())
+    data_keys = []
+    for leaf, hospitals in batch:
+        # One record per id within the leaf (the clients promise it; this keeps the counters honest anyway).
+        by_id = dict(zip([str(h["id"]) for h in hospitals], jsonfast.dumps_records(hospitals), strict=True))
+        args += (leaf.code, leaf.to_json(), 1 if leaf.level == "district" else 0, len(by_id))
+        args += chain.from_iterable(by_id.items())
+        data_keys.append(keys.data_leaf(province, version, leaf.code))
     outcome = scripts.stage_leaf(
         keys=[
             keys.checkpoint_leaves(version, province), keys.task_stats(version), keys.task_ids(version),
-            keys.task_conflicts(version), keys.data_leaf(province, version, leaf.code),
-            keys.data_leaves(province, version),
+            keys.task_conflicts(version), keys.data_leaves(province, version), *data_keys,
         ],
         args=args,
     )
-    if not isinstance(outcome, list):
-        return None
-    return Staged(kept=int(outcome[0]), conflicts=int(outcome[1]))
+    pairs = [(int(outcome[i]), int(outcome[i + 1])) for i in range(0, len(outcome), 2)]
+    return [None if kept < 0 else Staged(kept=kept, conflicts=conflicts) for kept, conflicts in pairs]
 
 
 def publish(conn: redis.Redis, province: str, version: str, name: str) -> int:
