@@ -20,7 +20,7 @@ def test_every_code_point_is_written_as_json_writes_it() -> None:
     for start in range(0, len(points), 4096):
         record = {"id": "H1", "name": "".join(points[start : start + 4096])}
         assert jsonfast.dumps_records([record]) == [compact(record)], hex(ord(points[start]))
-    singles = [{"id": p, p: p} for p in points[:0x3000:7] + ["\u2028", "\u2029", "\x7f", "😀", "𠀀"]]
+    singles = [{"id": p, p: p} for p in [*points[:0x3000:7], "\u2028", "\u2029", "\x7f", "😀", "𠀀"]]
     assert jsonfast.dumps_records(singles) == [compact(r) for r in singles]
 
 
@@ -74,3 +74,17 @@ def test_the_fast_shape_check_refuses_what_the_detailed_one_refuses() -> None:
         with pytest.raises(shapes.ItemShapeError, match=error):
             shapes.hospital(broken)
     assert shapes.hospital({**good, "grade": ""})["grade"] == ""  # optional fields may be empty
+
+
+def test_a_page_is_checked_as_its_items_are() -> None:
+    good = [{f: f"v{n}-{f}" for f in shapes.HOSPITAL_FIELDS} | {"extra": n} for n in range(3)]
+    assert shapes.hospitals(list(good)) == good
+    assert shapes.hospitals([]) == []
+    for bad, error in [
+        ({**good[0], "region_code": "\t"}, "field 'region_code' is empty"),
+        ({**good[0], "address": None}, "field 'address' is NoneType, expected a string"),
+        ({k: v for k, v in good[0].items() if k != "id"}, "field 'id' is missing"),
+        (["not", "a", "dict"], "hospital is list, expected an object"),
+    ]:
+        with pytest.raises(shapes.ItemShapeError, match=error):
+            shapes.hospitals([*good, bad])

@@ -127,7 +127,7 @@ def _provinces(body: object) -> list[Region]:
 
 def _hospital_page(body: object) -> Page:
     return Page(
-        items=[shapes.hospital(item) for item in shapes.items(body)],
+        items=shapes.hospitals(shapes.items(body)),
         total=shapes.total(body),
         page=shapes.echoed(body, "page"),
         page_size=shapes.echoed(body, "page_size"),
