@@ -256,21 +256,15 @@ for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# Stage one or more leaves of a province, each once, with its checkpoint entry and counters, keeping
-# only the records whose id no other leaf of the task staged before (ids are unique by contract; a lying
-# upstream may list one under two leaves). Several leaves share one call and one set of counter writes;
-# bulk HMGET/HSET in chunks (Lua's unpack is bounded), never one per record. A chunk whose ids are all
-# new is written straight from ARGV (pairs of id, record), the common case.
-# KEYS: checkpoint set, stats hash, task id index, conflicts hash, data leaves hash, then the data hash of
-#       each leaf, in the order of the leaves in ARGV.
-# ARGV: the province's leaves-done and hospitals counters (keys.province_stat), max conflict examples,
-#       then per leaf: its code, its JSON, 1 if a district, n, and n pairs of hospital id, record JSON
-#       (ids distinct within a leaf).
-# Returns per leaf {kept, conflicts}, or {-1, -1} when it was staged already (a re-run writes and counts
-# nothing of it).
+# Stage one or more leaves of a province, each once, with its checkpoint entry, keeping only the records
+# whose id no other leaf of the task staged before (ids are unique by contract; a lying upstream may list
+# one under two leaves); counters once per call. Bulk HMGET/HSET in chunks (unpack is bounded); a chunk
+# of new ids goes straight from ARGV. KEYS: checkpoint set, stats, task id index, conflicts, data leaves
+# hash, then each leaf's data hash. ARGV: the province's leaves-done and hospitals counters, max conflict
+# examples, then per leaf: code, JSON, 1 if a district, n, n pairs of id, record JSON (ids distinct).
+# Returns per leaf {kept, conflicts}, or {-1, -1} if staged already (a re-run writes and counts nothing).
 STAGE_LEAF = """
-local chunk, limit, pos = 2000, tonumber(ARGV[3]), 4
-local out, described = {}, {}
+local chunk, limit, pos, out, described = 2000, tonumber(ARGV[3]), 4, {}, {}
 local leaves, districts, kept_all, conflicts_all, examples = 0, 0, 0, 0, nil
 for l = 1, #KEYS - 5 do
   local leaf, n = ARGV[pos], tonumber(ARGV[pos + 3])
@@ -281,26 +275,19 @@ for l = 1, #KEYS - 5 do
     local kept, conflicts = 0, 0
     for from = first, last, 2 * chunk do
       local to = math.min(from + 2 * chunk - 1, last)
-      local ids = {}
-      for i = from, to, 2 do ids[#ids + 1] = ARGV[i] end
+      local ids = {}; for i = from, to, 2 do ids[#ids + 1] = ARGV[i] end
       local owners = redis.call('HMGET', KEYS[3], unpack(ids))
       local data, index, clean = {}, {}, true
-      for k = 1, #ids do
-        local owner = owners[k]
-        if owner ~= false and owner ~= leaf then clean = false; break end
-      end
+      for k = 1, #ids do if owners[k] ~= false and owners[k] ~= leaf then clean = false; break end end
       for k = 1, #ids do
         local owner, id = owners[k], ids[k]
         if owner == false or owner == leaf then
           if not clean then data[#data + 1] = id; data[#data + 1] = ARGV[from + 2 * k - 1] end
-          index[#index + 1] = id; index[#index + 1] = leaf
-          kept = kept + 1
+          index[#index + 1] = id; index[#index + 1] = leaf; kept = kept + 1
         else
           conflicts = conflicts + 1
           if examples == nil then examples = redis.call('HLEN', KEYS[4]) end
-          if examples < limit and redis.call('HSETNX', KEYS[4], id, owner .. ',' .. leaf) == 1 then
-            examples = examples + 1
-          end
+          if examples < limit then examples = examples + redis.call('HSETNX', KEYS[4], id, owner .. ',' .. leaf) end
         end
       end
       if clean then redis.call('HSET', KEYS[5 + l], unpack(ARGV, from, to))
@@ -308,8 +295,7 @@ for l = 1, #KEYS - 5 do
       if #index > 0 then redis.call('HSET', KEYS[3], unpack(index)) end
     end
     described[#described + 1] = leaf; described[#described + 1] = ARGV[pos + 1]
-    leaves = leaves + 1
-    if ARGV[pos + 2] == '1' then districts = districts + 1 end
+    leaves = leaves + 1; if ARGV[pos + 2] == '1' then districts = districts + 1 end
     kept_all, conflicts_all = kept_all + kept, conflicts_all + conflicts
     out[#out + 1] = kept; out[#out + 1] = conflicts
   end

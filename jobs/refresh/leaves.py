@@ -19,7 +19,7 @@ import redis
 from rq.job import Job
 
 from jobs import keys, shutdown
-from jobs.errors import PermanentUpstreamError
+from jobs.errors import PermanentUpstreamError, StagingLostError
 from jobs.redis_values import as_texts
 from jobs.refresh import published, records
 from jobs.refresh.progress import ProgressReporter
@@ -35,6 +35,8 @@ CANCEL_POLL_SECONDS = 0.25
 _STEP = {"district": "正在处理区县数据：{}", "city": "正在处理城市数据：{}", "province": "正在处理省份数据：{}"}
 
 
+# Runs of the leaves a province job makes when staged ones go missing again (see LeafRunner.run).
+RERUNS = 3
 # A call stages what the fetching threads have handed over, up to this much (one atomic script).
 BATCH_LEAVES = 16
 BATCH_RECORDS = 6000
@@ -70,6 +72,7 @@ class LeafRunner:
         self.upstream = upstream
         self.reporter = ProgressReporter(conn, task_id, kind, job)
         self.failed_leaves = 0
+        self._refused_codes: set[str] = set()
         self._scripts = Scripts(conn)
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -79,8 +82,24 @@ class LeafRunner:
 
         A transient failure of a leaf is re-raised once the other leaves are staged.
         """
+        for _ in range(RERUNS):
+            outcome = self._run_once(leaves, concurrency)
+            missing = self._unstaged(leaves) if outcome == "done" else []
+            if not missing:
+                return outcome
+            # A server that acknowledged writes and lost them (killed before its append-only file had them,
+            # as appendfsync everysec allows) lost those leaves' checkpoint entries with their data: the
+            # checkpoint still tells the truth, so fetch them again rather than publish without them.
+            log.warning("refresh %s: %d staged leaf/leaves of %s are no longer in the checkpoint; fetching "
+                        "them again", self.task_id, len(missing), self.province["code"])
+        raise StagingLostError(f"leaves of {self.province['code']} keep going missing from the checkpoint")
+
+    def _unstaged(self, leaves: list[Leaf]) -> list[Leaf]:
         done = set(as_texts(self.conn.smembers(keys.checkpoint_leaves(self.task_id, self.province["code"]))))
-        todo = [leaf for leaf in leaves if leaf.code not in done]
+        return [leaf for leaf in leaves if leaf.code not in done and leaf.code not in self._refused_codes]
+
+    def _run_once(self, leaves: list[Leaf], concurrency: int) -> str:
+        todo = self._unstaged(leaves)
         if not todo:
             return "done"
         # Bounded: fetching threads wait while the stager is behind, so a horse holds a few leaves at most.
@@ -163,6 +182,7 @@ class LeafRunner:
     def _refused(self, leaf: Leaf, error: str) -> None:
         with self._lock:
             self.failed_leaves += 1
+            self._refused_codes.add(leaf.code)
         region: Region = {"code": leaf.code, "name": leaf.name, "level": leaf.level}
         records.failed_region(self.conn, self.task_id, region, error, province=self.province["code"])
 
