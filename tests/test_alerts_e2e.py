@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import redis
 import standardwebhooks
 
@@ -53,6 +54,7 @@ def _alerts(hook: WebhookReceiver) -> list[tuple[str, str, str]]:
             for payload in hook.payloads() for a in payload["alerts"]]
 
 
+@pytest.mark.slow
 def test_a_failed_refresh_alerts_once_across_a_scheduler_kill_then_resolves(
     conn: redis.Redis, env: dict[str, str]
 ) -> None:
@@ -100,6 +102,7 @@ def test_a_failed_refresh_alerts_once_across_a_scheduler_kill_then_resolves(
     assert len(hook.accepted()) == 2 and len(sink.accepted()) == 2
 
 
+@pytest.mark.slow
 def test_a_still_firing_alert_is_sent_again_only_after_the_repeat_time(conn: redis.Redis, env: dict[str, str]) -> None:
     now = time.time()
     fake_run(conn, FakeRun("t_bad", "full", now - 30, now - 20, now - 1, FAILED))
@@ -110,10 +113,13 @@ def test_a_still_firing_alert_is_sent_again_only_after_the_repeat_time(conn: red
             wait_until(lambda: len(hook.accepted()) >= 3, 30, what="two repeats")
     arrivals = [r.at for r in hook.accepted()[:3]]
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert all(2.9 <= gap <= 6 for gap in gaps), gaps  # not before the repeat time; soon after it
+    # Not before the repeat time (3 s; evaluations every 1 s would repeat after 1 s), soon after it. Arrivals
+    # differ from the decisions by each delivery's own latency (off the tick), hence the half second.
+    assert all(2.5 <= gap <= 6 for gap in gaps), gaps
     assert set(_alerts(hook)) == {("refresh_failed", "full", "firing")}
 
 
+@pytest.mark.slow
 def test_no_worker_alert_arrives_with_every_worker_stopped(conn: redis.Redis, env: dict[str, str]) -> None:
     with webhook_receiver() as hook:
         aenv = {**env, "REFRESHQ_ALERT_INTERVAL": "1", "REFRESHQ_ALERT_FOR": "2",

@@ -154,7 +154,7 @@ def test_pagination_edges(api: Api) -> None:
 
 
 def test_an_unknown_task_is_404_and_an_unchanged_one_304(api: Api) -> None:
-    assert "no task task_nope" in is_problem(api.get("/refreshes/task_nope"), 404)["detail"]
+    assert "no refresh task task_nope" in is_problem(api.get("/refreshes/task_nope"), 404)["detail"]
     is_problem(api.get("/refreshes/task_nope/provinces"), 404)
     is_problem(api.post("/refreshes/task_nope/cancel"), 404)
     task_id = api.post("/refreshes", json={"kind": "province", "province": "北京"}).get_json()["task_id"]

@@ -20,6 +20,8 @@ from jobs import tokens
 from tests.conftest import REFRESHQ, free_port
 from tests.helpers import wait_until, worker_process
 
+pytestmark = pytest.mark.slow  # real processes over seconds: out of the quick loop
+
 PASSWORD = "pw"
 
 

@@ -79,9 +79,11 @@ def test_after_a_sigterm_the_old_worker_exits_at_once_and_the_new_one_resumes_wi
             province = running_province(conn, task_id)
             os.kill(old.pid, signal.SIGTERM)
             sigterm = time.monotonic()
-            with worker_process(env):  # the deploy's new worker, started at once
-                assert old.wait(timeout=15) == 0
-                exited = time.monotonic() - sigterm
+            assert old.wait(timeout=15) == 0
+            exited = time.monotonic() - sigterm
+            # The deploy's new worker, started once the old one is gone (started before, it may take another
+            # province first: the interrupted one, back at the queue's front, then waits for a free worker).
+            with worker_process(env):
                 # The old worker and its work-horse are gone: what the upstream sees now is the new one.
                 resumed = first_request_after(requests, sigterm + exited, province, 30) + exited
                 final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED"), 180)

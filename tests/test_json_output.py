@@ -88,6 +88,8 @@ def test_every_json_output_is_one_parseable_document(conn: redis.Redis, jenv: di
     assert out.one("health", code=3)["status"] == "critical"  # no scheduler runs in this test
     assert "province" in {row["kind"] for row in out.one("performance")["kinds"]}
     assert out.one("alerts", "list", path=2)["alerts"] == []
+    assert run_cli("tokens", "create", "--user", "ci", "--role", "read", env=jenv).returncode == 0
+    assert [(t["user"], t["role"]) for t in out.one("tokens", "list", path=2)] == [("ci", "read")]
 
     assert out.covered == set(json_commands()), "a command with --json is not tested here"
 

@@ -79,6 +79,7 @@ def _stats(conn: redis.Redis, task_id: str, field: str) -> int:
     return int(conn.hget(keys.task_stats(task_id), field) or 0)
 
 
+@pytest.mark.slow
 def test_counters_survive_a_worker_sigkill(conn: redis.Redis, env: dict[str, str]) -> None:
     with start_background(20_000, latency_ms=40) as upstream:
         http_env = {**env, "REFRESHQ_UPSTREAM_URL": upstream.url}
