@@ -1,5 +1,10 @@
 """Scenario 3: how long a running task keeps calling the upstream after `cancel_task` returns.
 
+The task is cancelled at a fixed fraction of its progress (CANCEL_AT_PROGRESS), so the figure is
+always measured and always at the same point of a refresh, however fast the refresh runs: the refresh
+the status probes ran against is stopped first (if it still runs), and a new one is cancelled once its
+progress reaches the mark.
+
 The upstream counts every request it starts; after the cancel returns, its total is polled every
 20 ms over a keep-alive connection until it has not moved for a quiet window. The last time it
 moved is the last request of the task (the only one running), to within the poll interval.
@@ -7,6 +12,7 @@ moved is the last request of the task (the only one running), to within the poll
 
 from __future__ import annotations
 
+import subprocess
 import time
 from typing import Any
 
@@ -14,10 +20,33 @@ from bench.harness import Bench, Upstream
 from jobs import keys
 from jobs.redis_values import as_text
 from jobs.refresh.manager import SyncTaskManager
-from jobs.statuses import CANCELLED
+from jobs.statuses import CANCELLED, TERMINAL
 
 POLL_SECONDS = 0.02
 GIVE_UP_SECONDS = 60.0
+CANCEL_AT_PROGRESS = 30  # percent: the provinces are walked, leaves are flowing, most are still to come
+
+
+def at_progress(
+    bench: Bench, manager: SyncTaskManager, upstream: Upstream, probed: str, quiet_seconds: float,
+    workers: list[subprocess.Popen[bytes]],
+) -> dict[str, Any]:
+    """Stop the probed refresh if it still runs, then cancel a new one at CANCEL_AT_PROGRESS percent."""
+    if as_text(bench.conn.hget(keys.task(probed), "status") or b"") not in TERMINAL:
+        measure(bench, manager, upstream, probed, quiet_seconds)  # not the figure: its progress is wherever
+    task_id = manager.create_full_refresh_task()
+    bench.wait_for(lambda: _progress(bench, task_id) >= CANCEL_AT_PROGRESS
+                   or as_text(bench.conn.hget(keys.task(task_id), "status") or b"") in TERMINAL,
+                   GIVE_UP_SECONDS * 5, f"refresh {task_id} to reach {CANCEL_AT_PROGRESS}%", workers)
+    at = _progress(bench, task_id)
+    if as_text(bench.conn.hget(keys.task(task_id), "status") or b"") in TERMINAL:
+        return {"skipped": f"the refresh ended before it reached {CANCEL_AT_PROGRESS}%", "task_id": task_id}
+    return {**measure(bench, manager, upstream, task_id, quiet_seconds), "task_id": task_id,
+            "cancel_at_progress": CANCEL_AT_PROGRESS, "progress_at_cancel": at}
+
+
+def _progress(bench: Bench, task_id: str) -> int:
+    return int(bench.conn.hget(keys.task(task_id), "progress") or 0)
 
 
 def measure(

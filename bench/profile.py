@@ -37,7 +37,7 @@ class WorkerProfiler:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.procs = [
             bench.spawn(f"py-spy-{i + 1}", [
-                "py-spy", "record", "--pid", str(pid), "--subprocesses", "--nonblocking",
+                "py-spy", "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--gil",
                 "--rate", str(RATE), "--format", "raw", "--output", str(path),
             ])
             for i, (pid, path) in enumerate(zip(pids, self.paths, strict=True))

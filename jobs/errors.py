@@ -86,6 +86,12 @@ class UpstreamGateClosed(TaskError):
     """Raised when a request waits at the upstream gate of a job that has ended (cancelled, shut down)."""
 
 
+class StagingLostError(TaskError):
+    """Raised when leaves a job staged are missing from the checkpoint again (a server lost acknowledged writes)."""
+
+    retryable: ClassVar[bool] = True
+
+
 class TaskStateError(TaskError):
     """Raised when an operation does not fit the refresh task's status (resuming a running task)."""
 

@@ -256,55 +256,64 @@ for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# Stage one leaf of a province, once, with its checkpoint entry and counters, keeping only the records
-# whose id no other leaf of the task staged before (ids are unique by contract; a lying upstream may
-# list one under two leaves). Bulk HMGET/HSET in chunks (Lua's unpack is bounded), never one per record.
-# KEYS: checkpoint set, stats hash, task id index, conflicts hash, data leaf hash, data leaves hash.
-# ARGV: leaf code, leaf JSON, the province's leaves-done and hospitals counters (keys.province_stat),
-#       1 if the leaf is a district, max conflict examples, then hospital id, record JSON, ... (ids distinct).
-# Returns {kept, conflicts}, or -1 when the leaf was staged already (a re-run writes and counts nothing).
+# Stage one or more leaves of a province, each once, with its checkpoint entry, keeping only the records
+# whose id no other leaf of the task staged before (ids are unique by contract; a lying upstream may list
+# one under two leaves); counters once per call. Bulk HMGET/HSET in chunks (unpack is bounded); a chunk
+# of new ids goes straight from ARGV. KEYS: checkpoint set, stats, task id index, conflicts, data leaves
+# hash, then each leaf's data hash. ARGV: the province's leaves-done and hospitals counters, max conflict
+# examples, then per leaf: code, JSON, 1 if a district, n, n pairs of id, record JSON (ids distinct).
+# Returns per leaf {kept, conflicts}, or {-1, -1} if staged already (a re-run writes and counts nothing).
 STAGE_LEAF = """
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return -1 end
-local leaf, chunk = ARGV[1], 2000
-local kept, conflicts, examples = 0, 0, nil
-for first = 7, #ARGV, 2 * chunk do
-  local ids = {}
-  for i = first, math.min(first + 2 * chunk - 1, #ARGV), 2 do ids[#ids + 1] = ARGV[i] end
-  local owners = redis.call('HMGET', KEYS[3], unpack(ids))
-  local data, index = {}, {}
-  for n, id in ipairs(ids) do
-    local owner = owners[n]
-    if owner == false or owner == leaf then
-      data[#data + 1] = id
-      data[#data + 1] = ARGV[first + 2 * n - 1]
-      index[#index + 1] = id
-      index[#index + 1] = leaf
-      kept = kept + 1
-    else
-      conflicts = conflicts + 1
-      if examples == nil then examples = redis.call('HLEN', KEYS[4]) end
-      if examples < tonumber(ARGV[6]) and redis.call('HSETNX', KEYS[4], id, owner .. ',' .. leaf) == 1 then
-        examples = examples + 1
+local chunk, limit, pos, out, described = 2000, tonumber(ARGV[3]), 4, {}, {}
+local leaves, districts, kept_all, conflicts_all, examples = 0, 0, 0, 0, nil
+for l = 1, #KEYS - 5 do
+  local leaf, n = ARGV[pos], tonumber(ARGV[pos + 3])
+  local first, last = pos + 4, pos + 3 + 2 * n
+  if redis.call('SADD', KEYS[1], leaf) == 0 then
+    out[#out + 1] = -1; out[#out + 1] = -1
+  else
+    local kept, conflicts = 0, 0
+    for from = first, last, 2 * chunk do
+      local to = math.min(from + 2 * chunk - 1, last)
+      local ids = {}; for i = from, to, 2 do ids[#ids + 1] = ARGV[i] end
+      local owners = redis.call('HMGET', KEYS[3], unpack(ids))
+      local data, index, clean = {}, {}, true
+      for k = 1, #ids do if owners[k] ~= false and owners[k] ~= leaf then clean = false; break end end
+      for k = 1, #ids do
+        local owner, id = owners[k], ids[k]
+        if owner == false or owner == leaf then
+          if not clean then data[#data + 1] = id; data[#data + 1] = ARGV[from + 2 * k - 1] end
+          index[#index + 1] = id; index[#index + 1] = leaf; kept = kept + 1
+        else
+          conflicts = conflicts + 1
+          if examples == nil then examples = redis.call('HLEN', KEYS[4]) end
+          if examples < limit then examples = examples + redis.call('HSETNX', KEYS[4], id, owner .. ',' .. leaf) end
+        end
       end
+      if clean then redis.call('HSET', KEYS[5 + l], unpack(ARGV, from, to))
+      elseif #data > 0 then redis.call('HSET', KEYS[5 + l], unpack(data)) end
+      if #index > 0 then redis.call('HSET', KEYS[3], unpack(index)) end
     end
+    described[#described + 1] = leaf; described[#described + 1] = ARGV[pos + 1]
+    leaves = leaves + 1; if ARGV[pos + 2] == '1' then districts = districts + 1 end
+    kept_all, conflicts_all = kept_all + kept, conflicts_all + conflicts
+    out[#out + 1] = kept; out[#out + 1] = conflicts
   end
-  if #data > 0 then
-    redis.call('HSET', KEYS[5], unpack(data))
-    redis.call('HSET', KEYS[3], unpack(index))
-  end
+  pos = last + 1
 end
-redis.call('HSET', KEYS[6], leaf, ARGV[2])
-redis.call('HINCRBY', KEYS[2], 'leaves_done', 1)
-redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'districts_processed', 1) end
-if kept > 0 then
-  redis.call('HINCRBY', KEYS[2], 'hospitals_found', kept)
-  redis.call('HINCRBY', KEYS[2], ARGV[4], kept)
-  -- the records-written counter (its name is fixed, so callers pass no extra key): one command per leaf
-  redis.call('HINCRBY', '""" + keys.METRIC_COUNTERS + """', 'records_written', kept)
+if leaves == 0 then return out end
+redis.call('HSET', KEYS[5], unpack(described))
+redis.call('HINCRBY', KEYS[2], 'leaves_done', leaves)
+redis.call('HINCRBY', KEYS[2], ARGV[1], leaves)
+if districts > 0 then redis.call('HINCRBY', KEYS[2], 'districts_processed', districts) end
+if kept_all > 0 then
+  redis.call('HINCRBY', KEYS[2], 'hospitals_found', kept_all)
+  redis.call('HINCRBY', KEYS[2], ARGV[2], kept_all)
+  -- the records-written counter (its name is fixed, so callers pass no extra key): one command per call
+  redis.call('HINCRBY', '""" + keys.METRIC_COUNTERS + """', 'records_written', kept_all)
 end
-if conflicts > 0 then redis.call('HINCRBY', KEYS[2], 'conflicts', conflicts) end
-return {kept, conflicts}
+if conflicts_all > 0 then redis.call('HINCRBY', KEYS[2], 'conflicts', conflicts_all) end
+return out
 """
 
 # Record how a province's part of a task ended, once; return 1 when every planned province has ended.

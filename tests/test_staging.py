@@ -45,8 +45,8 @@ def test_a_leaf_is_staged_once_byte_for_byte(conn: redis.Redis) -> None:
     assert stage(conn, "440000", leaf("440104"), records) == store.Staged(kept=2, conflicts=0)
     stored = conn.hgetall(keys.data_leaf("440000", TASK, "440104"))
     # Compact JSON, every upstream field in its order, unicode unescaped: what an export streams out.
-    assert stored == {b"H000001": store.encode_hospital(records[0]).encode(),
-                      b"H000002": store.encode_hospital(records[1]).encode()}
+    assert stored == {b"H000001": json.dumps(records[0], ensure_ascii=False, separators=(",", ":")).encode(),
+                      b"H000002": json.dumps(records[1], ensure_ascii=False, separators=(",", ":")).encode()}
     assert stored[b"H000001"].decode() == json.dumps(records[0], ensure_ascii=False, separators=(",", ":"))
     assert "“解放路”" in stored[b"H000001"].decode()
     counted = stats(conn)
@@ -111,3 +111,30 @@ def test_a_big_leaf_is_staged_whole_in_a_dozen_commands(conn: redis.Redis) -> No
     assert calls[1] <= 12 + 3 * 2, calls  # three more per extra chunk of 2,000 records
     assert conn.hlen(keys.data_leaf("440000", TASK, "440105")) == len(big)
     assert stats(conn)["hospitals_found"] == len(small) + len(big)
+
+
+def test_several_leaves_share_a_call_each_in_once(conn: redis.Redis) -> None:
+    """A batch: a leaf staged before is skipped whole, an id listed by an earlier leaf of the same call is
+    kept once, and the counters and commands are paid once per call, not per leaf."""
+    assert stage(conn, "440000", leaf("440103"), [hospital(1, "440103")]) == store.Staged(1, 0)
+    conn.script_load(STAGE_LEAF)
+    conn.config_resetstat()
+    batch = [
+        (leaf("440103"), [hospital(1, "440103", name="改过的名字"), hospital(9, "440103")]),  # staged already
+        (leaf("440104"), [hospital(n, "440104") for n in (2, 3)]),
+        (leaf("440105", "city"), [hospital(n, "440105") for n in (3, 4, 1)]),  # 3 from 440104, 1 from 440103
+        (leaf("440106"), []),
+    ]
+    assert store.stage_leaves(Scripts(conn), "440000", TASK, batch) == [
+        None, store.Staged(2, 0), store.Staged(1, 2), store.Staged(0, 0),
+    ]
+    calls = sum(v["calls"] for k, v in conn.info("commandstats").items() if k.split("|")[0] != "cmdstat_info")
+    assert calls <= 12 + 4 * 3, calls  # per leaf SADD, HMGET, HSET data and index: no counters per leaf
+    assert conn.hgetall(keys.data_leaf("440000", TASK, "440103")) == {
+        b"H000001": json.dumps(hospital(1, "440103"), ensure_ascii=False, separators=(",", ":")).encode()}
+    assert set(conn.hkeys(keys.data_leaf("440000", TASK, "440105"))) == {b"H000004"}
+    assert conn.exists(keys.data_leaf("440000", TASK, "440106")) == 0
+    assert conn.smembers(keys.checkpoint_leaves(TASK, "440000")) == {b"440103", b"440104", b"440105", b"440106"}
+    assert stats(conn) == {"leaves_done": 4, "p:440000:leaves_done": 4, "districts_processed": 3,
+                           "hospitals_found": 4, "p:440000:hospitals": 4, "conflicts": 2}
+    assert set(conn.hkeys(keys.data_leaves("440000", TASK))) == {b"440103", b"440104", b"440105", b"440106"}

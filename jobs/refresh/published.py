@@ -12,11 +12,12 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, TextIO
 
 import redis
 
-from jobs import keys
+from jobs import jsonfast, keys
 from jobs.redis_values import as_text, as_texts
 from jobs.refresh.records import now_iso
 from jobs.scripts import Scripts
@@ -45,14 +46,10 @@ class Leaf:
         return cls(**json.loads(text))
 
 
-# One encoder for every record: json.dumps with options builds a new one per call, which costs
-# more than the encoding itself at a million records.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def encode_hospital(hospital: Hospital) -> str:
-    """Compact JSON of a record exactly as received (every upstream field kept)."""
-    return _ENCODER.encode(hospital)
+def encode_hospital(hospital: Hospital) -> bytes:
+    """Compact JSON (UTF-8) of a record exactly as received, every upstream field kept: byte for byte
+    `json.dumps(hospital, ensure_ascii=False, separators=(",", ":"))` (jobs.jsonfast)."""
+    return jsonfast.dumps_record(hospital)
 
 
 # How many ids listed under two leaves a task keeps as examples (the count is exact).
@@ -68,27 +65,36 @@ class Staged:
 
 
 def stage_leaf(scripts: Scripts, province: str, version: str, leaf: Leaf, hospitals: list[Hospital]) -> Staged | None:
-    """Stage one leaf of `province` for the task `version` in one atomic step: its records (those whose
-    id no other leaf of the task staged), its checkpoint entry and its counters. None if it was staged
-    already: a re-run after a crash, a retry or a resume writes and counts nothing twice."""
-    args: list[str | int] = [
-        leaf.code, leaf.to_json(), keys.province_stat(province, keys.PROVINCE_LEAVES_DONE),
-        keys.province_stat(province, keys.PROVINCE_HOSPITALS), 1 if leaf.level == "district" else 0, CONFLICT_EXAMPLES,
+    """`stage_leaves` of one leaf."""
+    return stage_leaves(scripts, province, version, [(leaf, hospitals)])[0]
+
+
+def stage_leaves(
+    scripts: Scripts, province: str, version: str, batch: list[tuple[Leaf, list[Hospital]]]
+) -> list[Staged | None]:
+    """Stage leaves of `province` for the task `version` in one atomic step, each with its records (those
+    whose id no other leaf of the task staged), its checkpoint entry and its counters. None for a leaf
+    staged already: a re-run after a crash, a retry or a resume writes and counts nothing twice."""
+    args: list[str | bytes | int] = [
+        keys.province_stat(province, keys.PROVINCE_LEAVES_DONE), keys.province_stat(province, keys.PROVINCE_HOSPITALS),
+        CONFLICT_EXAMPLES,
     ]
-    # One record per id within the leaf (the clients promise it; this keeps the counters honest anyway).
-    for hospital_id, record in {str(h["id"]): encode_hospital(h) for h in hospitals}.items():
-        args += (hospital_id, record)
+    data_keys = []
+    for leaf, hospitals in batch:
+        # One record per id within the leaf (the clients promise it; this keeps the counters honest anyway).
+        by_id = dict(zip([str(h["id"]) for h in hospitals], jsonfast.dumps_records(hospitals), strict=True))
+        args += (leaf.code, leaf.to_json(), 1 if leaf.level == "district" else 0, len(by_id))
+        args += chain.from_iterable(by_id.items())
+        data_keys.append(keys.data_leaf(province, version, leaf.code))
     outcome = scripts.stage_leaf(
         keys=[
             keys.checkpoint_leaves(version, province), keys.task_stats(version), keys.task_ids(version),
-            keys.task_conflicts(version), keys.data_leaf(province, version, leaf.code),
-            keys.data_leaves(province, version),
+            keys.task_conflicts(version), keys.data_leaves(province, version), *data_keys,
         ],
         args=args,
     )
-    if not isinstance(outcome, list):
-        return None
-    return Staged(kept=int(outcome[0]), conflicts=int(outcome[1]))
+    pairs = [(int(outcome[i]), int(outcome[i + 1])) for i in range(0, len(outcome), 2)]
+    return [None if kept < 0 else Staged(kept=kept, conflicts=conflicts) for kept, conflicts in pairs]
 
 
 def publish(conn: redis.Redis, province: str, version: str, name: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, Unpack
@@ -11,6 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
+from jobs import jsonfast
 from jobs.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamInconsistencyError
 from jobs.upstream import shapes
 from jobs.upstream.base import Hospital, Region
@@ -106,7 +106,7 @@ class HttpDirectoryClient(PooledClient):
             check_status(response, what)
             outcome = "invalid"
             try:
-                value = parse(json.loads(response.content))
+                value = parse(jsonfast.loads_items(response.content))
             except shapes.ItemShapeError as error:  # the body arrived whole, its data breaks the contract
                 raise UpstreamInconsistencyError(self._redact(f"{what}: invalid item: {error}")) from None
             except ValueError as error:  # not JSON, or not the contract's body (a faulty proxy): try again
@@ -127,7 +127,7 @@ def _provinces(body: object) -> list[Region]:
 
 def _hospital_page(body: object) -> Page:
     return Page(
-        items=[shapes.hospital(item) for item in shapes.items(body)],
+        items=shapes.hospitals(shapes.items(body)),
         total=shapes.total(body),
         page=shapes.echoed(body, "page"),
         page_size=shapes.echoed(body, "page_size"),

@@ -1,0 +1,79 @@
+"""JSON on the data path (a million records per refresh): orjson where it is exactly what json gives, json elsewhere.
+
+orjson parses and encodes several times faster than the standard library, but not always to the same
+result: it reads an integer beyond 64 bits as a float, refuses NaN, Infinity and lone surrogates, and
+spells some floats differently (1e-7 where json writes 1e-07). Strings, 64-bit integers, booleans and
+null come out byte for byte as `json.dumps(..., ensure_ascii=False, separators=(",", ":"))` writes
+them (tests/test_jsonfast.py checks every code point). So a body whose items hold only such *plain*
+values takes orjson's path, and anything else -- a float, a nested list or object, something orjson
+refuses -- is read and written by json exactly as before.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import chain
+from typing import Any
+
+import orjson
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+# One encoder for every record: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def all_plain(records: list[dict[str, Any]]) -> bool:
+    """True when every value of every record is a string, a 64-bit integer, a boolean or null (one pass
+    in C over all the values: a check per record would cost as much as orjson saves)."""
+    try:
+        values = list(chain.from_iterable(map(dict.values, records)))
+    except TypeError:
+        return False  # not all of them are dicts
+    types = set(map(type, values))
+    if not types <= _PLAIN:
+        return False
+    # An int orjson read is within 64 bits; one from elsewhere (json, the sample) may not be.
+    return int not in types or all(-(2**63) <= v < 2**64 for v in values if type(v) is int)
+
+
+def loads_items(content: bytes) -> Any:
+    """A response body holding an `items` list of objects, decoded exactly as json.loads decodes it."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return json.loads(content)  # what orjson refuses json may take (NaN, lone surrogates), or raise
+    if _plain_body(body):
+        return body
+    return json.loads(content)  # a float or a nested value: orjson may have read it differently
+
+
+def _plain_body(body: Any) -> bool:
+    if type(body) is not dict:
+        return True  # no items to get wrong; the shape checks refuse it
+    if not set(map(type, body.values())) <= _PLAIN | {list}:
+        return False
+    items = body.get("items")
+    return type(items) is not list or all_plain(items)
+
+
+def dumps_records(records: list[dict[str, Any]]) -> list[bytes]:
+    """Compact JSON of each record, UTF-8, non-ASCII unescaped: byte for byte what
+    `json.dumps(record, ensure_ascii=False, separators=(",", ":"))` writes."""
+    if all_plain(records):
+        try:
+            return list(map(orjson.dumps, records))
+        except orjson.JSONEncodeError:
+            pass  # a key that is not a string: json's rules (and errors) apply
+    return [dumps_record(record) for record in records]
+
+
+def dumps_record(record: dict[str, Any]) -> bytes:
+    """`dumps_records` of one record."""
+    if all_plain([record]):
+        try:
+            return orjson.dumps(record)
+        except orjson.JSONEncodeError:
+            pass
+    return _ENCODER.encode(record).encode("utf-8")
+
