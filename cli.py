@@ -22,12 +22,12 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from commands import data, demo, failed, info, processes, refresh, schedule, server, tasks, upstream
+    from commands import data, demo, failed, info, processes, refresh, schedule, server, tasks, upstream, workers
 
     for command in [
         server.server, processes.worker, processes.scheduler, processes.web, info.info, demo.demo,
         refresh.refresh, refresh.status, refresh.list_tasks, refresh.cancel, refresh.resume, refresh.cleanup,
-        data.data, upstream.upstream, failed.failed, tasks.tasks, schedule.schedule,
+        data.data, upstream.upstream, failed.failed, tasks.tasks, schedule.schedule, workers.workers,
     ]:
         cli.add_command(command)
 

@@ -38,3 +38,16 @@ def fail_with(message: str) -> None:
     from jobs.errors import ValidationError
 
     raise ValidationError(message)
+
+
+def nap(seconds: float, mark: str = "") -> str:
+    """Sleep, then (with `mark`) push the current job's id onto the Redis list `mark`."""
+    import time
+
+    from rq import get_current_job
+
+    time.sleep(seconds)
+    job = get_current_job()
+    if mark and job is not None:
+        job.connection.rpush(mark, job.id)
+    return "rested"
