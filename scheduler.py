@@ -21,7 +21,7 @@ import redis
 from jobs import keys, queues, shutdown
 from jobs.config import Settings
 from jobs.context import process_settings
-from jobs.duties import abandoned, admission, fire_schedules, named_retries, retries, time_limits
+from jobs.duties import abandoned, admission, claims, fire_schedules, named_retries, retries, time_limits
 from jobs.lock import OwnedLock
 
 log = logging.getLogger("refreshq.scheduler")
@@ -52,7 +52,7 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
     def requeue_due_retries(conn: redis.Redis) -> None:
         named_retries.enqueue_due_retries(conn)
 
-    return [abandoned.clean_started_registries, sweep_failed_jobs, enforce_time_limits, admit_waiting_tasks,
+    return [abandoned.clean_started_registries, claims.requeue_orphaned_claims, sweep_failed_jobs, enforce_time_limits, admit_waiting_tasks,
             fire_due_schedules, requeue_due_retries]
 
 
