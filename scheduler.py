@@ -52,8 +52,8 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
     def requeue_due_retries(conn: redis.Redis) -> None:
         named_retries.enqueue_due_retries(conn)
 
-    return [abandoned.clean_started_registries, claims.requeue_orphaned_claims, sweep_failed_jobs, enforce_time_limits, admit_waiting_tasks,
-            fire_due_schedules, requeue_due_retries]
+    return [abandoned.clean_started_registries, claims.requeue_orphaned_claims, sweep_failed_jobs,
+            enforce_time_limits, admit_waiting_tasks, fire_due_schedules, requeue_due_retries]
 
 
 class Scheduler:

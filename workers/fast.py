@@ -86,7 +86,7 @@ class FastWorker(DrainMixin, SimpleWorker):
         self._install_signal_handlers()  # type: ignore[no-untyped-call]
         self.install_drain_handler()
         signal.signal(INTERRUPT_SIGNAL, self._interrupt)
-        context.install(self.job_context)
+        previous = context.install(self.job_context)  # for the jobs of this process, while it works
         self._names = [q.name for q in self.queues]
         self._pending: collections.deque[tuple[Job, Queue]] = collections.deque()
         self.monitor_lock = threading.Lock()
@@ -110,6 +110,7 @@ class FastWorker(DrainMixin, SimpleWorker):
             with self.monitor_lock:
                 self._give_back(always=True)
             self.teardown()  # type: ignore[no-untyped-call]
+            context.install(previous)
         return bool(done)
 
     def _give_back(self, always: bool = False) -> None:
