@@ -52,7 +52,10 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
     def requeue_due_retries(conn: redis.Redis) -> None:
         named_retries.enqueue_due_retries(conn)
 
-    return [abandoned.clean_started_registries, claims.requeue_orphaned_claims, sweep_failed_jobs,
+    def requeue_orphaned_claims(conn: redis.Redis) -> None:
+        claims.requeue_orphaned_claims(conn)
+
+    return [abandoned.clean_started_registries, requeue_orphaned_claims, sweep_failed_jobs,
             enforce_time_limits, admit_waiting_tasks, fire_due_schedules, requeue_due_retries]
 
 
