@@ -18,16 +18,13 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis
 from rq.job import Job
 from rq.queue import Queue
 
 from jobs import failures
-
-if TYPE_CHECKING:
-    from workers.fast import FastWorker
 
 log = logging.getLogger("refreshq.worker")
 
@@ -44,8 +41,28 @@ class JobInterrupted(BaseException):
     job's own `except Exception` must not swallow it (RQ's forking worker kills the horse instead)."""
 
 
+class Watched(Protocol):
+    """What the monitor uses of a fast worker (workers.fast.FastWorker)."""
+
+    name: str
+    connection: redis.Redis
+    monitor_lock: threading.Lock
+    monitor_deadline: tuple[str, float] | None
+    _current: tuple[Job, Queue, float] | None
+
+    @property
+    def job_monitoring_interval(self) -> float: ...
+    def _give_back(self, always: bool = False) -> None: ...
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None: ...
+    def set_current_job_working_time(self, current_job_working_time: float, pipeline: Any = None) -> Any: ...
+    def maintain_heartbeats(self, job: Job) -> Any: ...
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry: Any = None,
+                           exc_string: str = "") -> Any: ...
+    def teardown(self) -> Any: ...
+
+
 class Monitor(threading.Thread):
-    def __init__(self, worker: FastWorker) -> None:
+    def __init__(self, worker: Watched) -> None:
         super().__init__(name=f"monitor-{worker.name}", daemon=True)
         self.worker = worker
         self.lock: threading.Lock = worker.monitor_lock
@@ -104,5 +121,5 @@ class Monitor(threading.Thread):
         with self.lock, contextlib.suppress(redis.RedisError):
             failures.record(worker.connection, job.id, failures.PERMANENT, text, "rq.timeouts.JobTimeoutException")
             worker.handle_job_failure(job, queue, exc_string=text)
-            worker.teardown()  # type: ignore[no-untyped-call]
+            worker.teardown()
         os._exit(1)
