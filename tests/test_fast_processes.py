@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import redis
@@ -18,12 +20,13 @@ from rq.serializers import JSONSerializer
 
 from jobs import failures, keys, queues, workforce
 from jobs.config import Settings
+from tests.conftest import REFRESHQ, REPO
 from tests.helpers import scheduler_running, wait_until
 from tests.test_pools import live_children, pool_process
 from tests.web_helpers import served
 from web.app import create_app
 
-RQ = os.path.join(os.path.dirname(os.sys.executable), "rq")  # type: ignore[attr-defined]
+RQ = str(Path(sys.executable).parent / "rq")  # RQ's own CLI, next to this interpreter
 
 
 def _fetch(conn: redis.Redis, job_id: str) -> Job:
@@ -115,3 +118,24 @@ def test_a_sigkilled_fast_worker_s_job_is_abandoned_then_retried(conn: redis.Red
         assert kinds[0].name == "SUCCESSFUL" and "FAILED" in [k.name for k in kinds[1:]]
         assert _fetch(conn, job.id).return_value() == "second time lucky"
         assert workforce.list_pools(conn)[0]["running"] == 1
+
+
+def test_sigterm_gives_a_running_job_its_budget_then_interrupts_it(conn: redis.Redis, env: dict[str, str]) -> None:
+    q = queues.queue(conn, queues.NORMAL)
+    proc = subprocess.Popen([REFRESHQ, "worker", "--fast", "--queue", "normal"], env={**env, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        job = q.enqueue("tests.job_functions.nap", 60)
+        _running(conn, job)
+        waiting = q.enqueue("tests.job_functions.add", 1, 1)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert 6 < time.monotonic() - signalled < 12  # WARM_SHUTDOWN_BUDGET (8 s), then the interrupt
+        assert _fetch(conn, job.id).get_status() == JobStatus.FAILED and job.id in FailedJobRegistry(queue=q)
+        assert q.job_ids == [waiting.id]  # nothing new taken after the SIGTERM
+        assert workforce.list_workers(conn) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -4,6 +4,7 @@ a wanted size that outlives the pool, drain and stop from another process."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -120,3 +121,25 @@ def test_stop_and_drain_of_an_unknown_pool_exit_2(conn: redis.Redis, env: dict[s
         assert result.returncode == 2 and "no pool named 'nope' is running" in result.stderr
     result = run_cli("workers", "scale", "-1", "--pool", "p", env=env)
     assert result.returncode == 2 and conn.get(keys.pool_wanted("p")) is None
+
+
+def test_workers_list_shows_pools_and_their_workers_and_stop_ends_a_pool(
+    conn: redis.Redis, env: dict[str, str]
+) -> None:
+    with pool_process(env, "--processes", "2", "--pool", "p", "--queue", "normal", "--fast") as proc:
+        wait_until(lambda: len(registered(conn, "p")) == 2 and workforce.list_pools(conn), 30)
+        workforce.suspend(conn, [queues.LOW])
+        result = run_cli("workers", "list", "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        found = json.loads(result.stdout)
+        (pool,) = found["pools"]
+        assert (pool["name"], pool["mode"], pool["queues"], pool["wanted"], pool["running"]) == (
+            "p", "fast", ["normal"], 2, 2)
+        assert sorted(w["name"] for w in found["workers"]) == sorted(pool["workers"]) == sorted(registered(conn, "p"))
+        assert {w["pool"] for w in found["workers"]} == {"p"}
+        assert found["suspended"] == {"queues": ["low"], "pools": [], "rq_suspended": False}
+        text = run_cli("workers", "list", env=env).stdout
+        assert "pool p: running, 2/2 fast workers on normal" in text and "suspended queues: low" in text
+        assert run_cli("workers", "stop", "--pool", "p", env=env).returncode == 0
+        assert proc.wait(timeout=20) == 0
+        assert registered(conn, "p") == [] and workforce.list_pools(conn) == []
