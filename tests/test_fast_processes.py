@@ -64,11 +64,11 @@ def test_rqs_stop_job_command_stops_a_job_on_a_fast_worker(conn: redis.Redis, en
         job = q.enqueue("tests.job_functions.nap", 60)
         _running(conn, job)
         send_stop_job_command(conn, job.id, serializer=JSONSerializer)
-        wait_until(lambda: _fetch(conn, job.id).get_status() == JobStatus.STOPPED, 10)
+        wait_until(lambda: _fetch(conn, job.id).get_status() == JobStatus.STOPPED, 20)
         assert job.id in FailedJobRegistry(queue=q)
         assert failures.take(conn, job.id)["kind"] == failures.NEVER  # type: ignore[index]
         after = q.enqueue("tests.job_functions.add", 1, 1)  # the worker carries on
-        wait_until(lambda: _fetch(conn, after.id).get_status() == JobStatus.FINISHED, 10)
+        wait_until(lambda: _fetch(conn, after.id).get_status() == JobStatus.FINISHED, 20)
 
 
 def test_a_long_job_on_a_fast_worker_heartbeats(conn: redis.Redis, env: dict[str, str]) -> None:

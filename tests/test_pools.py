@@ -51,6 +51,14 @@ def live_children(proc: subprocess.Popen[bytes]) -> list[int]:
     return alive
 
 
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def registered(conn: redis.Redis, pool: str) -> list[str]:
     """Workers of the pool in RQ's own registry (as `rq info` and the dashboard list them)."""
     return [w["name"] for w in workforce.list_workers(conn) if w["name"].startswith(pool + ".")]
@@ -143,3 +151,37 @@ def test_workers_list_shows_pools_and_their_workers_and_stop_ends_a_pool(
         assert run_cli("workers", "stop", "--pool", "p", env=env).returncode == 0
         assert proc.wait(timeout=20) == 0
         assert registered(conn, "p") == [] and workforce.list_pools(conn) == []
+
+
+def test_a_standalone_worker_drains_and_stops_through_redis(conn: redis.Redis, env: dict[str, str]) -> None:
+    q = queues.queue(conn, queues.NORMAL)
+    with pool_process(env, "--queue", "normal") as proc:  # one forking worker, no pool
+        (name,) = wait_until(lambda: [w["name"] for w in workforce.list_workers(conn)], 30)
+        running = q.enqueue("tests.job_functions.nap", 2, "done")
+        wait_until(lambda: Job.fetch(running.id, connection=conn, serializer=JSONSerializer).worker_name, 20)
+        waiting = q.enqueue("tests.job_functions.add", 1, 1)
+        assert workforce.drain(conn, worker=name) == {"pools": [], "workers": [name]}
+        assert proc.wait(timeout=30) == 0
+        assert Job.fetch(running.id, connection=conn, serializer=JSONSerializer).get_status() == JobStatus.FINISHED
+        assert q.job_ids == [waiting.id]
+    with pool_process(env, "--queue", "normal", "--fast") as proc:
+        wait_until(lambda: workforce.list_workers(conn), 30)
+        result = run_cli("workers", "stop", env=env)  # every pool and worker
+        assert result.returncode == 0 and "stopping: worker " in result.stdout, result.stderr
+        assert proc.wait(timeout=20) == 0
+        assert workforce.list_workers(conn) == []
+
+
+def test_a_killed_pool_takes_its_workers_down_and_its_name_is_free_again(
+    conn: redis.Redis, env: dict[str, str]
+) -> None:
+    with pool_process(env, "--processes", "1", "--pool", "p", "--queue", "normal") as first:
+        wait_until(lambda: registered(conn, "p"), 30)
+        second = run_cli("worker", "--processes", "1", "--pool", "p", "--queue", "normal", env=env, timeout=60)
+        assert second.returncode == 2 and "pool 'p' is already running" in second.stderr
+        (worker_pid,) = live_children(first)
+        os.kill(first.pid, signal.SIGKILL)  # the pool alone: its worker gets SIGTERM from the kernel
+        first.wait(timeout=10)
+        wait_until(lambda: registered(conn, "p") == [] and _gone(worker_pid), 20, what="the orphaned worker gone")
+    with pool_process(env, "--processes", "1", "--pool", "p", "--queue", "normal") as again:
+        wait_until(lambda: len(registered(conn, "p")) == 1 and live_children(again), 40, what="the pool back")

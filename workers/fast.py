@@ -228,6 +228,9 @@ class FastWorker(DrainMixin, SimpleWorker):
         _job_stack.push(job)  # type: ignore[no-untyped-call]
         try:
             self._running = job.id
+            if self._interrupt_id == job.id:  # stopped between its start and now (see kill_horse)
+                self._interrupt_id = None
+                raise JobInterrupted(f"job {job.id} interrupted")
             job._result = job._execute()
             self._running = None
         finally:
@@ -258,15 +261,20 @@ class FastWorker(DrainMixin, SimpleWorker):
                                 started_job_registry=queue.started_job_registry)
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        # No horse: RQ's stop-job and kill-horse handlers (and the shutdown budget) interrupt the job.
-        running = self._running
-        if running is not None:
-            self._interrupt_id = running
+        # No horse: RQ's stop-job and kill-horse handlers (and the shutdown budget) interrupt the job,
+        # from another thread. A job started but not yet in its function is marked, and _execute
+        # raises before calling it.
+        current = self._current
+        target = self._stopped_job_id or (current[0].id if current else None)  # RQ's stop-job sets the first
+        if target is None:
+            return
+        self._interrupt_id = target
+        if self._running == target:
             os.kill(os.getpid(), INTERRUPT_SIGNAL)
 
     @property
     def horse_pid(self) -> int:
-        return os.getpid() if self._running else 0  # so RQ's kill-horse command reaches kill_horse
+        return os.getpid() if self._current else 0  # so RQ's kill-horse command reaches kill_horse
 
     def _interrupt(self, _signum: int, _frame: FrameType | None) -> None:
         if self._running is not None and self._running == self._interrupt_id:

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -181,8 +182,7 @@ class RefreshqPool(WorkerPool):
         """Run until stopped (SIGTERM, `workers stop`), drained (`workers drain`), or, in burst mode,
         until every worker has emptied its queues and exited."""
         self._burst = burst
-        if not self._lock.acquire():
-            raise ConfigError(f"pool {self.name!r} is already running; give this one another --pool name")
+        self._take_lock()
         stored = self.connection.get(keys.pool_wanted(self.name))
         if stored is not None and int(stored) != self.num_workers:
             log.info("Pool %s: keeping the wanted size %s stored in Redis (`refreshq workers scale`)",
@@ -195,6 +195,16 @@ class RefreshqPool(WorkerPool):
             self._loop(pubsub, burst)
         finally:
             self._close(pubsub)
+
+    def _take_lock(self) -> None:
+        """The pool's lock; a pool killed outright holds it until it lapses, so wait that long first
+        (a restart right after a crash succeeds) before deciding another live pool has this name."""
+        deadline = time.monotonic() + LOCK_TTL_MS / 1000 + 1
+        while not self._lock.acquire():
+            if time.monotonic() > deadline or shutdown.requested.is_set():
+                raise ConfigError(f"pool {self.name!r} is already running; give this one another --pool name")
+            log.info("Pool %s: waiting for the lock of a previous process of this pool to lapse", self.name)
+            time.sleep(1)
 
     def _loop(self, pubsub: PubSub, burst: bool) -> None:
         self.check_workers()
