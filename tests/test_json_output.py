@@ -83,6 +83,7 @@ def test_every_json_output_is_one_parseable_document(conn: redis.Redis, jenv: di
     assert run_cli("schedule", "add", "t-add", "--interval", "60", "--args", "[1, 2]", env=jenv).returncode == 0
     assert [s["name"] for s in out.one("schedule", "list", path=2)] == ["t-add"]
     assert out.one("failed", "list", path=2) == []
+    assert out.one("workers", "list", path=2)["suspended"]["queues"] == []
 
     assert out.covered == set(json_commands()), "a command with --json is not tested here"
 
