@@ -22,12 +22,28 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from commands import data, demo, failed, info, processes, refresh, schedule, server, tasks, upstream, workers
+    from commands import (
+        alerts,
+        data,
+        demo,
+        failed,
+        info,
+        observe,
+        processes,
+        refresh,
+        schedule,
+        server,
+        tasks,
+        tokens,
+        upstream,
+        workers,
+    )
 
     for command in [
         server.server, processes.worker, processes.scheduler, processes.web, info.info, demo.demo,
         refresh.refresh, refresh.status, refresh.list_tasks, refresh.cancel, refresh.resume, refresh.cleanup,
-        data.data, upstream.upstream, failed.failed, tasks.tasks, schedule.schedule, workers.workers,
+        data.data, upstream.upstream, failed.failed, tasks.tasks, schedule.schedule, *observe.COMMANDS,
+        alerts.alerts, tokens.tokens_group, workers.workers,
     ]:
         cli.add_command(command)
 

@@ -21,7 +21,7 @@ import redis
 from jobs import keys, queues, shutdown
 from jobs.config import Settings
 from jobs.context import process_settings
-from jobs.duties import abandoned, admission, claims, fire_schedules, named_retries, retries, time_limits
+from jobs.duties import abandoned, admission, alerts, claims, fire_schedules, named_retries, retries, time_limits
 from jobs.lock import OwnedLock
 
 log = logging.getLogger("refreshq.scheduler")
@@ -55,8 +55,8 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
     def requeue_orphaned_claims(conn: redis.Redis) -> None:
         claims.requeue_orphaned_claims(conn)
 
-    return [abandoned.clean_started_registries, requeue_orphaned_claims, sweep_failed_jobs,
-            enforce_time_limits, admit_waiting_tasks, fire_due_schedules, requeue_due_retries]
+    return [abandoned.clean_started_registries, requeue_orphaned_claims, sweep_failed_jobs, enforce_time_limits,
+            admit_waiting_tasks, fire_due_schedules, requeue_due_retries, alerts.AlertDuty(settings)]
 
 
 class Scheduler:
@@ -94,6 +94,10 @@ class Scheduler:
                     log.warning("scheduler: Redis unavailable (%s)", exc)
                 self._pause()
         finally:
+            for duty in self.duties:  # a duty with a thread of its own (alert delivery) stops it
+                close = getattr(duty, "close", None)
+                if close is not None:
+                    close()
             if self.active:
                 try:
                     self.lock.release()

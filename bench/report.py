@@ -68,7 +68,18 @@ def _status(r: dict[str, Any]) -> list[Row]:
         Row(s, "  get_task_status, nothing running", _ms(st.get("get_task_status_idle"))),
         Row(s, "refreshq status --json under load", _ms(st["refreshq_status_json"])),
         Row(s, "  refreshq status --json, nothing running", _ms(st.get("refreshq_status_json_idle"))),
-        Row(s, "HTTP", st["http"]),
+        *_http_rows(s, st),
+    ]
+
+
+def _http_rows(s: str, st: dict[str, Any]) -> list[Row]:
+    if "http_get_refresh" not in st:
+        return [Row(s, "HTTP", str(st.get("http", "n/a")))]
+    http, idle, verdicts = st["http_get_refresh"], st["http_get_refresh_idle"], st.get("http_verdicts", {})
+    return [
+        Row(s, f"GET /api/v1/refreshes/{{id}} under load ({http['open_streams']} streams open)", _ms(http),
+            "p99 <= 2x get_task_status", verdicts.get("load_p99_within_2x")),
+        Row(s, "  the same, nothing running", _ms(idle), "p99 <= 10 ms", verdicts.get("idle_p99_within_10ms")),
     ]
 
 
@@ -86,10 +97,19 @@ def _cancel(c: dict[str, Any]) -> list[Row]:
 
 def _list(r: dict[str, Any]) -> list[Row]:
     s, page1 = "2 list", r["page1"]
-    return [
+    rows = [
         Row(s, f"list_tasks page 1, {r['records']:,} records", _ms(page1), "p99 <= 20 ms", page1["p99_ms"] <= 20),
         Row(s, "list_tasks page 1, status filter", _ms(r["page1_status_filter"])),
     ]
+    observe = r.get("observe")
+    if observe:
+        for name, label in (("metrics_report_24h", "metrics report (24h)"), ("health_report", "health check"),
+                            ("metrics_scrape_http", "/metrics scrape over HTTP")):
+            figure = observe[name]
+            rows.append(Row(s, f"{label}, same records", _ms(figure), "p99 <= 50 ms", figure["p99_ms"] <= 50))
+        rows += [Row(s, "  metrics report (7d)", _ms(observe["metrics_report_7d"])),
+                 Row(s, "  performance report", _ms(observe["performance_report"]))]
+    return rows
 
 
 def _orchestration(o: dict[str, Any]) -> list[Row]:

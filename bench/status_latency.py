@@ -1,9 +1,10 @@
 """Scenario 2: status reads while a full refresh runs, and listing with 100,000 task records stored.
 
 `get_task_status` is called in this process back to back (with a short pause) so each sample is one
-round trip; `refreshq status --json` is run as a user runs it, a fresh process each time, so its
-figure includes interpreter start-up and imports. The two are measured one after the other, not at
-once, so neither one's CPU inflates the other's numbers. The same refresh is then cancelled
+round trip; `GET /api/v1/refreshes/{id}` on a real `refreshq web` the same way, with 50 event streams
+of the task open (bench/http_status.py); `refreshq status --json` is run as a user runs it, a fresh
+process each time, so its figure includes interpreter start-up and imports. They are measured one
+after the other, not at once, so neither one's CPU inflates the other's numbers. The same refresh is then cancelled
 (scenario 3).
 """
 
@@ -14,17 +15,15 @@ import subprocess
 import time
 from typing import Any
 
-from bench import cancel_latency
+from bench import cancel_latency, http_status, observe_latency
 from bench.harness import REFRESHQ, Bench, Upstream
 from bench.measure import rate, summary_ms, timed
 from bench.sizes import Sizes
 from jobs import keys
 from jobs.redis_values import as_text
 from jobs.refresh.manager import SyncTaskManager
-from jobs.refresh.records import add_record, new_record
-from jobs.statuses import RUNNING
+from jobs.statuses import RUNNING, SUCCEEDED
 
-SEED_BATCH = 2_000  # records per pipeline round trip when storing the 100,000
 LATENCY_THRESHOLD_MS = 5
 
 
@@ -83,24 +82,33 @@ def run_under_load(bench: Bench, upstream: Upstream, sizes: Sizes) -> dict[str, 
     workers = bench.start_workers(sizes.workers, "refresh", sizes.load_concurrency)
     settings = bench.settings(upstream_concurrency=sizes.load_concurrency, max_pending=10**6)
     manager = SyncTaskManager(settings, bench.conn, upstream={"kind": "http", "url": upstream.url})
-    try:
-        task_id = manager.create_full_refresh_task()
-        bench.wait_for(lambda: _leaves_done(bench, task_id) > 0, 300, "the refresh to stage leaves", workers)
-        _reset_latency_monitor(bench)
-        api = probe_api(manager, task_id, sizes.api_seconds, sizes.api_interval)
-        server_stalls = _latency_events(bench)
-        cli = probe_cli(bench, task_id, sizes.cli_calls)
-        running = _status(bench, task_id) == RUNNING
-        progress = manager.get_task_status(task_id)["progress"]
-        if running:
-            cancel = cancel_latency.measure(bench, manager, upstream, task_id, sizes.quiet_seconds)
-        else:
-            cancel = {"skipped": "the refresh ended before the cancel; rerun with a larger --scale"}
-    finally:
-        for worker in workers:
-            bench.stop(worker)
-    # The same reads with nothing running: the side-by-side baseline of the figures under load.
-    api_idle = probe_api(manager, task_id, sizes.api_seconds / 2, sizes.api_interval)
+    with http_status.web(bench) as (url, headers):
+        try:
+            task_id = manager.create_full_refresh_task()
+            bench.wait_for(lambda: _leaves_done(bench, task_id) > 0, 300, "the refresh to stage leaves", workers)
+            _reset_latency_monitor(bench)
+            api = probe_api(manager, task_id, sizes.api_seconds, sizes.api_interval)
+            server_stalls = _latency_events(bench)
+            before = manager.get_task_status(task_id)["progress"]
+            http = http_status.measure(url, headers, task_id, sizes.api_seconds, sizes.api_interval)
+            # Whether the refresh ran through the HTTP probe too (it comes after the in-process one).
+            http.update(progress_span=[before, manager.get_task_status(task_id)["progress"]],
+                        running_at_end=_status(bench, task_id) == RUNNING)
+            cli = probe_cli(bench, task_id, sizes.cli_calls)
+            running = _status(bench, task_id) == RUNNING
+            progress = manager.get_task_status(task_id)["progress"]
+            if running:
+                cancel = cancel_latency.measure(bench, manager, upstream, task_id, sizes.quiet_seconds)
+            else:
+                cancel = {"skipped": "the refresh ended before the cancel; rerun with a larger --scale"}
+        finally:
+            for worker in workers:
+                bench.stop(worker)
+        # The same reads with nothing running: the side-by-side baseline of the figures under load.
+        api_idle = probe_api(manager, task_id, sizes.api_seconds / 2, sizes.api_interval)
+        # Streams of a task that stays PENDING (no worker runs now): they stay open through the probe.
+        waiting = manager.create_full_refresh_task()
+        http_idle = http_status.measure(url, headers, task_id, sizes.api_seconds / 2, sizes.api_interval, waiting)
     cli_idle = probe_cli(bench, task_id, max(1, sizes.cli_calls // 4))
     return {
         "status": {
@@ -108,7 +116,9 @@ def run_under_load(bench: Bench, upstream: Upstream, sizes: Sizes) -> dict[str, 
             "get_task_status_idle": api_idle,
             "refreshq_status_json": cli,
             "refreshq_status_json_idle": cli_idle,
-            "http": "n/a (no web API for task status yet)",
+            "http_get_refresh": http,
+            "http_get_refresh_idle": http_idle,
+            "http_verdicts": http_status.verdicts(http, http_idle, api),
             "server_stalls_during_probes": server_stalls,
             "refresh_running_throughout": running,
             "progress_at_cancel": progress,
@@ -118,33 +128,21 @@ def run_under_load(bench: Bench, upstream: Upstream, sizes: Sizes) -> dict[str, 
     }
 
 
-def seed_records(bench: Bench, count: int) -> float:
-    """Store `count` PENDING task records with their indexes, fast; return the seconds it took."""
-    upstream = {"kind": "http", "url": "http://127.0.0.1:9/v1"}  # never contacted
-    started = time.perf_counter()
-    for first in range(0, count, SEED_BATCH):
-        with bench.conn.pipeline(transaction=False) as pipe:
-            for i in range(first, min(first + SEED_BATCH, count)):
-                # Our own ids: new_task_id() has one-second resolution plus 3 random bytes, and
-                # 100,000 ids made in a few seconds would collide a few dozen times.
-                add_record(pipe, new_record(f"task_bench_{i:07d}", "full", "全量刷新", None, upstream))
-            pipe.execute()
-    return time.perf_counter() - started
-
-
 def run_list(bench: Bench, sizes: Sizes) -> dict[str, Any]:
-    """list_tasks page 1 (default page size, newest first) with `list_records` records stored."""
+    """list_tasks page 1 (default page size, newest first) with `list_records` records stored, and beside
+    it the observability reads (bench/observe_latency.py) on the same records: a history of refreshes."""
     bench.flush()
     memory_before = int(bench.conn.info("memory")["used_memory"])
-    seeded = seed_records(bench, sizes.list_records)
+    seeded = observe_latency.seed_history(bench, sizes.list_records)
     memory_after = int(bench.conn.info("memory")["used_memory"])
-    manager = SyncTaskManager(bench.settings(max_pending=10**6), bench.conn)
+    settings = bench.settings(max_pending=10**6)
+    manager = SyncTaskManager(settings, bench.conn)
     latencies: list[float] = []
     for _ in range(sizes.list_calls):
         took, page = timed(lambda: manager.list_tasks(page=1))
         latencies.append(took)
     assert page["total"] == sizes.list_records, page["total"]
-    filtered = [timed(lambda: manager.list_tasks(status="PENDING", page=1))[0] for _ in range(sizes.list_calls)]
+    filtered = [timed(lambda: manager.list_tasks(status=SUCCEEDED, page=1))[0] for _ in range(sizes.list_calls)]
     return {
         "records": sizes.list_records,
         "seed_seconds": round(seeded, 2),
@@ -152,4 +150,5 @@ def run_list(bench: Bench, sizes: Sizes) -> dict[str, Any]:
         "redis_bytes_per_task_record": round((memory_after - memory_before) / max(1, sizes.list_records), 1),
         "page1": summary_ms(latencies),
         "page1_status_filter": summary_ms(filtered),
+        "observe": observe_latency.run(bench, settings, sizes.list_calls),
     }

@@ -26,6 +26,7 @@ from jobs.connection import server_url
 from jobs.redact import mask_url
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import TERMINAL
+from web.server import Background
 
 DEMO_SCALE = 1_000_000
 # Seconds the workers get to see a cancel and end the task, and then to stop (their warm shutdown).
@@ -106,21 +107,36 @@ def _cancel(manager: SyncTaskManager, task_id: str, stop: _Stop) -> None:
 @click.option("--scale", type=click.IntRange(0, MAX_SAMPLE_SCALE), default=DEMO_SCALE, show_default=True,
               help="Sample hospitals.")
 @click.option("--workers", "worker_count", type=click.IntRange(1, 16), default=2, show_default=True)
+@click.option("--web", "with_web", is_flag=True, help="Also serve the pages and print the refresh page's URL.")
+@click.option("--port", envvar="PORT", type=click.IntRange(1, 65535), default=5000, show_default=True,
+              help="Port of the pages with --web (on 127.0.0.1).")
 @pass_runtime
-def demo(rt: Runtime, scale: int, worker_count: int) -> None:
-    """Refresh the built-in sample directory with local workers and watch it live."""
+def demo(rt: Runtime, scale: int, worker_count: int, with_web: bool, port: int) -> None:
+    """Refresh the built-in sample directory with local workers and watch it live (--web: in a browser too)."""
     stop = _Stop()
+    web = _start_web(rt, port) if with_web else None
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = _run(rt, scale, worker_count, stop)
+        code = _run(rt, scale, worker_count, stop, None if web is None else f"http://127.0.0.1:{port}")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if web is not None:
+            web.stop()
     if code:
         sys.exit(code)
 
 
-def _run(rt: Runtime, scale: int, worker_count: int, stop: _Stop) -> int:
+def _start_web(rt: Runtime, port: int) -> Background:
+    """The web process's app on 127.0.0.1 in this process (loopback: no password needed)."""
+    from web.app import create_app
+    from web.server import listen
+
+    return Background(listen(create_app(rt.settings, server_url(rt.settings)), "127.0.0.1", port,
+                             rt.settings.web_streams)).start()
+
+
+def _run(rt: Runtime, scale: int, worker_count: int, stop: _Stop, web_url: str | None = None) -> int:
     click.echo(f"server: {mask_url(server_url(rt.settings))}")
     log_dir = rt.settings.data_dir / "logs"
     workers = _start_workers(worker_count, log_dir)
@@ -137,6 +153,8 @@ def _run(rt: Runtime, scale: int, worker_count: int, stop: _Stop) -> int:
     try:
         on_tick()
         task_id = manager.create_full_refresh_task()
+        if web_url is not None:
+            click.echo(f"watch it in a browser: {web_url}/refreshes/{task_id}")
         started = time.monotonic()
         final = watch(manager, task_id, out=sys.stdout, on_tick=on_tick)
         seconds = time.monotonic() - started
@@ -167,4 +185,4 @@ def _summary(final: dict[str, object], seconds: float) -> None:
     click.echo("  refreshq data show 广东省 --city 广州市")
     click.echo("  refreshq data stats")
     click.echo(f"  refreshq status {final['task_id']}")
-    click.echo("  refreshq web            # then open http://127.0.0.1:5000/rq/")
+    click.echo("  refreshq web            # then open http://127.0.0.1:5000/ (pages) or /rq/ (RQ jobs)")

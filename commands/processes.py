@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from commands.runtime import Runtime, pass_runtime, start_process
-from jobs.errors import ConfigError, ValidationError
+from jobs.errors import ValidationError
 from jobs.workforce import MAX_PROCESSES
 
 
@@ -93,10 +93,11 @@ def scheduler(rt: Runtime) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port  [default: PORT, else 5000]")
 @pass_runtime
 def web(rt: Runtime, host: str | None, port: int | None) -> None:
-    """Serve the dashboard (rq-dashboard under /rq)."""
+    """Serve the API (/api/v1), the live pages (/) and rq-dashboard (/rq)."""
     from jobs import shutdown
     from jobs.connection import server_url as url_of
     from web.app import check_exposure, create_app
+    from web.server import listen
 
     host, port = host or rt.settings.web_host, port or rt.settings.port
 
@@ -108,18 +109,8 @@ def web(rt: Runtime, host: str | None, port: int | None) -> None:
     start_process(rt.settings, load_tasks=False, stop_handlers=False)
     check_exposure(rt.settings, host)
     app = create_app(rt.settings, url_of(rt.settings))
-    server = _listen(app, host, port)
-    click.echo(f"refreshq: dashboard on http://{host}:{port}/rq/", err=True)
+    server = listen(app, host, port, rt.settings.web_streams)
+    click.echo(f"refreshq: pages on http://{host}:{port}/, API on /api/v1, dashboard on http://{host}:{port}/rq/",
+               err=True)
     server.run()
 
-
-def _listen(app: object, host: str, port: int) -> Any:
-    """waitress's server bound to host:port (ConfigError if it cannot be), not yet serving."""
-    from waitress.server import create_server
-
-    try:
-        return create_server(app, host=host, port=port, threads=8, ident="refreshq")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another port with --port or PORT)"
-        ) from None

@@ -43,14 +43,9 @@ def tasks() -> None:
 @pass_runtime
 def list_named(rt: Runtime, category: str | None, tag: str | None, as_json: bool) -> None:
     """List the named tasks (from REFRESHQ_TASK_MODULES)."""
-    from jobs.named.catalog import configured_tasks
+    from jobs.named.catalog import configured_tasks, summary
 
-    rows = [{
-        "name": d.name, "description": d.description, "category": d.category, "tags": list(d.tags),
-        "priority": d.priority.value, "queue": d.queue, "time_limit": d.time_limit,
-        "retries": d.retry.max_retries, "module": d.module,
-        "default_schedule": d.schedule.trigger.describe() if d.schedule else None,
-    } for d in configured_tasks(rt.settings).select(category, tag)]
+    rows = [summary(d) for d in configured_tasks(rt.settings).select(category, tag)]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return

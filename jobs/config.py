@@ -25,6 +25,8 @@ MAX_RETRY_BASE = 3600.0
 MAX_RETRY_FACTOR = 10.0
 MAX_RETRY_CAP = 86_400.0
 MAX_PENDING = 10_000_000
+MAX_STALL_SECONDS = 30 * 86_400.0
+MAX_WEB_STREAMS = 1000
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
@@ -121,7 +123,15 @@ class Settings:
     port: int = 5000
     web_host: str = "127.0.0.1"
     web_password: str | None = field(default=None, repr=False)
+    # A RUNNING task whose progress has not moved for this long is flagged stalled (web, observability).
+    stall_seconds: float = 600.0
+    # Server-Sent Event streams the web process keeps open at once (its threads: this many plus headroom).
+    web_streams: int = 64
     task_modules: tuple[str, ...] = ("jobs.named.builtin",)
+    metrics_token: str | None = field(default=None, repr=False)
+    # Defined below: thresholds of the health rules, and the alert rules' settings and channels.
+    health: HealthThresholds = field(default_factory=lambda: HealthThresholds())
+    alerts: AlertSettings = field(default_factory=lambda: AlertSettings())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -158,7 +168,12 @@ class Settings:
             port=_int(env, "PORT", 5000, maximum=65535),
             web_host=_str(env, "REFRESHQ_WEB_HOST") or "127.0.0.1",
             web_password=_str(env, "REFRESHQ_WEB_PASSWORD"),
+            stall_seconds=_float(env, "REFRESHQ_STALL_SECONDS", 600.0, 1.0, MAX_STALL_SECONDS),
+            web_streams=_int(env, "REFRESHQ_WEB_STREAMS", 64, maximum=MAX_WEB_STREAMS),
             task_modules=_modules(env, "REFRESHQ_TASK_MODULES", "jobs.named.builtin"),
+            metrics_token=_str(env, "REFRESHQ_METRICS_TOKEN"),
+            health=HealthThresholds.from_env(env),
+            alerts=AlertSettings.from_env(env),
         )
 
     def __repr__(self) -> str:
@@ -186,3 +201,145 @@ class Settings:
         if self.llm_base_url:
             return "llm"
         return "sample"
+
+
+MAX_SECONDS = 30 * 86_400.0
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """Thresholds of the health rules (`refreshq health`), the reference design's by default; the alert
+    rules share the run-time, stall and queue-age ones."""
+
+    min_success_rate: float = 90.0      # percent of the refreshes ended in 24 h that succeeded
+    run_warning: float = 3600.0         # seconds a task may run before a warning...
+    run_critical: float = 7200.0        # ...and before it is critical
+    max_running: int = 5                # running tasks before a warning
+    stall_seconds: float = 600.0        # a running task's progress unmoved this long: stalled
+    queue_age: float = 600.0            # seconds the oldest job of a queue may wait
+    memory_percent: float = 90.0        # Redis used_memory as a share of maxmemory
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HealthThresholds:
+        warning = _float(env, "REFRESHQ_HEALTH_RUN_WARNING", 3600.0, 1.0, MAX_SECONDS)
+        critical = _float(env, "REFRESHQ_HEALTH_RUN_CRITICAL", 7200.0, 1.0, MAX_SECONDS)
+        if critical < warning:
+            raise ConfigError(
+                f"REFRESHQ_HEALTH_RUN_CRITICAL={_plain(critical)!r} is not valid: expected at least "
+                f"REFRESHQ_HEALTH_RUN_WARNING ({_plain(warning)})"
+            )
+        return cls(
+            min_success_rate=_float(env, "REFRESHQ_HEALTH_MIN_SUCCESS_RATE", 90.0, 0.0, 100.0),
+            run_warning=warning,
+            run_critical=critical,
+            max_running=_int(env, "REFRESHQ_HEALTH_MAX_RUNNING", 5, minimum=0, maximum=MAX_TASKS),
+            stall_seconds=_float(env, "REFRESHQ_STALL_SECONDS", 600.0, 1.0, MAX_SECONDS),
+            queue_age=_float(env, "REFRESHQ_HEALTH_QUEUE_AGE", 600.0, 1.0, MAX_SECONDS),
+            memory_percent=_float(env, "REFRESHQ_HEALTH_MEMORY_PERCENT", 90.0, 1.0, 100.0),
+        )
+
+
+SMTP_SCHEMES = ("smtp", "smtps")
+WHSEC_PREFIX = "whsec_"
+
+
+def _webhook_secret(env: Mapping[str, str]) -> str | None:
+    """A Standard Webhooks secret: `whsec_<base64>` (the key is the decoded bytes) or any other text (its bytes)."""
+    secret = _str(env, "REFRESHQ_ALERT_WEBHOOK_SECRET")
+    if secret is not None and secret.startswith(WHSEC_PREFIX):
+        import base64
+        import binascii
+
+        try:
+            key = base64.b64decode(secret.removeprefix(WHSEC_PREFIX), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not key:
+            raise ConfigError("REFRESHQ_ALERT_WEBHOOK_SECRET is not valid: after whsec_ expected base64 of the key")
+    return secret
+
+
+def _smtp_url(env: Mapping[str, str]) -> str | None:
+    from urllib.parse import urlsplit
+
+    url = _url(env, "REFRESHQ_SMTP_URL", SMTP_SCHEMES)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port
+    except ValueError:
+        host = None
+    if not host or parts.path not in ("", "/"):
+        raise ConfigError(f"REFRESHQ_SMTP_URL={mask_url(url)!r} is not valid: expected smtp[s]://[user:password@]host[:port]")
+    return url
+
+
+def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    addresses = tuple(a.strip() for a in (env.get(name) or "").split(",") if a.strip())
+    for address in addresses:
+        if address.count("@") != 1 or address.startswith("@") or address.endswith("@") or " " in address:
+            raise ConfigError(f"{name}: {address!r} is not an email address: expected e.g. ops@example.com")
+    return addresses
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """The alert rules' timing and thresholds, and the channels notices go to (each optional)."""
+
+    interval: float = 60.0              # seconds between two evaluations by the active scheduler
+    repeat: float = 14_400.0            # a still-firing alert is sent again after this many seconds
+    for_seconds: float = 60.0           # how long a backlog, a missing worker or a failure rate must hold
+    failure_rate_warning: float = 10.0  # percent of the refreshes ended in 24 h that failed
+    failure_rate_critical: float = 20.0
+    failure_rate_min_tasks: int = 5     # ended refreshes in 24 h before a rate means anything
+    timeout: float = 10.0               # seconds one delivery attempt may take, per channel
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    smtp_url: str | None = None
+    email_from: str = "refreshq@localhost"
+    email_to: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AlertSettings:
+        warning = _float(env, "REFRESHQ_ALERT_FAILURE_RATE_WARNING", 10.0, 0.0, 100.0)
+        critical = _float(env, "REFRESHQ_ALERT_FAILURE_RATE_CRITICAL", 20.0, 0.0, 100.0)
+        if critical < warning:
+            raise ConfigError(
+                f"REFRESHQ_ALERT_FAILURE_RATE_CRITICAL={_plain(critical)!r} is not valid: expected at least "
+                f"REFRESHQ_ALERT_FAILURE_RATE_WARNING ({_plain(warning)})"
+            )
+        smtp_url = _smtp_url(env)
+        email_to = _addresses(env, "REFRESHQ_ALERT_EMAIL_TO")
+        if smtp_url and not email_to:
+            raise ConfigError("REFRESHQ_ALERT_EMAIL_TO is not set: expected the recipients (comma list) of "
+                              "REFRESHQ_SMTP_URL's alert emails")
+        sender = _addresses(env, "REFRESHQ_ALERT_EMAIL_FROM")
+        if len(sender) > 1:
+            raise ConfigError("REFRESHQ_ALERT_EMAIL_FROM is not valid: expected one address")
+        return cls(
+            interval=_float(env, "REFRESHQ_ALERT_INTERVAL", 60.0, 1.0, 86_400.0),
+            repeat=_float(env, "REFRESHQ_ALERT_REPEAT", 14_400.0, 1.0, MAX_SECONDS),
+            for_seconds=_float(env, "REFRESHQ_ALERT_FOR", 60.0, 0.0, 86_400.0),
+            failure_rate_warning=warning,
+            failure_rate_critical=critical,
+            failure_rate_min_tasks=_int(env, "REFRESHQ_ALERT_FAILURE_RATE_MIN_TASKS", 5, maximum=1_000_000),
+            timeout=_float(env, "REFRESHQ_ALERT_TIMEOUT", 10.0, 0.1, 300.0),
+            webhook_url=_url(env, "REFRESHQ_ALERT_WEBHOOK_URL", HTTP_SCHEMES),
+            webhook_secret=_webhook_secret(env),
+            smtp_url=smtp_url,
+            email_from=sender[0] if sender else "refreshq@localhost",
+            email_to=email_to,
+        )
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        for name in ("webhook_url", "smtp_url"):
+            if shown[name] is not None:
+                shown[name] = mask_url(shown[name])
+        return f"AlertSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The configured channels, by name: "webhook", "email"."""
+        return (("webhook",) if self.webhook_url else ()) + (("email",) if self.smtp_url else ())

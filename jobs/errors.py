@@ -116,3 +116,21 @@ class ScheduleNotFoundError(ValidationError):
 
 class WorkflowNotFoundError(ValidationError):
     """Raised when no chain or batch has the given id."""
+
+
+class AlertDeliveryError(RefreshqError):
+    """Raised when an alert notice could not be delivered on a channel (refused, unreachable, timed out)."""
+class LimitExceededError(TaskCreationError):
+    """Raised when a user already has as many running or pending tasks as their token allows."""
+
+    def __init__(self, message: str, retry_after: int = 10) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class IdempotencyConflictError(ValidationError):
+    """Raised when an idempotency key is reused for a request that differs from its first use."""
+
+
+class TokenNotFoundError(ValidationError):
+    """Raised when no API token has the given id."""

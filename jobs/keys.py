@@ -69,6 +69,38 @@ def tasks_with_status_by_updated(status: str) -> str:
     return f"{PREFIX}tasks:status:{status}:updated"
 
 
+def tasks_of_kind(kind: str) -> str:
+    """ZSET task_id -> created_at, one per kind (full, province): a kind never changes."""
+    return f"{PREFIX}tasks:kind:{kind}"
+
+
+def tasks_of_owner(owner: str) -> str:
+    """ZSET task_id -> created_at, one per owner (the token's user, `cli` for the CLI)."""
+    return f"{PREFIX}tasks:owner:{owner}"
+
+
+def tasks_with_status_of_owner(status: str, owner: str) -> str:
+    """ZSET task_id -> created_at, per status and owner (names must match the TRANSITION and START
+    scripts): the per-user limits count these. The status comes first: statuses hold no colon, so no
+    owner name can make two of these keys, or one of them and an owner's index, the same."""
+    return f"{PREFIX}tasks:status:{status}:owner:{owner}"
+
+
+def tasks_listing(token: str) -> str:
+    """ZSET, seconds-long: the intersection of indexes one filtered listing pages through (then deleted)."""
+    return f"{PREFIX}tmp:listing:{token}"
+
+
+def owner_runs(owner: str) -> str:
+    """ZSET RQ job id -> enqueued at: a limited user's named-task runs that may be queued or running."""
+    return f"{PREFIX}owner:{owner}:runs"
+
+
+def idempotency(digest: str) -> str:
+    """STRING JSON {task_id, request}, 24 h: what a create with this (owner, Idempotency-Key) made."""
+    return f"{PREFIX}idempotency:{digest}"
+
+
 def task_stats(task_id: str) -> str:
     """HASH of integer counters (regions walked, leaves done, hospitals found, totals): the fields below."""
     return f"{PREFIX}task:{task_id}:stats"
@@ -138,6 +170,10 @@ def province_plan(task_id: str, province: str) -> str:
     """HASH leaf code -> JSON leaf descriptor: the walked tree of a province, kept for resumes."""
     return f"{PREFIX}task:{task_id}:plan:{province}"
 
+
+# API tokens and the web process
+TOKENS = PREFIX + "tokens"                          # HASH SHA-256 of a token (hex) -> JSON {id, user, role, limits}
+WEB_SECRET = PREFIX + "web:secret"                  # STRING random key that signs the web sessions' cookies
 
 # Published data: versioned per province; a version is the id of the task that wrote it.
 PUBLISHED = PREFIX + "data:published"               # HASH province code -> version
@@ -229,3 +265,43 @@ def history_entries(task_name: str) -> str:
 def workflow(workflow_id: str) -> str:
     """HASH: a chain or batch (its items, their job ids and statuses, the callback)."""
     return f"{PREFIX}workflow:{workflow_id}"
+
+
+# Observability (jobs/observe): written where the events happen (the task-status scripts, staging, the
+# end of a named run, the sweeper, alert deliveries), so every figure survives any process. The names
+# built inside the TRANSITION and STAGE_LEAF scripts (jobs/scripts.py) must match these.
+METRIC_COUNTERS = PREFIX + "metrics:counters"       # HASH "name|label|label" -> int, monotonic (Prometheus counters)
+METRIC_TOTALS = PREFIX + "metrics:total"            # HASH sums of every ended refresh run (see metric_hour)
+RUN_KINDS = PREFIX + "runs:kinds"                   # SET of the kinds with a run list ("full", "province", "task:NAME")
+OUTCOMES = PREFIX + "observe:outcomes"              # HASH subject ("full", "province:CODE", "task:NAME") -> JSON
+METRIC_HOUR_SECONDS = 3600
+METRIC_HOUR_TTL = 8 * 86_400                        # the 7-day window and a day to spare
+
+
+def metric_hour(hour_ts: int) -> str:
+    """HASH of the refresh runs that ended in the hour starting at `hour_ts` (epoch, a multiple of 3600):
+    ended|STATUS, run_sum|STATUS, run_n|STATUS, wait_sum, wait_n, hospitals."""
+    return f"{PREFIX}metrics:hour:{hour_ts}"
+
+
+def run_seconds(kind: str) -> str:
+    """HASH histogram of run times of one kind: upper bound ("60", "+Inf") -> runs in that bucket, sum, count."""
+    return f"{PREFIX}metrics:runtime:{kind}"
+
+
+def run_list(kind: str) -> str:
+    """LIST of JSON run summaries of one kind, newest first, the last 200 (performance per task type)."""
+    return f"{PREFIX}runs:{kind}"
+
+
+# Alerts: state per fingerprint, an outbox of notices, delivery records.
+ALERTS = PREFIX + "alerts"                          # HASH fingerprint -> JSON state (pending/firing, since, last sent)
+ALERTS_EVALUATED = PREFIX + "alerts:evaluated"      # STRING epoch of the last evaluation (by any scheduler)
+ALERT_OUTBOX = PREFIX + "alerts:outbox"             # ZSET notice id -> when its next delivery attempt is due
+ALERT_DELIVERIES = PREFIX + "alerts:deliveries"     # LIST of JSON delivery attempts, newest first (bounded)
+ALERT_CHANNELS = PREFIX + "alerts:channels"         # HASH channel -> JSON {last_ok_at, last_error, failures, ...}
+
+
+def alert_notice(notice_id: str) -> str:
+    """HASH: one notice (its alerts as JSON, created at, each channel's state, attempts, last error)."""
+    return f"{PREFIX}alerts:notice:{notice_id}"

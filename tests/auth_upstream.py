@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 from typing import Any
-from urllib.parse import quote
 
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import DirectoryHandler, DirectoryServer, RunningUpstream
+from tests.helpers import with_credentials
 
 
 class _BasicAuthHandler(DirectoryHandler):
@@ -40,8 +40,7 @@ class BasicAuthUpstream(RunningUpstream):
     server: BasicAuthServer
 
     def url_with(self, user: str, password: str) -> str:
-        scheme, rest = self.url.split("://", 1)
-        return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+        return with_credentials(self.url, user, password)
 
 
 def start_basic_auth(scale: int, user: str, password: str) -> BasicAuthUpstream:

@@ -1,12 +1,16 @@
-"""Test fixtures: one private Valkey for the session (same binary as production, on a unix socket in
-a temp dir), a clean database per test, and an environment that never reaches the user's data."""
+"""Test fixtures: one private Valkey for the session (the product's embedded server, in a temp dir), a
+clean database per test, and an environment that never reaches the user's data.
+
+The session server listens on a unix socket (what the embedded server uses) and on a loopback TCP port
+(the `REDIS_URL=redis://...` of every Procfile deploy). `redis_url` -- and with it `conn`, `env` and
+`settings` -- is parametrised over both, as huey runs one suite over several storages: a test that uses
+the server runs once per connection kind (its id says which, e.g. `test_x[tcp]`), one that does not runs
+once. Under pytest-xdist each worker process has a session, so a server, of its own.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +19,14 @@ import redis
 
 from jobs.config import Settings
 from jobs.server import EmbeddedServer
+from jobs.upstream.serve import RunningUpstream, start_background
+from tests.helpers import REFRESHQ, REPO, free_port, listen_on_loopback, run_cli
+from tests.named_helpers import named_env
 
-REPO = Path(__file__).resolve().parent.parent
-# The console script installed next to this interpreter, exactly what a user runs.
-REFRESHQ = str(Path(sys.executable).parent / "refreshq")
+# Names other test modules import from here.
+__all__ = ["CONNECTION_KINDS", "REFRESHQ", "REPO", "free_port", "run_cli"]
+
+CONNECTION_KINDS = ("unix", "tcp")
 
 
 @pytest.fixture(scope="session")
@@ -43,20 +51,33 @@ def isolated_home(session_dir: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def valkey(session_dir: Path) -> Iterator[EmbeddedServer]:
+    """The session's server, started as any refreshq process starts it, then also listening on TCP."""
     server = EmbeddedServer(session_dir / "valkey")
     server.ensure_running()
     yield server
     server.stop()
 
 
-@pytest.fixture
-def redis_url(valkey: EmbeddedServer) -> str:
-    return valkey.url
+@pytest.fixture(scope="session")
+def valkey_urls(valkey: EmbeddedServer) -> dict[str, str]:
+    """The session server's URL by connection kind."""
+    return {"unix": valkey.url, "tcp": f"redis://127.0.0.1:{listen_on_loopback(valkey)}"}
+
+
+@pytest.fixture(params=CONNECTION_KINDS)
+def connection_kind(request: pytest.FixtureRequest) -> str:
+    """How this test reaches the server: "unix" (socket) or "tcp" (loopback port)."""
+    return str(request.param)
 
 
 @pytest.fixture
-def conn(valkey: EmbeddedServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(unix_socket_path=str(valkey.socket_path))
+def redis_url(connection_kind: str, valkey_urls: dict[str, str]) -> str:
+    return valkey_urls[connection_kind]
+
+
+@pytest.fixture
+def conn(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
     client.flushdb()
     yield client
     client.flushdb()
@@ -77,24 +98,26 @@ def settings(env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
+def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """`env` with the test's named tasks registered (tests/named_task_functions.py), here and in workers."""
+    return named_env(env, monkeypatch)
+
+
+@pytest.fixture
 def short_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory with a short path, for tests that start embedded servers of their own."""
     return Path(tmp_path_factory.mktemp("d"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def slow_upstream(request: pytest.FixtureRequest) -> Iterator[RunningUpstream]:
+    """The sample over loopback HTTP, slow enough that a refresh over it can be caught half-way.
 
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the installed `refreshq` entry point as a user would."""
-    return subprocess.run(
-        [REFRESHQ, *args],
-        env=env if env is not None else dict(os.environ),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    Its size and latency come from the closest `upstream` mark (e.g. a module's
+    `pytestmark = pytest.mark.upstream(scale=12_000, latency_ms=30)`); keyword arguments of the mark
+    are those of `jobs.upstream.serve.start_background`.
+    """
+    mark = request.node.get_closest_marker("upstream")
+    options = {"scale": 12_000, "latency_ms": 40, **(mark.kwargs if mark else {})}
+    with start_background(**options) as running:
+        yield running

@@ -9,8 +9,7 @@ import redis
 
 from jobs import queues
 from jobs.named.catalog import TaskCatalog, configured_tasks
-from tests.conftest import REPO
-from tests.helpers import drain
+from tests.helpers import REPO, drain
 from tests.named_task_functions import TRACE
 
 TASK_MODULES = "jobs.builtin_tasks,tests.named_task_functions"

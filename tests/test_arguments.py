@@ -11,7 +11,6 @@ from typing import Any, Literal, Optional, Union
 import pytest
 import redis
 
-from jobs import queues
 from jobs.errors import ConfigError, TaskArgumentsError
 from jobs.named import arguments, runs, schedules
 from jobs.named.catalog import TaskCatalog
@@ -19,19 +18,10 @@ from jobs.named.definitions import ScheduleSpec, definition_of
 from jobs.named.workflows import Signature, batch, chain
 from tests import named_task_functions as f
 from tests.conftest import run_cli
-from tests.named_helpers import drain_all, named_env, registry
+from tests.helpers import stored_keys
+from tests.named_helpers import drain_all, registry
 
 GOOD: dict[str, Any] = {"count": 3, "ratio": 0.5, "label": None, "flags": [True, False], "weights": {"a": 1, "b": 2.5}}
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
-
-
-def _stored(conn: redis.Redis) -> set[bytes]:
-    queues.register_queues(conn)  # every command that connects registers the queues: not a stored value
-    return set(conn.keys("*"))
 
 
 @pytest.mark.parametrize(("change", "problem"), [
@@ -93,7 +83,7 @@ def test_an_unresolvable_annotation_counts_as_unannotated() -> None:
 
 
 def test_every_path_in_refuses_them_and_stores_nothing(conn: redis.Redis, tenv: dict[str, str]) -> None:
-    before = _stored(conn)
+    before = stored_keys(conn)
     bad = {**GOOD, "count": "3"}
     with pytest.raises(TaskArgumentsError, match="count: expected int"):
         f.typed.delay(**bad)
@@ -108,11 +98,12 @@ def test_every_path_in_refuses_them_and_stores_nothing(conn: redis.Redis, tenv: 
         batch([f.add.s(1, 2)], callback=Signature("t-step", [3])).delay()
     with pytest.raises(TaskArgumentsError, match="a: expected int"):
         schedules.make_schedule(registry(), "t-add", interval=60, args=["1", 2])
-    assert _stored(conn) == before
+    assert stored_keys(conn) == before
 
 
+@pytest.mark.slow
 def test_the_builtin_cleanup_refuses_a_string_age_and_running_statuses(conn: redis.Redis, tenv: dict[str, str]) -> None:
-    before = _stored(conn)
+    before = stored_keys(conn)
     for args, problem in (
         ('{"older_than_days":"abc"}', "older_than_days: expected float, got 'abc' (str)"),
         ('{"statuses":["RUNNING"]}', "statuses[0]: expected one of 'SUCCEEDED', 'FAILED', 'CANCELLED', got 'RUNNING'"),
@@ -125,7 +116,7 @@ def test_the_builtin_cleanup_refuses_a_string_age_and_running_statuses(conn: red
             assert result.returncode == 2, (command, args, result.stderr)
             assert "refreshq: error: " in result.stderr and problem in result.stderr, result.stderr
             assert result.stdout == ""
-    assert _stored(conn) == before
+    assert stored_keys(conn) == before
     # The same task with fitting arguments runs.
     ok = run_cli("tasks", "run", "cleanup", "--args", '{"older_than_days": 3, "statuses": ["FAILED"]}', env=tenv)
     assert ok.returncode == 0, ok.stderr

@@ -15,19 +15,10 @@ import redis
 from jobs import keys, queues
 from jobs.named import runs
 from tests.conftest import run_cli
-from tests.named_helpers import named_env, registry
+from tests.helpers import stored_keys
+from tests.named_helpers import registry
 
 HUGE = "99999999999999999999"
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
-
-
-def _stored(conn: redis.Redis) -> set[bytes]:
-    queues.register_queues(conn)  # every command that connects registers the queues: not a stored value
-    return set(conn.keys("*"))
 
 
 def _refused(args: tuple[str, ...], env: dict[str, str], message: str) -> None:
@@ -76,16 +67,16 @@ OPTION_CASES = [
 def test_an_out_of_range_option_exits_2_and_stores_nothing(
     conn: redis.Redis, tenv: dict[str, str], args: tuple[str, ...], message: str
 ) -> None:
-    before = _stored(conn)
+    before = stored_keys(conn)
     _refused(args, tenv, message)
-    assert _stored(conn) == before
+    assert stored_keys(conn) == before
 
 
 def test_a_huge_interval_leaves_an_existing_schedule_as_it_was(conn: redis.Redis, tenv: dict[str, str]) -> None:
     assert run_cli("schedule", "add", "cleanup", "--interval", "600", env=tenv).returncode == 0
-    before = {k: conn.dump(k) for k in _stored(conn)}
+    before = {k: conn.dump(k) for k in stored_keys(conn)}
     _refused(("schedule", "add", "cleanup", "--interval", HUGE), tenv, "interval")
-    assert {k: conn.dump(k) for k in _stored(conn)} == before
+    assert {k: conn.dump(k) for k in stored_keys(conn)} == before
     listed = run_cli("schedule", "list", "--json", env=tenv)
     assert '"interval": 600' in listed.stdout
 
@@ -101,10 +92,10 @@ def test_a_huge_offset_or_page_is_an_empty_page_not_an_error(conn: redis.Redis, 
 def test_a_non_finite_setting_stops_every_command(
     conn: redis.Redis, env: dict[str, str], name: str, value: str
 ) -> None:
-    before = _stored(conn)
+    before = stored_keys(conn)
     for args in (("list",), ("refresh", "full")):
         _refused(args, {**env, name: value}, f"{name}={value!r} is not valid: expected a number from")
-    assert _stored(conn) == before
+    assert stored_keys(conn) == before
     assert queues.queue(conn, queues.REFRESH).count == 0
 
 
@@ -115,9 +106,9 @@ def test_a_non_finite_setting_stops_every_command(
 def test_an_out_of_range_whole_number_setting_stops_the_command(
     conn: redis.Redis, env: dict[str, str], name: str, value: str
 ) -> None:
-    before = _stored(conn)
+    before = stored_keys(conn)
     _refused(("refresh", "full"), {**env, name: value}, f"{name}={value!r} is not valid: expected a whole number")
-    assert _stored(conn) == before
+    assert stored_keys(conn) == before
 
 
 def _bad_module_dir(tmp_path: Path) -> Path:
@@ -135,13 +126,13 @@ def test_a_bad_task_module_stops_the_worker_and_the_scheduler_at_start(
     conn: redis.Redis, tenv: dict[str, str], tmp_path: Path, modules: str, message: str, command: tuple[str, ...]
 ) -> None:
     job_id = runs.enqueue_task(conn, registry().get("t-add"), [1, 2])  # waiting for a worker that can run it
-    before = _stored(conn)
+    before = stored_keys(conn)
     bad_env = {**tenv, "REFRESHQ_TASK_MODULES": modules,
                "PYTHONPATH": f"{_bad_module_dir(tmp_path)}:{tenv['PYTHONPATH']}"}
     started = time.monotonic()
     _refused(command, bad_env, message)
     assert time.monotonic() - started < 30  # it stops at once: a scheduler would otherwise run forever
-    assert _stored(conn) == before  # no worker registered, no scheduler lock or heartbeat
+    assert stored_keys(conn) == before  # no worker registered, no scheduler lock or heartbeat
     assert conn.get(keys.SCHEDULER_LOCK) is None and not conn.smembers("rq:workers")
     assert queues.queue(conn, queues.NORMAL).job_ids == [job_id]  # the job was not taken and failed
 

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
-import time
-from collections.abc import Iterator
-
 import pytest
 import redis
 
@@ -16,27 +11,16 @@ from jobs.errors import TaskStateError
 from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
-from jobs.upstream.serve import RunningUpstream, start_background
-from tests.helpers import checksum, drain, wait_status, wait_until, worker_process
+from jobs.upstream.serve import RunningUpstream
+from tests.helpers import checksum, drain, exported, horse_pids, wait_status, wait_until, worker_process
 
 SCALE = 12_000
-
-
-@pytest.fixture
-def slow_upstream() -> Iterator[RunningUpstream]:
-    with start_background(SCALE, latency_ms=30) as running:
-        yield running
+pytestmark = pytest.mark.upstream(scale=SCALE, latency_ms=30)  # the `slow_upstream` of these tests
 
 
 @pytest.fixture
 def manager(settings: Settings, conn: redis.Redis, slow_upstream: RunningUpstream) -> SyncTaskManager:
     return SyncTaskManager(settings, conn, upstream={"kind": "http", "url": slow_upstream.url})
-
-
-def _published(conn: redis.Redis) -> list[dict[str, object]]:
-    out = io.StringIO()
-    store.export(conn, out, "jsonl")
-    return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 def test_a_cancelled_queued_task_never_starts(
@@ -54,27 +38,28 @@ def test_a_cancelled_queued_task_never_starts(
     assert manager.cancel_task(task_id) is False  # already ended
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_running_task_keeps_its_checkpoint_and_resume_finishes_it(
     manager: SyncTaskManager, conn: redis.Redis, env: dict[str, str], slow_upstream: RunningUpstream
 ) -> None:
     task_id = manager.create_full_refresh_task()
-    with worker_process(env):
+    with worker_process(env) as worker:
         wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 10, 120, what="progress >= 10%")
         assert manager.cancel_task(task_id) is True
         cancelled = wait_status(manager, task_id, ("CANCELLED", "SUCCEEDED", "FAILED"), timeout=30)
         assert cancelled["status"] == "CANCELLED"
         requests_at_cancel = slow_upstream.stats()["total"]
-        time.sleep(1.5)
-        assert slow_upstream.stats()["total"] == requests_at_cancel  # nothing more is fetched
+        # Once the job's work-horse is gone nothing can fetch any more: whatever it sent after the task
+        # said CANCELLED is counted by then.
+        wait_until(lambda: not horse_pids(worker.pid), 30, what="the cancelled job's work-horse to exit")
+        assert slow_upstream.stats()["total"] == requests_at_cancel  # nothing more was fetched
     checkpointed = sum(conn.scard(k) for k in conn.scan_iter(match=keys.checkpoint_leaves(task_id, "*")))
     assert 0 < checkpointed < 2853
     expected = list(SampleDirectory(SCALE).all_hospitals())
     # Whatever got published before the cancel is whole provinces, exactly as the upstream has them.
     for code in store.published_provinces(conn):
         mine = [h for h in expected if str(h["region_code"]).startswith(code[:2])]
-        out = io.StringIO()
-        store.export(conn, out, "jsonl", [code])
-        assert checksum(json.loads(x) for x in out.getvalue().splitlines()) == checksum(mine)
+        assert checksum(exported(conn, code)) == checksum(mine)
 
     hospital_pages_before = slow_upstream.stats()["by_kind"].get("hospitals", 0)
     manager.resume_task(task_id)
@@ -90,7 +75,7 @@ def test_cancel_stops_a_running_task_keeps_its_checkpoint_and_resume_finishes_it
     assert final["attempt"] == 2
     assert seen == sorted(seen) and seen[0] >= cancelled["progress"]  # progress never goes backwards
     assert final["statistics"]["hospitals_found"] == SCALE
-    assert checksum(_published(conn)) == checksum(expected)
+    assert checksum(exported(conn)) == checksum(expected)
     # The resume fetched only the leaves the checkpoint did not hold (every sample leaf fits one page).
     pages_in_resume = slow_upstream.stats()["by_kind"]["hospitals"] - hospital_pages_before
     assert pages_in_resume <= 2853 - checkpointed + 16  # + leaves in flight at the cancel

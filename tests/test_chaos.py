@@ -2,46 +2,34 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
 import random
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from jobs import keys
 from jobs.config import Settings
 from jobs.connection import connect
-from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.server import EmbeddedServer
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
-from tests.conftest import REFRESHQ, REPO
-from tests.helpers import checksum, horse_pids, wait_until
+from tests.helpers import (
+    checksum,
+    exported,
+    horse_pids,
+    kill_with_horses,
+    spawn_refreshq,
+    wait_for_aof,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-
-
-def _spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [REFRESHQ, *args], env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-
-
-def _kill_worker(worker: subprocess.Popen[bytes]) -> None:
-    horses = horse_pids(worker.pid)
-    os.killpg(worker.pid, signal.SIGKILL)
-    for pid in horses:
-        with contextlib.suppress(ProcessLookupError):  # it may have died with its worker
-            os.kill(pid, signal.SIGKILL)
-    worker.wait(timeout=10)
 
 
 class Fleet:
@@ -49,24 +37,26 @@ class Fleet:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        self.workers = [_spawn(env, "worker", "--queue", "refresh") for _ in range(2)]
-        self.scheduler = _spawn(env, "scheduler")
+        self.workers = [spawn_refreshq(["worker", "--queue", "refresh"], env) for _ in range(2)]
+        self.scheduler = spawn_refreshq(["scheduler"], env)
 
-    def replace_one_worker(self, rng: random.Random) -> None:
-        victim = rng.randrange(len(self.workers))
-        _kill_worker(self.workers[victim])
-        self.workers[victim] = _spawn(self.env, "worker", "--queue", "refresh")
+    def busy(self) -> list[int]:
+        """Indexes of the workers running a job (they have a work-horse) right now."""
+        return [i for i, worker in enumerate(self.workers) if horse_pids(worker.pid)]
+
+    def replace_one_busy_worker(self, rng: random.Random) -> None:
+        """Kill a worker in the middle of a job, with its work-horse, and start another in its place."""
+        victim = rng.choice(wait_until(self.busy, 60, 0.02, "a worker busy on a job"))
+        kill_with_horses(self.workers[victim])
+        self.workers[victim] = spawn_refreshq(["worker", "--queue", "refresh"], self.env)
 
     def stop(self) -> None:
         for proc in [*self.workers, self.scheduler]:
-            if proc.poll() is None:
-                _kill_worker(proc)
+            kill_with_horses(proc)
 
 
-def _exported(conn: redis.Redis) -> list[dict[str, object]]:
-    out = io.StringIO()
-    store.export(conn, out, "jsonl")
-    return [json.loads(line) for line in out.getvalue().splitlines()]
+def leaves_done(conn: redis.Redis, task_id: str) -> int:
+    return int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
 
 
 CHAOS_ENV = {
@@ -97,8 +87,10 @@ def test_flaky_upstream_and_three_sigkills_end_with_exactly_the_upstream_data(
         fleet = Fleet(chaos_env)
         try:
             for _ in range(3):
-                time.sleep(rng.uniform(1.5, 4.0))
-                fleet.replace_one_worker(rng)
+                # Each kill after some more work is done (a random amount of it), on a worker mid-job.
+                target = leaves_done(conn, task_id) + rng.randint(30, 150)
+                wait_until(lambda t=target: leaves_done(conn, task_id) >= t, 120, 0.02, "more leaves staged")
+                fleet.replace_one_busy_worker(rng)
             final = wait_until(
                 lambda: (s := manager.get_task_status(task_id))["status"] in TERMINAL and s, 300, 0.2,
                 "the chaotic refresh to end",
@@ -109,7 +101,7 @@ def test_flaky_upstream_and_three_sigkills_end_with_exactly_the_upstream_data(
     assert final["status"] == "SUCCEEDED", final
     assert faults["total"] > 3000
     assert final["statistics"]["hospitals_found"] == scale
-    assert checksum(_exported(conn)) == checksum(SampleDirectory(scale).all_hospitals())
+    assert checksum(exported(conn)) == checksum(SampleDirectory(scale).all_hospitals())
 
 
 def test_killing_the_embedded_server_mid_refresh_loses_nothing(short_dir: Path, env: dict[str, str]) -> None:
@@ -125,7 +117,7 @@ def test_killing_the_embedded_server_mid_refresh_loses_nothing(short_dir: Path, 
         fleet = Fleet(server_env)
         try:
             wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 20, 120, 0.1, "progress >= 20%")
-            time.sleep(1.2)  # what was written more than a second ago is on disk (appendfsync everysec)
+            wait_for_aof(conn)  # what was written so far is on disk: the kill must not lose it
             pid = server.pid()
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
@@ -140,6 +132,6 @@ def test_killing_the_embedded_server_mid_refresh_loses_nothing(short_dir: Path, 
     try:
         assert final["status"] == "SUCCEEDED", final
         assert final["statistics"]["hospitals_found"] == scale
-        assert checksum(_exported(connect(settings))) == checksum(SampleDirectory(scale).all_hospitals())
+        assert checksum(exported(connect(settings))) == checksum(SampleDirectory(scale).all_hospitals())
     finally:
         server.stop()

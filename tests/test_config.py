@@ -70,7 +70,7 @@ def test_bad_values_name_the_variable_and_what_it_expects(name: str, value: str,
 
 
 FLOAT_SETTINGS = ("REFRESHQ_UPSTREAM_RPS", "REFRESHQ_UPSTREAM_TIMEOUT", "REFRESHQ_RETRY_BASE", "REFRESHQ_RETRY_FACTOR",
-                  "REFRESHQ_RETRY_CAP")
+                  "REFRESHQ_RETRY_CAP", "REFRESHQ_STALL_SECONDS")
 
 
 def test_every_float_setting_is_read_by_the_finite_check() -> None:
@@ -123,3 +123,18 @@ def test_settings_are_frozen() -> None:
     s = Settings.from_env({})
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("REFRESHQ_STALL_SECONDS", "0"), ("REFRESHQ_STALL_SECONDS", "2592001"), ("REFRESHQ_STALL_SECONDS", "soon"),
+    ("REFRESHQ_WEB_STREAMS", "0"), ("REFRESHQ_WEB_STREAMS", "1001"), ("REFRESHQ_WEB_STREAMS", "2.5"),
+])
+def test_web_settings_out_of_range_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name}={value!r} is not valid"):
+        Settings.from_env({name: value})
+
+
+def test_web_settings_defaults() -> None:
+    settings = Settings.from_env({})
+    assert (settings.stall_seconds, settings.web_streams) == (600.0, 64)
+    assert Settings.from_env({"REFRESHQ_STALL_SECONDS": "90.5"}).stall_seconds == 90.5

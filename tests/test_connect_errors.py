@@ -4,16 +4,16 @@ and the cause, exit 2, nothing stored. Measured on the installed `refreshq` scri
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import free_port, run_cli
+from tests.helpers import http_server
 from tests.private_valkey import PrivateValkey
 
 # The brief's bound is ~3 s; the process start-up (Python, imports) is part of what is measured.
@@ -140,12 +140,8 @@ class _Page(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with http_server(_Page) as server:
+        yield server.server_address[1]
 
 
 @pytest.mark.parametrize("args", [("list",), ("refresh", "full"), ("worker",)], ids=" ".join)

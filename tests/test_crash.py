@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import re
 import signal
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,28 +13,13 @@ from rq.registry import StartedJobRegistry
 from jobs import keys
 from jobs.config import Settings
 from jobs.redis_values import as_text_map, as_texts
-from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
-from jobs.upstream.serve import RunningUpstream, start_background
-from tests.conftest import REFRESHQ
-from tests.helpers import checksum, horse_pids, wait_status, wait_until, worker_process
+from jobs.upstream.serve import RunningUpstream
+from tests.helpers import checksum, exported, horse_pids, scheduler_running, wait_status, wait_until, worker_process
 
 SCALE = 20_000
-
-
-@pytest.fixture
-def slow_upstream() -> Iterator[RunningUpstream]:
-    with start_background(SCALE, latency_ms=40) as running:
-        yield running
-
-
-@pytest.fixture
-def scheduler_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([REFRESHQ, "scheduler"], env=env, stderr=subprocess.DEVNULL)
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
+pytestmark = [pytest.mark.slow, pytest.mark.upstream(scale=SCALE, latency_ms=40)]  # upstream: `slow_upstream`
 
 
 def test_sigkill_of_worker_and_horse_loses_and_duplicates_nothing(
@@ -46,24 +27,24 @@ def test_sigkill_of_worker_and_horse_loses_and_duplicates_nothing(
     conn: redis.Redis,
     env: dict[str, str],
     slow_upstream: RunningUpstream,
-    scheduler_process: subprocess.Popen[bytes],
 ) -> None:
     manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": slow_upstream.url})
     task_id = manager.create_full_refresh_task()
-    with worker_process(env) as first:
-        wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 15, 120, what="progress >= 15%")
-        # Kill in the middle of a province job, not as one ends or the next one starts (then nothing
-        # would be abandoned: the test would prove nothing).
-        wait_until(lambda: _mid_province(conn, task_id), 60, 0.01, "a province job with leaves left")
-        horses = wait_until(lambda: horse_pids(first.pid), 10, what="a work-horse")
-        done_before = int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
-        os.kill(first.pid, signal.SIGKILL)
-        for pid in horses:
-            os.kill(pid, signal.SIGKILL)
-    progress_at_kill = manager.get_task_status(task_id)["progress"]
-    assert manager.get_task_status(task_id)["status"] == "RUNNING"
-    with worker_process(env):
-        final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=180)
+    with scheduler_running(env):
+        with worker_process(env) as first:
+            wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 15, 120, what="progress >= 15%")
+            # Kill in the middle of a province job, not as one ends or the next one starts (then nothing
+            # would be abandoned: the test would prove nothing).
+            wait_until(lambda: _mid_province(conn, task_id), 60, 0.01, "a province job with leaves left")
+            horses = wait_until(lambda: horse_pids(first.pid), 10, what="a work-horse")
+            done_before = int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
+            os.kill(first.pid, signal.SIGKILL)
+            for pid in horses:
+                os.kill(pid, signal.SIGKILL)
+        progress_at_kill = manager.get_task_status(task_id)["progress"]
+        assert manager.get_task_status(task_id)["status"] == "RUNNING"
+        with worker_process(env):
+            final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=180)
     assert final["status"] == "SUCCEEDED", final
     assert final["progress"] == 100 >= progress_at_kill
     assert 0 < done_before < final["statistics"]["districts_processed"] + 100
@@ -72,10 +53,7 @@ def test_sigkill_of_worker_and_horse_loses_and_duplicates_nothing(
     retried = [as_text_map(conn.hgetall(keys.job_retry(j))) for j in job_ids]
     lost = [r for r in retried if r.get("kind") == "transient" and "AbandonedJobError" in r.get("last_error", "")]
     assert lost, "the killed province job was not retried as a lost-worker failure"
-    out = io.StringIO()
-    store.export(conn, out, "jsonl")
-    records = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert checksum(records) == checksum(SampleDirectory(SCALE).all_hospitals())
+    assert checksum(exported(conn)) == checksum(SampleDirectory(SCALE).all_hospitals())
 
 
 def _mid_province(conn: redis.Redis, task_id: str) -> bool:

@@ -22,8 +22,7 @@ from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.serve import RunningUpstream
 from tests.conftest import REFRESHQ, free_port
-from tests.helpers import drain, worker_process
-from tests.test_web import _get_when_up
+from tests.helpers import drain, get_when_up, worker_process
 from tests.web_helpers import (
     MARKUP_CODE,
     MARKUP_NAME,
@@ -66,7 +65,7 @@ def test_every_view_answers_while_workers_are_busy_on_a_refresh(
     manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": running.url})
     try:
         base = f"http://127.0.0.1:{port}"
-        _get_when_up(f"{base}/healthz")
+        get_when_up(f"{base}/healthz")
         with worker_process(env), worker_process(env):
             manager.create_full_refresh_task()
             busy = busy_province_jobs(conn, 2)

@@ -6,10 +6,9 @@ cannot change anything even with the browser holding the password."""
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from jobs import queues
 from jobs.config import Settings
 from jobs.refresh.job import PROVINCE_FUNC
 from jobs.refresh.manager import SyncTaskManager
-from tests.helpers import drain, wait_until, worker_process
+from tests.helpers import drain, http_server, wait_until, worker_process
 from tests.web_helpers import (
     MARKUP_CODE,
     MARKUP_NAME,
@@ -118,6 +117,7 @@ def assert_nothing_ran(driver: WebDriver) -> None:
     assert driver.execute_script("return window.__violations") == []
 
 
+@pytest.mark.slow
 def test_markup_in_names_shows_as_text_while_a_worker_is_busy(
     browser: WebDriver, base_url: str, env: dict[str, str], conn: redis.Redis
 ) -> None:
@@ -212,16 +212,9 @@ class _AttackerPage(BaseHTTPRequestHandler):
 @contextmanager
 def attacker_site(html: str) -> Iterator[str]:
     """Another site (localhost, not 127.0.0.1: another origin and another site) serving `html`."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
-    server.html = html  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with http_server(_AttackerPage) as server:
+        server.html = html  # type: ignore[attr-defined]
         yield f"http://localhost:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_another_sites_pages_change_nothing(

@@ -121,6 +121,7 @@ def test_a_data_dir_too_long_for_a_socket_exits_2(short_dir: Path) -> None:
     assert "REFRESHQ_DATA_DIR is too long for a unix socket" in result.stderr
 
 
+@pytest.mark.slow
 def test_valkey_failing_to_start_says_why(short_dir: Path) -> None:
     # A data directory valkey cannot use although refreshq can: its AOF manifest is garbage.
     data = short_dir / "bad"

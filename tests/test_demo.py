@@ -15,15 +15,7 @@ from jobs import queues
 from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
 from tests.conftest import REFRESHQ
-from tests.helpers import horse_pids, wait_until
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
-    except OSError:
-        return False
-    return state != "Z"
+from tests.helpers import alive, horse_pids, wait_until
 
 
 def _busy_workers(demo: subprocess.Popen[bytes]) -> tuple[list[int], list[int]] | None:
@@ -33,6 +25,7 @@ def _busy_workers(demo: subprocess.Popen[bytes]) -> tuple[list[int], list[int]] 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.slow
 def test_a_stopped_demo_cancels_its_task_and_leaves_no_worker(
     sig: signal.Signals, conn: redis.Redis, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -53,14 +46,14 @@ def test_a_stopped_demo_cancels_its_task_and_leaves_no_worker(
         code = demo.wait(timeout=60)
     finally:
         for pid in [demo.pid, *seen]:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     messages = err.read_text()
     assert code == 128 + sig, messages
     assert f"cancelling task {task_id}" in messages
     assert f"task {task_id} CANCELLED" in messages
     assert "workers stopped" in messages
-    assert [pid for pid in seen if _alive(pid)] == [], "a worker or work-horse outlived the demo"
+    assert [pid for pid in seen if alive(pid)] == [], "a worker or work-horse outlived the demo"
     assert manager.get_task_status(task_id)["status"] == "CANCELLED"
     assert queues.queue(conn, queues.REFRESH).count == 0  # nothing a later worker would resume
     assert conn.smembers("rq:workers") == set()  # the workers unregistered: they stopped, not died

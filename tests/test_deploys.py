@@ -5,14 +5,10 @@ stop in time is cut short and requeued; named tasks do not wait for a whole refr
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import redis
@@ -23,27 +19,24 @@ from rq.serializers import JSONSerializer
 from jobs import keys, queues
 from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
-from jobs.upstream.serve import DirectoryHandler, RunningUpstream, start_background
-from tests.conftest import REFRESHQ, REPO, run_cli
-from tests.helpers import exported, horse_pids, scheduler_running, wait_status, wait_until, worker_process
+from tests.conftest import run_cli
+from tests.helpers import (
+    Requests,
+    alive,
+    exported,
+    horse_pids,
+    kill_with_horses,
+    recording_upstream,
+    refreshq_process,
+    scheduler_running,
+    wait_status,
+    wait_until,
+    worker_process,
+)
+
+pytestmark = pytest.mark.slow
 
 SCALE = 20_000
-Requests = list[tuple[float, str]]
-
-
-@contextmanager
-def recording_upstream(latency_ms: float, **faults: float) -> Iterator[tuple[RunningUpstream, Requests]]:
-    """The sample over HTTP, recording (monotonic time, path) of every request as it reaches the server."""
-    requests: Requests = []
-
-    class Recording(DirectoryHandler):
-        def do_GET(self) -> None:
-            requests.append((time.monotonic(), self.path))  # list.append is atomic
-            super().do_GET()
-
-    with start_background(SCALE, latency_ms=latency_ms, **faults) as running:  # type: ignore[arg-type]
-        running.server.RequestHandlerClass = Recording  # before any request is made
-        yield running, requests
 
 
 def first_request_after(requests: Requests, moment: float, province: str, timeout: float) -> float:
@@ -75,19 +68,10 @@ def leaves_done(conn: redis.Redis, task_id: str) -> int:
     return int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
 
 
-def kill_with_horse(worker: subprocess.Popen[bytes]) -> None:
-    horses = horse_pids(worker.pid)
-    os.killpg(worker.pid, signal.SIGKILL)
-    for pid in horses:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    worker.wait(timeout=10)
-
-
 def test_after_a_sigterm_the_old_worker_exits_at_once_and_the_new_one_resumes_within_5_s(
     settings: Settings, conn: redis.Redis, env: dict[str, str]
 ) -> None:
-    with recording_upstream(latency_ms=40) as (upstream, requests):
+    with recording_upstream(SCALE, latency_ms=40) as (upstream, requests):
         manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
         task_id = manager.create_full_refresh_task()
         with worker_process(env) as old:
@@ -95,9 +79,11 @@ def test_after_a_sigterm_the_old_worker_exits_at_once_and_the_new_one_resumes_wi
             province = running_province(conn, task_id)
             os.kill(old.pid, signal.SIGTERM)
             sigterm = time.monotonic()
-            with worker_process(env):  # the deploy's new worker, started at once
-                assert old.wait(timeout=15) == 0
-                exited = time.monotonic() - sigterm
+            assert old.wait(timeout=15) == 0
+            exited = time.monotonic() - sigterm
+            # The deploy's new worker, started once the old one is gone (started before, it may take another
+            # province first: the interrupted one, back at the queue's front, then waits for a free worker).
+            with worker_process(env):
                 # The old worker and its work-horse are gone: what the upstream sees now is the new one.
                 resumed = first_request_after(requests, sigterm + exited, province, 30) + exited
                 final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED"), 180)
@@ -112,13 +98,13 @@ def test_after_a_sigterm_the_old_worker_exits_at_once_and_the_new_one_resumes_wi
 def test_after_a_kill_9_of_worker_and_horse_the_new_worker_resumes_within_25_s(
     settings: Settings, conn: redis.Redis, env: dict[str, str]
 ) -> None:
-    with recording_upstream(latency_ms=40) as (upstream, requests), scheduler_running(env):
+    with recording_upstream(SCALE, latency_ms=40) as (upstream, requests), scheduler_running(env):
         manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
         task_id = manager.create_full_refresh_task()
         with worker_process(env) as old:
             wait_until(lambda: leaves_done(conn, task_id) >= 100, 120, what="some leaves staged")
             province = running_province(conn, task_id)
-            kill_with_horse(old)
+            kill_with_horses(old)
             killed = time.monotonic()
         with worker_process(env):
             resumed = first_request_after(requests, killed, province, 60)
@@ -134,13 +120,13 @@ def test_a_busy_full_refresh_resumes_a_killed_province_job_within_25_s(
 ) -> None:
     monkeypatch.setenv("REFRESHQ_UPSTREAM_CONCURRENCY", "2")  # slow enough that provinces stay queued
     env = {**env, "REFRESHQ_UPSTREAM_CONCURRENCY": "2"}
-    with recording_upstream(latency_ms=20) as (upstream, requests), scheduler_running(env):
+    with recording_upstream(SCALE, latency_ms=20) as (upstream, requests), scheduler_running(env):
         manager = SyncTaskManager(Settings.from_env(), conn, upstream={"kind": "http", "url": upstream.url})
         task_id = manager.create_full_refresh_task()
         with worker_process(env) as victim, worker_process(env):
             wait_until(lambda: leaves_done(conn, task_id) >= 100, 120, what="some leaves staged")
             province = wait_until(lambda: _job_of(conn, victim.pid), 10, 0.02, "the victim's province job")
-            kill_with_horse(victim)
+            kill_with_horses(victim)
             killed = time.monotonic()
             with worker_process(env):  # its replacement
                 resumed = first_request_after(requests, killed, province, 60)
@@ -170,7 +156,7 @@ def test_a_job_that_does_not_stop_is_cut_short_within_the_budget_and_requeued_at
     settings: Settings, conn: redis.Redis, env: dict[str, str]
 ) -> None:
     env = {**env, "REFRESHQ_UPSTREAM_TIMEOUT": "60"}
-    with recording_upstream(latency_ms=0, hang_rate=1.0, hang_seconds=60) as (upstream, requests):
+    with recording_upstream(SCALE, latency_ms=0, hang_rate=1.0, hang_seconds=60) as (upstream, requests):
         manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
         task_id = manager.create_full_refresh_task()  # its plan job's province listing hangs
         queues.queue(conn, queues.REFRESH).enqueue("tests.job_functions.add", 1, 2)  # queued behind it
@@ -194,21 +180,15 @@ def test_with_one_worker_a_named_task_runs_while_a_full_refresh_does(
     settings: Settings, conn: redis.Redis, env: dict[str, str]
 ) -> None:
     env = {**env, "REFRESHQ_UPSTREAM_CONCURRENCY": "4"}  # a refresh of half a minute or so
-    with recording_upstream(latency_ms=40) as (upstream, _requests):
+    with recording_upstream(SCALE, latency_ms=40) as (upstream, _requests):
         manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
         task_id = manager.create_full_refresh_task()
-        worker = subprocess.Popen(  # as the Procfile runs it: every queue
-            [REFRESHQ, "worker"], env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        try:
+        with refreshq_process(["worker"], env):  # as the Procfile runs it: every queue
             wait_until(lambda: leaves_done(conn, task_id) >= 20, 120, what="the refresh to be under way")
             started = time.monotonic()
             result = run_cli("tasks", "run", "data-snapshot", "--wait", "--timeout", "60", env=env)
             took = time.monotonic() - started
             status = manager.get_task_status(task_id)["status"]
-        finally:
-            kill_with_horse(worker)  # its work-horse too: it has a process group of its own
     print(f"named task: done {took:.2f} s after it was enqueued, while the refresh was {status}")
     assert result.returncode == 0, result.stderr
     assert status == "RUNNING"  # it did not wait for the refresh
@@ -221,7 +201,7 @@ def test_a_kill_9_of_the_worker_alone_takes_its_horse_with_it(
     """RQ gives a work-horse its own process group; without the kernel's parent-death signal a horse
     whose worker is SIGKILLed runs on, unseen, while its job is resumed elsewhere: two copies at once."""
     env = {**env, "REFRESHQ_UPSTREAM_CONCURRENCY": "2"}  # a province job that lasts for seconds
-    with recording_upstream(latency_ms=50) as (upstream, _requests), scheduler_running(env):
+    with recording_upstream(SCALE, latency_ms=50) as (upstream, _requests), scheduler_running(env):
         manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
         task_id = manager.create_province_refresh_task("广东")
         with worker_process(env) as old:
@@ -230,8 +210,8 @@ def test_a_kill_9_of_the_worker_alone_takes_its_horse_with_it(
             os.kill(old.pid, signal.SIGKILL)  # the worker only: not its process group, not its horse
             old.wait(timeout=10)
             killed = time.monotonic()
-            wait_until(lambda: not any(os.path.exists(f"/proc/{pid}/status") and not _zombie(pid) for pid in horses),
-                       2, 0.02, "the orphaned work-horse to die with its worker")
+            wait_until(lambda: not any(alive(pid) for pid in horses), 2, 0.02,
+                       "the orphaned work-horse to die with its worker")
             gone = time.monotonic() - killed
         with worker_process(env):
             final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED"), 180)
@@ -239,10 +219,3 @@ def test_a_kill_9_of_the_worker_alone_takes_its_horse_with_it(
     assert final["status"] == "SUCCEEDED"
     assert final["statistics"]["hospitals_found"] == len(exported(conn, "440000")) > 0
 
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True

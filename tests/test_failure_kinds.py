@@ -34,7 +34,7 @@ from jobs.errors import (
 )
 from jobs.redis_values import as_text_map
 from tests.helpers import drain, horse_pids, wait_until, worker_process
-from tests.named_helpers import named_env, registry
+from tests.named_helpers import registry
 
 FAST = RetryPolicy(base=0.2, factor=2, cap=0.5, max_retries=3)
 
@@ -109,11 +109,6 @@ def test_the_scheduler_records_a_dead_workers_job_as_transient_and_it_resumes_fi
     assert sweep_failed_jobs(conn, RetryPolicy(base=0, max_retries=3)) == 1  # a retry, due at once
     assert as_text_map(conn.hgetall(keys.job_retry(job.id)))["kind"] == failures.TRANSIENT
     assert queue.job_ids == [job.id, waiting.id]  # at the front: a lost worker's job resumes first
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
 
 
 @pytest.fixture

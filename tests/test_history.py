@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 import redis
 
 from jobs import keys
 from jobs.named import history
 from tests import named_task_functions as f
 from tests.conftest import run_cli
-from tests.named_helpers import drain_all, named_env, registry
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
+from tests.named_helpers import drain_all, registry
 
 
 def test_history_keeps_the_newest_records_up_to_the_count_limit(conn: redis.Redis) -> None:

@@ -10,13 +10,8 @@ from jobs import queues
 from jobs.config import Settings
 from jobs.named import runs
 from jobs.refresh.manager import SyncTaskManager
-from tests.named_helpers import named_env, registry
+from tests.named_helpers import registry
 from workers import build_worker
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
 
 
 def test_a_named_run_uses_the_settings_its_worker_started_with(

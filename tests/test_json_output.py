@@ -55,6 +55,7 @@ class Outputs:
         return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
 
 
+@pytest.mark.slow
 def test_every_json_output_is_one_parseable_document(conn: redis.Redis, jenv: dict[str, str]) -> None:
     out = Outputs(jenv)
     with worker_process(jenv):
@@ -83,6 +84,12 @@ def test_every_json_output_is_one_parseable_document(conn: redis.Redis, jenv: di
     assert run_cli("schedule", "add", "t-add", "--interval", "60", "--args", "[1, 2]", env=jenv).returncode == 0
     assert [s["name"] for s in out.one("schedule", "list", path=2)] == ["t-add"]
     assert out.one("failed", "list", path=2) == []
+    assert out.one("metrics", "--window", "all")["tasks"]["succeeded"] == 1
+    assert out.one("health", code=3)["status"] == "critical"  # no scheduler runs in this test
+    assert "province" in {row["kind"] for row in out.one("performance")["kinds"]}
+    assert out.one("alerts", "list", path=2)["alerts"] == []
+    assert run_cli("tokens", "create", "--user", "ci", "--role", "read", env=jenv).returncode == 0
+    assert [(t["user"], t["role"]) for t in out.one("tokens", "list", path=2)] == [("ci", "read")]
     assert out.one("workers", "list", path=2)["suspended"]["queues"] == []
 
     assert out.covered == set(json_commands()), "a command with --json is not tested here"
@@ -101,7 +108,8 @@ def test_a_failed_refresh_with_wait_still_prints_one_document(conn: redis.Redis,
 
 
 def test_an_error_leaves_stdout_empty(conn: redis.Redis, jenv: dict[str, str]) -> None:
-    for args in (("refresh", "province", "火星", "--wait"), ("status", "task_20990101_000000_ffffff"),
-                 ("data", "show", "北京")):
+    for args, code in ((("refresh", "province", "火星", "--wait"), 2), (("status", "task_20990101_000000_ffffff"), 1),
+                       (("data", "show", "北京"), 2)):
         result = run_cli(*args, "--json", env=jenv)
-        assert result.returncode != 0 and result.stdout == "" and "refreshq: error:" in result.stderr, args
+        assert (result.returncode, result.stdout) == (code, ""), (args, result.stderr)
+        assert "refreshq: error:" in result.stderr, args

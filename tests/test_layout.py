@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 PRODUCT = ("jobs", "workers", "web", "commands", "cli.py", "scheduler.py", "bench")
 # (importer prefix, imported prefix): the arrows that must not exist.

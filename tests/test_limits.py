@@ -65,6 +65,7 @@ def test_never_more_than_the_limit_of_tasks_run_and_the_rest_wait_in_order(
 
 
 @pytest.mark.parametrize(("concurrency", "rps"), [(3, 40), (4, 0)])
+@pytest.mark.slow
 def test_upstream_in_flight_and_rate_limits_hold_across_workers(
     conn: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, upstream: RunningUpstream,
     concurrency: int, rps: int,
@@ -136,6 +137,7 @@ class RunningWatch:
         self._thread.join()
 
 
+@pytest.mark.slow
 def test_a_retried_task_is_admitted_within_the_running_task_limit(
     conn: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

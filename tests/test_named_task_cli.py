@@ -11,13 +11,7 @@ import redis
 import cli
 from jobs import queues
 from tests.conftest import run_cli
-from tests.helpers import worker_process
-from tests.named_helpers import named_env
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
+from tests.helpers import stored_keys, worker_process
 
 
 def _ok(*args: str, env: dict[str, str]) -> str:
@@ -42,6 +36,7 @@ def test_tasks_list_and_run(conn: redis.Redis, tenv: dict[str, str]) -> None:
     assert "t-add: 2 executions" in _ok("tasks", "history", "t-add", env=tenv)
 
 
+@pytest.mark.slow
 def test_schedule_commands(conn: redis.Redis, tenv: dict[str, str]) -> None:
     assert "scheduled t-add: every 10 s" in _ok("schedule", "add", "t-add", "--interval", "10", "--args", "[1, 2]",
                                                env=tenv)
@@ -91,23 +86,18 @@ BAD_INPUTS = [
 ]
 
 
-def _keys(conn: redis.Redis) -> set[bytes]:
-    queues.register_queues(conn)  # every command that connects registers the queues: not a stored value
-    return set(conn.keys("*"))
-
-
 def test_every_bad_input_exits_2_and_stores_nothing(
     conn: redis.Redis, tenv: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Through the CLI's entry point in this process (the same exit-code mapping, without a process each)."""
-    before = _keys(conn)
+    before = stored_keys(conn)
     for args, message in BAD_INPUTS:
         monkeypatch.setattr(sys, "argv", ["refreshq", *args])
         with pytest.raises(SystemExit) as exit_info:
             cli.main()
         err = capsys.readouterr().err
         assert (exit_info.value.code, message in err) == (2, True), (args, err)
-        assert _keys(conn) == before, args  # nothing stored, nothing enqueued
+        assert stored_keys(conn) == before, args  # nothing stored, nothing enqueued
 
 
 @pytest.mark.parametrize(("args", "message"), [BAD_INPUTS[i] for i in (0, 3, 4, 7)],
@@ -115,8 +105,8 @@ def test_every_bad_input_exits_2_and_stores_nothing(
 def test_bad_input_as_a_user_runs_it(
     conn: redis.Redis, tenv: dict[str, str], args: list[str], message: str
 ) -> None:
-    before = _keys(conn)
+    before = stored_keys(conn)
     result = run_cli(*args, env=tenv)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "refreshq: error: " in result.stderr and message in result.stderr
-    assert _keys(conn) == before
+    assert stored_keys(conn) == before

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,8 +18,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
-from tests.conftest import REFRESHQ, REPO, free_port, run_cli
-from tests.helpers import horse_pids, wait_until
+from tests.conftest import free_port, run_cli
+from tests.helpers import ConnectionCounter, alive, horse_pids, log_lines, refreshq_process, wait_until
 from tests.private_valkey import PrivateValkey
 
 STOP_WITHIN = 10.0
@@ -32,26 +32,7 @@ def server(tmp_path: Path) -> Iterator[PrivateValkey]:
 
 
 def _env(server: PrivateValkey, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ, "REDIS_URL": server.url, "REFRESHQ_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO),
-    }
-
-
-@contextmanager
-def running(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A refreshq process writing to `log`; killed with its work-horses if the test leaves it running."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [REFRESHQ, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            for pid in horse_pids(proc.pid):
-                os.kill(pid, signal.SIGKILL)
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    return {**os.environ, "REDIS_URL": server.url, "REFRESHQ_DATA_DIR": str(tmp_path / "data")}
 
 
 def _stop_and_time(proc: subprocess.Popen[bytes]) -> float:
@@ -64,41 +45,46 @@ def _stop_and_time(proc: subprocess.Popen[bytes]) -> float:
     return time.monotonic() - started
 
 
-def _lines(log: Path, needle: str) -> list[str]:
-    return [line for line in log.read_text(errors="replace").splitlines() if needle in line]
+def _lose_the_server(server: PrivateValkey, log: Path, ready: Callable[[], object], what: str) -> None:
+    """Once `ready`, stop the server and wait for the process to log that it lost it."""
+    wait_until(ready, 60, 0.05, what)
+    server.stop()
+    wait_until(lambda: log_lines(log, "unreachable"), 30, 0.05, "the process to notice the outage")
 
 
-def _wait_for_outage(log: Path) -> None:
-    wait_until(lambda: _lines(log, "unreachable"), 30, 0.05, "the process to notice the outage")
+def _registered(server: PrivateValkey) -> Callable[[], object]:
+    return lambda: server.client().smembers("rq:workers")
+
+
+def _active(server: PrivateValkey) -> Callable[[], object]:
+    return lambda: server.client().exists(keys.SCHEDULER_HEARTBEAT)
 
 
 def test_an_idle_worker_sigtermed_while_its_server_is_down_exits_within_10_s(
     server: PrivateValkey, tmp_path: Path
 ) -> None:
     log = tmp_path / "worker.log"
-    with running(["worker"], _env(server, tmp_path), log) as proc:
-        wait_until(lambda: server.client().smembers("rq:workers"), 60, 0.05, "the worker to register")
-        server.stop()
-        _wait_for_outage(log)
+    with refreshq_process(["worker"], _env(server, tmp_path), log) as proc:
+        _lose_the_server(server, log, _registered(server), "the worker to register")
         seconds = _stop_and_time(proc)
     assert proc.returncode == 0, log.read_text()
     assert seconds < STOP_WITHIN, f"exited {seconds:.1f} s after SIGTERM"
     assert "warm shut down requested" in log.read_text()
 
 
+@pytest.mark.slow
 def test_a_busy_worker_sigtermed_while_its_server_is_down_exits_without_leaving_its_horse(
     server: PrivateValkey, tmp_path: Path
 ) -> None:
     job = queues.queue(server.client(), queues.NORMAL).enqueue("time.sleep", 120)  # ignores the warm shutdown
     log = tmp_path / "worker.log"
-    with running(["worker"], _env(server, tmp_path), log) as proc:
+    with refreshq_process(["worker"], _env(server, tmp_path), log) as proc:
         horses = wait_until(lambda: horse_pids(proc.pid), 60, 0.05, "the job to start")
-        server.stop()
-        _wait_for_outage(log)
+        _lose_the_server(server, log, lambda: True, "")
         seconds = _stop_and_time(proc)
     assert seconds < STOP_WITHIN, f"exited {seconds:.1f} s after SIGTERM"
     assert proc.returncode == 0, log.read_text()
-    assert not [h for h in horses if Path(f"/proc/{h}").exists()], "the work-horse outlived its worker"
+    assert not [h for h in horses if alive(h)], "the work-horse outlived its worker"
     assert f"job {job.id} is left to crash recovery" in log.read_text()
 
 
@@ -106,10 +92,8 @@ def test_a_scheduler_sigtermed_while_its_server_is_down_exits_within_10_s(
     server: PrivateValkey, tmp_path: Path
 ) -> None:
     log = tmp_path / "scheduler.log"
-    with running(["scheduler"], _env(server, tmp_path), log) as proc:
-        wait_until(lambda: server.client().exists(keys.SCHEDULER_HEARTBEAT), 60, 0.05, "the scheduler to be active")
-        server.stop()
-        _wait_for_outage(log)
+    with refreshq_process(["scheduler"], _env(server, tmp_path), log) as proc:
+        _lose_the_server(server, log, _active(server), "the scheduler to be active")
         seconds = _stop_and_time(proc)
     assert proc.returncode == 0, log.read_text()
     assert seconds < STOP_WITHIN, f"exited {seconds:.1f} s after SIGTERM"
@@ -119,8 +103,8 @@ def test_a_scheduler_sigtermed_while_its_server_is_down_exits_within_10_s(
 def test_web_sigtermed_while_its_server_is_down_exits_within_10_s(server: PrivateValkey, tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "web.log"
-    with running(["web", "--port", str(port)], _env(server, tmp_path), log) as proc:
-        wait_until(lambda: _lines(log, "dashboard on"), 60, 0.05, "the web process to listen")
+    with refreshq_process(["web", "--port", str(port)], _env(server, tmp_path), log) as proc:
+        wait_until(lambda: log_lines(log, "dashboard on"), 60, 0.05, "the web process to listen")
         server.stop()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as client:  # a request in flight
             client.sendall(b"GET /rq/0/data/queues.json HTTP/1.0\r\n\r\n")
@@ -129,48 +113,58 @@ def test_web_sigtermed_while_its_server_is_down_exits_within_10_s(server: Privat
     assert seconds < STOP_WITHIN, f"exited {seconds:.1f} s after SIGTERM"
 
 
-# How long the server stays away in the outage tests: several of the clients' reconnect attempts
-# (they back off to one every 2 s), so a line per attempt would show.
-OUTAGE_SECONDS = 5
+# Reconnect attempts the outage tests wait for after the first "unreachable" line: a line per attempt
+# would show (the clients back off to one attempt every 2 s).
+ATTEMPTS_IN_OUTAGE = 4
 
 
+@contextmanager
+def outage_with_attempts(server: PrivateValkey, attempts: int = ATTEMPTS_IN_OUTAGE) -> Iterator[None]:
+    """While the (stopped) server is away, count the connections its clients try on its port; return once
+    `attempts` of them came after the process logged the outage, and start the server again on exit."""
+    counter = ConnectionCounter(server.port)
+    try:
+        wait_until(lambda: counter.count >= attempts, 60, 0.05, f"{attempts} reconnect attempts")
+        yield
+    finally:
+        counter.close()
+        server.start()
+
+
+@pytest.mark.slow
 def test_a_worker_rides_out_an_outage_logging_it_once_and_works_when_the_server_is_back(
     server: PrivateValkey, tmp_path: Path
 ) -> None:
     log = tmp_path / "worker.log"
-    with running(["worker", "--queue", "normal"], _env(server, tmp_path), log) as proc:
-        wait_until(lambda: server.client().smembers("rq:workers"), 60, 0.05, "the worker to register")
-        server.stop()
-        _wait_for_outage(log)
-        time.sleep(OUTAGE_SECONDS)  # the outage under test
-        assert proc.poll() is None, log.read_text()
-        server.start()
+    with refreshq_process(["worker", "--queue", "normal"], _env(server, tmp_path), log) as proc:
+        _lose_the_server(server, log, _registered(server), "the worker to register")
+        with outage_with_attempts(server):
+            assert proc.poll() is None, log.read_text()
         job = queues.queue(server.client(), queues.NORMAL).enqueue("tests.job_functions.add", 2, 3)
         wait_until(
             lambda: Job.fetch(job.id, connection=server.client(), serializer=JSONSerializer).get_status()
             == JobStatus.FINISHED,
             60, 0.1, "the job enqueued after the outage to finish",
         )
-        assert len(_lines(log, "unreachable")) == 1, log.read_text()
-        wait_until(lambda: _lines(log, "is back after"), 30, 0.05, "the worker to log the end of the outage")
+        assert len(log_lines(log, "unreachable")) == 1, log.read_text()
+        wait_until(lambda: log_lines(log, "is back after"), 30, 0.05, "the worker to log the end of the outage")
         assert "could not connect to Redis instance" not in log.read_text()  # RQ's line per attempt
         assert _stop_and_time(proc) < STOP_WITHIN
     assert proc.returncode == 0
     assert server.client().smembers("rq:workers") == set()
 
 
+@pytest.mark.slow
 def test_a_scheduler_rides_out_an_outage_and_is_active_again(server: PrivateValkey, tmp_path: Path) -> None:
     log = tmp_path / "scheduler.log"
-    with running(["scheduler"], _env(server, tmp_path), log) as proc:
-        wait_until(lambda: server.client().exists(keys.SCHEDULER_HEARTBEAT), 60, 0.05, "the scheduler to be active")
-        server.stop()
-        _wait_for_outage(log)
-        time.sleep(OUTAGE_SECONDS)  # the outage under test
-        server.start()
+    with refreshq_process(["scheduler"], _env(server, tmp_path), log) as proc:
+        _lose_the_server(server, log, _active(server), "the scheduler to be active")
+        with outage_with_attempts(server):
+            assert proc.poll() is None, log.read_text()
         server.client().delete(keys.SCHEDULER_HEARTBEAT)
-        wait_until(lambda: server.client().exists(keys.SCHEDULER_HEARTBEAT), 30, 0.05, "a tick after the outage")
-        assert len(_lines(log, "unreachable")) == 1, log.read_text()
-        assert not _lines(log, "Redis unavailable"), log.read_text()  # no line per tick
+        wait_until(_active(server), 30, 0.05, "a tick after the outage")
+        assert len(log_lines(log, "unreachable")) == 1, log.read_text()
+        assert not log_lines(log, "Redis unavailable"), log.read_text()  # no line per tick
         assert _stop_and_time(proc) < STOP_WITHIN
     assert proc.returncode == 0
 
@@ -186,7 +180,7 @@ def test_a_worker_sigtermed_as_it_registers_stops_cleanly(
     # The worst moment: registered in Redis, RQ's signal handlers not yet installed (it used to die of
     # the signal, rc -15, and stay listed).
     log = tmp_path / "worker.log"
-    with running(["worker"], env, log) as proc:
+    with refreshq_process(["worker"], env, log) as proc:
         wait_until(lambda: _worker_registered(conn), 60, 0.001, "the worker to register")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STOP_WITHIN) == 0, log.read_text()
@@ -194,11 +188,12 @@ def test_a_worker_sigtermed_as_it_registers_stops_cleanly(
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.6, 0.9, 1.2])
+@pytest.mark.slow
 def test_a_worker_sigtermed_while_starting_leaves_nothing_registered(
     delay: float, conn: redis.Redis, env: dict[str, str], tmp_path: Path
 ) -> None:
     log = tmp_path / "worker.log"
-    with running(["worker"], env, log) as proc:
+    with refreshq_process(["worker"], env, log) as proc:
         time.sleep(delay)  # somewhere in its start-up: imports, connecting, preloading, registering
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=STOP_WITHIN)

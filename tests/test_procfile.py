@@ -6,41 +6,34 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 from jobs.server import EmbeddedServer
 from tests.conftest import REPO, free_port
+from tests.helpers import get_when_up, log_lines, wait_until
 
 
 def test_honcho_starts_web_worker_scheduler_and_sigterm_stops_them(short_dir: Path) -> None:
-    env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "h")}
+    bin_dir = Path(sys.executable).parent  # on PATH, as in a shell with the virtualenv activated
+    env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "h"), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("REDIS_URL", None)
     port = free_port()
-    honcho = str(Path(sys.executable).parent / "honcho")
-    proc = subprocess.Popen(
-        [honcho, "start", "-p", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = short_dir / "honcho.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(bin_dir / "honcho"), "start", "-p", str(port)], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 40
-        while True:
-            try:
-                page = httpx.get(f"http://127.0.0.1:{port}/rq/", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None, "the web process never answered"
-                time.sleep(0.2)
+        page = get_when_up(f"http://127.0.0.1:{port}/rq/", 40, proc)
         assert page.status_code == 200
-        conn = EmbeddedServer(short_dir / "h")
-        assert conn.ping()
+        assert EmbeddedServer(short_dir / "h").ping()
+        # All three are up: the worker listens (routine work before refresh at first), the scheduler is active.
+        wait_until(lambda: log_lines(log, "Listening on critical, high, normal, low, refresh"), 40,
+                   what="the worker to listen")
+        wait_until(lambda: log_lines(log, "scheduler: active"), 40, what="the scheduler to be active")
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=40)
+        proc.wait(timeout=40)
         EmbeddedServer(short_dir / "h").stop()
+    text = log.read_text(errors="replace")
     for name in ("web.1", "worker.1", "scheduler.1"):
-        assert f"{name} stopped (rc=0)" in out, out
-    assert "scheduler: active" in out
-    assert "Listening on critical, high, normal, low, refresh" in out  # routine work before refresh at first
+        assert f"{name} stopped (rc=0)" in text, text

@@ -14,7 +14,6 @@ from jobs.config import Settings
 from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.refresh.records import TERMINAL
-from jobs.server import EmbeddedServer
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
 from tests.helpers import (
@@ -40,7 +39,7 @@ def publish_with_sample(settings: Settings, conn: redis.Redis, province: str, sc
 
 
 def test_readers_see_the_old_or_the_new_version_never_a_mix(
-    settings: Settings, conn: redis.Redis, env: dict[str, str], valkey: EmbeddedServer
+    settings: Settings, conn: redis.Redis, env: dict[str, str], redis_url: str
 ) -> None:
     first = publish_with_sample(settings, conn, "广东")
     old = checksum(province_hospitals(SampleDirectory(OLD_SCALE), "44"))
@@ -51,7 +50,7 @@ def test_readers_see_the_old_or_the_new_version_never_a_mix(
     seen: list[tuple[int, str]] = []
     errors: list[BaseException] = []
     stop = threading.Event()
-    reader_conn = redis.Redis(unix_socket_path=str(valkey.socket_path))
+    reader_conn = redis.Redis.from_url(redis_url)
 
     def read() -> None:
         try:

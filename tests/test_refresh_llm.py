@@ -83,6 +83,7 @@ def test_a_province_refresh_through_the_llm(
     ],
     ids=["a leaf's hospitals", "a city's districts"],
 )
+@pytest.mark.slow
 def test_a_region_the_llm_never_answers_validly_fails_the_task_and_publishes_nothing(
     asked: str, beijing: tuple[str, str, str], tianjin: tuple[str, str, str], llm_settings: Settings,
     conn: redis.Redis,

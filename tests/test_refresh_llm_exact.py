@@ -74,6 +74,7 @@ def asked_about(chat: RunningChat, code: str) -> int:
     return sum(1 for r in chat.requests if f"行政区划代码 {code}" in r["messages"][-1]["content"])
 
 
+@pytest.mark.slow
 def test_a_full_refresh_through_a_model_that_slips_in_5_percent_of_answers_is_exact(
     llm_env: Settings, conn: redis.Redis
 ) -> None:
@@ -104,6 +105,7 @@ def test_a_full_refresh_through_a_model_that_slips_in_5_percent_of_answers_is_ex
     ids=["a leaf missing a name", "a leaf with conflicting duplicates", "a city cut mid-way",
          "a city's district missing its code"],
 )
+@pytest.mark.slow
 def test_a_region_the_model_always_slips_on_fails_after_the_configured_attempts(
     attempts: int, code: str, name: str, slip: str, llm_env: Settings, conn: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,

@@ -27,12 +27,7 @@ from jobs.named.definitions import Priority, definition_of
 from jobs.refresh.manager import SyncTaskManager
 from tests import named_task_functions as f
 from tests.helpers import drain
-from tests.named_helpers import drain_all, named_env, registry, trace
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
+from tests.named_helpers import drain_all, registry, trace
 
 
 def _one() -> int:

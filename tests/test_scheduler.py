@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 import redis
 from rq.executions import Execution
 from rq.job import JobStatus
@@ -13,7 +13,7 @@ from rq.registry import StartedJobRegistry
 from jobs import keys, queues
 from jobs.lock import OwnedLock
 from scheduler import Scheduler
-from tests.conftest import REFRESHQ
+from tests.helpers import log_lines, scheduler_running, wait_until
 
 
 def test_owned_lock_only_its_owner_renews_or_releases(conn: redis.Redis) -> None:
@@ -33,7 +33,7 @@ def test_owned_lock_expires_when_not_renewed(conn: redis.Redis) -> None:
     a = OwnedLock(conn, "lock", 100)
     b = OwnedLock(conn, "lock", 5_000)
     assert a.acquire()
-    time.sleep(0.2)
+    wait_until(lambda: not conn.exists("lock"), 5, 0.01, "the lock to lapse")
     assert b.acquire()
     assert not a.renew()
 
@@ -64,27 +64,19 @@ def test_scheduler_cleans_abandoned_jobs_out_of_the_started_registry(conn: redis
     assert job.id in q.failed_job_registry.get_job_ids()
 
 
-def test_two_scheduler_processes_hand_over_on_sigterm(conn: redis.Redis, env: dict[str, str]) -> None:
-    first = subprocess.Popen([REFRESHQ, "scheduler"], env=env, stderr=subprocess.PIPE, text=True)
-    holder = _wait_for_holder(conn, None)
-    second = subprocess.Popen([REFRESHQ, "scheduler"], env=env, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
-    assert conn.get(keys.SCHEDULER_LOCK) == holder  # the second one stands by
-    first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=20) == 0
-    new_holder = _wait_for_holder(conn, holder)
-    assert new_holder != holder
-    second.send_signal(signal.SIGTERM)
-    assert second.wait(timeout=20) == 0
+@pytest.mark.slow
+def test_two_scheduler_processes_hand_over_on_sigterm(conn: redis.Redis, env: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "second.log"
+    with scheduler_running(env) as first:
+        holder = wait_until(lambda: conn.get(keys.SCHEDULER_LOCK), 20, what="the first scheduler to take the lock")
+        with scheduler_running(env, log) as second:
+            wait_until(lambda: log_lines(log, "standing by"), 30, what="the second scheduler to stand by")
+            assert conn.get(keys.SCHEDULER_LOCK) == holder  # it tried, and left the lock to its holder
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=20) == 0
+            new_holder = wait_until(lambda: (value := conn.get(keys.SCHEDULER_LOCK)) != holder and value, 20,
+                                    what="the standby to take the lock")
+            assert new_holder != holder
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=20) == 0
     assert conn.get(keys.SCHEDULER_LOCK) is None  # released on a clean stop
-    assert second.stderr is not None and "standing by" in second.stderr.read()
-
-
-def _wait_for_holder(conn: redis.Redis, not_this: bytes | None) -> bytes:
-    deadline = time.monotonic() + 20
-    while True:
-        value = conn.get(keys.SCHEDULER_LOCK)
-        if value is not None and value != not_this:
-            return value
-        assert time.monotonic() < deadline, "no scheduler took the lock"
-        time.sleep(0.05)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -26,15 +27,10 @@ from jobs.named.schedules import template_job_id
 from scheduler import Scheduler
 from tests.conftest import REFRESHQ
 from tests.helpers import wait_until, worker_process
-from tests.named_helpers import drain_all, named_env, registry, trace
+from tests.named_helpers import drain_all, registry, trace
 
 T0 = 1_900_000_000.0  # a fixed "now" for the controllable clock
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
 
 
 @pytest.fixture
@@ -193,6 +189,7 @@ def _scheduler(tenv: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> su
     return proc
 
 
+@pytest.mark.slow
 def test_two_scheduler_processes_enqueue_each_run_once(
     conn: redis.Redis, reg: TaskCatalog, tenv: dict[str, str], scheduler_processes: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -211,6 +208,7 @@ def test_two_scheduler_processes_enqueue_each_run_once(
     assert len(fires) == len(set(fires)) == schedules.describe(conn, "t-add")["runs"]
 
 
+@pytest.mark.slow
 def test_a_slow_task_on_a_short_interval_never_overlaps_itself(
     conn: redis.Redis, reg: TaskCatalog, tenv: dict[str, str], scheduler_processes: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -231,12 +229,14 @@ def test_a_slow_task_on_a_short_interval_never_overlaps_itself(
 def test_a_bad_task_module_list_does_not_stop_the_scheduler(
     conn: redis.Redis, tenv: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("REFRESHQ_TASK_MODULES", "no.such.module")
+    # A name of its own: what was reported once is not reported again in this process.
+    missing = f"no_such_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("REFRESHQ_TASK_MODULES", f"{missing}.module")
     calls: list[str] = []
     scheduler = Scheduler(conn, duties=[fire_schedules.run_schedules, lambda c: calls.append("next duty")])
     scheduler.run_once()
     scheduler.run_once()
     assert calls == ["next duty", "next duty"]  # the other duties still run
     assert [r.message for r in caplog.records].count(
-        "schedules: cannot load the named tasks: REFRESHQ_TASK_MODULES: cannot import 'no.such.module': "
-        "No module named 'no'") == 1  # reported once, not every second
+        f"schedules: cannot load the named tasks: REFRESHQ_TASK_MODULES: cannot import '{missing}.module': "
+        f"No module named '{missing}'") == 1  # reported once, not every second

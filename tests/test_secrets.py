@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,14 +19,22 @@ from jobs.config import Settings
 from jobs.errors import ValidationError
 from jobs.redact import Redactor, mask_url, mask_urls, split_credentials
 from jobs.refresh.manager import SyncTaskManager
-from jobs.server import EmbeddedServer
 from jobs.upstream import build_upstream, spec_from_settings
 from jobs.upstream.http import HttpDirectoryClient
 from jobs.upstream.llm import LLMClient
 from jobs.upstream.sample import SampleDirectory
 from tests.auth_upstream import start_basic_auth
-from tests.conftest import REFRESHQ, REPO, run_cli
-from tests.helpers import checksum, exported, province_hospitals, redis_keys_holding, wait_until
+from tests.conftest import run_cli
+from tests.helpers import (
+    checksum,
+    exported,
+    http_server,
+    province_hospitals,
+    redis_keys_holding,
+    wait_until,
+    with_credentials,
+    worker_process,
+)
 
 SCALE = 3000
 USER = "refresher"
@@ -44,22 +47,7 @@ def leaks(text: str) -> list[str]:
     return [s for s in SPELLINGS if s in text]
 
 
-@contextmanager
-def logged_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A `refreshq worker` on the refresh queue whose stdout and stderr go to `log`."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [REFRESHQ, "worker", "--queue", "refresh"], env={**env, "PYTHONPATH": str(REPO)},
-            stdout=out, stderr=out, start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
+@pytest.mark.slow
 def test_a_refresh_authenticates_with_url_credentials_that_leak_nowhere(
     env: dict[str, str], conn: redis.Redis, tmp_path: Path
 ) -> None:
@@ -67,7 +55,7 @@ def test_a_refresh_authenticates_with_url_credentials_that_leak_nowhere(
     log = tmp_path / "worker.log"
     with start_basic_auth(SCALE, USER, PASSWORD) as upstream:
         cli_env = {**env, "REFRESHQ_UPSTREAM_URL": upstream.url_with(USER, PASSWORD)}
-        with logged_worker(cli_env, log):
+        with worker_process(cli_env, log=log):
             done = run_cli("refresh", "province", "北京", "--wait", "--json", env=cli_env, timeout=120)
             outputs += [done.stdout, done.stderr]
             assert done.returncode == 0, done.stderr
@@ -76,7 +64,7 @@ def test_a_refresh_authenticates_with_url_credentials_that_leak_nowhere(
         # A worker with a wrong password (one that holds the right one, so a leak of either is caught) fails
         # the task, and says why without repeating it.
         wrong_env = {**env, "REFRESHQ_UPSTREAM_URL": upstream.url_with(USER, PASSWORD + "-wrong")}
-        with logged_worker(wrong_env, log):
+        with worker_process(wrong_env, log=log):
             refused = run_cli("refresh", "province", "天津", "--wait", "--json", env=wrong_env, timeout=120)
         outputs += [refused.stdout, refused.stderr]
         assert refused.returncode == 1, refused.stderr
@@ -130,10 +118,7 @@ def test_the_llm_client_sends_url_credentials_as_basic_auth() -> None:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as server:
         base = f"http://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{server.server_address[1]}/v1"
         settings = Settings(llm_base_url=base, llm_model="m")
         spec = spec_from_settings(settings)
@@ -143,9 +128,6 @@ def test_the_llm_client_sends_url_credentials_as_basic_auth() -> None:
             assert list(llm.hospitals({"code": "110101", "name": "东城区", "level": "district"})) == []
         finally:
             llm.close()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert seen and seen[0]["auth"] == "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     assert seen[0]["line"].startswith("POST /v1/chat/completions ")
 
@@ -174,20 +156,22 @@ def test_the_masking_rules() -> None:
 
 
 @pytest.fixture
-def password_url(valkey: EmbeddedServer, conn: redis.Redis) -> Iterator[str]:
+def password_url(redis_url: str, conn: redis.Redis) -> Iterator[str]:
     """REDIS_URL of the test server for a user with a password (an ACL user, removed afterwards)."""
     conn.execute_command("ACL", "SETUSER", "tester", "on", f">{PASSWORD}", "~*", "&*", "+@all")
     try:
-        yield f"unix://tester:{quote(PASSWORD, safe='')}@{valkey.socket_path}"
+        yield with_credentials(redis_url, "tester", PASSWORD)
     finally:
         conn.execute_command("ACL", "DELUSER", "tester")
 
 
+@pytest.mark.slow
 def test_commands_that_print_the_redis_url_mask_its_password(
     env: dict[str, str], conn: redis.Redis, password_url: str, tmp_path: Path
 ) -> None:
     cli_env = {**env, "REDIS_URL": password_url}
-    masked = f"unix://tester:***@{password_url.rpartition('@')[2]}"
+    scheme, rest = password_url.split("://")
+    masked = f"{scheme}://tester:***@{rest.rpartition('@')[2]}"
     info = run_cli("info", env=cli_env)
     assert info.returncode == 0, info.stderr
     assert f"server: {masked} (REDIS_URL)" in info.stdout

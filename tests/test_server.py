@@ -7,7 +7,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,7 @@ from jobs.connection import connect
 from jobs.errors import DataDirError
 from jobs.server import EmbeddedServer
 from tests.conftest import REPO, run_cli
-
-# valkey fsyncs its append-only file every second; writes older than that survive a kill -9.
-FSYNC_WAIT = 1.3
+from tests.helpers import alive, wait_for_aof, wait_until
 
 
 def _settings(data_dir: Path) -> Settings:
@@ -56,10 +53,11 @@ def test_later_processes_reuse_the_running_server(embedded: EmbeddedServer) -> N
     assert other.get("k") == b"v"
 
 
+@pytest.mark.slow
 def test_stale_pid_file_after_kill_is_restarted_on_the_same_data(embedded: EmbeddedServer) -> None:
     conn = connect(_settings(embedded.data_dir))
     conn.set("survivor", "yes")
-    time.sleep(FSYNC_WAIT)
+    wait_for_aof(conn)
     old_pid = embedded.pid()
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
@@ -70,10 +68,11 @@ def test_stale_pid_file_after_kill_is_restarted_on_the_same_data(embedded: Embed
     assert embedded.pid() not in (None, old_pid)
 
 
+@pytest.mark.slow
 def test_a_client_heals_itself_after_the_server_is_killed(embedded: EmbeddedServer) -> None:
     conn = connect(_settings(embedded.data_dir))
     conn.rpush("queue", "job-1")
-    time.sleep(FSYNC_WAIT)
+    wait_for_aof(conn)
     pid = embedded.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -147,11 +146,8 @@ def test_cli_server_runs_in_the_foreground_and_stops_on_sigterm(short_dir: Path)
     proc = subprocess.Popen([str(Path(sys.executable).parent / "refreshq"), "server"], env=env)
     server = EmbeddedServer(short_dir / "fg")
     try:
-        deadline = time.monotonic() + 20
-        while not server.ping():
-            assert time.monotonic() < deadline, "foreground server never answered"
-            assert proc.poll() is None
-            time.sleep(0.05)
+        wait_until(lambda: server.ping() or proc.poll() is not None, 20, what="the foreground server to answer")
+        assert proc.poll() is None
         again = run_cli("server", env=env)
         assert again.returncode == 1
         assert "already running" in again.stderr
@@ -171,10 +167,8 @@ def _foreground(data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
             start_new_session=True,
         )
     server = EmbeddedServer(data_dir)
-    deadline = time.monotonic() + 20
-    while not server.ping():
-        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-        time.sleep(0.02)
+    wait_until(lambda: server.ping() or proc.poll() is not None, 20, 0.02, "the foreground server to answer")
+    assert proc.poll() is None, log.read_text()
     return proc
 
 
@@ -225,10 +219,7 @@ def test_cli_server_refuses_when_redis_url_is_set(redis_url: str, short_dir: Pat
 
 
 def _wait_dead(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while EmbeddedServer._is_alive(pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: not alive(pid), 10, 0.02, f"process {pid} to die")
 
 
 def _valkey_processes_for(data_dir: Path) -> int:
@@ -250,6 +241,7 @@ def test_redis_module_is_real() -> None:
     assert redis.Redis.__module__ == "redis.client"
 
 
+@pytest.mark.slow
 def test_info_after_a_kill_9_of_the_server_still_shows_the_queued_job(short_dir: Path) -> None:
     env = {**os.environ, "REFRESHQ_DATA_DIR": str(short_dir / "info")}
     env.pop("REDIS_URL", None)
@@ -259,8 +251,8 @@ def test_info_after_a_kill_9_of_the_server_still_shows_the_queued_job(short_dir:
     server = EmbeddedServer(short_dir / "info")
     conn = connect(_settings(server.data_dir))
     queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.add", 1, 2)
+    wait_for_aof(conn)
     conn.close()
-    time.sleep(FSYNC_WAIT)
     pid = server.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)

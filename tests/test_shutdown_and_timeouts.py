@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,20 +14,14 @@ from rq.serializers import JSONSerializer
 from jobs import keys, queues
 from jobs.config import Settings
 from jobs.redis_values import as_texts
-from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
-from jobs.upstream.serve import RunningUpstream, start_background
+from jobs.upstream.serve import RunningUpstream
 from scheduler import Scheduler, default_duties
-from tests.helpers import checksum, wait_status, wait_until, worker_process
+from tests.helpers import checksum, exported, province_hospitals, wait_status, wait_until, worker_process
 
 SCALE = 12_000
-
-
-@pytest.fixture
-def slow_upstream() -> Iterator[RunningUpstream]:
-    with start_background(SCALE, latency_ms=40) as running:
-        yield running
+pytestmark = pytest.mark.upstream(scale=SCALE, latency_ms=40)  # the `slow_upstream` of these tests
 
 
 def test_sigterm_makes_the_running_refresh_checkpoint_and_requeue(
@@ -56,12 +47,10 @@ def test_sigterm_makes_the_running_refresh_checkpoint_and_requeue(
     with worker_process(env):
         final = wait_status(manager, task_id, ("SUCCEEDED", "FAILED"), timeout=120)
     assert final["status"] == "SUCCEEDED"
-    out = io.StringIO()
-    store.export(conn, out, "jsonl", ["510000"])
-    expected = [h for h in SampleDirectory(SCALE).all_hospitals() if str(h["region_code"]).startswith("51")]
-    assert checksum(json.loads(x) for x in out.getvalue().splitlines()) == checksum(expected)
+    assert checksum(exported(conn, "510000")) == checksum(province_hospitals(SampleDirectory(SCALE), "51"))
 
 
+@pytest.mark.slow
 def test_the_hard_time_limit_fails_the_task_and_the_soft_one_is_recorded(
     conn: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, slow_upstream: RunningUpstream
 ) -> None:

@@ -198,6 +198,7 @@ return count
 CLONE_BATCH = 10_000  # keeps each script call well under the server's busy-script threshold
 
 
+@pytest.mark.slow
 def test_listing_100000_tasks(manager: SyncTaskManager, conn: redis.Redis) -> None:
     total, prefix = 100_000, "task_bulk_"
     base = datetime(2025, 1, 1, tzinfo=UTC)

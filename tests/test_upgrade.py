@@ -25,7 +25,7 @@ from jobs.refresh import records
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from tests.helpers import checksum, drain, exported, province_hospitals
-from tests.named_helpers import drain_all, named_env, registry
+from tests.named_helpers import drain_all, registry
 
 SCALE = 2000
 OLD_PLAN = "jobs.refresh.plan_task"
@@ -38,11 +38,6 @@ T0 = 1_900_000_000.0
 @pytest.fixture
 def manager(settings: Settings, conn: redis.Redis) -> SyncTaskManager:
     return SyncTaskManager(settings, conn, upstream={"kind": "sample", "scale": SCALE})
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
 
 
 def _old_record(manager: SyncTaskManager, kind: str, label: str, provinces: list[dict[str, str]] | None) -> str:
@@ -62,6 +57,7 @@ def _old_enqueue(conn: redis.Redis, queue: str, func: str, args: list[Any], job_
     return queues.queue(conn, queue).enqueue_call(func, args=args, job_id=job_id, **options)
 
 
+@pytest.mark.slow
 def test_a_refresh_planned_by_the_old_plan_function_name_runs_to_the_same_data(
     manager: SyncTaskManager, conn: redis.Redis
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Callable, Iterator
 
@@ -17,6 +16,7 @@ from jobs.upstream.http import HttpDirectoryClient, RequestGate, retry_after_sec
 from jobs.upstream.retry import Backoff, call_with_retries
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
+from tests.helpers import free_port
 from tests.upstream_servers import walk
 
 FAST = Backoff(base=0.001, cap=0.005)
@@ -74,6 +74,7 @@ def caught_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureF
         yield caplog
 
 
+@pytest.mark.slow
 def test_full_walk_equals_the_sample(sample: SampleDirectory) -> None:
     with start_background(directory=sample) as server, client(server.url) as upstream:
         regions, hospitals = walk(upstream)
@@ -165,7 +166,7 @@ def test_token_is_sent_and_never_leaks(sample: SampleDirectory, caught_logs: pyt
         with client(server.url, token="wrong-" + TOKEN) as wrong, pytest.raises(PermanentUpstreamError) as denied:
             wrong.provinces()
         assert "401" in str(denied.value) and TOKEN not in str(denied.value)
-    refused = client(f"http://127.0.0.1:{_closed_port()}/v1", token=TOKEN, max_attempts=2)
+    refused = client(f"http://127.0.0.1:{free_port()}/v1", token=TOKEN, max_attempts=2)
     with refused, pytest.raises(TransientUpstreamError) as failed:
         refused.provinces()
     assert TOKEN not in str(failed.value) and TOKEN not in repr(failed.value)
@@ -240,8 +241,3 @@ def test_retry_after_parsing_and_cap() -> None:
     assert call_with_retries(attempt, what="x", max_attempts=2, backoff=Backoff(), sleep=slept.append) == "done"
     assert slept == [60.0]  # an hour-long Retry-After is capped
 
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import time
 import zlib
 
 import pytest
@@ -13,7 +11,8 @@ from rq.serializers import JSONSerializer
 
 from jobs import queues
 from jobs.errors import ValidationError
-from tests.conftest import REFRESHQ, REPO, run_cli
+from tests.conftest import REPO, run_cli
+from tests.helpers import refreshq_process, wait_until
 from workers import build_worker
 
 
@@ -63,14 +62,9 @@ def test_unknown_queue_is_refused(conn: redis.Redis, env: dict[str, str]) -> Non
 
 
 def test_worker_stops_cleanly_on_sigterm(conn: redis.Redis, env: dict[str, str]) -> None:
-    proc = subprocess.Popen([REFRESHQ, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not conn.keys("rq:worker:*"):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
-    deadline = time.monotonic() + 5
-    while conn.smembers("rq:workers"):
-        assert time.monotonic() < deadline, "worker did not unregister"
-        time.sleep(0.05)
+    with refreshq_process(["worker"], env) as proc:
+        wait_until(lambda: conn.keys("rq:worker:*") or proc.poll() is not None, 30, what="the worker to register")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert conn.smembers("rq:workers") == set()  # it unregistered before it exited

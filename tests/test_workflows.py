@@ -13,12 +13,7 @@ from jobs.errors import TaskArgumentsError, UnknownTaskError, ValidationError, W
 from jobs.named.workflows import Signature, batch, chain, get_workflow, wait_workflow
 from tests import named_task_functions as f
 from tests.helpers import wait_until, worker_process
-from tests.named_helpers import drain_all, named_env, trace
-
-
-@pytest.fixture
-def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return named_env(env, monkeypatch)
+from tests.named_helpers import drain_all, trace
 
 
 def _statuses(record: dict[str, object]) -> list[str]:

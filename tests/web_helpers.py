@@ -7,7 +7,6 @@ import base64
 import binascii
 import re
 import threading
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,7 +24,7 @@ from jobs import queues
 from jobs.upstream.base import Hospital, Region
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
-from tests.helpers import drain, wait_until
+from tests.helpers import drain, inflated, key_values, wait_until
 
 MARKUP_NAME = "<img src=x onerror=alert(1)>省"
 MARKUP_CODE = "110000"  # 北京, renamed
@@ -113,25 +112,6 @@ def busy_province_jobs(conn: redis.Redis, count: int) -> list[str]:
     return wait_until(current, timeout=60, what=f"{count} workers busy on province jobs")  # type: ignore[no-any-return]
 
 
-def _values(conn: redis.Redis, key: bytes) -> list[bytes]:
-    kind = conn.type(key)
-    if kind == b"string":
-        return [conn.get(key) or b""]
-    if kind == b"hash":
-        return list(conn.hgetall(key).values())
-    if kind == b"list":
-        return list(conn.lrange(key, 0, -1))
-    if kind == b"set":
-        return list(conn.smembers(key))
-    if kind == b"zset":
-        return list(conn.zrange(key, 0, -1))
-    if kind == b"stream":
-        return [v for _id, fields in conn.xrange(key) or [] for v in (fields or {}).values()]
-    if kind == b"none":
-        return []  # expired since the scan
-    raise AssertionError(f"key {key!r} has a type this scan cannot read: {kind!r}")
-
-
 def _forms(value: bytes) -> Iterator[tuple[bytes, bool]]:
     """The value as stored, inflated (RQ compresses job data and tracebacks) and base64-decoded (RQ's
     results stream holds serialized return values in base64), each with whether it came out of
@@ -141,14 +121,7 @@ def _forms(value: bytes) -> Iterator[tuple[bytes, bool]]:
         if not data:
             continue
         yield data, from_base64
-        yield _inflated(data), from_base64
-
-
-def _inflated(data: bytes) -> bytes:
-    try:
-        return zlib.decompress(data)
-    except zlib.error:
-        return b""
+        yield inflated(data), from_base64
 
 
 def _unbase64(value: bytes) -> bytes:
@@ -168,7 +141,7 @@ def pickled_values(conn: redis.Redis) -> list[str]:
     """Every key (with the index of the value) holding a pickle, in any of its readable forms."""
     found = []
     for key in conn.scan_iter(count=1000):
-        for index, value in enumerate([key, *_values(conn, key)]):
+        for index, value in enumerate([key, *key_values(conn, key, names=False)]):
             if any(_is_pickle(data, strict) for data, strict in _forms(value)):
                 found.append(f"{key.decode(errors='replace')}[{index}]")
     return found
@@ -176,4 +149,4 @@ def pickled_values(conn: redis.Redis) -> list[str]:
 
 def value_count(conn: redis.Redis) -> int:
     """How many values the scan read (so a test can tell a scan of something from a scan of nothing)."""
-    return sum(1 + len(_values(conn, key)) for key in conn.scan_iter(count=1000))
+    return sum(1 + len(key_values(conn, key, names=False)) for key in conn.scan_iter(count=1000))

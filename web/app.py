@@ -1,20 +1,19 @@
-"""The Flask app: rq-dashboard under /rq (web.dashboard) behind an optional password, plus a health check."""
+"""The Flask app: the API, the live pages and rq-dashboard under /rq, behind one authentication (web.auth)."""
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 
 import redis
-from flask import Flask, Response, redirect, request
+from flask import Flask, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.config import Settings
 from jobs.errors import ConfigError
 from jobs.queues import register_queues
-from web import dashboard
-
-_PUBLIC_PATHS = ("/healthz",)
+from jobs.refresh.manager import SyncTaskManager
+from web import api, auth, dashboard, metrics, pages
+from web.streams import SharedReads, StreamSlots
 
 
 def is_loopback(host: str) -> bool:
@@ -36,34 +35,36 @@ def check_exposure(settings: Settings, host: str) -> None:
 
 
 def create_app(settings: Settings, redis_url: str) -> Flask:
+    """The web process: the API (/api/v1), the live pages, rq-dashboard under /rq, a health check."""
     app = Flask("refreshq")
     app.extensions["refreshq.settings"] = settings
-
-    # First of the request hooks: rq-dashboard has no auth of its own, and nothing but the health
-    # check (static files and the read-only views included) answers without the password.
-    @app.before_request
-    def require_password() -> BaseResponse | None:
-        if settings.web_password is None or request.path in _PUBLIC_PATHS:
-            return None
-        auth = request.authorization
-        given = (auth.password or "") if auth else ""
-        if hmac.compare_digest(given.encode(), settings.web_password.encode()):
-            return None
-        return Response(
-            "authentication required\n", 401, {"WWW-Authenticate": 'Basic realm="refreshq"'}
-        )
-
     dashboard.mount(app, redis_url)
-    register_queues(app.redis_conn)  # type: ignore[attr-defined]
+    conn: redis.Redis = app.redis_conn  # type: ignore[attr-defined]
+    register_queues(conn)
+    app.secret_key = auth.session_secret(conn)
+    guard = auth.Auth(settings, conn)
+    auth.install(app, guard)
+    app.extensions["refreshq.manager"] = SyncTaskManager(settings, conn)
+    app.extensions["refreshq.streams"] = StreamSlots(settings.web_streams)
+    app.extensions["refreshq.shared_reads"] = SharedReads()
+    metrics.mount(app, settings)  # checks its own credentials: the password or the scrape token
 
-    @app.get("/")
-    def index() -> BaseResponse:
-        return redirect("/rq/")
+    # First of the request hooks: rq-dashboard has no auth of its own; its pages need the read role,
+    # its actions admin (they are POST-only and same-origin: web.security).
+    @app.before_request
+    def guard_dashboard() -> BaseResponse | None:
+        if request.blueprint != dashboard.BLUEPRINT:
+            return None
+        return guard.check("admin" if request.endpoint in dashboard.MUTATING else "read")
+
+    app.before_request_funcs[None].insert(0, app.before_request_funcs[None].pop())
+    api.install(app)
+    pages.install(app)
 
     @app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:
         try:
-            app.redis_conn.ping()  # type: ignore[attr-defined]
+            conn.ping()
         except redis.RedisError as exc:
             return {"status": "error", "redis": type(exc).__name__}, 503
         return {"status": "ok", "redis": "ok"}, 200

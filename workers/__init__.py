@@ -29,6 +29,7 @@ from jobs import context, failures, limits, shutdown
 from jobs import queues as queue_names
 from jobs.config import Settings
 from jobs.errors import ValidationError
+from jobs.named.history import lost_run_handler
 from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
 from workers.claims import BLOCK_SECONDS, Claimer
@@ -304,7 +305,7 @@ def build_worker(
         name=name,
         serializer=JSONSerializer,
         job_monitoring_interval=JOB_MONITORING_INTERVAL,
-        exception_handlers=[failures.exception_handler],
+        exception_handlers=[failures.exception_handler, lost_run_handler],
     )
     worker.job_context = context.JobContext(settings or context.process_settings())
     worker.pool_name = pool

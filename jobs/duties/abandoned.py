@@ -12,9 +12,13 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from jobs import failures, queues
+from jobs.named.history import lost_run_handler
+
+# How the failure of an abandoned job is recorded: its kind (for the sweeper), and a named run's loss.
+HANDLERS = [failures.exception_handler, lost_run_handler]
 
 
 def clean_started_registries(conn: redis.Redis) -> None:
     """Move jobs whose heartbeat expired out of the started registries (to retry or to failed)."""
     for queue in queues.queues(conn):
-        StartedJobRegistry(queue=queue).cleanup(exception_handlers=[failures.exception_handler])
+        StartedJobRegistry(queue=queue).cleanup(exception_handlers=HANDLERS)

@@ -30,6 +30,7 @@ from jobs.failures import NEVER as NEVER
 from jobs.failures import PERMANENT as PERMANENT
 from jobs.failures import TRANSIENT as TRANSIENT
 from jobs.named.runs import RUN_FUNCS
+from jobs.observe import counters
 from jobs.redis_values import as_text_map
 from jobs.refresh import records
 from jobs.refresh.finish import end_province
@@ -124,7 +125,10 @@ def _handle(
         # A job whose worker died was running: it goes back to the front of its queue, so that in a
         # busy refresh it resumes at once instead of after every province still queued.
         registry.requeue(job, at_front=state.get("exception") == failures.ABANDONED)
-        conn.hset(keys.job_retry(job.id), "decision", "requeued")
+        with conn.pipeline() as pipe:
+            pipe.hset(keys.job_retry(job.id), "decision", "requeued")
+            pipe.hincrby(keys.METRIC_COUNTERS, counters.name(counters.RETRIES, _counted_kind(job)), 1)
+            pipe.execute()
         _mark_task_retrying(conn, job, state, requeued=True)
         log.info("retry: requeued %s (attempt %s)", job.id, state["attempt"])
         return 1
@@ -193,6 +197,13 @@ def _waits_alone(conn: redis.Redis, job: Job, task_id: str) -> bool:
     return conn.hget(keys.task(task_id), "kind") == b"province"
 
 
+def _counted_kind(job: Job) -> str:
+    """The label of a job in the retries and dead-letter counters: refresh, task (a named task) or other."""
+    if job.func_name in REFRESH_FUNCS:
+        return "refresh"
+    return "task" if job.func_name in RUN_FUNCS else "other"
+
+
 def _task_of(job: Job) -> str | None:
     if job.func_name in REFRESH_FUNCS and job.args:
         return str(job.args[0])
@@ -211,6 +222,7 @@ def _bury(
     with conn.pipeline() as pipe:
         pipe.zadd(keys.DEAD_LETTER, {job.id: datetime.now(UTC).timestamp()})
         pipe.hset(keys.dead_letter_entry(job.id), mapping=entry)  # type: ignore[arg-type]
+        pipe.hincrby(keys.METRIC_COUNTERS, counters.name(counters.DEAD_LETTERS, _counted_kind(job)), 1)
         pipe.execute()
     registry.remove(job)
     conn.hset(keys.job_retry(job.id), "decision", "buried")

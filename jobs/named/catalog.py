@@ -107,3 +107,13 @@ def load_tasks(modules: Sequence[str]) -> TaskCatalog:
 def configured_tasks(settings: Settings | None = None) -> TaskCatalog:
     """The tasks of REFRESHQ_TASK_MODULES (of this process's settings when none are given: jobs.context)."""
     return load_tasks((settings or process_settings()).task_modules)
+
+
+def summary(d: TaskDefinition) -> dict[str, Any]:
+    """A task as `tasks list --json` and the API show it."""
+    return {
+        "name": d.name, "description": d.description, "category": d.category, "tags": list(d.tags),
+        "priority": d.priority.value, "queue": d.queue, "time_limit": d.time_limit,
+        "retries": d.retry.max_retries, "module": d.module,
+        "default_schedule": d.schedule.trigger.describe() if d.schedule else None,
+    }

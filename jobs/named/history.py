@@ -8,6 +8,7 @@ trims tasks that stopped running, so Redis never grows without end.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,9 +20,13 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys
 from jobs.errors import ValidationError
+from jobs.observe import runs as observed_runs
 from jobs.redis_values import as_text, as_texts
 from jobs.scripts import Scripts
 from jobs.statuses import FAILED, RUNNING, SUCCEEDED
+
+log = logging.getLogger("refreshq.named")
+LOST = "lost: the worker running it died or was stopped"
 
 RESULT_CHARS = 500
 _MAX_INDEX = 2**62  # beyond any sorted set's length, within Redis's signed 64-bit range arguments
@@ -48,14 +53,16 @@ def execution_id(job_id: str, attempt: int) -> str:
 
 def record_start(
     conn: redis.Redis, task: str, job_id: str, attempt: int, bounds: Bounds,
-    trigger: str = "manual", now: float | None = None,
+    trigger: str = "manual", now: float | None = None, queued_ts: float | None = None,
 ) -> str:
-    """Store a RUNNING record for this attempt (and trim); return its execution id."""
+    """Store a RUNNING record for this attempt (and trim); return its execution id. `queued_ts`: when the
+    run was enqueued (its queue wait is kept apart from its run time)."""
     started = time.time() if now is None else now
     exec_id = execution_id(job_id, attempt)
+    wait = round(max(0.0, started - queued_ts), 3) if queued_ts is not None else None
     entry = {
         "id": exec_id, "task": task, "job_id": job_id, "attempt": attempt, "trigger": trigger,
-        "status": RUNNING, "started_at": iso(started), "started_ts": started,
+        "status": RUNNING, "started_at": iso(started), "started_ts": started, "queue_wait_seconds": wait,
         "ended_at": None, "duration": None, "result": None, "error": None, "traceback": None,
     }
     with conn.pipeline() as pipe:
@@ -78,11 +85,15 @@ def record_end(
     entry: dict[str, Any] = json.loads(raw)
     ended = time.time() if now is None else now
     entry.update({
-        "status": status, "ended_at": iso(ended), "duration": round(ended - float(entry["started_ts"]), 3),
+        "status": status, "ended_at": iso(ended), "ended_ts": ended,
+        "duration": round(ended - float(entry["started_ts"]), 3),
         "result": summarize(result) if status == SUCCEEDED else None,
         "error": error, "traceback": (traceback or "")[-TRACEBACK_CHARS:] or None, "retrying": retrying,
     })
-    conn.hset(keys.history_entries(task), exec_id, json.dumps(entry, ensure_ascii=False))
+    with conn.pipeline() as pipe:  # the record and the run's counters, histogram and outcome together
+        pipe.hset(keys.history_entries(task), exec_id, json.dumps(entry, ensure_ascii=False))
+        observed_runs.queue_named_run(pipe, entry, retrying)
+        pipe.execute()
     return entry
 
 
@@ -151,3 +162,43 @@ def _job_state(conn: redis.Redis, job_id: str) -> tuple[str | None, int | None]:
 
 def tasks_with_history(conn: redis.Redis) -> list[str]:
     return sorted(as_texts(conn.smembers(keys.HISTORY_TASKS)))
+
+
+def note_lost_run(conn: redis.Redis, job: Job, ended_ts: float) -> bool:
+    """A named run whose worker died (RQ's failure callback, AbandonedJobError): if its attempt's history
+    record still says RUNNING, end it FAILED and record the run, in one transaction; False if it had ended."""
+    task, attempt = job.meta.get("task"), job.meta.get("attempt")
+    if not task or not attempt:
+        return False
+    exec_id = execution_id(job.id, int(attempt))
+    entries = keys.history_entries(str(task))
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(entries)  # type: ignore[no-untyped-call]
+                raw = pipe.hget(entries, exec_id)
+                entry: dict[str, Any] = json.loads(raw) if raw else {}
+                if entry.get("status") != RUNNING:
+                    return False
+                started = float(entry.get("started_ts") or ended_ts)
+                entry.update({"status": FAILED, "error": LOST, "ended_at": iso(ended_ts),
+                              "ended_ts": ended_ts, "duration": round(max(0.0, ended_ts - started), 3)})
+                retrying = bool(job.retries_left)
+                pipe.multi()
+                pipe.hset(entries, exec_id, json.dumps(entry, ensure_ascii=False))
+                observed_runs.queue_named_run(pipe, entry, retrying)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                continue
+
+
+def lost_run_handler(job: Job, exc_type: type[BaseException], exc_value: BaseException, tb: Any) -> bool:
+    """An RQ exception handler (the worker's, and the scheduler's started-registry cleanup): a named run whose
+    history record still says RUNNING when its job fails was lost with its worker or work-horse; end it
+    FAILED and record the run. True: RQ's own handling goes on."""
+    try:
+        note_lost_run(job.connection, job, time.time())
+    except redis.RedisError as exc:  # the history repairs the record when it is next read; only the count is lost
+        log.warning("observe: could not record the lost run %s (%s)", job.id, exc)
+    return True

@@ -26,13 +26,14 @@ import redis
 from rq.job import Callback, Job, JobStatus, get_current_job
 from rq.serializers import JSONSerializer
 
-from jobs import queues
+from jobs import owners, queues
 from jobs.config import Settings
 from jobs.context import process_settings, running_job
 from jobs.errors import TaskArgumentsError, TaskEnvironmentError, TaskExecutionError, TaskTimeoutError
 from jobs.named import arguments, history
 from jobs.named.catalog import canonical_modules, configured_tasks
 from jobs.named.definitions import TaskDefinition
+from jobs.owners import Owner
 from jobs.statuses import FAILED, SUCCEEDED, is_live
 
 log = logging.getLogger("refreshq.tasks")
@@ -106,17 +107,32 @@ def job_options(
 def enqueue_task(
     conn: redis.Redis, definition: TaskDefinition, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
     *, meta: Mapping[str, Any] | None = None, pipeline: redis.client.Pipeline | None = None,
-    callbacks: RunCallbacks | None = None, modules: Sequence[str] | None = None,
+    callbacks: RunCallbacks | None = None, modules: Sequence[str] | None = None, owner: Owner | None = None,
 ) -> str:
     """Enqueue one run; with `pipeline` (already in MULTI) it is queued inside the caller's transaction.
-    `modules`: REFRESHQ_TASK_MODULES of the workers (default: this process's settings)."""
+    `modules`: REFRESHQ_TASK_MODULES of the workers (default: this process's settings). A run records its
+    owner (the CLI's by default); a limited owner's is checked against their limits in the transaction
+    that enqueues it (jobs.owners)."""
     _check_configured(definition, modules if modules is not None else process_settings().task_modules)
     plain_args, plain_kwargs = check_arguments(definition, args, kwargs or {})
-    options = job_options(definition, new_job_id(definition.name), meta, callbacks)
-    queues.queue(conn, definition.queue).enqueue_call(
-        RUN_FUNC, args=[definition.name, plain_args, plain_kwargs], pipeline=pipeline, **options
-    )
-    return str(options["job_id"])
+    owner = owner or Owner()
+    options = job_options(definition, new_job_id(definition.name), {"owner": owner.name, **(meta or {})}, callbacks)
+    call = {"args": [definition.name, plain_args, plain_kwargs], **options}
+    if pipeline is not None or not owner.limited:
+        queues.queue(conn, definition.queue).enqueue_call(RUN_FUNC, pipeline=pipeline, **call)
+        return str(options["job_id"])
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(*owners.watched_keys(owner))  # type: ignore[no-untyped-call]
+                seen = owners.admit(conn, pipe, owner)
+                pipe.multi()
+                queues.queue(conn, definition.queue).enqueue_call(RUN_FUNC, pipeline=pipe, **call)
+                owners.note_run(pipe, owner, str(options["job_id"]), seen)
+                pipe.execute()
+                return str(options["job_id"])
+            except redis.WatchError:
+                continue
 
 
 def _check_configured(definition: TaskDefinition, modules: Sequence[str]) -> None:
@@ -178,7 +194,8 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     job.save_meta()  # type: ignore[no-untyped-call]
     bounds = history.Bounds(definition.history_limit, definition.history_days)
     trigger = _trigger_of(job.meta)
-    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger)
+    queued = job.enqueued_at.replace(tzinfo=UTC).timestamp() if job.enqueued_at else None
+    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
     run = RunContext(name, job.id, attempt, job.connection, settings, job.meta.get("schedule"),
                      job.meta.get("workflow"))
     token = _current.set(run)

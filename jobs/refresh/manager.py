@@ -16,14 +16,16 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs import keys
+from jobs import keys, owners
 from jobs.config import Settings
 from jobs.connection import connect
 from jobs.context import process_settings
 from jobs.errors import TaskCreationError, TaskNotFoundError, TaskStateError, TaskTimeoutError, ValidationError
+from jobs.owners import Owner
 from jobs.redis_values import as_texts
 from jobs.refresh import published, records
 from jobs.refresh.finish import BY_USER, end_province
+from jobs.refresh.idempotency import Created, Request
 from jobs.refresh.job import PLAN_FUNCS, enqueue_plan
 from jobs.refresh.provinces import resolve_province
 from jobs.statuses import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
@@ -50,38 +52,63 @@ class SyncTaskManager:
             secret_free_spec(upstream, self.settings) if upstream is not None else spec_from_settings(self.settings)
         )
 
-    def create_full_refresh_task(self) -> str:
-        return self._create("full", FULL_LABEL, None, None)
+    def create_full_refresh_task(self, owner: Owner | None = None, idempotency_key: str | None = None) -> str:
+        return self.create("full", None, owner, idempotency_key).task_id
 
-    def create_province_refresh_task(self, province_name: str) -> str:
+    def create_province_refresh_task(
+        self, province_name: str, owner: Owner | None = None, idempotency_key: str | None = None
+    ) -> str:
+        return self.create("province", province_name, owner, idempotency_key).task_id
+
+    def create(
+        self, kind: str, province_name: str | None = None, owner: Owner | None = None,
+        idempotency_key: str | None = None,
+    ) -> Created:
+        """A new task for `owner` (the CLI's by default), within their limits; with an idempotency key a
+        repeat of the same request returns the task the first one made (`replayed`)."""
+        request = Request(kind, province_name, owner or Owner(), idempotency_key)
+        if kind == "full":
+            return self._create(request, FULL_LABEL, None)
+        if kind != "province" or province_name is None:
+            raise ValidationError(f"unknown kind {kind!r}: expected full, or province with a province name")
         province = resolve_province(self.conn, self.settings, self.upstream, province_name)
-        return self._create("province", province["name"], province_name, [province])
+        return self._create(request, province["name"], [province])
 
-    def _create(self, kind: str, label: str, query: str | None, provinces: list[Region] | None) -> str:
+    def _create(self, request: Request, label: str, provinces: list[Region] | None) -> Created:
         task_id = records.new_task_id()
-        record = records.new_record(task_id, kind, label, query, self.upstream, self.settings.task_timeout)
+        record = records.new_record(task_id, request.kind, label, request.province, self.upstream,
+                                    self.settings.task_timeout, owner=request.owner.name)
         if provinces is not None:
             record["provinces"] = json.dumps(provinces, ensure_ascii=False)
         pending = keys.tasks_with_status(PENDING)
         # One transaction: the record, its indexes and the job exist together or not at all, and
-        # only while fewer than REFRESHQ_MAX_PENDING tasks wait (WATCH makes the check exact).
+        # only while fewer than REFRESHQ_MAX_PENDING tasks wait, the owner is within their limits and
+        # the idempotency key is unused (WATCH makes every check exact).
         with self.conn.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(pending)  # type: ignore[no-untyped-call]
-                    waiting = int(pipe.zcard(pending))
-                    if waiting >= self.settings.max_pending:
-                        raise TaskCreationError(
-                            f"任务队列已满: {waiting} tasks are pending (REFRESHQ_MAX_PENDING="
-                            f"{self.settings.max_pending}); try again when some have started"
-                        )
+                    pipe.watch(pending, *owners.watched_keys(request.owner), *request.watched())  # type: ignore[no-untyped-call]
+                    earlier = request.earlier_task(pipe)
+                    if earlier is not None:
+                        return Created(earlier, replayed=True)
+                    self._check_room(pipe, request.owner)
                     pipe.multi()  # RQ joins this transaction instead of starting its own
                     records.add_record(pipe, record)
                     enqueue_plan(self.conn, task_id, self.settings, pipeline=pipe)
+                    request.remember(pipe, task_id)
                     pipe.execute()
-                    return task_id
+                    return Created(task_id, replayed=False)
                 except redis.WatchError:
                     continue
+
+    def _check_room(self, pipe: redis.client.Pipeline, owner: Owner) -> None:
+        waiting = int(pipe.zcard(keys.tasks_with_status(PENDING)))
+        if waiting >= self.settings.max_pending:
+            raise TaskCreationError(
+                f"任务队列已满: {waiting} tasks are pending (REFRESHQ_MAX_PENDING="
+                f"{self.settings.max_pending}); try again when some have started"
+            )
+        owners.admit(self.conn, pipe, owner)
 
     def get_task_status(self, task_id: str) -> dict[str, Any]:
         return records.status_dict(self.conn, task_id)
@@ -167,9 +194,9 @@ class SyncTaskManager:
 
     def list_tasks(
         self, status: str | None = None, page: int = 1, page_size: int = 10,
-        sort_by: str = "created_at", sort_order: str = "desc",
+        sort_by: str = "created_at", sort_order: str = "desc", kind: str | None = None, owner: str | None = None,
     ) -> dict[str, Any]:
-        return records.list_page(self.conn, status, page, page_size, sort_by, sort_order)
+        return records.list_page(self.conn, status, page, page_size, sort_by, sort_order, kind, owner)
 
     def get_active_tasks(self) -> list[dict[str, Any]]:
         return [records.status_dict(self.conn, t) for t in records.ids_with_status(self.conn, (RUNNING, PENDING))]
@@ -208,7 +235,7 @@ class SyncTaskManager:
                 *(keys.checkpoint_leaves(task_id, c) for c in provinces),
                 *(keys.province_plan(task_id, c) for c in provinces),
             )
-            records.unindex(pipe, task_id)
+            records.unindex(pipe, task_id, raw)
             pipe.execute()
 
 

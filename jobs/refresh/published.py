@@ -193,7 +193,7 @@ def iter_hospitals(conn: redis.Redis, province: str, leaves: list[Leaf] | None =
 def export(conn: redis.Redis, out: TextIO, fmt: str, provinces: list[str] | None = None) -> int:
     """Write published records as JSON lines or CSV; return how many were written."""
     codes = provinces if provinces is not None else list(published_provinces(conn))
-    writer = _csv_writer(out) if fmt == "csv" else None
+    writer = csv_writer(out) if fmt == "csv" else None
     count = 0
     for code in codes:
         for _leaf, record in iter_hospitals(conn, code):
@@ -205,7 +205,7 @@ def export(conn: redis.Redis, out: TextIO, fmt: str, provinces: list[str] | None
     return count
 
 
-def _csv_writer(out: TextIO) -> Any:
+def csv_writer(out: TextIO) -> Any:
     """CSV rows: the contract's fields as columns, any other upstream field kept in `extra` (JSON)."""
     writer = csv.writer(out)
     writer.writerow([*CSV_FIELDS, "extra"])

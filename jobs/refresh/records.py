@@ -15,6 +15,7 @@ import redis
 
 from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
+from jobs.owners import CLI_OWNER
 from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.refresh.progress import Counters
 from jobs.scripts import Scripts
@@ -28,6 +29,8 @@ from jobs.statuses import TERMINAL as TERMINAL
 from jobs.upstream.base import Region
 
 SORT_FIELDS = ("created_at", "updated_at")
+KINDS = ("full", "province")
+LISTING_TTL = 10  # seconds a filtered listing's intersection may outlive a crash between its commands
 _MAX_INDEX = 2**62  # Redis ranges are signed 64-bit
 
 # Fields stored as JSON text in the record hash; everything else is a plain string.
@@ -45,12 +48,14 @@ def new_task_id() -> str:
 
 
 def new_record(
-    task_id: str, kind: str, label: str, query: str | None, upstream: dict[str, Any], timeout: int = 7200
+    task_id: str, kind: str, label: str, query: str | None, upstream: dict[str, Any], timeout: int = 7200,
+    owner: str = CLI_OWNER,
 ) -> dict[str, str]:
     now = datetime.now(UTC)
     return {
         "task_id": task_id,
         "kind": kind,
+        "owner": owner,
         "hospital_name": label,
         "query": json.dumps(query, ensure_ascii=False),
         "status": PENDING,
@@ -73,6 +78,10 @@ def add_record(pipe: redis.client.Pipeline, record: dict[str, str]) -> None:
     pipe.zadd(keys.TASKS_BY_UPDATED, {task_id: ts})
     pipe.zadd(keys.tasks_with_status(PENDING), {task_id: ts})
     pipe.zadd(keys.tasks_with_status_by_updated(PENDING), {task_id: ts})
+    pipe.zadd(keys.tasks_of_kind(record["kind"]), {task_id: ts})
+    owner = record.get("owner", CLI_OWNER)
+    pipe.zadd(keys.tasks_of_owner(owner), {task_id: ts})
+    pipe.zadd(keys.tasks_with_status_of_owner(PENDING, owner), {task_id: ts})
 
 
 def _transition_args(allowed: Iterable[str], to: str, fields: dict[str, str] | None) -> list[Any]:
@@ -145,6 +154,8 @@ def _to_status(
     return {
         "task_id": r["task_id"],
         "kind": r.get("kind"),
+        # Records made before owners existed were all made from the command line.
+        "owner": r.get("owner") or CLI_OWNER,
         "hospital_name": r.get("hospital_name"),
         "query": json.loads(r.get("query", "null")),
         "status": r["status"],
@@ -163,7 +174,24 @@ def _to_status(
         "attempt": int(r.get("attempt", "1")),
         "retry": json.loads(r["retry"]) if r.get("retry") else None,
         "soft_limit_exceeded_at": r.get("soft_limit_exceeded_at") or None,
+        "progress_changed_at": progress_changed_at(r),
     }
+
+
+def progress_changed_at(r: dict[str, str]) -> str | None:
+    """When the progress last grew, or this attempt started if later (a resumed task starts afresh)."""
+    moved = r.get("progress_moved_ts")
+    moved_iso = datetime.fromtimestamp(float(moved), UTC).isoformat(timespec="seconds") if moved else None
+    started = r.get("attempt_started_at") or r.get("started_at") or None
+    return max((t for t in (moved_iso, started) if t), default=None)
+
+
+def is_stalled(status: dict[str, Any], stall_seconds: float, now: float) -> bool:
+    """A RUNNING task whose progress has not moved for `stall_seconds` (REFRESHQ_STALL_SECONDS)."""
+    changed = status.get("progress_changed_at")
+    if status.get("status") != RUNNING or not changed:
+        return False
+    return now - datetime.fromisoformat(changed).timestamp() >= stall_seconds
 
 
 def list_page(
@@ -173,22 +201,22 @@ def list_page(
     page_size: int = 10,
     sort_by: str = "created_at",
     sort_order: str = "desc",
+    kind: str | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
-    """One page of status dicts, read from the sorted-set indexes (O(log N + page size))."""
-    index = _index_for(status, sort_by)
+    """One page of status dicts, read from the sorted-set indexes (O(log N + page size) for one filter;
+    two or more intersect their indexes, O(size of the smallest))."""
     if sort_order not in ("asc", "desc"):
         raise ValidationError(f"sort order {sort_order!r} is not valid: expected asc or desc")
     if page < 1 or not 1 <= page_size <= 1000:
         raise ValidationError("page must be >= 1 and page size from 1 to 1000")
+    if kind is not None and kind not in KINDS:
+        raise ValidationError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     start = (page - 1) * page_size
-    if start > _MAX_INDEX:  # past the end of any index
-        return {"items": [], "total": int(conn.zcard(index)), "page": page, "page_size": page_size}
+    index, filters = _indexes_for(status, sort_by, kind, owner)
+    total, ids = _page_of(conn, index, filters, min(start, _MAX_INDEX), page_size, sort_order == "desc")
     with conn.pipeline(transaction=False) as pipe:
-        pipe.zcard(index)
-        pipe.zrange(index, start, start + page_size - 1, desc=sort_order == "desc")
-        total, ids = pipe.execute()
-    with conn.pipeline(transaction=False) as pipe:
-        for task_id in as_texts(ids):
+        for task_id in ids:
             pipe.hgetall(keys.task(task_id))
             pipe.hgetall(keys.task_stats(task_id))
             pipe.hgetall(keys.task_failed_regions(task_id))
@@ -197,17 +225,51 @@ def list_page(
     items = [
         _to_status(*replies[i : i + 4]) for i in range(0, len(replies), 4) if replies[i]
     ]
-    return {"items": items, "total": int(total), "page": page, "page_size": page_size}
+    return {"items": items, "total": total, "page": page, "page_size": page_size}
 
 
-def _index_for(status: str | None, sort_by: str) -> str:
+def _page_of(
+    conn: redis.Redis, index: str, filters: list[str], start: int, size: int, desc: bool
+) -> tuple[int, list[str]]:
+    """(total, ids of one page) of `index` narrowed to the members of every `filters` set, in index order."""
+    with conn.pipeline(transaction=bool(filters)) as pipe:
+        source = index
+        if filters:
+            # Scores from the sort index alone (weight 0 for the filters); deleted in the same MULTI.
+            source = keys.tasks_listing(secrets.token_hex(8))
+            pipe.zinterstore(source, {index: 1, **dict.fromkeys(filters, 0)}, aggregate="SUM")
+            pipe.expire(source, LISTING_TTL)
+        pipe.zcard(source)
+        pipe.zrange(source, start, start + size - 1, desc=desc)
+        if filters:
+            pipe.unlink(source)
+        replies = pipe.execute()
+    offset = 2 if filters else 0
+    return int(replies[offset]), as_texts(replies[offset + 1])
+
+
+def _indexes_for(status: str | None, sort_by: str, kind: str | None, owner: str | None) -> tuple[str, list[str]]:
+    """The index to page through and the indexes it must be narrowed by (the fewest that say it all)."""
     if sort_by not in SORT_FIELDS:
         raise ValidationError(f"cannot sort by {sort_by!r}: expected one of {', '.join(SORT_FIELDS)}")
-    if status is None:
-        return keys.TASKS_BY_CREATED if sort_by == "created_at" else keys.TASKS_BY_UPDATED
-    if status not in STATUSES:
+    if status is not None and status not in STATUSES:
         raise ValidationError(f"unknown status {status!r}: expected one of {', '.join(STATUSES)}")
-    return keys.tasks_with_status(status) if sort_by == "created_at" else keys.tasks_with_status_by_updated(status)
+    by_created = sort_by == "created_at"
+    narrowing: list[str] = []
+    if owner is not None and status is not None:
+        narrowing.append(keys.tasks_with_status_of_owner(status, owner))
+        status = None
+    elif owner is not None:
+        narrowing.append(keys.tasks_of_owner(owner))
+    if kind is not None:
+        narrowing.append(keys.tasks_of_kind(kind))
+    if status is not None:
+        base = keys.tasks_with_status(status) if by_created else keys.tasks_with_status_by_updated(status)
+    elif by_created and narrowing:
+        return narrowing[0], narrowing[1:]  # scored by created_at already
+    else:
+        base = keys.TASKS_BY_CREATED if by_created else keys.TASKS_BY_UPDATED
+    return base, narrowing
 
 
 def ids_with_status(conn: redis.Redis, statuses: Iterable[str]) -> list[str]:
@@ -224,9 +286,17 @@ def ids_created_before(conn: redis.Redis, cutoff_ts: float, statuses: Iterable[s
     return ids
 
 
-def unindex(pipe: redis.client.Pipeline, task_id: str) -> None:
+def unindex(pipe: redis.client.Pipeline, task_id: str, record: dict[str, str] | None = None) -> None:
+    """Drop a task from every index (its kind's and owner's too, when its record is given)."""
     pipe.zrem(keys.TASKS_BY_CREATED, task_id)
     pipe.zrem(keys.TASKS_BY_UPDATED, task_id)
+    owner = (record or {}).get("owner")
     for status in STATUSES:
         pipe.zrem(keys.tasks_with_status(status), task_id)
         pipe.zrem(keys.tasks_with_status_by_updated(status), task_id)
+        if owner:
+            pipe.zrem(keys.tasks_with_status_of_owner(status, owner), task_id)
+    if record and record.get("kind"):
+        pipe.zrem(keys.tasks_of_kind(record["kind"]), task_id)
+    if owner:
+        pipe.zrem(keys.tasks_of_owner(owner), task_id)

@@ -18,8 +18,9 @@ import redis
 from jobs import limits
 from jobs.config import HTTP_SCHEMES, MAX_SAMPLE_SCALE, Settings
 from jobs.errors import ValidationError
+from jobs.observe.counters import UpstreamTally
 from jobs.redact import mask_url, without_credentials
-from jobs.upstream.base import RequestGate, Upstream
+from jobs.upstream.base import RequestCounter, RequestGate, Upstream, no_count
 
 __all__ = ["Upstream", "build_upstream", "open_upstream", "secret_free_spec", "spec_from_settings"]
 
@@ -95,8 +96,11 @@ def check_spec(spec: dict[str, Any], settings: Settings) -> None:
         raise ValidationError(f"unknown upstream kind {kind!r}: expected one of {', '.join(KINDS)}")
 
 
-def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: RequestGate | None = None) -> Upstream:
-    """The Upstream a task's spec describes; ValidationError if the spec is not a valid one."""
+def build_upstream(
+    spec: dict[str, Any], settings: Settings, request_gate: RequestGate | None = None, count: RequestCounter = no_count
+) -> Upstream:
+    """The Upstream a task's spec describes; ValidationError if the spec is not a valid one. `count` is told
+    the outcome of every request it sends (the sample sends none)."""
     check_spec(spec, settings)
     kind = spec["kind"]
     if kind == "sample":
@@ -113,6 +117,7 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
             timeout=settings.upstream_timeout,
             max_attempts=settings.upstream_attempts,
             request_gate=request_gate,
+            count=count,
         )
     from jobs.upstream.llm import LLMClient
 
@@ -124,18 +129,22 @@ def build_upstream(spec: dict[str, Any], settings: Settings, request_gate: Reque
         timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
         max_attempts=settings.upstream_attempts,
         request_gate=request_gate,
+        count=count,
     )
 
 
 @contextlib.contextmanager
 def open_upstream(conn: redis.Redis, spec: dict[str, Any], settings: Settings, holder: str) -> Iterator[Upstream]:
     """The Upstream of `spec` behind the request gate of `holder` (jobs.limits: every request refreshq makes
-    counts against the global limits). However the block ends, the client closes first -- no request of
-    it can start once its slots are given back -- then the gate gives its slots back."""
+    counts against the global limits), its requests counted (jobs.observe.counters). However the block ends,
+    the client closes first -- no request of it can start once its slots are given back -- then the gate
+    gives its slots back, then its last requests are added to the counters."""
     with contextlib.ExitStack() as stack:
+        tally = UpstreamTally(conn, str(spec.get("kind")))
+        stack.callback(tally.flush)
         gate = limits.gate_for(conn, settings, holder)
         if gate is not None:
             stack.callback(gate.close)
-        upstream = build_upstream(spec, settings, request_gate=gate)
+        upstream = build_upstream(spec, settings, request_gate=gate, count=tally)
         stack.callback(upstream.close)  # callbacks run last-in first-out: the client before the gate
         yield upstream

@@ -20,6 +20,15 @@ class Region(TypedDict):
 # Entered around every upstream request: where global limits plug in (see jobs.limits).
 RequestGate = Callable[[], contextlib.AbstractContextManager[None]]
 
+# Told the outcome of every request attempt ("ok", "timeout", "transport", "http_429", "http_5xx",
+# "http_4xx", "invalid"): where the upstream counters plug in (see jobs.observe.counters.UpstreamTally).
+RequestCounter = Callable[[str], None]
+
+
+def no_count(_outcome: str) -> None:
+    """The RequestCounter of a client nobody counts for."""
+
+
 # A hospital is kept as the upstream sent it (every field), so it stays a plain dict.
 Hospital = dict[str, Any]
 

@@ -14,7 +14,7 @@ import httpx
 
 from jobs.errors import TransientUpstreamError
 from jobs.redact import split_credentials, url_redactor
-from jobs.upstream.base import RequestGate
+from jobs.upstream.base import RequestCounter, RequestGate, no_count
 from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
 
 T = TypeVar("T")
@@ -29,6 +29,16 @@ class ClientOptions(TypedDict, total=False):
     request_gate: RequestGate | None   # entered around every request (jobs.limits)
     backoff: Backoff | None            # delays between tries
     sleep: Sleep                       # how to wait them (tests pass a recorder)
+    count: RequestCounter              # told the outcome of every request sent (jobs.observe.counters)
+
+
+def status_outcome(status: int) -> str:
+    """How an answered request counts in the upstream counters (see RequestCounter)."""
+    if status < 300:
+        return "ok"
+    if status == 429:
+        return "http_429"
+    return "http_5xx" if status >= 500 else "http_4xx"
 
 
 @functools.cache
@@ -87,6 +97,7 @@ class PooledClient:
         self._max_attempts = options.get("max_attempts", 5)
         self._backoff = options.get("backoff") or backoff
         self._sleep = options.get("sleep", time.sleep)
+        self._count = options.get("count", no_count)
         self._redact = url_redactor(base_url, secret)
         headers = {"Accept": "application/json"}
         if secret:
@@ -107,7 +118,8 @@ class PooledClient:
             self._requests_made += 1
 
     def _transport_error(self, what: str, error: httpx.TransportError) -> TransientUpstreamError:
-        """Timeouts, refused and reset connections: worth another try; the message holds no secret."""
+        """Timeouts, refused and reset connections: counted, worth another try; the message holds no secret."""
+        self._count("timeout" if isinstance(error, httpx.TimeoutException) else "transport")
         return TransientUpstreamError(self._redact(f"{what}: {type(error).__name__}: {error}"))
 
     def _with_retries(

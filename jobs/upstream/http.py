@@ -15,7 +15,7 @@ from jobs.errors import PermanentUpstreamError, TransientUpstreamError, Upstream
 from jobs.upstream import shapes
 from jobs.upstream.base import Hospital, Region
 from jobs.upstream.base import RequestGate as RequestGate
-from jobs.upstream.client import ClientOptions, PooledClient
+from jobs.upstream.client import ClientOptions, PooledClient, status_outcome
 from jobs.upstream.listing import Listing, Page
 from jobs.upstream.retry import Backoff
 
@@ -101,13 +101,20 @@ class HttpDirectoryClient(PooledClient):
             response = self._client.get(self.base_url + path, params=query)
         except httpx.TransportError as error:
             raise self._transport_error(what, error) from None
-        check_status(response, what)
+        outcome = status_outcome(response.status_code)  # what the counters are told once this attempt is over
         try:
-            return parse(json.loads(response.content))
-        except shapes.ItemShapeError as error:  # the body arrived whole, its data breaks the contract
-            raise UpstreamInconsistencyError(self._redact(f"{what}: invalid item: {error}")) from None
-        except ValueError as error:  # not JSON, or not the contract's body (a faulty proxy): try again
-            raise TransientUpstreamError(self._redact(f"{what}: invalid body: {error}")) from None
+            check_status(response, what)
+            outcome = "invalid"
+            try:
+                value = parse(json.loads(response.content))
+            except shapes.ItemShapeError as error:  # the body arrived whole, its data breaks the contract
+                raise UpstreamInconsistencyError(self._redact(f"{what}: invalid item: {error}")) from None
+            except ValueError as error:  # not JSON, or not the contract's body (a faulty proxy): try again
+                raise TransientUpstreamError(self._redact(f"{what}: invalid body: {error}")) from None
+            outcome = "ok"
+            return value
+        finally:
+            self._count(outcome)
 
 
 def _provinces(body: object) -> list[Region]:

@@ -4,10 +4,83 @@ from __future__ import annotations
 
 import redis
 
-# Move a task record from one of the allowed statuses to another, keeping the indexes in step.
+from jobs import keys
+from jobs.scripts.claims import CLAIM, RELEASE_CLAIMS, REQUEUE_ORPHANED_CLAIMS, STEP
+
+# Upper bounds (seconds) of the run-time histograms (a refresh takes 30-60 minutes; buckets up to 4 h).
+RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200, 10800, 14400)
+
+# What ending a refresh run records, once, in the same script as the status change (jobs/observe reads it):
+# the ended-tasks counter, the run-time histogram, the hour's and all-time sums, the kind's run list (the
+# last 200) and, unless cancelled, the latest outcome of its subject ("full" or "province:CODE"), which the
+# alert rules read. A full refresh that succeeds supersedes every province's failed outcome.
+_BOUNDS = "{" + ", ".join(str(b) for b in RUN_SECONDS_BUCKETS) + "}"
+_RUN_ENDED = """
+local function bucket_of(seconds)
+  for _, bound in ipairs(""" + _BOUNDS + """) do
+    if seconds <= bound then return tostring(bound) end
+  end
+  return '+Inf'
+end
+local function add_sums(key, to, run, wait, records)
+  redis.call('HINCRBY', key, 'ended|' .. to, 1)
+  if run then
+    redis.call('HINCRBYFLOAT', key, 'run_sum|' .. to, run)
+    redis.call('HINCRBY', key, 'run_n|' .. to, 1)
+    redis.call('HINCRBYFLOAT', key, 'wait_sum', wait)
+    redis.call('HINCRBY', key, 'wait_n', 1)
+  end
+  redis.call('HINCRBY', key, 'hospitals', records)
+end
+local function subject_of(kind, provinces)
+  if kind ~= 'province' then return kind end
+  local ok, list = pcall(cjson.decode, provinces or '[]')
+  if ok and type(list) == 'table' and list[1] and list[1].code then return 'province:' .. list[1].code end
+  return 'province:?'
+end
+local function run_ended(id, to, now, p)
+  local r = redis.call('HMGET', KEYS[1], 'kind', 'run_started_ts', 'queue_wait_seconds', 'run_hospitals_start',
+                       'provinces', 'error_message')
+  local kind = r[1] or 'full'
+  local found = tonumber(redis.call('HGET', p .. 'task:' .. id .. ':stats', 'hospitals_found') or '0')
+  local records = math.max(0, found - tonumber(r[4] or '0'))
+  local run, wait = false, false
+  if r[2] then run, wait = math.max(0, now - tonumber(r[2])), tonumber(r[3] or '0') end
+  redis.call('HINCRBY', p .. 'metrics:counters', 'tasks_ended|' .. kind .. '|' .. to, 1)
+  local summary = {task_id = id, status = to, ended_ts = now, records = records}
+  if run then
+    local histogram = p .. 'metrics:runtime:' .. kind
+    redis.call('HINCRBY', histogram, bucket_of(run), 1)
+    redis.call('HINCRBYFLOAT', histogram, 'sum', run)
+    redis.call('HINCRBY', histogram, 'count', 1)
+    summary.run_seconds, summary.queue_wait_seconds = run, wait
+  end
+  local hour = p .. 'metrics:hour:' .. (math.floor(now / 3600) * 3600)
+  add_sums(hour, to, run, wait, records)
+  redis.call('EXPIRE', hour, """ + str(keys.METRIC_HOUR_TTL) + """)
+  add_sums(p .. 'metrics:total', to, run, wait, records)
+  redis.call('LPUSH', p .. 'runs:' .. kind, cjson.encode(summary))
+  redis.call('LTRIM', p .. 'runs:' .. kind, 0, 199)
+  if to == 'CANCELLED' then return end
+  local outcomes = p .. 'observe:outcomes'
+  local outcome = {status = to, task_id = id, ended_ts = now, error = string.sub(r[6] or '', 1, 500)}
+  redis.call('HSET', outcomes, subject_of(kind, r[5]), cjson.encode(outcome))
+  if kind == 'full' and to == 'SUCCEEDED' then
+    local all = redis.call('HGETALL', outcomes)
+    for i = 1, #all, 2 do
+      if string.sub(all[i], 1, 9) == 'province:' and cjson.decode(all[i + 1]).status == 'FAILED' then
+        redis.call('HSET', outcomes, all[i], cjson.encode({status = to, task_id = id, ended_ts = now, error = ''}))
+      end
+    end
+  end
+end
+"""
+
+# Move a task record from one of the allowed statuses to another, keeping the indexes in step (the
+# status ones, and the owner's per status that the per-user limits count: keys.tasks_with_status_of_owner).
 # KEYS: record. ARGV: allowed (comma list), to, updated_at (ISO), now (epoch), prefix, field, value, ...
 # Returns "OK", or the current status when the move is not allowed, or false when there is no record.
-TRANSITION = """
+TRANSITION = _RUN_ENDED + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return false end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. current .. ',', 1, true) then return current end
@@ -20,6 +93,19 @@ redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2], created, id)
 redis.call('ZREM', ARGV[5] .. 'tasks:status:' .. current .. ':updated', id)
 redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2] .. ':updated', ARGV[4], id)
 redis.call('ZADD', ARGV[5] .. 'tasks:updated', ARGV[4], id)
+local active = current == 'PENDING' or current == 'RUNNING'
+if ARGV[2] == 'PENDING' and not active then
+  -- a resume: its run is timed from its own start, its queue wait from now
+  redis.call('HDEL', KEYS[1], 'run_started_ts', 'queue_wait_seconds', 'run_hospitals_start')
+  redis.call('HSET', KEYS[1], 'queued_ts', ARGV[4])
+elseif active and (ARGV[2] == 'SUCCEEDED' or ARGV[2] == 'FAILED' or ARGV[2] == 'CANCELLED') then
+  run_ended(id, ARGV[2], tonumber(ARGV[4]), ARGV[5])
+end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then
+  redis.call('ZREM', ARGV[5] .. 'tasks:status:' .. current .. ':owner:' .. owner, id)
+  redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2] .. ':owner:' .. owner, created, id)
+end
 return 'OK'
 """
 
@@ -47,6 +133,18 @@ redis.call('ZREM', ARGV[4] .. 'tasks:status:PENDING:updated', id)
 redis.call('ZADD', running, created, id)
 redis.call('ZADD', running .. ':updated', ARGV[3], id)
 redis.call('ZADD', ARGV[4] .. 'tasks:updated', ARGV[3], id)
+if redis.call('HEXISTS', KEYS[1], 'run_started_ts') == 0 then
+  -- the run's first start: its queue wait (from creation, or from its resume) and its records so far
+  local queued = tonumber(redis.call('HGET', KEYS[1], 'queued_ts') or created)
+  local found = redis.call('HGET', ARGV[4] .. 'task:' .. id .. ':stats', 'hospitals_found') or '0'
+  redis.call('HSET', KEYS[1], 'run_started_ts', ARGV[3], 'queue_wait_seconds', math.max(0, tonumber(ARGV[3]) - queued),
+             'run_hospitals_start', found)
+end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then
+  redis.call('ZREM', ARGV[4] .. 'tasks:status:PENDING:owner:' .. owner, id)
+  redis.call('ZADD', ARGV[4] .. 'tasks:status:RUNNING:owner:' .. owner, created, id)
+end
 return 'OK'
 """
 
@@ -135,13 +233,15 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
 """
 
-# Record progress of a running task; progress only ever grows.
+# Record progress of a running task; progress only ever grows, and `progress_ts` says when it last did
+# (the stalled flag: REFRESHQ_STALL_SECONDS).
 # KEYS: record. ARGV: progress, current_step, updated_at, now, eta, prefix.
 PROGRESS = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'RUNNING' then return 0 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
-if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end
+-- progress_moved_ts: when it last grew (the health rule on stalled tasks reads it)
+if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'progress', ARGV[1], 'progress_moved_ts', ARGV[4]) end
 redis.call('HSET', KEYS[1], 'current_step', ARGV[2], 'updated_at', ARGV[3], 'eta_seconds', ARGV[5])
 local id = redis.call('HGET', KEYS[1], 'task_id')
 redis.call('ZADD', ARGV[6] .. 'tasks:updated', ARGV[4], id)
@@ -201,6 +301,8 @@ if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'districts_processed', 1) 
 if kept > 0 then
   redis.call('HINCRBY', KEYS[2], 'hospitals_found', kept)
   redis.call('HINCRBY', KEYS[2], ARGV[4], kept)
+  -- the records-written counter (its name is fixed, so callers pass no extra key): one command per leaf
+  redis.call('HINCRBY', '""" + keys.METRIC_COUNTERS + """', 'records_written', kept)
 end
 if conflicts > 0 then redis.call('HINCRBY', KEYS[2], 'conflicts', conflicts) end
 return {kept, conflicts}
@@ -259,121 +361,15 @@ redis.call('HSET', KEYS[1], 'last_run_status', ARGV[2], 'last_run_ended_at', ARG
 return 1
 """
 
-# Claims (workers.claims): a worker moves the jobs it dequeues into a claims list of its own, atomically
-# with the check that their queue is not suspended, and starts each one atomically with the same check,
-# so a suspended queue gives no worker one more job. Shared KEYS: rq:suspended, suspended queues SET,
-# suspended pools SET, claimers ZSET. `give_back` returns every claim of a worker, in order, to the
-# front of its queue (ARGV[first..last] are the worker's queue names).
-_CLAIMS_PROLOGUE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local function suspended(q) return redis.call('SISMEMBER', KEYS[2], q) == 1 end
-local function held_all(pool)
-  return redis.call('EXISTS', KEYS[1]) == 1 or (pool ~= '' and redis.call('SISMEMBER', KEYS[3], pool) == 1)
-end
-local function give_back(prefix, qprefix, first, last)
-  for i = first, last do
-    while redis.call('LMOVE', prefix .. ARGV[i], qprefix .. ARGV[i], 'RIGHT', 'LEFT') do end
-  end
-end
-"""
 
-# Claim up to `limit` jobs from the worker's queues in order, skipping suspended ones (none at all while
-# RQ's global suspension or the worker's pool suspension holds); a job id already popped by a blocking
-# wait (BLPOP, or BLMOVE straight into the claims list) is claimed or put back at the front.
-# ARGV: claims prefix, worker, pool, limit, claim ttl, queue prefix, job prefix, popped queue, popped id,
-# popped into claims (1/0), queue names... Returns {held, {suspended names}, queue, id, job hash, ...}.
-CLAIM = _CLAIMS_PROLOGUE + """
-local prefix, qprefix, limit = ARGV[1], ARGV[6], tonumber(ARGV[4])
-local held = held_all(ARGV[3])
-local out = {}
-local popq, popid = ARGV[8], ARGV[9]
-if popq ~= '' then
-  if held or suspended(popq) then
-    if ARGV[10] == '1' then redis.call('LREM', prefix .. popq, 1, popid) end
-    redis.call('LPUSH', qprefix .. popq, popid)
-  else
-    if ARGV[10] ~= '1' then redis.call('RPUSH', prefix .. popq, popid) end
-    out[#out + 1] = {popq, popid}
-  end
-end
-local stopped = {}
-for i = 11, #ARGV do
-  local q = ARGV[i]
-  if suspended(q) then
-    stopped[#stopped + 1] = q
-  elseif not held then
-    while #out < limit do
-      local id = redis.call('LMOVE', qprefix .. q, prefix .. q, 'LEFT', 'RIGHT')
-      if not id then break end
-      out[#out + 1] = {q, id}
-    end
-  end
-end
-if #out > 0 then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), ARGV[2]) end
-local res = {held and 1 or 0, stopped}
-for _, e in ipairs(out) do
-  res[#res + 1] = e[1]; res[#res + 1] = e[2]; res[#res + 1] = redis.call('HGETALL', ARGV[7] .. e[2])
-end
-return res
-"""
 
-# One step of a fast worker: RQ's bookkeeping of the job that ended (commands recorded from RQ's own
-# methods, run as they are), the count of its dependents left to enqueue, then the start of the next
-# claimed job (RQ's commands again), only if its queue is not suspended and it is still claimed;
-# otherwise every claim of the worker goes back to the front of its queue.
-# ARGV: claims prefix, worker, pool, claim ttl, queue prefix, W, W queue names, ended-job commands,
-# dependents key or '', next queue or '', next id, start commands. Commands: count, then each as
-# (argument count, arguments...). Returns {dependents (-1: none asked), started (1/0)}.
-STEP = _CLAIMS_PROLOGUE + """
-local function run(pos)
-  local n = tonumber(ARGV[pos]); pos = pos + 1
-  for _ = 1, n do
-    local k = tonumber(ARGV[pos])
-    redis.call(unpack(ARGV, pos + 1, pos + k))
-    pos = pos + k + 1
-  end
-  return pos
-end
-local w = tonumber(ARGV[6])
-local pos = run(7 + w)
-local waiting = -1
-if ARGV[pos] ~= '' then waiting = redis.call('SCARD', ARGV[pos]) end
-local q, id = ARGV[pos + 1], ARGV[pos + 2]
-if q == '' then return {waiting, 0} end
-if held_all(ARGV[3]) or suspended(q) or redis.call('LREM', ARGV[1] .. q, 1, id) == 0 then
-  give_back(ARGV[1], ARGV[5], 7, 6 + w)
-  redis.call('ZREM', KEYS[4], ARGV[2])
-  return {waiting, 0}
-end
-run(pos + 3)
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[2])
-return {waiting, 1}
-"""
-
-# Every claim of one worker back to the front of its queue (a drain, a stop, a long job).
-# KEYS: claimers. ARGV: claims prefix, worker, queue prefix, queue names... Returns how many.
-RELEASE_CLAIMS = """
-local n = 0
-for i = 4, #ARGV do
-  while redis.call('LMOVE', ARGV[1] .. ARGV[i], ARGV[3] .. ARGV[i], 'RIGHT', 'LEFT') do n = n + 1 end
-end
-redis.call('ZREM', KEYS[1], ARGV[2])
-return n
-"""
-
-# The claims of workers that stopped renewing them (killed, lost), back to the front of their queues.
-# KEYS: claimers. ARGV: claims prefix, queue prefix, queue names... Returns how many jobs.
-REQUEUE_ORPHANED_CLAIMS = """
-local t = redis.call('TIME')
-local n = 0
-for _, worker in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) + tonumber(t[2]) / 1000000)) do
-  for i = 3, #ARGV do
-    while redis.call('LMOVE', ARGV[1] .. worker .. ':' .. ARGV[i], ARGV[2] .. ARGV[i], 'RIGHT', 'LEFT') do n = n + 1 end
-  end
-  redis.call('ZREM', KEYS[1], worker)
-end
-return n
+# Claim the alert notices due for delivery: each is pushed a lease ahead, so a deliverer that dies with it
+# leaves it to be claimed again when the lease lapses, and two deliverers never take the same one at once.
+# KEYS: outbox zset. ARGV: now, lease seconds, most notices. Returns their ids, oldest due first.
+CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[1]) + tonumber(ARGV[2]), id) end
+return due
 """
 
 
@@ -393,6 +389,7 @@ class Scripts:
         self.trim_history = conn.register_script(TRIM_HISTORY)
         self.end_if_running = conn.register_script(END_IF_RUNNING)
         self.note_run = conn.register_script(NOTE_RUN)
+        self.claim_due = conn.register_script(CLAIM_DUE)
         self.claim = conn.register_script(CLAIM)
         self.step = conn.register_script(STEP)
         self.release_claims = conn.register_script(RELEASE_CLAIMS)

@@ -1,0 +1,202 @@
+"""Who is asking, and what they may do: Flask-HTTPAuth over three ways in.
+
+- `Authorization: Bearer <token>` (the API's way): a token made by `refreshq tokens create`, looked up
+  by its SHA-256; its role and its user's limits come with it. Never a token in a query string.
+- HTTP Basic with REFRESHQ_WEB_PASSWORD (any user name): admin, as the dashboard always was.
+- The browser's session cookie, set by the sign-in form (/login) from the password or a token: signed
+  with a random secret kept in Redis, HttpOnly, SameSite=Strict. It holds no secret: a keyed digest of
+  the password, or the token's SHA-256 (so a revoked token or a changed password ends the session).
+
+Without REFRESHQ_WEB_PASSWORD the process serves loopback only (web.app.check_exposure) and a request
+without credentials is the local admin, as the dashboard was before tokens; a bad token still is 401.
+
+Roles: read may GET; operate may also create refreshes and runs and cancel or resume its own refreshes;
+admin everything. A request that changes state and is not authenticated by a Bearer header (a browser
+adds Basic credentials and cookies on its own, to forged cross-site requests too) must come from this
+site's pages (web.security.is_same_origin).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+
+import redis
+from flask import Flask, current_app, g, redirect, request, session, url_for
+from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
+from werkzeug.wrappers import Response as BaseResponse
+
+from jobs import keys, tokens
+from jobs.config import Settings
+from jobs.owners import Owner
+from jobs.redis_values import as_text
+from web import security
+from web.api.problems import problem
+
+ROLE_GRANTS = {"read": ("read",), "operate": ("read", "operate"), "admin": ("read", "operate", "admin")}
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+LOCAL_USER = "local"
+PASSWORD_USER = "admin"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: user, role, how they authenticated, and the owner their work gets."""
+
+    user: str
+    role: str
+    via: str  # bearer, password, session, local
+    owner: Owner
+
+    def may(self, role: str) -> bool:
+        return role in ROLE_GRANTS[self.role]
+
+
+def session_secret(conn: redis.Redis) -> str:
+    """The key that signs session cookies: made once, shared by every web process on this Redis."""
+    conn.set(keys.WEB_SECRET, secrets.token_hex(32), nx=True)
+    return as_text(conn.get(keys.WEB_SECRET))
+
+
+def _password_digest(password: str) -> str:
+    """What a password session keeps: useless without the signing secret, changes with the password."""
+    return hmac.new(str(current_app.secret_key).encode(), password.encode(), hashlib.sha256).hexdigest()
+
+
+class Auth:
+    """The app's authentication: `require(role)` guards a view, `check(role)` answers for a request hook."""
+
+    def __init__(self, settings: Settings, conn: redis.Redis) -> None:
+        self.settings, self.conn = settings, conn
+        self.basic = HTTPBasicAuth(realm="refreshq")
+        self.bearer = HTTPTokenAuth("Bearer", realm="refreshq")
+        self.multi = MultiAuth(self.basic, self.bearer)
+        self.basic.verify_password(self._verify_password)
+        self.bearer.verify_token(self._verify_token)
+        for scheme in (self.basic, self.bearer):
+            scheme.get_user_roles(lambda p: list(ROLE_GRANTS[p.role]))
+            scheme.error_handler(_refused)
+
+    def _verify_token(self, token: str) -> Principal | None:
+        info = tokens.verify(self.conn, token)
+        return Principal(info.user, info.role, "bearer", info.owner) if info else None
+
+    def _verify_password(self, _username: str, password: str) -> Principal | None:
+        expected = self.settings.web_password
+        if request.authorization is not None and expected is not None:
+            if hmac.compare_digest(password.encode(), expected.encode()):
+                return Principal(PASSWORD_USER, "admin", "password", Owner(PASSWORD_USER))
+            return None
+        from_session = self.session_principal()
+        if from_session is not None:
+            return from_session
+        if expected is None:  # loopback only (check_exposure): the local admin, as before tokens
+            return Principal(LOCAL_USER, "admin", "local", Owner(LOCAL_USER))
+        return None
+
+    def session_principal(self) -> Principal | None:
+        kind = session.get("via")
+        if kind == "password" and self.settings.web_password is not None:
+            if hmac.compare_digest(str(session.get("pw", "")), _password_digest(self.settings.web_password)):
+                return Principal(PASSWORD_USER, "admin", "session", Owner(PASSWORD_USER))
+        elif kind == "token":
+            info = tokens.lookup(self.conn, str(session.get("sha", "")))
+            if info is not None:
+                return Principal(info.user, info.role, "session", info.owner)
+        return None
+
+    def sign_in(self, password: str | None, token: str | None) -> bool:
+        """Start a browser session from the password or a token; False if neither is right."""
+        expected = self.settings.web_password
+        if password and expected and hmac.compare_digest(password.encode(), expected.encode()):
+            session.clear()
+            session.update(via="password", pw=_password_digest(expected))
+            return True
+        if token and tokens.verify(self.conn, token.strip()) is not None:
+            session.clear()
+            session.update(via="token", sha=tokens.digest(token.strip()))
+            return True
+        return False
+
+    def check(self, role: str) -> BaseResponse | None:
+        """None if the request may go on with `role`, else the 401/403 response (for request hooks)."""
+        outcome = self.multi.login_required(role=role)(_allowed)()
+        return None if outcome is None else outcome
+
+
+def guard(role: str) -> Callable[[F], F]:
+    """A view guard: authenticated with `role`, and same-origin when it changes state from a browser."""
+    def wrap(view: F) -> F:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            refused = auth_of(current_app).check(role)
+            if refused is not None:
+                return refused
+            return view(*args, **kwargs)
+        return guarded  # type: ignore[return-value]
+    return wrap
+
+
+def _allowed() -> BaseResponse | None:
+    """Runs once authenticated: remember who, and refuse a browser's cross-site mutation."""
+    principal: Principal = g.flask_httpauth_user
+    g.principal = principal
+    if request.method not in SAFE_METHODS and principal.via != "bearer" \
+            and not security.is_same_origin(request.headers, request.host):
+        return _forbidden("refused: the request does not come from this site's pages")
+    return None
+
+
+def current() -> Principal:
+    """The caller of this request (inside a guarded view)."""
+    return g.principal  # type: ignore[no-any-return]
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _forbidden(detail: str) -> BaseResponse:
+    if _is_api():
+        return problem(403, "Forbidden", detail)
+    return BaseResponse(f"403 Forbidden: {detail}\n", 403, mimetype="text/plain")
+
+
+def _refused(status: int) -> BaseResponse:
+    """401 or 403: problem+json on the API, the sign-in page for pages, a Basic challenge on /rq."""
+    if _is_api():
+        if status == 401:
+            return problem(401, "Unauthorized", "send 'Authorization: Bearer <token>' (refreshq tokens create)",
+                           {"WWW-Authenticate": 'Bearer realm="refreshq"'})
+        return problem(403, "Forbidden", "this token's role may not do this")
+    if request.path.startswith("/rq"):
+        if status == 401:
+            return BaseResponse("authentication required\n", 401, {"WWW-Authenticate": 'Basic realm="refreshq"'},
+                                mimetype="text/plain")
+        return BaseResponse("403 Forbidden: your role may not do this\n", 403, mimetype="text/plain")
+    if status == 401 and request.method in SAFE_METHODS:
+        return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
+    return _forbidden("your role may not do this" if status == 403 else "sign in first")
+
+
+def install(app: Flask, auth: Auth) -> None:
+    """Session cookie settings; no WWW-Authenticate on anything but a 401."""
+    app.config.update(SESSION_COOKIE_NAME="refreshq_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict")
+    app.extensions["refreshq.auth"] = auth
+
+    @app.after_request
+    def challenge_only_on_401(response: BaseResponse) -> BaseResponse:
+        if response.status_code != 401:
+            response.headers.pop("WWW-Authenticate", None)
+        return response
+
+
+def auth_of(app: Flask) -> Auth:
+    return app.extensions["refreshq.auth"]  # type: ignore[no-any-return]

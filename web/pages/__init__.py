@@ -1,0 +1,12 @@
+"""The live pages: server-rendered Jinja templates and one small vendored script (static/refreshq.js),
+no build step and no CDN. Their actions call the API from the page (same origin, session cookie)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def install(app: Flask) -> None:
+    from web.pages import views
+
+    app.register_blueprint(views.blueprint())
