@@ -43,6 +43,7 @@ from jobs import context, failures, shutdown
 from jobs import queues as queue_names
 from jobs.config import Settings
 from jobs.errors import ValidationError
+from jobs.named.history import lost_run_handler
 from jobs.workforce import check_queues
 from workers import HEARTBEAT_GRACE, JOB_MONITORING_INTERVAL, WARM_SHUTDOWN_BUDGET, preload_job_modules
 from workers.claims import BLOCK_SECONDS, Claimer, encode
@@ -306,7 +307,7 @@ def build_fast_worker(conn: redis.Redis, names: Sequence[str] = FAST_QUEUES, nam
     worker = FastWorker(
         queue_names.queues(conn, queue_names.dequeue_order(tuple(names))), connection=conn, name=name,
         serializer=JSONSerializer, job_monitoring_interval=JOB_MONITORING_INTERVAL,
-        exception_handlers=[failures.exception_handler],
+        exception_handlers=[failures.exception_handler, lost_run_handler],  # as workers.build_worker
     )
     worker.job_context = context.JobContext(settings or context.process_settings())
     worker.pool_name = pool
