@@ -36,13 +36,14 @@ def _register() -> None:
         tasks,
         tokens,
         upstream,
+        workers,
     )
 
     for command in [
         server.server, processes.worker, processes.scheduler, processes.web, info.info, demo.demo,
         refresh.refresh, refresh.status, refresh.list_tasks, refresh.cancel, refresh.resume, refresh.cleanup,
         data.data, upstream.upstream, failed.failed, tasks.tasks, schedule.schedule, *observe.COMMANDS,
-        alerts.alerts, tokens.tokens_group,
+        alerts.alerts, tokens.tokens_group, workers.workers,
     ]:
         cli.add_command(command)
 

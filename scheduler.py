@@ -21,7 +21,7 @@ import redis
 from jobs import keys, queues, shutdown
 from jobs.config import Settings
 from jobs.context import process_settings
-from jobs.duties import abandoned, admission, alerts, fire_schedules, named_retries, retries, time_limits
+from jobs.duties import abandoned, admission, alerts, claims, fire_schedules, named_retries, retries, time_limits
 from jobs.lock import OwnedLock
 
 log = logging.getLogger("refreshq.scheduler")
@@ -52,8 +52,11 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
     def requeue_due_retries(conn: redis.Redis) -> None:
         named_retries.enqueue_due_retries(conn)
 
-    return [abandoned.clean_started_registries, sweep_failed_jobs, enforce_time_limits, admit_waiting_tasks,
-            fire_due_schedules, requeue_due_retries, alerts.AlertDuty(settings)]
+    def requeue_orphaned_claims(conn: redis.Redis) -> None:
+        claims.requeue_orphaned_claims(conn)
+
+    return [abandoned.clean_started_registries, requeue_orphaned_claims, sweep_failed_jobs, enforce_time_limits,
+            admit_waiting_tasks, fire_due_schedules, requeue_due_retries, alerts.AlertDuty(settings)]
 
 
 class Scheduler:

@@ -135,6 +135,15 @@ def _short_jobs(r: dict[str, Any]) -> list[Row]:
         for d in r["drains"]
     ]
     rows += [Row(s, name.replace("_", " "), f"{value:.2f}x") for name, value in r["ratios"].items()]
+    fast = next((d for d in r["drains"] if d["kind"] == "refreshq-fast" and d["processes"] == 2), None)
+    if fast is not None:
+        rows.append(Row(s, "fast mode, 2 processes", f"{fast['jobs_per_second']:,.0f} jobs/s", ">= 1,000 jobs/s",
+                        fast["jobs_per_second"] >= 1000))
+    for kind, lat in r.get("start_latency", {}).items():
+        target = kind == "refreshq-fast"
+        rows.append(Row(s, f"enqueue->start, idle {kind} x{lat['processes']}",
+                        f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms (n={lat['n']})",
+                        "p50 <= 5 ms" if target else "", lat["p50_ms"] <= 5 if target else None))
     enqueue = r["enqueue"]
     rows += [Row(s, f"enqueue rate: {n}", f"{v:,.0f}/s") for n, v in enqueue["per_second"].items()]
     rows.append(Row(s, "Queue.enqueue / create_full_refresh_task", f"{enqueue['enqueue_vs_create_full']:.2f}x"))

@@ -1,8 +1,9 @@
-"""Scenario 5: short jobs through refreshq's worker vs plain RQ workers, and enqueue rates.
+"""Scenario 5: short jobs through refreshq's workers (forking, and the fast mode) vs plain RQ workers,
+enqueue-to-start latency, and enqueue rates.
 
 Each drain starts from an empty server: N no-op jobs (JSON serializer) are enqueued first, then
 1 or 2 burst-mode workers are started, and the drain is timed from the first dequeue (the queue
-shrinks) to the last worker's exit, so interpreter start-up is reported apart. All three kinds
+shrinks) to the last worker's exit, so interpreter start-up is reported apart. All four kinds
 run against the same server in the same run, so their ratios hold on a busy machine.
 """
 
@@ -19,6 +20,7 @@ from bench.harness import REFRESHQ, RQ, Bench, Upstream
 from bench.measure import rate
 from bench.noop import noop
 from bench.sizes import Sizes
+from bench.start_latency import LATENCY_KINDS, start_latency
 from jobs.refresh.manager import SyncTaskManager
 
 QUEUE = "normal"  # one of refreshq's queues, so its worker drains it without options
@@ -29,11 +31,16 @@ RESULT_TTL = 4 * 3600
 POLL_SECONDS = 0.01
 
 
-def worker_command(kind: str, url: str) -> list[str]:
-    """The command line a user would run for each kind of worker, in burst mode."""
-    rq_worker = [*RQ, "worker", "--burst", "--url", url, "--serializer", "rq.serializers.JSONSerializer"]
+KINDS = ("refreshq-fast", "refreshq", "rq", "rq-simple")
+
+
+def worker_command(kind: str, url: str, burst: bool = True) -> list[str]:
+    """The command line a user would run for each kind of worker (in burst mode unless `burst` is False)."""
+    flag = ["--burst"] if burst else []
+    rq_worker = [*RQ, "worker", *flag, "--url", url, "--serializer", "rq.serializers.JSONSerializer"]
     commands = {
-        "refreshq": [*REFRESHQ, "worker", "--queue", QUEUE, "--burst"],
+        "refreshq-fast": [*REFRESHQ, "worker", "--fast", "--queue", QUEUE, *flag],
+        "refreshq": [*REFRESHQ, "worker", "--queue", QUEUE, *flag],
         "rq": [*rq_worker, QUEUE],
         "rq-simple": [*rq_worker, "-w", "rq.worker.SimpleWorker", QUEUE],
     }
@@ -125,16 +132,16 @@ def enqueue_rates(bench: Bench, upstream: Upstream | None, count: int) -> dict[s
 
 
 def run(bench: Bench, upstream: Upstream | None, sizes: Sizes) -> dict[str, Any]:
-    drains = [
-        drain(bench, kind, processes, sizes.short_jobs)
-        for kind in ("refreshq", "rq", "rq-simple")
-        for processes in (1, 2)
-    ]
+    drains = [drain(bench, kind, processes, sizes.short_jobs) for kind in KINDS for processes in (1, 2)]
     by = {(d["kind"], d["processes"]): float(d["jobs_per_second"]) for d in drains}
     ratios = {
-        f"refreshq_vs_{other}_{p}p": round(by[("refreshq", p)] / by[(other, p)], 3)
-        for other in ("rq", "rq-simple")
+        f"{mine}_vs_{other}_{p}p": round(by[(mine, p)] / by[(other, p)], 3)
+        for mine, others in (("refreshq-fast", ("rq-simple", "rq")), ("refreshq", ("rq", "rq-simple")))
+        for other in others
         for p in (1, 2)
     }
-    return {"drains": drains, "ratios": ratios, "enqueue": enqueue_rates(bench, upstream, sizes.enqueue_n)}
+    latency = {kind: start_latency(bench, kind, 2, sizes.latency_jobs, worker_command(kind, bench.url, burst=False))
+               for kind in LATENCY_KINDS}
+    return {"drains": drains, "ratios": ratios, "start_latency": latency,
+            "enqueue": enqueue_rates(bench, upstream, sizes.enqueue_n)}
 

@@ -22,6 +22,7 @@ class Sizes:
     list_records: int  # task records stored before list_tasks is timed
     list_calls: int
     short_jobs: int  # no-op jobs per drain
+    latency_jobs: int  # no-op jobs enqueued one by one to idle workers, for the enqueue-to-start latency
     enqueue_n: int  # tasks or jobs per enqueue-rate measurement
     refresh_timeout: float
     province: str | None = None  # scenario 1 refreshes only this province (and the floor crawls only it)
@@ -30,7 +31,7 @@ class Sizes:
 FULL = Sizes(
     name="full", scale=1_000_000, latency_ms=20, workers=2, concurrency=32, load_concurrency=32,
     api_seconds=10, api_interval=0.01, cli_calls=20, quiet_seconds=3, list_records=100_000, list_calls=300,
-    short_jobs=20_000, enqueue_n=5_000, refresh_timeout=1800,
+    short_jobs=20_000, latency_jobs=500, enqueue_n=5_000, refresh_timeout=1800,
 )
 
 # Tiny: every scenario runs, CI sees the suite still works, nobody reads the numbers. Scenario 1
@@ -40,7 +41,7 @@ FULL = Sizes(
 QUICK = Sizes(
     name="quick", scale=20_000, latency_ms=20, workers=2, concurrency=32, load_concurrency=4,
     api_seconds=1.5, api_interval=0.01, cli_calls=2, quiet_seconds=1, list_records=2_000, list_calls=50,
-    short_jobs=100, enqueue_n=200, refresh_timeout=120, province="440000",
+    short_jobs=100, latency_jobs=30, enqueue_n=200, refresh_timeout=120, province="440000",
 )
 
 

@@ -11,6 +11,44 @@ PREFIX = "refreshq:"
 SCHEDULER_LOCK = PREFIX + "scheduler:lock"          # STRING owner token, PX expiry (owner-checked)
 SCHEDULER_HEARTBEAT = PREFIX + "scheduler:beat"     # STRING ISO time of the active scheduler's last tick
 
+# Workers and pools (jobs.workforce). RQ's own worker registry (`rq:workers`, `rq:worker:<name>`) stays
+# the list of workers; these keys add what RQ has no place for.
+RQ_QUEUE_PREFIX = "rq:queue:"                       # RQ's Queue.redis_queue_namespace_prefix
+RQ_JOB_PREFIX = "rq:job:"                           # RQ's Job.redis_job_namespace_prefix
+RQ_SUSPENDED = "rq:suspended"                       # RQ's `rq suspend` flag: honoured by refreshq's workers too
+SUSPENDED_QUEUES = PREFIX + "suspended:queues"      # SET of queue names no worker takes a job from
+SUSPENDED_POOLS = PREFIX + "suspended:pools"        # SET of pool names whose workers take no job
+POOLS = PREFIX + "pools"                            # SET of pool names ever started (their records expire)
+# ZSET worker name -> expiry (Redis clock): workers holding claimed jobs (dequeued, not yet started); a
+# claim whose worker stopped renewing it goes back to the front of its queue (jobs.duties.claims).
+CLAIMERS = PREFIX + "claimers"
+CLAIMS_PREFIX = PREFIX + "claims:"
+
+
+def claims(worker: str, queue: str) -> str:
+    """LIST of job ids a worker dequeued from `queue` and has not started yet, in dequeue order."""
+    return f"{CLAIMS_PREFIX}{worker}:{queue}"
+
+
+def pool(name: str) -> str:
+    """HASH: a running pool's record (host, pid, mode, queues, wanted, workers JSON, state), expiring."""
+    return f"{PREFIX}pool:{name}"
+
+
+def pool_wanted(name: str) -> str:
+    """STRING: the number of processes a pool is to run; no expiry, so it outlives the pool's restart."""
+    return f"{PREFIX}pool:{name}:wanted"
+
+
+def pool_lock(name: str) -> str:
+    """STRING owner token (redis-py Lock): one live pool process per pool name."""
+    return f"{PREFIX}pool:{name}:lock"
+
+
+def pool_channel(name: str) -> str:
+    """Pub/sub channel of a pool's commands (drain, stop, scale)."""
+    return f"{PREFIX}pool:{name}:commands"
+
 # Task records and their indexes
 TASKS_BY_CREATED = PREFIX + "tasks:created"         # ZSET task_id -> created_at (epoch)
 TASKS_BY_UPDATED = PREFIX + "tasks:updated"         # ZSET task_id -> updated_at (epoch)

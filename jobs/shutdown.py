@@ -39,8 +39,8 @@ def install_horse_handlers() -> None:
     die_with_parent()
 
 
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when the process that forked it dies (Linux).
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send `sig` (SIGKILL) to this process when the process that forked it dies (Linux).
 
     RQ puts a work-horse in a process group of its own, so a kill -9 of the worker alone leaves the
     horse running; its heartbeat is the worker's, so the job would be declared abandoned and run a
@@ -52,7 +52,7 @@ def die_with_parent() -> None:
         return
     try:
         libc = ctypes.CDLL(libc_name, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
             return
     except (OSError, AttributeError):
         return

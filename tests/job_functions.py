@@ -38,3 +38,59 @@ def fail_with(message: str) -> None:
     from jobs.errors import ValidationError
 
     raise ValidationError(message)
+
+
+def nap(seconds: float, mark: str = "") -> str:
+    """Sleep, then (with `mark`) push the current job's id onto the Redis list `mark`."""
+    import time
+
+    from rq import get_current_job
+
+    time.sleep(seconds)
+    job = get_current_job()
+    if mark and job is not None:
+        job.connection.rpush(mark, job.id)
+    return "rested"
+
+
+def count_then_fail(mark: str) -> None:
+    """Push a line onto the list `mark`, then fail (counts the attempts)."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    job.connection.rpush(mark, "run")
+    raise RuntimeError("always fails")
+
+
+def stubborn(seconds: float) -> str:
+    """Runs `seconds` whatever happens: swallows RQ's timeout exception (a job ignoring its time limit)."""
+    import contextlib
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with contextlib.suppress(Exception):  # the point: RQ's JobTimeoutException is an Exception
+            time.sleep(0.05)
+    return "done anyway"
+
+
+def on_success(job: Any, connection: Any, result: Any, *args: Any, **kwargs: Any) -> None:
+    connection.rpush("callbacks", f"success {job.id} {result}")
+
+
+def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any, *args: Any, **kwargs: Any) -> None:
+    connection.rpush("callbacks", f"failure {job.id} {exc_type.__name__}")
+
+
+def hang_once(mark: str) -> str:
+    """The first run hangs (for a kill to catch it mid-job); a retry returns at once."""
+    import time
+
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    if job.connection.set(mark, "1", nx=True):
+        time.sleep(120)
+    return "second time lucky"

@@ -90,6 +90,7 @@ def test_every_json_output_is_one_parseable_document(conn: redis.Redis, jenv: di
     assert out.one("alerts", "list", path=2)["alerts"] == []
     assert run_cli("tokens", "create", "--user", "ci", "--role", "read", env=jenv).returncode == 0
     assert [(t["user"], t["role"]) for t in out.one("tokens", "list", path=2)] == [("ci", "read")]
+    assert out.one("workers", "list", path=2)["suspended"]["queues"] == []
 
     assert out.covered == set(json_commands()), "a command with --json is not tested here"
 

@@ -23,6 +23,7 @@ from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.job import Job, Retry
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
 from jobs import context, failures, limits, shutdown
 from jobs import queues as queue_names
@@ -31,6 +32,8 @@ from jobs.errors import ValidationError
 from jobs.named.history import lost_run_handler
 from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
+from workers.claims import BLOCK_SECONDS, Claimer
+from workers.drain import DrainMixin
 
 # Seconds between the worker's heartbeats while a job runs.
 JOB_MONITORING_INTERVAL = 5
@@ -50,7 +53,7 @@ GATED_FUNCS = REFRESH_FUNCS
 CHECKPOINTED_FUNCS = GATED_FUNCS
 
 
-class RefreshqWorker(Worker):
+class RefreshqWorker(DrainMixin, Worker):
     """A forking RQ worker whose jobs are declared abandoned soon after their worker dies, and whose
     warm shutdown (SIGTERM) asks the running job to checkpoint and requeue instead of waiting for it.
 
@@ -65,6 +68,41 @@ class RefreshqWorker(Worker):
     _stop_asked_at: float | None = None
     _monitored: tuple[str, int] | None = None  # (job id, horse pid) of the job being monitored
     _cut_short: str | None = None  # id of the job whose horse the shutdown budget killed
+    pool_name = ""  # the pool this worker belongs to (workers.pool), if any
+    _claimer: Claimer | None = None
+
+    @property
+    def claimer(self) -> Claimer:
+        if self._claimer is None:
+            self._claimer = Claimer(self.connection, self.name, self.pool_name, self.serializer)
+        return self._claimer
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        # RQ's loop around Queue.dequeue_any, through claims (workers.claims): a suspended queue gives
+        # this worker no job, and a drain or a resume is seen within BLOCK_SECONDS, not RQ's 405 s.
+        self.set_state(WorkerStatus.IDLE)
+        self.procline("Listening on " + ",".join(self.queue_names()))  # type: ignore[no-untyped-call]
+        while not self._stop_requested:
+            self.heartbeat()
+            if self.should_run_maintenance_tasks:
+                self.run_maintenance_tasks()  # type: ignore[no-untyped-call]
+            got = self.claimer.claim(self._ordered_queues, 1, None if timeout is None else BLOCK_SECONDS)
+            if got.jobs:
+                job, queue = got.jobs[0]
+                self.reorder_queues(reference_queue=queue)
+                job.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
+                self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
+                self.heartbeat()
+                return job, queue
+            if timeout is None:
+                return None  # burst: the queues are empty, or suspended (RQ's burst worker exits then too)
+            self.set_state(WorkerStatus.SUSPENDED if got.held else WorkerStatus.IDLE)
+        return None
+
+    def prepare_execution(self, job: Job) -> Any:
+        execution = super().prepare_execution(job)
+        self.claimer.forget(job.origin, job.id)  # in the started registry now: no longer a claim
+        return execution
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return int(self.job_monitoring_interval) + HEARTBEAT_GRACE
@@ -97,6 +135,7 @@ class RefreshqWorker(Worker):
         # worker that stayed listed in Redis. Installed first, a stop while booting is a clean one.
         self._booting = True
         self._install_signal_handlers()  # type: ignore[no-untyped-call]
+        self.install_drain_handler()
         if shutdown.requested.is_set():
             self._stop_requested = True
         try:
@@ -249,7 +288,7 @@ def preload_job_modules() -> None:
 
 def build_worker(
     conn: redis.Redis, names: Sequence[str] = queue_names.ALL_QUEUES, name: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings | None = None, pool: str = "",
 ) -> RefreshqWorker:
     """A worker on `names`, its job modules preloaded and its job context built (from `settings`, or
     this process's): once, before it forks any work-horse."""
@@ -269,4 +308,5 @@ def build_worker(
         exception_handlers=[failures.exception_handler, lost_run_handler],
     )
     worker.job_context = context.JobContext(settings or context.process_settings())
+    worker.pool_name = pool
     return worker

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from jobs import keys
+from jobs.scripts.claims import CLAIM, RELEASE_CLAIMS, REQUEUE_ORPHANED_CLAIMS, STEP
 
 # Upper bounds (seconds) of the run-time histograms (a refresh takes 30-60 minutes; buckets up to 4 h).
 RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200, 10800, 14400)
@@ -370,6 +371,7 @@ return 1
 """
 
 
+
 # Claim the alert notices due for delivery: each is pushed a lease ahead, so a deliverer that dies with it
 # leaves it to be claimed again when the lease lapses, and two deliverers never take the same one at once.
 # KEYS: outbox zset. ARGV: now, lease seconds, most notices. Returns their ids, oldest due first.
@@ -397,3 +399,7 @@ class Scripts:
         self.end_if_running = conn.register_script(END_IF_RUNNING)
         self.note_run = conn.register_script(NOTE_RUN)
         self.claim_due = conn.register_script(CLAIM_DUE)
+        self.claim = conn.register_script(CLAIM)
+        self.step = conn.register_script(STEP)
+        self.release_claims = conn.register_script(RELEASE_CLAIMS)
+        self.requeue_orphaned_claims = conn.register_script(REQUEUE_ORPHANED_CLAIMS)

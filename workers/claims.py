@@ -1,0 +1,112 @@
+"""Dequeueing through claims: a worker takes no job from a suspended queue, not even one more.
+
+RQ checks its suspension flag once per loop, before a blocking BLPOP that can then wait minutes: a
+suspend sent meanwhile still lets that worker take the next job. Here a job leaves its queue only in a
+script that checks the suspensions (RQ's global `rq:suspended`, refreshq's per queue and per pool) in
+the same step, into a claims list of the worker's own (keys.claims); a job popped by a blocking wait is
+put back at the front when its queue was suspended meanwhile. A fast worker that claimed several jobs
+starts each one in a script with the same check (workers.fast), so a suspension also holds the rest of
+its batch. A worker that dies holding claims stops renewing them, and the scheduler puts them back at
+the front of their queues (jobs.duties.claims).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.job import Job
+
+from jobs import keys
+from jobs.redis_values import as_text
+from jobs.scripts import Scripts
+
+# Seconds a claim outlives its worker's last renewal (each claim and each start renews it).
+CLAIM_TTL = 30
+# Longest blocking wait: a resumed queue, a drain or a stop is seen within this, whatever RQ's timeout.
+BLOCK_SECONDS = 1
+
+
+@dataclass
+class Claimed:
+    held: bool = False  # nothing may be taken: RQ's suspension, the pool's, or every queue suspended
+    suspended: tuple[str, ...] = ()
+    jobs: list[tuple[Job, Queue]] = field(default_factory=list)
+
+
+def encode(stack: Sequence[tuple[tuple[Any, ...], Any]]) -> list[Any]:
+    """A redis-py pipeline's recorded commands as STEP's arguments: count, then (length, args...) each."""
+    out: list[Any] = [len(stack)]
+    for args, _options in stack:
+        out.append(len(args))
+        out.extend(args)
+    return out
+
+
+class Claimer:
+    """The claims of one worker (by name) on its queues."""
+
+    def __init__(self, conn: redis.Redis, worker: str, pool: str, serializer: Any) -> None:
+        self.conn, self.worker, self.pool, self.serializer = conn, worker, pool or "", serializer
+        self.scripts = Scripts(conn)
+        self.prefix = f"{keys.CLAIMS_PREFIX}{worker}:"
+        self.guard_keys = [keys.RQ_SUSPENDED, keys.SUSPENDED_QUEUES, keys.SUSPENDED_POOLS, keys.CLAIMERS]
+
+    def claim(self, queues: Sequence[Queue], limit: int, block: float | None) -> Claimed:
+        """Up to `limit` jobs from `queues` (in order); with `block`, wait up to that long for one."""
+        got = self._claim(queues, limit)
+        if got.jobs or got.held or not block:
+            return got
+        active = [q for q in queues if q.name not in got.suspended]
+        if not active:
+            time.sleep(block)
+            return Claimed(held=True, suspended=got.suspended)
+        timeout = max(1, int(min(block, BLOCK_SECONDS)))
+        if len(active) == 1:  # straight into the claims list: nothing is lost if this process dies now
+            popped = self.conn.blmove(active[0].key, self.prefix + active[0].name, timeout)
+            return self._claim(queues, limit, (active[0].name, popped, "1")) if popped else got
+        # Several queues: BLPOP, as RQ's own multi-queue worker; the job is claimed the next instant.
+        result = self.conn.blpop([q.key for q in active], timeout)
+        if not result:
+            return got
+        name = as_text(result[0]).removeprefix(keys.RQ_QUEUE_PREFIX)
+        return self._claim(queues, limit, (name, result[1], "0"))
+
+    def _claim(self, queues: Sequence[Queue], limit: int, popped: tuple[str, Any, str] = ("", "", "0")) -> Claimed:
+        reply = self.scripts.claim(keys=self.guard_keys, args=[
+            self.prefix, self.worker, self.pool, limit, CLAIM_TTL, keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX,
+            *popped, *(q.name for q in queues)])
+        by_name = {q.name: q for q in queues}
+        got = Claimed(held=bool(reply[0]), suspended=tuple(n.decode() for n in reply[1]))
+        for i in range(2, len(reply), 3):
+            name, job_id, flat = reply[i].decode(), reply[i + 1].decode(), reply[i + 2]
+            if not flat:  # deleted since it was enqueued: RQ's dequeue skips these too
+                self.forget(name, job_id)
+                continue
+            job = Job(job_id, connection=self.conn, serializer=self.serializer)
+            job.restore(dict(zip(flat[::2], flat[1::2], strict=True)))
+            got.jobs.append((job, by_name[name]))
+        return got
+
+    def forget(self, queue: str, job_id: str, pipeline: Any = None) -> None:
+        """The job is started (or gone): no longer a claim."""
+        (pipeline if pipeline is not None else self.conn).lrem(self.prefix + queue, 1, job_id)
+
+    def step(self, names: Sequence[str], ended: list[Any], dependents_key: str,
+             start: tuple[str, str] | None, start_commands: list[Any]) -> tuple[int, bool]:
+        """Run `ended` (encoded commands), then start `start` = (queue, job id) with `start_commands`
+        unless its queue or pool is suspended. Returns (dependents waiting, or -1; started)."""
+        queue, job_id = start or ("", "")
+        reply = self.scripts.step(keys=self.guard_keys, args=[
+            self.prefix, self.worker, self.pool, CLAIM_TTL, keys.RQ_QUEUE_PREFIX, len(names), *names,
+            *(ended or [0]), dependents_key, queue, job_id, *(start_commands or [0])])
+        return int(reply[0]), bool(reply[1])
+
+    def release(self, names: Sequence[str]) -> int:
+        """Every claim back to the front of its queue, in order."""
+        return int(self.scripts.release_claims(
+            keys=[keys.CLAIMERS], args=[self.prefix, self.worker, keys.RQ_QUEUE_PREFIX, *names]))
