@@ -30,7 +30,8 @@ ROUTES = [
     ("GET", "/failed", "read"), ("GET", "/failed/<job_id>", "read"), ("POST", "/failed/<job_id>/retry", "admin"),
     ("DELETE", "/failed", "admin"), ("GET", "/workers", "read"), ("GET", "/queues", "read"),
     ("GET", "/metrics", "read"), ("GET", "/health", "read"), ("GET", "/performance", "read"),
-    ("GET", "/alerts", "read"),
+    ("GET", "/alerts", "read"), ("POST", "/workers/suspend", "admin"), ("POST", "/workers/resume", "admin"),
+    ("POST", "/workers/drain", "admin"), ("POST", "/workers/stop", "admin"), ("POST", "/workers/scale", "admin"),
 ]
 RANK = {"read": 0, "operate": 1, "admin": 2}
 
