@@ -64,6 +64,17 @@ def running_province(conn: redis.Redis, task_id: str) -> str:
     return str(wait_until(started, 30, 0.02, "a province job to run"))
 
 
+def busy_province(conn: redis.Redis, task_id: str) -> str | None:
+    """The running province if at most half of its leaves are done (its job cannot end before a stop lands)."""
+    ids = StartedJobRegistry(queues.REFRESH, connection=conn).get_job_ids()
+    code = next((c for c in map(province_of, ids) if c), None)
+    if code is None:
+        return None
+    total, done = conn.hmget(keys.task_stats(task_id), [keys.province_stat(code, keys.PROVINCE_LEAVES_TOTAL),
+                                                        keys.province_stat(code, keys.PROVINCE_LEAVES_DONE)])
+    return code if total and int(total) >= 2 * int(done or 0) else None
+
+
 def leaves_done(conn: redis.Redis, task_id: str) -> int:
     return int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
 
@@ -76,7 +87,8 @@ def test_after_a_sigterm_the_old_worker_exits_at_once_and_the_new_one_resumes_wi
         task_id = manager.create_full_refresh_task()
         with worker_process(env) as old:
             wait_until(lambda: leaves_done(conn, task_id) >= 100, 120, what="some leaves staged")
-            province = running_province(conn, task_id)
+            province = wait_until(lambda: busy_province(conn, task_id), 120, 0.02,
+                                  "a running province with half its leaves to go")
             os.kill(old.pid, signal.SIGTERM)
             sigterm = time.monotonic()
             assert old.wait(timeout=15) == 0
