@@ -16,6 +16,7 @@ from jobs.errors import TransientUpstreamError
 from jobs.redact import split_credentials, url_redactor
 from jobs.upstream.base import RequestCounter, RequestGate, no_count
 from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
+from jobs.upstream.statuses import check_status
 
 T = TypeVar("T")
 
@@ -121,6 +122,19 @@ class PooledClient:
         """Timeouts, refused and reset connections: counted, worth another try; the message holds no secret."""
         self._count("timeout" if isinstance(error, httpx.TimeoutException) else "transport")
         return TransientUpstreamError(self._redact(f"{what}: {type(error).__name__}: {error}"))
+
+    def _answer(self, response: httpx.Response, what: str, read: Callable[[], T]) -> T:
+        """`read()` of an answered request, its outcome counted once: the status's, "invalid" when the
+        answer breaks the contract, else "ok"."""
+        outcome = status_outcome(response.status_code)
+        try:
+            check_status(response, what)
+            outcome = "invalid"
+            value = read()
+            outcome = "ok"
+            return value
+        finally:
+            self._count(outcome)
 
     def _with_retries(
         self, attempt: Callable[[], T], what: str, retry_on: type[TransientUpstreamError] = TransientUpstreamError

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar, Unpack
 from urllib.parse import quote
@@ -11,58 +9,19 @@ from urllib.parse import quote
 import httpx
 
 from jobs import jsonfast
-from jobs.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamInconsistencyError
+from jobs.errors import TransientUpstreamError, UpstreamInconsistencyError
 from jobs.upstream import shapes
 from jobs.upstream.base import Hospital, Region
 from jobs.upstream.base import RequestGate as RequestGate
-from jobs.upstream.client import ClientOptions, PooledClient, status_outcome
+from jobs.upstream.client import ClientOptions, PooledClient
 from jobs.upstream.listing import Listing, Page
 from jobs.upstream.retry import Backoff
+from jobs.upstream.statuses import check_status as check_status
+from jobs.upstream.statuses import retry_after_seconds as retry_after_seconds
 
 T = TypeVar("T")
 
 PAGE_SIZE = 500
-TRANSIENT_STATUSES = frozenset({408, 425, 429})
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: either a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
-    return str(error)[:200] if error else response.reason_phrase
-
-
-def check_status(response: httpx.Response, what: str) -> None:
-    """Turn an unsuccessful status into the error the contract gives it."""
-    status = response.status_code
-    if status < 300:
-        return
-    if status == 404:
-        raise PermanentUpstreamError(f"{what}: 404 not found: {_error_text(response)}")
-    if status >= 500 or status in TRANSIENT_STATUSES:
-        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        raise TransientUpstreamError(f"{what}: HTTP {status}", retry_after=retry_after)
-    if status in (401, 403):
-        raise PermanentUpstreamError(f"{what}: HTTP {status}: the upstream rejected the credentials")
-    raise PermanentUpstreamError(f"{what}: HTTP {status}: {_error_text(response)}")
-
-
 class HttpDirectoryClient(PooledClient):
     """An Upstream over the Directory HTTP API; thread-safe, retries transient failures itself."""
 
@@ -101,20 +60,15 @@ class HttpDirectoryClient(PooledClient):
             response = self._client.get(self.base_url + path, params=query)
         except httpx.TransportError as error:
             raise self._transport_error(what, error) from None
-        outcome = status_outcome(response.status_code)  # what the counters are told once this attempt is over
+        return self._answer(response, what, lambda: self._read(response, parse, what))
+
+    def _read(self, response: httpx.Response, parse: Callable[[object], T], what: str) -> T:
         try:
-            check_status(response, what)
-            outcome = "invalid"
-            try:
-                value = parse(jsonfast.loads_items(response.content))
-            except shapes.ItemShapeError as error:  # the body arrived whole, its data breaks the contract
-                raise UpstreamInconsistencyError(self._redact(f"{what}: invalid item: {error}")) from None
-            except ValueError as error:  # not JSON, or not the contract's body (a faulty proxy): try again
-                raise TransientUpstreamError(self._redact(f"{what}: invalid body: {error}")) from None
-            outcome = "ok"
-            return value
-        finally:
-            self._count(outcome)
+            return parse(jsonfast.loads_items(response.content))
+        except shapes.ItemShapeError as error:  # the body arrived whole, its data breaks the contract
+            raise UpstreamInconsistencyError(self._redact(f"{what}: invalid item: {error}")) from None
+        except ValueError as error:  # not JSON, or not the contract's body (a faulty proxy): try again
+            raise TransientUpstreamError(self._redact(f"{what}: invalid body: {error}")) from None
 
 
 def _provinces(body: object) -> list[Region]:

@@ -11,8 +11,7 @@ import httpx
 from jobs.errors import TransientUpstreamError, UpstreamInconsistencyError
 from jobs.upstream import llm_parse
 from jobs.upstream.base import Hospital, Region
-from jobs.upstream.client import ClientOptions, PooledClient, status_outcome
-from jobs.upstream.http import check_status
+from jobs.upstream.client import ClientOptions, PooledClient
 from jobs.upstream.retry import Backoff
 from jobs.upstream.shapes import CHILD_LEVEL
 
@@ -120,22 +119,17 @@ class LLMClient(PooledClient):
 
     def _attempt(self, what: str, prompt: str, parse: Callable[[str], T]) -> T:
         response = self._post(what, prompt)
-        outcome = status_outcome(response.status_code)  # what the counters are told once this attempt is over
+        return self._answer(response, f"LLM {what}", lambda: self._read(response, parse, what))
+
+    def _read(self, response: httpx.Response, parse: Callable[[str], T], what: str) -> T:
         try:
-            check_status(response, f"LLM {what}")
-            outcome = "invalid"
-            try:
-                text = answer_text(json.loads(response.content))
-            except ValueError as error:  # not a chat completion at all: a faulty proxy, plainly transient
-                raise TransientUpstreamError(self._redact(f"LLM {what}: invalid body: {error}")) from None
-            try:
-                value = parse(text)
-            except llm_parse.InvalidAnswerError as error:
-                raise UpstreamInconsistencyError(self._redact(f"LLM {what}: invalid answer: {error}")) from None
-            outcome = "ok"
-            return value
-        finally:
-            self._count(outcome)
+            text = answer_text(json.loads(response.content))
+        except ValueError as error:  # not a chat completion at all: a faulty proxy, plainly transient
+            raise TransientUpstreamError(self._redact(f"LLM {what}: invalid body: {error}")) from None
+        try:
+            return parse(text)
+        except llm_parse.InvalidAnswerError as error:
+            raise UpstreamInconsistencyError(self._redact(f"LLM {what}: invalid answer: {error}")) from None
 
 
 def _provinces(text: str) -> list[Region]:
