@@ -181,8 +181,14 @@ PUBLISHED_META = PREFIX + "data:meta"               # HASH province code -> JSON
 
 
 def data_leaf(province: str, version: str, leaf: str) -> str:
-    """HASH hospital id -> hospital JSON, the records of one leaf region in one version."""
+    """STRING the records of one leaf region in one version: compact JSON lines in hospital-id order.
+    (Versions staged before 2026-12 hold a HASH hospital id -> JSON here; readers take both.)"""
     return f"{PREFIX}data:{province}@{version}:leaf:{leaf}"
+
+
+def data_sizes(province: str, version: str) -> str:
+    """HASH leaf code -> how many records its data key holds (no entry: a HASH leaf, counted by HLEN)."""
+    return f"{PREFIX}data:{province}@{version}:sizes"
 
 
 def data_leaves(province: str, version: str) -> str:

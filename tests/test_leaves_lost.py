@@ -8,9 +8,12 @@ index entries, descriptor and counters) is taken back while another leaf is bein
 
 from __future__ import annotations
 
+import json
+
 import redis
 
 from jobs import keys
+from jobs.refresh import published
 from jobs.refresh.leaves import LeafRunner
 from jobs.refresh.published import Leaf
 from jobs.upstream.base import Hospital, Region
@@ -38,13 +41,14 @@ class LosingUpstream(SampleDirectory):
 
     def _take_back(self, records: int) -> None:
         data = keys.data_leaf(PROVINCE, TASK, self.victim)
-        ids = list(self.conn.hkeys(data))
+        ids = [json.loads(r)["id"] for r in published.leaf_records(self.conn, PROVINCE, TASK, self.victim)]
         with self.conn.pipeline() as pipe:
             pipe.srem(keys.checkpoint_leaves(TASK, PROVINCE), self.victim)
             pipe.delete(data)
             if ids:
                 pipe.hdel(keys.task_ids(TASK), *ids)
             pipe.hdel(keys.data_leaves(PROVINCE, TASK), self.victim)
+            pipe.hdel(keys.data_sizes(PROVINCE, TASK), self.victim)
             leaf_fields = (keys.province_stat(PROVINCE, keys.PROVINCE_LEAVES_DONE), "districts_processed")
             done_fields = ("leaves_done", *leaf_fields)
             for field in done_fields:
@@ -71,4 +75,5 @@ def test_leaves_the_server_lost_are_fetched_again_before_the_job_ends(conn: redi
     expected = sum(len(sample.hospitals({"code": c, "name": "", "level": "district"})) for c in codes)
     stats = {k.decode(): int(v) for k, v in conn.hgetall(keys.task_stats(TASK)).items()}
     assert stats["leaves_done"] == len(codes) and stats["hospitals_found"] == expected
-    assert sum(conn.hlen(keys.data_leaf(PROVINCE, TASK, c)) for c in codes) == expected
+    assert sum(len(published.leaf_records(conn, PROVINCE, TASK, c)) for c in codes) == expected
+    assert sum(published.leaf_sizes(conn, PROVINCE, TASK, codes)) == expected

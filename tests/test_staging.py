@@ -2,11 +2,12 @@
 
 Against the real server: a re-run writes and counts nothing, an id staged by another leaf (of this
 province or another) is kept once and reported, records are stored byte for byte as encoded, and a
-leaf costs a dozen Redis commands whatever its size.
+leaf costs 13 Redis commands whatever its size (about 8 a leaf when several share a call).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -36,6 +37,14 @@ def stage(conn: redis.Redis, province: str, where: Leaf, hospitals: list[dict[st
     return store.stage_leaf(Scripts(conn), province, TASK, where, hospitals)
 
 
+def stored(conn: redis.Redis, province: str, code: str) -> dict[bytes, bytes]:
+    """A staged leaf's records by id, as its readers get them (in id order)."""
+    records = store.leaf_records(conn, province, TASK, code)
+    ids = [str(json.loads(record)["id"]).encode() for record in records]
+    assert ids == sorted(ids)
+    return dict(zip(ids, records, strict=True))
+
+
 def stats(conn: redis.Redis) -> dict[str, int]:
     return {k: int(v) for k, v in as_text_map(conn.hgetall(keys.task_stats(TASK))).items()}
 
@@ -43,12 +52,12 @@ def stats(conn: redis.Redis) -> dict[str, int]:
 def test_a_leaf_is_staged_once_byte_for_byte(conn: redis.Redis) -> None:
     records = [hospital(1, "440104", extra_field={"b": 1, "a": [2]}), hospital(2, "440104")]
     assert stage(conn, "440000", leaf("440104"), records) == store.Staged(kept=2, conflicts=0)
-    stored = conn.hgetall(keys.data_leaf("440000", TASK, "440104"))
+    kept = stored(conn, "440000", "440104")
     # Compact JSON, every upstream field in its order, unicode unescaped: what an export streams out.
-    assert stored == {b"H000001": json.dumps(records[0], ensure_ascii=False, separators=(",", ":")).encode(),
-                      b"H000002": json.dumps(records[1], ensure_ascii=False, separators=(",", ":")).encode()}
-    assert stored[b"H000001"].decode() == json.dumps(records[0], ensure_ascii=False, separators=(",", ":"))
-    assert "“解放路”" in stored[b"H000001"].decode()
+    assert kept == {b"H000001": json.dumps(records[0], ensure_ascii=False, separators=(",", ":")).encode(),
+                    b"H000002": json.dumps(records[1], ensure_ascii=False, separators=(",", ":")).encode()}
+    assert conn.get(keys.data_leaf("440000", TASK, "440104")) == kept[b"H000001"] + b"\n" + kept[b"H000002"]
+    assert "“解放路”" in kept[b"H000001"].decode()
     counted = stats(conn)
     assert counted == {"leaves_done": 1, "p:440000:leaves_done": 1, "districts_processed": 1,
                        "hospitals_found": 2, "p:440000:hospitals": 2}
@@ -58,7 +67,7 @@ def test_a_leaf_is_staged_once_byte_for_byte(conn: redis.Redis) -> None:
     # A re-run (a crash after staging, a retry, a resume): nothing written, nothing counted.
     changed = [hospital(1, "440104", name="改过的名字"), hospital(3, "440104")]
     assert stage(conn, "440000", leaf("440104"), changed) is None
-    assert conn.hgetall(keys.data_leaf("440000", TASK, "440104")) == stored
+    assert stored(conn, "440000", "440104") == kept
     assert stats(conn) == counted
 
 
@@ -67,9 +76,9 @@ def test_an_id_staged_by_another_leaf_is_kept_once_and_reported(conn: redis.Redi
     # Same province, and another province: ids 3 and 2 were listed under 440104 already.
     assert stage(conn, "440000", leaf("440105"), [hospital(n, "440105") for n in (3, 4)]) == store.Staged(1, 1)
     assert stage(conn, "110000", leaf("110101"), [hospital(n, "110101") for n in (2, 5)]) == store.Staged(1, 1)
-    assert set(conn.hkeys(keys.data_leaf("440000", TASK, "440105"))) == {b"H000004"}
-    assert set(conn.hkeys(keys.data_leaf("110000", TASK, "110101"))) == {b"H000005"}
-    assert json.loads(conn.hget(keys.data_leaf("440000", TASK, "440104"), "H000003") or b"")["region_code"] == "440104"
+    assert set(stored(conn, "440000", "440105")) == {b"H000004"}
+    assert set(stored(conn, "110000", "110101")) == {b"H000005"}
+    assert json.loads(stored(conn, "440000", "440104")[b"H000003"])["region_code"] == "440104"
     counted = stats(conn)
     assert counted["hospitals_found"] == 5 and counted["conflicts"] == 2
     assert counted["p:440000:hospitals"] == 4 and counted["p:110000:hospitals"] == 1
@@ -94,7 +103,7 @@ def test_the_status_dict_reports_conflicts_with_a_bounded_sample(conn: redis.Red
     assert conn.exists(keys.data_leaf("440000", TASK, "440105")) == 0  # nothing of it was kept
 
 
-def test_a_big_leaf_is_staged_whole_in_a_dozen_commands(conn: redis.Redis) -> None:
+def test_a_big_leaf_is_staged_whole_in_thirteen_commands(conn: redis.Redis) -> None:
     """Bulk reads and writes in chunks inside the script: commands per leaf do not grow with its size
     (INFO commandstats counts the commands a script runs)."""
     small = [hospital(n, "440104") for n in range(300)]
@@ -107,9 +116,10 @@ def test_a_big_leaf_is_staged_whole_in_a_dozen_commands(conn: redis.Redis) -> No
         commandstats = conn.info("commandstats")
         others = ("cmdstat_config", "cmdstat_info")
         calls.append(sum(v["calls"] for k, v in commandstats.items() if k.split("|")[0] not in others))
-    assert calls[0] <= 12, calls
-    assert calls[1] <= 12 + 3 * 2, calls  # three more per extra chunk of 2,000 records
-    assert conn.hlen(keys.data_leaf("440000", TASK, "440105")) == len(big)
+    assert calls[0] <= 13, calls  # the sizes' HSET is the 13th: a leaf's records are one SET, not 300 fields
+    assert calls[1] <= 13 + 2 * 2, calls  # HMGET and HSET of the id index per extra chunk of 2,000 records
+    assert len(stored(conn, "440000", "440105")) == len(big)
+    assert store.leaf_sizes(conn, "440000", TASK, ["440104", "440105"]) == [len(small), len(big)]
     assert stats(conn)["hospitals_found"] == len(small) + len(big)
 
 
@@ -129,12 +139,47 @@ def test_several_leaves_share_a_call_each_in_once(conn: redis.Redis) -> None:
         None, store.Staged(2, 0), store.Staged(1, 2), store.Staged(0, 0),
     ]
     calls = sum(v["calls"] for k, v in conn.info("commandstats").items() if k.split("|")[0] != "cmdstat_info")
-    assert calls <= 12 + 4 * 3, calls  # per leaf SADD, HMGET, HSET data and index: no counters per leaf
-    assert conn.hgetall(keys.data_leaf("440000", TASK, "440103")) == {
+    assert calls <= 12 + 4 * 3, calls  # per leaf SADD, HMGET, HSET index, SET data: no counters per leaf
+    assert stored(conn, "440000", "440103") == {
         b"H000001": json.dumps(hospital(1, "440103"), ensure_ascii=False, separators=(",", ":")).encode()}
-    assert set(conn.hkeys(keys.data_leaf("440000", TASK, "440105"))) == {b"H000004"}
+    assert set(stored(conn, "440000", "440105")) == {b"H000004"}
+    assert store.leaf_sizes(conn, "440000", TASK, ["440103", "440104", "440105", "440106"]) == [1, 2, 1, 0]
     assert conn.exists(keys.data_leaf("440000", TASK, "440106")) == 0
     assert conn.smembers(keys.checkpoint_leaves(TASK, "440000")) == {b"440103", b"440104", b"440105", b"440106"}
     assert stats(conn) == {"leaves_done": 4, "p:440000:leaves_done": 4, "districts_processed": 3,
                            "hospitals_found": 4, "p:440000:hospitals": 4, "conflicts": 2}
     assert set(conn.hkeys(keys.data_leaves("440000", TASK))) == {b"440103", b"440104", b"440105", b"440106"}
+
+
+def test_records_dropped_for_a_conflict_leave_the_others_byte_for_byte(conn: redis.Redis) -> None:
+    """A leaf is one string of JSON lines: dropping a record taken by another leaf keeps every other
+    record whole, newlines and line separators inside values included (JSON escapes the former)."""
+    odd = ["第一\n行", "段\u2028落\u2029", 'back\\slash "q"', "\x00\x1f", "😀"]
+    assert stage(conn, "440000", leaf("440104"), [hospital(2, "440104")]) == store.Staged(1, 0)
+    listed = [hospital(n, "440105", name=odd[n % len(odd)]) for n in (3, 2, 1, 4, 5)]  # not in id order
+    assert stage(conn, "440000", leaf("440105"), listed) == store.Staged(4, 1)
+    expected = {h["id"].encode(): json.dumps(h, ensure_ascii=False, separators=(",", ":")).encode()
+                for h in sorted(listed, key=lambda h: h["id"]) if h["id"] != "H000002"}
+    assert stored(conn, "440000", "440105") == expected
+    assert store.leaf_sizes(conn, "440000", TASK, ["440105"]) == [4]
+
+
+def test_an_id_listed_twice_in_one_leaf_is_kept_once_last_one_wins(conn: redis.Redis) -> None:
+    listed = [hospital(2, "440104", name="旧"), hospital(1, "440104"), hospital(2, "440104", name="新")]
+    assert stage(conn, "440000", leaf("440104"), listed) == store.Staged(2, 0)
+    assert [json.loads(r)["name"] for r in store.leaf_records(conn, "440000", TASK, "440104")] == ["第1人民医院", "新"]
+
+
+def test_a_leaf_stored_as_a_hash_by_an_earlier_version_is_read_counted_and_exported(conn: redis.Redis) -> None:
+    """Data published before leaves were strings stays readable after an upgrade, in the same order."""
+    records = {h["id"]: json.dumps(h, ensure_ascii=False, separators=(",", ":")) for h in
+               (hospital(n, "110101") for n in (3, 1, 2))}
+    conn.hset(keys.data_leaf("110000", TASK, "110101"), mapping=records)  # as the old STAGE_LEAF wrote it
+    conn.hset(keys.data_leaves("110000", TASK), "110101", leaf("110101").to_json())
+    stage(conn, "110000", leaf("110102"), [hospital(7, "110102")])  # a leaf staged by this version beside it
+    assert store.publish(conn, "110000", TASK, "北京市") == 4
+    assert store.leaf_sizes(conn, "110000", TASK, ["110101", "110102"]) == [3, 1]
+    out = io.StringIO()
+    assert store.export(conn, out, "jsonl", ["110000"]) == 4
+    assert out.getvalue().splitlines() == [records["H000001"], records["H000002"], records["H000003"],
+                                           json.dumps(hospital(7, "110102"), ensure_ascii=False, separators=(",", ":"))]

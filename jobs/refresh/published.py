@@ -12,8 +12,8 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import chain
-from typing import Any, TextIO
+from operator import itemgetter
+from typing import Any, TextIO, cast
 
 import redis
 
@@ -25,6 +25,7 @@ from jobs.upstream.base import Hospital
 
 # How long a replaced version stays readable for exports that started before the switch.
 OLD_VERSION_GRACE_SECONDS = 600
+_ID = itemgetter("id")
 CSV_FIELDS = ("id", "name", "region_code", "grade", "type", "address", "phone", "updated_at")
 
 
@@ -50,6 +51,43 @@ def encode_hospital(hospital: Hospital) -> bytes:
     """Compact JSON (UTF-8) of a record exactly as received, every upstream field kept: byte for byte
     `json.dumps(hospital, ensure_ascii=False, separators=(",", ":"))` (jobs.jsonfast)."""
     return jsonfast.dumps_record(hospital)
+
+
+def pack_leaf(hospitals: list[Hospital]) -> tuple[list[str], bytes]:
+    """A leaf's distinct ids in order and its records as stored: compact JSON lines in the same order.
+
+    One record per id within the leaf (the clients promise it; this keeps the counters honest anyway:
+    the last one listed wins). Ordered by id as UTF-8 bytes (Python's str order), the order exports
+    have always had."""
+    by_id = dict(zip(map(str, map(_ID, hospitals)), jsonfast.dumps_records(hospitals), strict=True))
+    ids = sorted(by_id)
+    return ids, b"\n".join(map(by_id.__getitem__, ids))
+
+
+def leaf_records(conn: redis.Redis, province: str, version: str, code: str) -> list[bytes]:
+    """The records of one leaf of a version, in id order (a leaf staged before 2026-12 is a hash)."""
+    key = keys.data_leaf(province, version, code)
+    try:
+        stored = cast(bytes | None, conn.get(key))
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        legacy = cast(dict[bytes, bytes], conn.hgetall(key))
+        return [record for _id, record in sorted(legacy.items())]
+    return stored.split(b"\n") if stored else []
+
+
+def leaf_sizes(conn: redis.Redis, province: str, version: str, codes: list[str]) -> list[int]:
+    """How many records each of these leaves of a version holds."""
+    if not codes:
+        return []
+    sizes = conn.hmget(keys.data_sizes(province, version), codes)
+    legacy = [code for code, size in zip(codes, sizes, strict=True) if size is None]
+    with conn.pipeline(transaction=False) as pipe:
+        for code in legacy:
+            pipe.hlen(keys.data_leaf(province, version, code))  # a hash leaf keeps no size entry
+        counted = dict(zip(legacy, pipe.execute(), strict=True))
+    return [int(size) if size is not None else int(counted[code]) for code, size in zip(codes, sizes, strict=True)]
 
 
 # How many ids listed under two leaves a task keeps as examples (the count is exact).
@@ -81,15 +119,14 @@ def stage_leaves(
     ]
     data_keys = []
     for leaf, hospitals in batch:
-        # One record per id within the leaf (the clients promise it; this keeps the counters honest anyway).
-        by_id = dict(zip([str(h["id"]) for h in hospitals], jsonfast.dumps_records(hospitals), strict=True))
-        args += (leaf.code, leaf.to_json(), 1 if leaf.level == "district" else 0, len(by_id))
-        args += chain.from_iterable(by_id.items())
+        ids, records = pack_leaf(hospitals)
+        args += (leaf.code, leaf.to_json(), 1 if leaf.level == "district" else 0, len(ids), records, *ids)
         data_keys.append(keys.data_leaf(province, version, leaf.code))
     outcome = scripts.stage_leaf(
         keys=[
             keys.checkpoint_leaves(version, province), keys.task_stats(version), keys.task_ids(version),
-            keys.task_conflicts(version), keys.data_leaves(province, version), *data_keys,
+            keys.task_conflicts(version), keys.data_leaves(province, version), keys.data_sizes(province, version),
+            *data_keys,
         ],
         args=args,
     )
@@ -101,10 +138,7 @@ def publish(conn: redis.Redis, province: str, version: str, name: str) -> int:
     """Make `version` the published data of `province`; return its record count."""
     leaves_key = keys.data_leaves(province, version)
     leaf_codes = as_texts(conn.hkeys(leaves_key))
-    with conn.pipeline(transaction=False) as pipe:
-        for code in leaf_codes:
-            pipe.hlen(keys.data_leaf(province, version, code))
-        records = int(sum(pipe.execute()))
+    records = sum(leaf_sizes(conn, province, version, leaf_codes))
     meta = json.dumps(
         {"name": name, "records": records, "leaves": len(leaf_codes), "version": version, "published_at": now_iso()},
         ensure_ascii=False,
@@ -120,6 +154,7 @@ def publish(conn: redis.Redis, province: str, version: str, name: str) -> int:
                 pipe.hset(keys.PUBLISHED, province, version)
                 pipe.hset(keys.PUBLISHED_META, province, meta)
                 pipe.persist(leaves_key)
+                pipe.persist(keys.data_sizes(province, version))
                 if old_version and old_version != version:
                     _expire_version(pipe, province, old_version, old_leaves)
                 pipe.execute()
@@ -153,6 +188,7 @@ def _expire_version(pipe: redis.client.Pipeline, province: str, version: str, le
     for code in leaf_codes:
         pipe.expire(keys.data_leaf(province, version, code), OLD_VERSION_GRACE_SECONDS)
     pipe.expire(keys.data_leaves(province, version), OLD_VERSION_GRACE_SECONDS)
+    pipe.expire(keys.data_sizes(province, version), OLD_VERSION_GRACE_SECONDS)
 
 
 def delete_staged(conn: redis.Redis, province: str, version: str) -> None:
@@ -167,6 +203,7 @@ def delete_staged(conn: redis.Redis, province: str, version: str) -> None:
         for code in codes:
             pipe.unlink(keys.data_leaf(province, version, code))
         pipe.unlink(keys.data_leaves(province, version))
+        pipe.unlink(keys.data_sizes(province, version))
         pipe.execute()
 
 
@@ -191,8 +228,7 @@ def iter_hospitals(conn: redis.Redis, province: str, leaves: list[Leaf] | None =
     if version is None:
         return
     for leaf in leaves if leaves is not None else all_leaves:
-        key = keys.data_leaf(province, version, leaf.code)
-        for _hospital_id, record in sorted(conn.hscan_iter(key, count=1000)):
+        for record in leaf_records(conn, province, version, leaf.code):
             yield leaf, as_text(record)
 
 

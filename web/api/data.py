@@ -11,7 +11,6 @@ import redis
 from flask import Blueprint, Response, request, stream_with_context
 from werkzeug.wrappers import Response as BaseResponse
 
-from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
 from jobs.refresh import published
 from jobs.refresh.provinces import match_province
@@ -58,19 +57,16 @@ def hospitals(province: str) -> BaseResponse:
     db = conn()
     code = _province_code(db, province)
     version, leaves = _leaves(db, code, request.args.get("city") or None, request.args.get("district") or None)
-    with db.pipeline(transaction=False) as pipe:
-        for leaf in leaves:
-            pipe.hlen(keys.data_leaf(code, version, leaf.code))
-        sizes = [int(n) for n in pipe.execute()]
+    sizes = published.leaf_sizes(db, code, version, [leaf.code for leaf in leaves])
     start, items = (page - 1) * page_size, list[dict[str, Any]]()
     skipped = 0
     for leaf, size in zip(leaves, sizes, strict=True):
         if skipped + size <= start or len(items) >= page_size:
             skipped += size
             continue
-        records = sorted(db.hgetall(keys.data_leaf(code, version, leaf.code)).items())
+        records = published.leaf_records(db, code, version, leaf.code)
         first = max(0, start - skipped)
-        for _id, record in records[first : first + page_size - len(items)]:
+        for record in records[first : first + page_size - len(items)]:
             items.append({**json.loads(record), "city": leaf.city, "region": leaf.name})
         skipped += size
     return as_json(envelope(items, sum(sizes), page, page_size))
