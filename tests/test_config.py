@@ -48,6 +48,7 @@ def test_values_are_read() -> None:
         ("REFRESHQ_MAX_CONCURRENT_TASKS", "0", "whole number from 1"),
         ("REFRESHQ_TASK_TIMEOUT", "99999999999999999999", "whole number from 1 to 2592000"),
         ("REFRESHQ_UPSTREAM_CONCURRENCY", "100000", "0 to 1024"),
+        ("REFRESHQ_JOB_CONCURRENCY", "0", "whole number from 1 to 1024"),
         ("REFRESHQ_SAMPLE_SCALE", "10000000000000", "0 to 100000000"),
         ("REFRESHQ_RETRY_MAX", "1000", "0 to 100"),
         ("REFRESHQ_RETRY_FACTOR", "1e300", "1 to 10"),
@@ -67,6 +68,17 @@ def test_bad_values_name_the_variable_and_what_it_expects(name: str, value: str,
     assert name in str(err.value)
     assert expected in str(err.value)
     assert isinstance(err.value, RefreshqError)
+
+
+def test_a_job_keeps_in_flight_its_own_cap_within_the_global_limit() -> None:
+    assert Settings.from_env({}).job_concurrency == 16
+    assert Settings.from_env({"REFRESHQ_UPSTREAM_CONCURRENCY": "32"}).job_concurrency == 16
+    assert Settings.from_env({"REFRESHQ_UPSTREAM_CONCURRENCY": "4"}).job_concurrency == 4
+    assert Settings.from_env({"REFRESHQ_UPSTREAM_CONCURRENCY": "0"}).job_concurrency == 16
+    raised = {"REFRESHQ_UPSTREAM_CONCURRENCY": "64", "REFRESHQ_JOB_CONCURRENCY": "48"}
+    assert Settings.from_env(raised).job_concurrency == 48
+    unlimited = {"REFRESHQ_UPSTREAM_CONCURRENCY": "0", "REFRESHQ_JOB_CONCURRENCY": "40"}
+    assert Settings.from_env(unlimited).job_concurrency == 40
 
 
 FLOAT_SETTINGS = ("REFRESHQ_UPSTREAM_RPS", "REFRESHQ_UPSTREAM_TIMEOUT", "REFRESHQ_RETRY_BASE", "REFRESHQ_RETRY_FACTOR",

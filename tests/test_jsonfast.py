@@ -19,9 +19,9 @@ def test_every_code_point_is_written_as_json_writes_it() -> None:
     points = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     for start in range(0, len(points), 4096):
         record = {"id": "H1", "name": "".join(points[start : start + 4096])}
-        assert jsonfast.dumps_records([record]) == [compact(record)], hex(ord(points[start]))
+        assert jsonfast.dumps_lines([record]) == compact(record), hex(ord(points[start]))
     singles = [{"id": p, p: p} for p in [*points[:0x3000:7], "\u2028", "\u2029", "\x7f", "😀", "𠀀"]]
-    assert jsonfast.dumps_records(singles) == [compact(r) for r in singles]
+    assert jsonfast.dumps_lines(singles) == b"\n".join(compact(r) for r in singles)
 
 
 ODD: list[Any] = [
@@ -33,8 +33,26 @@ ODD: list[Any] = [
 @pytest.mark.parametrize("value", ODD, ids=repr)
 def test_records_with_any_value_are_written_as_json_writes_them(value: Any) -> None:
     records = [{"id": "H1", "name": "甲"}, {"id": "H2", "extra": value, "name": "乙"}]
-    assert jsonfast.dumps_records(records) == [compact(r) for r in records]
     assert jsonfast.dumps_record(records[1]) == compact(records[1])
+    assert jsonfast.dumps_lines(records) == compact(records[0]) + b"\n" + compact(records[1])
+
+
+@pytest.mark.parametrize("names", [
+    ["},{", "甲"], ['"},{"', "x"], ["a},{b},{c", "}", "{"], ["}\n{", "},{"], ["", ""],
+], ids=repr)
+def test_lines_split_only_between_records(names: list[str]) -> None:
+    """A `},{` inside a string is no boundary: the lines are the records whatever their strings hold."""
+    records = [{"id": f"H{i}", "name": name} for i, name in enumerate(names)]
+    assert jsonfast.dumps_lines(records) == b"\n".join(compact(r) for r in records)
+    assert jsonfast.dumps_lines(records).split(b"\n") == [compact(r) for r in records]
+
+
+def test_lines_of_odd_records() -> None:
+    assert jsonfast.dumps_lines([]) == b""
+    assert jsonfast.dumps_lines([{}, {}, {"id": "H1"}]) == b"{}\n{}\n" + compact({"id": "H1"})
+    with pytest.raises(TypeError):  # json's own error for a key it cannot write, as before
+        jsonfast.dumps_lines([{"id": "H1", (1, 2): "x"}])  # type: ignore[dict-item]
+    assert jsonfast.dumps_lines([{"id": "H1", 1: "x"}]) == b'{"id":"H1","1":"x"}'  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize("text", [

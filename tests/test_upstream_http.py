@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from jobs.errors import PermanentUpstreamError, TransientUpstreamError
-from jobs.upstream import shapes
+from jobs.upstream import http, shapes
 from jobs.upstream.base import Region
 from jobs.upstream.http import HttpDirectoryClient, RequestGate, retry_after_seconds
 from jobs.upstream.retry import Backoff, call_with_retries
@@ -93,6 +93,20 @@ def test_pagination_reads_every_page_and_no_more() -> None:
     with start_background(directory=sample) as server, client(server.url) as upstream:
         assert upstream.hospitals(hong_kong) == sample.hospitals(hong_kong)
         assert server.counters.by_kind == {"hospitals": 3}  # 500, 500, then the short page ends it
+
+
+def test_a_leaf_of_many_pages_asks_for_them_at_once_after_page_two() -> None:
+    """Pages 1 and 2 alone, then the rest `total` promises in flight together: about three round trips
+    for the leaf, every page asked once, every hospital once and in order."""
+    sample = SampleDirectory(1_000_000)
+    hong_kong = Region(code="810000", name="香港特别行政区", level="province")
+    pages = -(-sample.hospital_count("810000") // 500)
+    assert pages >= 6
+    # The latency holds each request long enough for the ones asked together to overlap.
+    with start_background(directory=sample, latency_ms=150) as server, client(server.url) as upstream:
+        assert upstream.hospitals(hong_kong) == sample.hospitals(hong_kong)
+        assert server.counters.by_kind == {"hospitals": pages}
+        assert server.counters.max_in_flight == min(pages - 2, http.AHEAD_PAGES)
 
 
 def test_empty_leaf_costs_one_request() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import redis
 from rq.job import Job
 
-from jobs import keys, limits
+from jobs import keys, limits, shutdown
 from jobs.config import Settings
 from jobs.context import running_job
 from jobs.errors import PermanentUpstreamError
@@ -17,6 +18,8 @@ from jobs.redis_values import as_texts
 from jobs.refresh import records
 from jobs.refresh.finish import end_province, finish_task
 from jobs.refresh.job import enqueue_provinces
+from jobs.refresh.leaves import CANCEL_POLL_SECONDS
+from jobs.refresh.prewalk import prewalk
 from jobs.statuses import PENDING, RUNNING
 from jobs.upstream import open_upstream
 from jobs.upstream.base import Region
@@ -42,10 +45,40 @@ def plan_task(task_id: str) -> dict[str, Any]:
         end_province(conn, task_id, province["code"], f"failed: {error}", settings)
     ended = set(as_texts(conn.hkeys(keys.task_provinces_ended(task_id))))
     todo = [p for p in provinces if p["code"] not in ended]
-    enqueue_provinces(conn, task_id, record.get("attempt", "1"), todo, settings)
+    attempt = record.get("attempt", "1")
+    if len(todo) > 1:
+        _prewalk(conn, task_id, record, todo, settings, job)
+    else:
+        enqueue_provinces(conn, task_id, attempt, todo, settings)
     if not todo and not refused:
         finish_task(conn, task_id, settings)
     return {"provinces": len(provinces), "enqueued": len(todo), "refused": [p["code"] for p, _ in refused]}
+
+
+def _prewalk(
+    conn: redis.Redis, task_id: str, record: dict[str, str], todo: list[Region], settings: Settings, job: Job
+) -> None:
+    """Enqueue each province job as soon as the province is walked (jobs.refresh.prewalk), every one of
+    them whatever happens: the task ends when every planned province has ended."""
+    attempt = record.get("attempt", "1")
+    handed: set[str] = set()
+
+    def ready(province: Region) -> None:
+        enqueue_provinces(conn, task_id, attempt, [province], settings)
+        handed.add(province["code"])
+
+    checked = [0.0, False]  # when the cancel flag was last read, and what it said
+
+    def stop() -> bool:  # asked before every request: the flag is read at most every CANCEL_POLL_SECONDS
+        if not checked[1] and time.monotonic() - float(checked[0]) >= CANCEL_POLL_SECONDS:
+            checked[:] = [time.monotonic(), bool(conn.exists(keys.task_cancel(task_id)))]
+        return shutdown.requested.is_set() or bool(checked[1])
+
+    try:
+        with open_upstream(conn, json.loads(record["upstream"]), settings, job_holder(job)) as upstream:
+            prewalk(conn, task_id, todo, upstream, settings.job_concurrency, ready, stop)
+    finally:
+        enqueue_provinces(conn, task_id, attempt, [p for p in todo if p["code"] not in handed], settings)
 
 
 def job_holder(job: Job) -> str:

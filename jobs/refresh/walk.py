@@ -14,7 +14,7 @@ from jobs.refresh.published import Leaf
 from jobs.scripts import Scripts
 from jobs.upstream.base import Region, Upstream
 
-_COMPLETE = "__complete__"
+COMPLETE = "__complete__"
 _FAILED = "__failed__"
 
 
@@ -24,16 +24,16 @@ def walk_province(
     """The leaves of a province and how many of its regions the upstream refused (404)."""
     plan_key = keys.province_plan(task_id, province["code"])
     saved = as_text_map(conn.hgetall(plan_key))
-    if _COMPLETE in saved:
+    if COMPLETE in saved:
         leaves = [Leaf.from_json(v) for k, v in saved.items() if not k.startswith("__")]
         return sorted(leaves, key=lambda leaf: leaf.code), int(saved.get(_FAILED, "0"))
     cities = upstream.children(province)  # a refused province fails as a whole
     failures: list[tuple[Region, str]] = []
     if not cities:
-        leaves = [Leaf(province["code"], province["name"], province["level"], "", province["name"])]
+        leaves = [province_leaf(province)]
     else:
         leaves = _walk_cities(upstream, province, cities, concurrency, failures)
-    _save(conn, task_id, province, cities, leaves, failures)
+    save_walk(conn, task_id, province, cities, leaves, failures)
     return leaves, len(failures)
 
 
@@ -41,22 +41,30 @@ def _walk_cities(
     upstream: Upstream, province: Region, cities: list[Region], concurrency: int,
     failures: list[tuple[Region, str]],
 ) -> list[Leaf]:
-    def districts_of(city: Region) -> list[Leaf]:
-        try:
-            districts = upstream.children(city)
-        except PermanentUpstreamError as exc:
-            failures.append((city, str(exc)))
-            return []
-        if not districts:
-            return [Leaf(city["code"], city["name"], city["level"], city["name"], province["name"])]
-        return [Leaf(d["code"], d["name"], d["level"], city["name"], province["name"]) for d in districts]
-
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(cities)))) as pool:
-        nested = list(pool.map(districts_of, cities))
+        nested = list(pool.map(lambda city: leaves_of_city(upstream, province, city, failures), cities))
     return sorted((leaf for group in nested for leaf in group), key=lambda leaf: leaf.code)
 
 
-def _save(
+def province_leaf(province: Region) -> Leaf:
+    """The one leaf of a province without cities (Hong Kong, Macau): the province itself."""
+    return Leaf(province["code"], province["name"], province["level"], "", province["name"])
+
+
+def leaves_of_city(
+    upstream: Upstream, province: Region, city: Region, failures: list[tuple[Region, str]]
+) -> list[Leaf]:
+    try:
+        districts = upstream.children(city)
+    except PermanentUpstreamError as exc:
+        failures.append((city, str(exc)))
+        return []
+    if not districts:
+        return [Leaf(city["code"], city["name"], city["level"], city["name"], province["name"])]
+    return [Leaf(d["code"], d["name"], d["level"], city["name"], province["name"]) for d in districts]
+
+
+def save_walk(
     conn: redis.Redis, task_id: str, province: Region, cities: list[Region], leaves: list[Leaf],
     failures: list[tuple[Region, str]],
 ) -> None:
@@ -64,7 +72,7 @@ def _save(
     districts = sum(1 for leaf in leaves if leaf.level == "district")
     with conn.pipeline() as pipe:
         pipe.hset(keys.province_plan(task_id, code), mapping={
-            **{leaf.code: leaf.to_json() for leaf in leaves}, _FAILED: len(failures), _COMPLETE: 1,
+            **{leaf.code: leaf.to_json() for leaf in leaves}, _FAILED: len(failures), COMPLETE: 1,
         })
         for region, error in failures:
             records.failed_region(pipe, task_id, region, error, province=code)
