@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -99,7 +99,8 @@ def record_sizes(conn: redis.Redis, task_id: str) -> dict[str, Any]:
     step = max(1, len(leaf_keys) // SAMPLED_LEAVES)
     sampled: list[int] = []
     for key in leaf_keys[::step]:
-        sampled += [len(value) for value in (conn.get(key) or b"").split(b"\n")]  # a leaf: JSON lines
+        stored = cast(bytes | None, conn.get(key))  # a leaf: JSON lines
+        sampled += [len(value) for value in (stored or b"").split(b"\n")]
     with conn.pipeline(transaction=False) as pipe:
         for key in leaf_keys:
             pipe.memory_usage(key, samples=0)  # samples=0: measure it all, not an estimate
