@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from jobs import jsonfast
+from jobs.refresh import published as store
 from jobs.upstream import shapes
+from jobs.upstream.listing import Listing, Page
 
 
 def compact(value: Any) -> bytes:
@@ -106,3 +108,22 @@ def test_a_page_is_checked_as_its_items_are() -> None:
     ]:
         with pytest.raises(shapes.ItemShapeError, match=error):
             shapes.hospitals([*good, bad])
+
+
+def test_a_page_read_plain_is_written_without_a_second_look() -> None:
+    """A page orjson read whole comes back as PlainRecords, and stays so through the listing: only
+    such pages skip the value check when written. Anything read by json is a plain list."""
+    plain = jsonfast.loads_items(b'{"items":[{"id":"H2","n":"\\u4e59"},{"id":"H1","n":7}],"total":2}')
+    assert type(plain["items"]) is jsonfast.PlainRecords
+    floats = jsonfast.loads_items(b'{"items":[{"id":"H1","n":1.5}],"total":1}')
+    assert type(floats["items"]) is list
+    listing = Listing("GET x", 500)
+    assert listing.add(1, Page(items=plain["items"], total=2))
+    assert type(listing.hospitals) is jsonfast.PlainRecords
+    assert jsonfast.dumps_lines(listing.hospitals) == b"\n".join(compact(r) for r in plain["items"])
+    mixed = Listing("GET x", 1)
+    assert not mixed.add(1, Page(items=jsonfast.PlainRecords([{"id": "H0"}]), total=3))
+    assert not mixed.add(2, Page(items=floats["items"], total=3))
+    assert type(mixed.hospitals) is list
+    ids, lines = store.pack_leaf(listing.hospitals)  # reordered by id, still written as json writes it
+    assert ids == ["H1", "H2"] and lines == compact(plain["items"][1]) + b"\n" + compact(plain["items"][0])

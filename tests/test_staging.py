@@ -183,3 +183,14 @@ def test_a_leaf_stored_as_a_hash_by_an_earlier_version_is_read_counted_and_expor
     assert store.export(conn, out, "jsonl", ["110000"]) == 4
     assert out.getvalue().splitlines() == [records["H000001"], records["H000002"], records["H000003"],
                                            json.dumps(hospital(7, "110102"), ensure_ascii=False, separators=(",", ":"))]
+
+
+def test_ids_holding_a_newline_are_staged_and_checked_like_any_other(conn: redis.Redis) -> None:
+    """Ids go to the script in one value joined by newlines, unless one holds a newline itself."""
+    odd = [hospital(1, "440104", id="H\n1"), hospital(2, "440104", id="H2"), hospital(3, "440104", id=" ")]
+    assert stage(conn, "440000", leaf("440104"), odd) == store.Staged(3, 0)
+    again = [hospital(4, "440105", id="H\n1"), hospital(5, "440105", id="H5")]
+    assert stage(conn, "440000", leaf("440105"), again) == store.Staged(1, 1)
+    assert set(stored(conn, "440000", "440104")) == {b"H\n1", b"H2", b" "}
+    assert set(stored(conn, "440000", "440105")) == {b"H5"}
+    assert as_text_map(conn.hgetall(keys.task_conflicts(TASK))) == {"H\n1": "440104,440105"}

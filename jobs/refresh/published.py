@@ -63,8 +63,18 @@ def pack_leaf(hospitals: list[Hospital]) -> tuple[list[str], bytes]:
     if not all(map(operator.lt, ids, ids[1:])):
         by_id = dict(zip(ids, hospitals, strict=True))
         ids = sorted(by_id)
-        hospitals = list(map(by_id.__getitem__, ids))
+        ordered = list(map(by_id.__getitem__, ids))
+        # The same records in another order: plain if they were (jsonfast.PlainRecords).
+        hospitals = jsonfast.PlainRecords(ordered) if type(hospitals) is jsonfast.PlainRecords else ordered
     return ids, jsonfast.dumps_lines(hospitals)
+
+
+def _ids_args(ids: list[str], records: bytes) -> tuple[str | bytes | int, ...]:
+    """How STAGE_LEAF takes a leaf's records and ids: the ids in one value unless one holds a newline."""
+    joined = "\n".join(ids)
+    if joined.count("\n") == max(0, len(ids) - 1) and "" not in ids:
+        return len(ids), records, joined
+    return -len(ids), records, *ids
 
 
 def leaf_records(conn: redis.Redis, province: str, version: str, code: str) -> list[bytes]:
@@ -123,7 +133,7 @@ def stage_leaves(
     data_keys = []
     for leaf, hospitals in batch:
         ids, records = pack_leaf(hospitals)
-        args += (leaf.code, leaf.to_json(), 1 if leaf.level == "district" else 0, len(ids), records, *ids)
+        args += (leaf.code, leaf.to_json(), 1 if leaf.level == "district" else 0, *_ids_args(ids, records))
         data_keys.append(keys.data_leaf(province, version, leaf.code))
     outcome = scripts.stage_leaf(
         keys=[

@@ -188,28 +188,37 @@ return 1
 # reads a leaf reads it whole. Ids go through HMGET in chunks (unpack is bounded). KEYS: checkpoint set,
 # stats, task id index, conflicts, data leaves hash, data sizes hash, then each leaf's data key. ARGV: the
 # province's leaves-done and hospitals counters, max conflict examples, then per leaf: code, JSON, 1 if a
-# district, n, its n records joined by newlines (compact JSON has none) in id order, the n ids (distinct)
-# in the same order. Returns per leaf {kept, conflicts}, or {-1, -1} if staged already (a re-run writes
-# and counts nothing).
+# district, n, its n records joined by newlines (compact JSON has none) in id order, and the n ids
+# (distinct, in the same order) joined by newlines in one value -- or, when an id holds a newline, -n and
+# the ids one value each (packing a value per id cost the worker more than the rest of staging). Returns
+# per leaf {kept, conflicts}, or {-1, -1} if staged already (a re-run writes and counts nothing).
 STAGE_LEAF = """
 local chunk, limit, pos, out, described, sizes = 2000, tonumber(ARGV[3]), 4, {}, {}, {}
 local leaves, districts, kept_all, conflicts_all, examples = 0, 0, 0, 0, nil
 for l = 1, #KEYS - 6 do
-  local leaf, n, records = ARGV[pos], tonumber(ARGV[pos + 3]), ARGV[pos + 4]
-  local first, last = pos + 5, pos + 4 + n
+  local leaf, json, district = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
+  local n, records, ids = tonumber(ARGV[pos + 3]), ARGV[pos + 4], {}
+  if n >= 0 then
+    if n > 0 then for id in string.gmatch(ARGV[pos + 5], '[^\\n]+') do ids[#ids + 1] = id end end
+    pos = pos + 6
+  else
+    n = -n
+    for i = 1, n do ids[i] = ARGV[pos + 4 + i] end
+    pos = pos + 5 + n
+  end
   if redis.call('SADD', KEYS[1], leaf) == 0 then
     out[#out + 1] = -1; out[#out + 1] = -1
   else
     local kept, conflicts, dropped = 0, 0, {}
-    for from = first, last, chunk do
-      local to = math.min(from + chunk - 1, last)
-      local owners, index = redis.call('HMGET', KEYS[3], unpack(ARGV, from, to)), {}
+    for from = 1, n, chunk do
+      local to = math.min(from + chunk - 1, n)
+      local owners, index = redis.call('HMGET', KEYS[3], unpack(ids, from, to)), {}
       for k = 1, #owners do
-        local owner, id = owners[k], ARGV[from + k - 1]
+        local owner, id = owners[k], ids[from + k - 1]
         if owner == false or owner == leaf then
           index[#index + 1] = id; index[#index + 1] = leaf; kept = kept + 1
         else
-          conflicts = conflicts + 1; dropped[from + k - first] = true
+          conflicts = conflicts + 1; dropped[from + k - 1] = true
           if examples == nil then examples = redis.call('HLEN', KEYS[4]) end
           if examples < limit then examples = examples + redis.call('HSETNX', KEYS[4], id, owner .. ',' .. leaf) end
         end
@@ -224,13 +233,12 @@ for l = 1, #KEYS - 6 do
       records = table.concat(rest, '\\n')
     end
     if kept > 0 then redis.call('SET', KEYS[6 + l], records) end
-    described[#described + 1] = leaf; described[#described + 1] = ARGV[pos + 1]
+    described[#described + 1] = leaf; described[#described + 1] = json
     sizes[#sizes + 1] = leaf; sizes[#sizes + 1] = kept
-    leaves = leaves + 1; if ARGV[pos + 2] == '1' then districts = districts + 1 end
+    leaves = leaves + 1; if district == '1' then districts = districts + 1 end
     kept_all, conflicts_all = kept_all + kept, conflicts_all + conflicts
     out[#out + 1] = kept; out[#out + 1] = conflicts
   end
-  pos = last + 1
 end
 if leaves == 0 then return out end
 redis.call('HSET', KEYS[5], unpack(described))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jobs import jsonfast
 from jobs.errors import UpstreamInconsistencyError
 from jobs.upstream.base import Hospital
 
@@ -34,10 +35,12 @@ class Listing:
         self._asked = page_size
         self._total: int | None = None
         self._by_id: dict[str, Hospital] = {}
+        self._plain = True  # every page's items found plain when read (jsonfast.PlainRecords)
 
     @property
     def hospitals(self) -> list[Hospital]:
-        return list(self._by_id.values())
+        records = list(self._by_id.values())
+        return jsonfast.PlainRecords(records) if self._plain else records
 
     def add(self, number: int, page: Page) -> bool:
         """Take page `number` (1-based); True when it was the last one (all checks passed)."""
@@ -49,6 +52,7 @@ class Listing:
             self._inconsistent(f"total changed from {self._total} to {page.total} at page {number}")
         if page.items:
             self._take(number, page.items, page.total)
+            self._plain = self._plain and type(page.items) is jsonfast.PlainRecords
         # A server may serve fewer than asked (it says so in page_size): only shorter than that ends.
         size = min(self._asked, page.page_size or self._asked)
         if page.items and len(page.items) >= size:
