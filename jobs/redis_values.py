@@ -15,4 +15,7 @@ def as_texts(values: Iterable[Any]) -> list[str]:
 
 
 def as_text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {as_text(k): as_text(v) for k, v in raw.items()}
+    try:  # bytes both sides, as redis-py returns them: decoded in C (status reads decode hundreds)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except AttributeError:
+        return {as_text(k): as_text(v) for k, v in raw.items()}

@@ -40,7 +40,7 @@ _STEP = {"district": "正在处理区县数据：{}", "city": "正在处理城�
 RERUNS = 3
 # A call stages what the fetching threads have handed over, up to this much (one atomic script).
 BATCH_LEAVES = 16
-BATCH_RECORDS = 6000
+BATCH_RECORDS = 2000
 
 
 class Cancelled(Exception):
