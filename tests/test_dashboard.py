@@ -22,7 +22,7 @@ from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.serve import RunningUpstream
 from tests.conftest import REFRESHQ, free_port
-from tests.helpers import drain, get_when_up, worker_process
+from tests.helpers import drain, get_when_up, wait_until, worker_process
 from tests.web_helpers import (
     MARKUP_CODE,
     MARKUP_NAME,
@@ -67,6 +67,10 @@ def test_every_view_answers_while_workers_are_busy_on_a_refresh(
         base = f"http://127.0.0.1:{port}"
         get_when_up(f"{base}/healthz")
         with worker_process(env), worker_process(env):
+            # The province with markup in its name on one worker, any of the full refresh's on the other
+            # (a full refresh walks its provinces first and starts the largest: 北京 is not among them).
+            manager.create_province_refresh_task(MARKUP_CODE)
+            wait_until(lambda: len(busy_province_jobs(conn, 1)) == 1, what="the markup province's job running")
             manager.create_full_refresh_task()
             busy = busy_province_jobs(conn, 2)
             with httpx.Client(base_url=base, timeout=10) as client:

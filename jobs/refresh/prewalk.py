@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import redis
@@ -61,32 +61,20 @@ def _walk_cities(
     conn: redis.Redis, task_id: str, provinces: list[Region], cities: dict[str, list[Region]],
     upstream: Upstream, pool: ThreadPoolExecutor, ready: Callable[[Region], None], stop: Callable[[], bool],
 ) -> None:
-    """The districts of every city, the largest provinces' first; each province saved and handed over
-    when its last city answers."""
+    """The districts of every city, the largest provinces' first (asked first, handed over first); each
+    province saved and handed over once its cities have answered."""
     largest_first = sorted(provinces, key=lambda p: -len(cities[p["code"]]))
-    failures: dict[str, list[tuple[Region, str]]] = {p["code"]: [] for p in provinces}
-    pending: dict[Future[list[Leaf]], Region] = {}
+    asked: list[tuple[Region, list[Future[list[Leaf]]], list[tuple[Region, str]]]] = []
     for province in largest_first:
-        fetch = _unless(stop, _city_walker(upstream, province, failures[province["code"]]))
-        for city in cities[province["code"]]:
-            pending[pool.submit(fetch, city)] = province
-    left = {p["code"]: len(cities[p["code"]]) for p in provinces}
-    found: dict[str, list[Leaf]] = {p["code"]: [] for p in provinces}
-    broken: set[str] = set()
-    for future in as_completed(pending):
-        province = pending[future]
-        code = province["code"]
-        leaves = _result(future, province)
-        if leaves is None:
-            broken.add(code)
-        else:
-            found[code] += leaves
-        left[code] -= 1
-        if left[code] == 0:
-            if code not in broken:
-                leaves_found = sorted(found[code], key=lambda leaf: leaf.code)
-                save_walk(conn, task_id, province, cities[code], leaves_found, failures[code])
-            ready(province)
+        failures: list[tuple[Region, str]] = []
+        fetch = _unless(stop, _city_walker(upstream, province, failures))
+        asked.append((province, [pool.submit(fetch, city) for city in cities[province["code"]]], failures))
+    for province, futures, failures in asked:
+        found = [_result(future, province) for future in futures]
+        if all(leaves is not None for leaves in found):
+            leaves = sorted((leaf for group in found for leaf in group or ()), key=lambda leaf: leaf.code)
+            save_walk(conn, task_id, province, cities[province["code"]], leaves, failures)
+        ready(province)
 
 
 def _city_walker(
