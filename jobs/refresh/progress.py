@@ -20,7 +20,7 @@ import redis
 from rq.job import Job
 
 from jobs import keys
-from jobs.redis_values import as_text, as_text_map
+from jobs.redis_values import as_text
 from jobs.scripts import Scripts
 
 # Full refresh: province 10%, city 20%, district 30%, hospital 40%. Province refresh: 20/30/50.
@@ -62,6 +62,15 @@ class Counters:
             "districts_processed": self.districts_processed,
             "hospitals_found": self.hospitals_found,
         }
+
+
+# By name: the stats hash holds three fields per province too, which a progress or status read needs not.
+COUNTER_FIELDS = tuple(Counters.__dataclass_fields__)
+
+
+def read_counters(conn: redis.Redis, task_id: str) -> Counters:
+    found = conn.hmget(keys.task_stats(task_id), COUNTER_FIELDS)
+    return Counters.from_hash({n: as_text(v) for n, v in zip(COUNTER_FIELDS, found, strict=True) if v is not None})
 
 
 def _fraction(done: int, total: float) -> float:
@@ -139,7 +148,7 @@ class ProgressReporter:
         self.report(self._step, force=True)
 
     def _write(self, step: str, now: float) -> None:
-        counters = Counters.from_hash(as_text_map(self.conn.hgetall(keys.task_stats(self.task_id))))
+        counters = read_counters(self.conn, self.task_id)
         progress = compute_progress(self.kind, counters)
         moment = datetime.now(UTC)
         eta = eta_seconds(progress, (moment - self._started).total_seconds())

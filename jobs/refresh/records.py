@@ -17,7 +17,7 @@ from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
 from jobs.owners import CLI_OWNER
 from jobs.redis_values import as_text, as_text_map, as_texts
-from jobs.refresh.progress import Counters
+from jobs.refresh.progress import COUNTER_FIELDS, Counters
 from jobs.scripts import Scripts
 from jobs.statuses import ACTIVE as ACTIVE
 from jobs.statuses import CANCELLED as CANCELLED
@@ -136,9 +136,8 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
     return _to_status(raw, stats, failed, conflicts)
 
 
-# The counters a status dict shows, of the stats hash's many (it holds three per province too): read by
-# name, not the whole hash, so a status read decodes a dozen fields instead of a hundred and more.
-_STATUS_STATS = (*Counters.__dataclass_fields__, keys.CONFLICTS)
+# The counters a status dict shows, read by name: a dozen fields decoded instead of a hundred and more.
+_STATUS_STATS = (*COUNTER_FIELDS, keys.CONFLICTS)
 
 
 def _queue_status_reads(pipe: redis.client.Pipeline, task_id: str) -> None:
