@@ -56,6 +56,17 @@ def _full_refresh(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _by_place(s: str, by_place: dict[str, Any] | None) -> list[Row]:
+    """The same calls by their place in each pair: sent second, a call's tail is shorter."""
+    if not by_place:
+        return []
+    return [
+        Row(s, f"    sent {place}: get_task_status / PING p99",
+            f"{d['get_task_status'].get('p99_ms')} / {d['ping'].get('p99_ms')} ms")
+        for place, d in by_place.items()
+    ]
+
+
 def _status(r: dict[str, Any]) -> list[Row]:
     s, st = "2 status", r["status"]
     api = st["get_task_status"]
@@ -64,6 +75,7 @@ def _status(r: dict[str, Any]) -> list[Row]:
         Row(s, "  PING between them (machine baseline)", _ms(api.get("ping"))),
         Row(s, "  p99 as a ratio to the PINGs' p99", f"{api.get('p99_vs_ping_p99')}x", "<= 1.5x",
             api.get("p99_vs_ping_p99") is not None and api["p99_vs_ping_p99"] <= 1.5),
+        *_by_place(s, api.get("by_place")),
         Row(s, "  server stalls > 5 ms meanwhile (LATENCY LATEST)",
             ", ".join(f"{k} max {v['max_ms']} ms" for k, v in st.get("server_stalls_during_probes", {}).items())
             or "none"),

@@ -28,20 +28,33 @@ LATENCY_THRESHOLD_MS = 5
 
 
 def probe_api(manager: SyncTaskManager, task_id: str, seconds: float, interval: float) -> dict[str, Any]:
-    """get_task_status back to back, each followed by a PING: the PING's latency is what the machine
-    (scheduling, the server's own load) adds to any round trip at that moment, refreshq or not."""
-    latencies: list[float] = []
-    pings: list[float] = []
-    deadline = time.monotonic() + seconds
+    """get_task_status back to back with a PING: the PING's latency is what the machine (scheduling, the
+    server's own load) adds to any round trip at that moment, refreshq or not.
+
+    The two go in turns, one first and then the other: the second call of a pair finds the server (and
+    this process) just woken by the first, and is faster at the tail, so a PING always sent second would
+    be a baseline the status read never gets. Each call's figures keep which place it had."""
+    status: dict[bool, list[float]] = {True: [], False: []}  # by whether the call went first
+    pings: dict[bool, list[float]] = {True: [], False: []}
+    deadline, first = time.monotonic() + seconds, True
     while time.monotonic() < deadline:
-        latencies.append(timed(lambda: manager.get_task_status(task_id))[0])
-        pings.append(timed(manager.conn.ping)[0])
+        if first:
+            status[True].append(timed(lambda: manager.get_task_status(task_id))[0])
+            pings[False].append(timed(manager.conn.ping)[0])
+        else:
+            pings[True].append(timed(manager.conn.ping)[0])
+            status[False].append(timed(lambda: manager.get_task_status(task_id))[0])
+        first = not first
         time.sleep(interval)
-    result = {**summary_ms(latencies), "ping": summary_ms(pings)}
+    result = {**summary_ms(status[True] + status[False]), "ping": summary_ms(pings[True] + pings[False])}
     # The absolute p99 under load is the saturated machine's: the figure to judge is the ratio to the
     # p99 of the PINGs sent at the same moments.
     ping_p99 = result["ping"]["p99_ms"]
     result["p99_vs_ping_p99"] = round(result["p99_ms"] / ping_p99, 2) if ping_p99 else None
+    result["by_place"] = {
+        place: {"get_task_status": summary_ms(status[went_first]), "ping": summary_ms(pings[went_first])}
+        for place, went_first in (("first", True), ("second", False))
+    }
     return result
 
 
