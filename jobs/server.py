@@ -234,9 +234,10 @@ class EmbeddedServer:
             # after each rewrite, as by default).
             "--auto-aof-rewrite-min-size", "1gb",
             "--save", "",
-            # Leaf hashes of more than 128 hospitals are hash tables, not listpacks: a listpack finds a
-            # field by scanning, so staging a leaf of n records costs O(n^2) there (measured: 2.6 against
-            # 0.65 us of server CPU per record, for about 50 bytes more per record, 1.27x the JSON).
+            # Hashes of more than 128 fields (a province's plan and leaves, a task's counters, leaves
+            # staged by versions before 2026-12) are hash tables, not listpacks: a listpack finds a field
+            # by scanning, so filling one of n fields costs O(n^2) (measured on leaf hashes: 2.6 against
+            # 0.65 us of server CPU per field).
             "--hash-max-listpack-entries", "128",
             "--hash-max-listpack-value", "2048",
         ]
