@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq import Worker
 
 from jobs import keys
 from jobs.config import Settings
 from jobs.connection import connect
+from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.server import EmbeddedServer
 from jobs.upstream.sample import SampleDirectory
@@ -135,3 +137,40 @@ def test_killing_the_embedded_server_mid_refresh_loses_nothing(short_dir: Path, 
         assert checksum(exported(connect(settings))) == checksum(SampleDirectory(scale).all_hospitals())
     finally:
         server.stop()
+
+
+def test_a_sigkill_of_the_plan_job_while_it_walks_ahead_loses_and_duplicates_nothing(
+    conn: redis.Redis, chaos_env: dict[str, str]
+) -> None:
+    """The worst moment for a full refresh's plan job: some provinces walked and handed to their jobs,
+    the others not yet. Its worker and work-horse die; the plan job runs again (abandoned, retried by
+    the scheduler), hands over the rest, and the refresh ends exact, every province published once."""
+    scale = 5000
+    with start_background(scale, latency_ms=60) as upstream:  # a walk of seconds: the kill lands inside it
+        manager = SyncTaskManager(Settings.from_env(), conn, upstream={"kind": "http", "url": upstream.url})
+        task_id = manager.create_full_refresh_task()
+        fleet = Fleet(chaos_env)
+        try:
+            def planning_worker() -> int | None:
+                handed = conn.scard(keys.task_jobs(task_id)) - 1  # the plan job's id is in the set too
+                running = {w.pid: w.get_current_job_id() for w in Worker.all(connection=conn)}
+                for i, proc in enumerate(fleet.workers):
+                    if 1 <= handed < 34 and (running.get(proc.pid) or "").endswith("-plan"):
+                        return i
+                return None
+
+            victim = wait_until(planning_worker, 60, 0.01, "the plan job part-way through its walks")
+            kill_with_horses(fleet.workers[victim])
+            fleet.workers[victim] = spawn_refreshq(["worker", "--queue", "refresh"], chaos_env)
+            final = wait_until(
+                lambda: (s := manager.get_task_status(task_id))["status"] in TERMINAL and s, 240, 0.2,
+                "the refresh to end after its plan job was killed",
+            )
+        finally:
+            fleet.stop()
+    assert final["status"] == "SUCCEEDED", final
+    assert final["statistics"]["hospitals_found"] == scale
+    assert checksum(exported(conn)) == checksum(SampleDirectory(scale).all_hospitals())
+    published = store.published_provinces(conn)
+    assert len(published) == 34 and {meta["version"] for meta in published.values()} == {task_id}
+    assert sum(meta["records"] for meta in published.values()) == scale
