@@ -102,6 +102,22 @@ def horse_pids(worker_pid: int) -> list[int]:
     return [int(c) for c in children]
 
 
+def work_horses(worker_pid: int) -> list[int]:
+    """The children of a worker that are work-horses: those in a process group of their own (RQ's horse
+    calls setpgrp). A starting worker has other children for a moment (croniter's import runs `file`,
+    trio's runs `ldconfig`), which are no sign that a job runs."""
+    horses = []
+    for child in horse_pids(worker_pid):
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                pgrp = int(f.read().rsplit(") ", 1)[1].split()[2])
+        except (OSError, IndexError, ValueError):
+            continue
+        if pgrp == child:
+            horses.append(child)
+    return horses
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` runs: a zombie (dead, not yet reaped by its parent) does not."""
     try:

@@ -22,11 +22,11 @@ from jobs.upstream.serve import start_background
 from tests.helpers import (
     checksum,
     exported,
-    horse_pids,
     kill_with_horses,
     spawn_refreshq,
     wait_for_aof,
     wait_until,
+    work_horses,
 )
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ class Fleet:
 
     def busy(self) -> list[int]:
         """Indexes of the workers running a job (they have a work-horse) right now."""
-        return [i for i, worker in enumerate(self.workers) if horse_pids(worker.pid)]
+        return [i for i, worker in enumerate(self.workers) if work_horses(worker.pid)]
 
     def replace_one_busy_worker(self, rng: random.Random) -> None:
         """Kill a worker in the middle of a job, with its work-horse, and start another in its place."""
@@ -151,15 +151,13 @@ def test_a_sigkill_of_the_plan_job_while_it_walks_ahead_loses_and_duplicates_not
         task_id = manager.create_full_refresh_task()
         fleet = Fleet(chaos_env)
         try:
-            def planning_worker() -> int | None:
+            def planning_worker() -> list[int]:
                 handed = conn.scard(keys.task_jobs(task_id)) - 1  # the plan job's id is in the set too
                 running = {w.pid: w.get_current_job_id() for w in Worker.all(connection=conn)}
-                for i, proc in enumerate(fleet.workers):
-                    if 1 <= handed < 34 and (running.get(proc.pid) or "").endswith("-plan"):
-                        return i
-                return None
+                return [i for i, proc in enumerate(fleet.workers)
+                        if 1 <= handed < 34 and (running.get(proc.pid) or "").endswith("-plan")]
 
-            victim = wait_until(planning_worker, 60, 0.01, "the plan job part-way through its walks")
+            [victim] = wait_until(planning_worker, 60, 0.01, "the plan job part-way through its walks")
             kill_with_horses(fleet.workers[victim])
             fleet.workers[victim] = spawn_refreshq(["worker", "--queue", "refresh"], chaos_env)
             final = wait_until(

@@ -16,7 +16,7 @@ from jobs.redis_values import as_text_map, as_texts
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
-from tests.helpers import checksum, exported, horse_pids, scheduler_running, wait_status, wait_until, worker_process
+from tests.helpers import checksum, exported, scheduler_running, wait_status, wait_until, work_horses, worker_process
 
 SCALE = 20_000
 pytestmark = [pytest.mark.slow, pytest.mark.upstream(scale=SCALE, latency_ms=40)]  # upstream: `slow_upstream`
@@ -36,7 +36,7 @@ def test_sigkill_of_worker_and_horse_loses_and_duplicates_nothing(
             # Kill in the middle of a province job, not as one ends or the next one starts (then nothing
             # would be abandoned: the test would prove nothing).
             wait_until(lambda: _mid_province(conn, task_id), 60, 0.01, "a province job with leaves left")
-            horses = wait_until(lambda: horse_pids(first.pid), 10, what="a work-horse")
+            horses = wait_until(lambda: work_horses(first.pid), 10, what="a work-horse")
             done_before = int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0)
             os.kill(first.pid, signal.SIGKILL)
             for pid in horses:

@@ -24,13 +24,13 @@ from tests.helpers import (
     Requests,
     alive,
     exported,
-    horse_pids,
     kill_with_horses,
     recording_upstream,
     refreshq_process,
     scheduler_running,
     wait_status,
     wait_until,
+    work_horses,
     worker_process,
 )
 
@@ -218,7 +218,7 @@ def test_a_kill_9_of_the_worker_alone_takes_its_horse_with_it(
         task_id = manager.create_province_refresh_task("广东")
         with worker_process(env) as old:
             wait_until(lambda: leaves_done(conn, task_id) >= 5, 120, what="some leaves staged")
-            horses = wait_until(lambda: horse_pids(old.pid), 30, what="a work-horse")
+            horses = wait_until(lambda: work_horses(old.pid), 30, what="a work-horse")
             os.kill(old.pid, signal.SIGKILL)  # the worker only: not its process group, not its horse
             old.wait(timeout=10)
             killed = time.monotonic()

@@ -19,7 +19,7 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
 from tests.conftest import free_port, run_cli
-from tests.helpers import ConnectionCounter, alive, horse_pids, log_lines, refreshq_process, wait_until
+from tests.helpers import ConnectionCounter, alive, log_lines, refreshq_process, wait_until, work_horses
 from tests.private_valkey import PrivateValkey
 
 STOP_WITHIN = 10.0
@@ -79,7 +79,7 @@ def test_a_busy_worker_sigtermed_while_its_server_is_down_exits_without_leaving_
     job = queues.queue(server.client(), queues.NORMAL).enqueue("time.sleep", 120)  # ignores the warm shutdown
     log = tmp_path / "worker.log"
     with refreshq_process(["worker"], _env(server, tmp_path), log) as proc:
-        horses = wait_until(lambda: horse_pids(proc.pid), 60, 0.05, "the job to start")
+        horses = wait_until(lambda: work_horses(proc.pid), 60, 0.05, "the job to start")
         _lose_the_server(server, log, lambda: True, "")
         seconds = _stop_and_time(proc)
     assert seconds < STOP_WITHIN, f"exited {seconds:.1f} s after SIGTERM"

@@ -21,10 +21,10 @@ from jobs.upstream.serve import start_background
 from tests.helpers import (
     drain,
     exported,
-    horse_pids,
     scheduler_running,
     wait_status,
     wait_until,
+    work_horses,
     worker_process,
 )
 from tests.web_helpers import served
@@ -89,7 +89,7 @@ def test_counters_survive_a_worker_sigkill(conn: redis.Redis, env: dict[str, str
         with served(create_app(settings, env["REDIS_URL"])) as base, scheduler_running(http_env):
             with worker_process(http_env) as first:
                 wait_until(lambda: _stats(conn, task_id, "leaves_done") >= 10, 120, what="10 leaves staged")
-                horses = wait_until(lambda: horse_pids(first.pid), 10, what="a work-horse")
+                horses = wait_until(lambda: work_horses(first.pid), 10, what="a work-horse")
                 before = scrape(base)
                 os.kill(first.pid, signal.SIGKILL)
                 for pid in horses:
