@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 requested = threading.Event()
 
@@ -47,17 +49,29 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     second time elsewhere while the orphan still runs it. Elsewhere than Linux this does nothing.
     """
     parent = os.getppid()
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
+    prctl = libc_prctl()
+    if prctl is None:
         return
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        if prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
             return
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # the worker died between the fork and the prctl
         os._exit(1)
+
+
+@functools.cache
+def libc_prctl() -> Any:
+    """libc's prctl, or None. Looked up once per process, and by a worker before it forks: finding libc
+    runs `ldconfig -p` (a fork and an exec, about 1.6 ms), which each work-horse would pay again."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def install_stop_handlers() -> None:

@@ -3,15 +3,20 @@ with it whatever the environment says by then (like arq's `ctx`)."""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import subprocess
+
 import pytest
 import redis
 
-from jobs import queues
+from jobs import queues, shutdown
 from jobs.config import Settings
 from jobs.named import runs
 from jobs.refresh.manager import SyncTaskManager
 from tests.named_helpers import registry
-from workers import build_worker
+from workers import build_worker, preload_job_modules
 
 
 def test_a_named_run_uses_the_settings_its_worker_started_with(
@@ -34,3 +39,25 @@ def test_a_refresh_job_uses_the_settings_its_worker_started_with(
     monkeypatch.setenv("REFRESHQ_MAX_CONCURRENT_TASKS", "not a number")  # read by a job, it would fail it
     worker.work(burst=True, logging_level="WARNING")
     assert manager.get_task_status(task_id)["status"] == "SUCCEEDED"
+
+
+def test_a_work_horse_finds_libc_without_a_process_of_its_own() -> None:
+    """The worker looks libc up before forking (preload_job_modules): a horse that looked it up itself
+    would run `ldconfig -p`, a fork and an exec per job. The horse still gets its parent-death signal."""
+    preload_job_modules()
+    pid = os.fork()
+    if pid == 0:  # the horse: any process it starts now fails the test
+        code = 1
+        try:
+            subprocess.Popen.__init__ = _refuse  # type: ignore[method-assign]
+            shutdown.die_with_parent()
+            got = ctypes.c_int(0)
+            shutdown.libc_prctl()(2, ctypes.byref(got), 0, 0, 0)  # PR_GET_PDEATHSIG
+            code = 0 if got.value == signal.SIGKILL else 2
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def _refuse(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("the work-horse started a process")

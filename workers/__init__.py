@@ -271,7 +271,7 @@ class RefreshqWorker(DrainMixin, Worker):
 
 def preload_job_modules() -> None:
     """Import what jobs run before forking: each work-horse then starts warm instead of importing
-    httpx, the clients and the region tree again (about 0.2 s of CPU per job)."""
+    httpx, the clients and the region tree again (about 0.2 s of CPU per job), or looking libc up."""
     import httpcore  # noqa: F401 - httpx imports it only when the first client is built
 
     import jobs.named.runs
@@ -284,6 +284,7 @@ def preload_job_modules() -> None:
 
     jobs.upstream.sample.load_tree()
     jobs.upstream.client.shared_tls_context()
+    shutdown.libc_prctl()
 
 
 def build_worker(
