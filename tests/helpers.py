@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -328,6 +328,16 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTP
     """A threaded HTTP server on a free loopback port, answering with `handler`; stopped at the end."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    with serving(server):
+        yield server
+
+
+HTTPServerT = TypeVar("HTTPServerT", bound=ThreadingHTTPServer)
+
+
+@contextmanager
+def serving(server: HTTPServerT) -> Iterator[HTTPServerT]:
+    """`server` answering on a thread of its own until the block ends, then stopped and closed."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

@@ -21,6 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.conftest import free_port
+from tests.helpers import serving
 
 
 @dataclass
@@ -78,14 +79,8 @@ class _WebhookHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def webhook_receiver(status: int = 200, hang: float = 0.0) -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver(status, hang)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(WebhookReceiver(status, hang)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
