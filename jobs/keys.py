@@ -304,6 +304,7 @@ def run_list(kind: str) -> str:
 ALERTS = PREFIX + "alerts"                          # HASH fingerprint -> JSON state (pending/firing, since, last sent)
 ALERTS_EVALUATED = PREFIX + "alerts:evaluated"      # STRING epoch of the last evaluation (by any scheduler)
 ALERT_OUTBOX = PREFIX + "alerts:outbox"             # ZSET notice id -> when its next delivery attempt is due
+ALERT_CLAIMS = PREFIX + "alerts:claims"             # HASH notice id -> scheduler lock token of its deliverer
 ALERT_DELIVERIES = PREFIX + "alerts:deliveries"     # LIST of JSON delivery attempts, newest first (bounded)
 ALERT_CHANNELS = PREFIX + "alerts:channels"         # HASH channel -> JSON {last_ok_at, last_error, failures, ...}
 

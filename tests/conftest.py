@@ -11,6 +11,7 @@ once. Under pytest-xdist each worker process has a session, so a server, of its 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +79,11 @@ def redis_url(connection_kind: str, valkey_urls: dict[str, str]) -> str:
 @pytest.fixture
 def conn(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
+    # A worker an earlier test killed may not have exited yet: its blocking pop, still open on the server,
+    # would take this test's first job. The test starts once the server has no blocked client left.
+    deadline = time.monotonic() + 10
+    while client.info("clients")["blocked_clients"] and time.monotonic() < deadline:
+        time.sleep(0.01)
     client.flushdb()
     yield client
     client.flushdb()

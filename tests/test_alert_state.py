@@ -141,6 +141,27 @@ def test_a_signed_webhook_verifies_and_keeps_its_id_across_retries(conn: redis.R
     assert redis_keys_holding(conn, SECRET.removeprefix("whsec_")) == []
 
 
+def test_a_notice_claimed_by_a_scheduler_no_longer_active_is_taken_over_at_once(
+    conn: redis.Redis, env: dict[str, str]
+) -> None:
+    with webhook_receiver() as hook:
+        settings = _settings(env, REFRESHQ_ALERT_FOR="0", REFRESHQ_ALERT_WEBHOOK_URL=hook.url)
+        now = time.time()
+        fake_run(conn, FakeRun("t_bad", "province", now - 30, now - 20, now - 1, "FAILED"))
+        alert_state.evaluate(conn, settings)
+        conn.set(keys.SCHEDULER_LOCK, "token-of-a")
+        killed = threading.Event()
+        killed.set()  # claims, then stops before sending: as a scheduler killed mid-delivery
+        assert delivery.deliver_due(conn, settings, killed) == 1
+        assert delivery.deliver_due(conn, settings) == 0  # its claim while it is the active one: the lease holds
+        assert hook.received == []
+        conn.set(keys.SCHEDULER_LOCK, "token-of-b")  # the next scheduler took the lock
+        assert delivery.deliver_due(conn, settings) == 1  # not after the lease (70 s here)
+        assert len(hook.accepted()) == 1
+        assert delivery.deliver_due(conn, settings) == 0
+    assert delivery.outbox_ids(conn) == [] and conn.hlen(keys.ALERT_CLAIMS) == 0
+
+
 def test_a_raw_secret_signs_with_its_bytes(conn: redis.Redis, env: dict[str, str]) -> None:
     with webhook_receiver() as hook:
         settings = _settings(env, REFRESHQ_ALERT_FOR="0", REFRESHQ_ALERT_WEBHOOK_URL=hook.url,

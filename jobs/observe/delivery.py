@@ -1,13 +1,14 @@
 """The alert outbox, delivered from the scheduler process, never from a worker: the "no worker" alert
 must arrive with every worker down.
 
-A delivery thread of the active scheduler claims due notices (jobs/scripts.py CLAIM_DUE: a lease, so a
-scheduler that dies mid-delivery leaves the notice to the next one) and tries each channel still pending,
-each attempt bounded by REFRESHQ_ALERT_TIMEOUT. A channel that fails is tried again with the scheduler's
-backoff (REFRESHQ_RETRY_BASE, _FACTOR, _CAP), until it succeeds or the notice is a day old; the other
-channels of the notice are not sent again. Every attempt is recorded (the delivery log, the channel's
-state, the counters). A webhook carries the notice's id as webhook-id on every attempt and an email its
-Message-ID, so a receiver can drop the one repeat a crash between sending and recording could cause.
+A delivery thread of the active scheduler claims due notices (jobs/scripts CLAIM_DUE: a lease, recorded with
+the scheduler lock's token, so a scheduler that dies mid-delivery leaves the notice to the next active one at
+once) and tries each channel still pending, each attempt bounded by REFRESHQ_ALERT_TIMEOUT. A channel that
+fails is tried again with the scheduler's backoff (REFRESHQ_RETRY_BASE, _FACTOR, _CAP), until it succeeds
+or the notice is a day old; the other channels of the notice are not sent again. Every attempt is recorded
+(the delivery log, the channel's state, the counters). A webhook carries the notice's id as webhook-id on
+every attempt and an email its Message-ID, so a receiver can drop the one repeat a crash between sending
+and recording could cause.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ def deliver(conn: redis.Redis, settings: Settings, notice_id: str) -> bool:
     key = keys.alert_notice(notice_id)
     fields = as_text_map(conn.hgetall(key))
     if not fields:
-        conn.zrem(keys.ALERT_OUTBOX, notice_id)
+        with conn.pipeline() as pipe:
+            _settle(pipe, notice_id)
+            pipe.execute()
         return True
     notice = Notice(notice_id, json.loads(fields["alerts"]))
     for channel in _pending(fields):
@@ -124,26 +127,36 @@ def deliver(conn: redis.Redis, settings: Settings, notice_id: str) -> bool:
     now = time.time()
     if not left:
         with conn.pipeline() as pipe:
-            pipe.zrem(keys.ALERT_OUTBOX, notice_id)
-            pipe.expire(key, DELIVERED_TTL)
+            _settle(pipe, notice_id, expire=key)
             pipe.execute()
         return True
     if now - float(fields["created_ts"]) > GIVE_UP_SECONDS:
         with conn.pipeline() as pipe:
             pipe.hset(key, mapping={f"ch:{c}": GAVE_UP for c in left})
-            pipe.zrem(keys.ALERT_OUTBOX, notice_id)
-            pipe.expire(key, DELIVERED_TTL)
+            _settle(pipe, notice_id, expire=key)
             pipe.execute()
         log.error("alerts: gave up on notice %s after a day: %s never took it", notice_id, ", ".join(left))
         return True
     attempts = int(conn.hincrby(key, "attempts", 1))
-    conn.zadd(keys.ALERT_OUTBOX, {notice_id: now + retry_delay(settings, attempts)}, xx=True)
+    with conn.pipeline() as pipe:
+        pipe.zadd(keys.ALERT_OUTBOX, {notice_id: now + retry_delay(settings, attempts)}, xx=True)
+        pipe.hdel(keys.ALERT_CLAIMS, notice_id)
+        pipe.execute()
     return False
+
+
+def _settle(pipe: Any, notice_id: str, expire: str = "") -> None:
+    """Queue on `pipe`: the notice is done, out of the outbox and unclaimed (its record kept DELIVERED_TTL
+    when `expire` names it)."""
+    pipe.zrem(keys.ALERT_OUTBOX, notice_id)
+    pipe.hdel(keys.ALERT_CLAIMS, notice_id)
+    if expire:
+        pipe.expire(expire, DELIVERED_TTL)
 
 
 def deliver_due(conn: redis.Redis, settings: Settings, stop: threading.Event | None = None) -> int:
     """Claim the due notices and try them; returns how many were claimed."""
-    ids = as_texts(Scripts(conn).claim_due(keys=[keys.ALERT_OUTBOX],
+    ids = as_texts(Scripts(conn).claim_due(keys=[keys.ALERT_OUTBOX, keys.ALERT_CLAIMS, keys.SCHEDULER_LOCK],
                                            args=[time.time(), lease_seconds(settings), CLAIM_LIMIT]))
     for notice_id in ids:
         if stop is not None and stop.is_set():
