@@ -25,6 +25,15 @@ CLAIMERS = PREFIX + "claimers"
 CLAIMS_PREFIX = PREFIX + "claims:"
 
 
+# A queue's bell: a LIST of tokens, one pushed with each job (jobs.queues.BellQueue) and each job given back,
+# capped; a worker waiting on several queues blocks on their bells, never on the queues (workers.claims).
+BELL_PREFIX = PREFIX + "bell:"
+
+
+def bell(queue: str) -> str:
+    return f"{BELL_PREFIX}{queue}"
+
+
 def claims(worker: str, queue: str) -> str:
     """LIST of job ids a worker dequeued from `queue` and has not started yet, in dequeue order."""
     return f"{CLAIMS_PREFIX}{worker}:{queue}"

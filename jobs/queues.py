@@ -9,9 +9,14 @@ most for one routine job between two of its province jobs, however long either b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
+
+from jobs import keys
 
 CRITICAL = "critical"
 HIGH = "high"
@@ -35,8 +40,34 @@ def dequeue_order(names: tuple[str, ...], served: str | None = None, current: tu
     return urgent + (refresh + routine if served in ROUTINE else routine + refresh)
 
 
+# Tokens a bell holds at most: enough to wake every waiting worker of a burst; past them, a worker woken
+# claims jobs until none is left, and the others look again within workers.claims.BLOCK_SECONDS anyway.
+BELL_TOKENS = 64
+
+
+def ring(client: Any, names: Iterable[str]) -> None:
+    """Queue on `client` (a pipeline, or the connection) a token on the bell of each of `names`."""
+    for name in names:
+        client.rpush(keys.bell(name), 1)
+        client.ltrim(keys.bell(name), -BELL_TOKENS, -1)
+
+
+class BellQueue(Queue):
+    """RQ's queue, ringing the queue's bell with every job it pushes, in the same transaction."""
+
+    def push_job_id(self, job_id: str, pipeline: Any = None, at_front: bool = False) -> None:
+        if pipeline is not None:
+            super().push_job_id(job_id, pipeline=pipeline, at_front=at_front)
+            ring(pipeline, [self.name])
+            return
+        with self.connection.pipeline() as pipe:
+            super().push_job_id(job_id, pipeline=pipe, at_front=at_front)
+            ring(pipe, [self.name])
+            pipe.execute()
+
+
 def queue(conn: redis.Redis, name: str) -> Queue:
-    return Queue(name, connection=conn, serializer=JSONSerializer)
+    return BellQueue(name, connection=conn, serializer=JSONSerializer)
 
 
 def queues(conn: redis.Redis, names: tuple[str, ...] = ALL_QUEUES) -> list[Queue]:

@@ -127,6 +127,7 @@ def resume(conn: redis.Redis, queues: Sequence[str] = (), pool: str | None = Non
             pipe.srem(keys.SUSPENDED_QUEUES, *names)
         if not names and pool is None:
             pipe.delete(keys.SUSPENDED_QUEUES, keys.SUSPENDED_POOLS)
+        queue_names.ring(pipe, names or queue_names.ALL_QUEUES)  # waiting workers look at once
         pipe.execute()
     return suspensions(conn)
 

@@ -3,8 +3,12 @@ blocking wait was already waiting for; claims of a dead worker go back to the fr
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import redis
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -13,7 +17,7 @@ from jobs.duties.claims import requeue_orphaned_claims
 from jobs.errors import ValidationError
 from tests.conftest import run_cli
 from tests.helpers import wait_until
-from tests.test_pools import pool_process
+from tests.test_pools import live_children, pool_process
 from workers.claims import Claimer
 
 
@@ -87,3 +91,53 @@ def test_suspending_an_unknown_queue_is_refused_and_stores_nothing(conn: redis.R
     result = run_cli("workers", "suspend", "--queue", "nope", env=env)
     assert result.returncode == 2 and "unknown queue nope" in result.stderr
     assert workforce.suspensions(conn)["queues"] == []
+
+
+def _blocked(conn: redis.Redis) -> int:
+    return int(conn.info("clients")["blocked_clients"])
+
+
+@pytest.mark.parametrize("mode", [[], ["--fast"]], ids=["forking", "fast"])
+def test_a_job_pushed_to_a_waiting_worker_that_is_gone_is_not_lost(
+    conn: redis.Redis, env: dict[str, str], mode: list[str]
+) -> None:
+    """A worker waiting on several queues whose process is frozen (as when its machine is gone and the server
+    still holds its connection), then killed: the job pushed meanwhile is run by another worker."""
+    normal = queues.queue(conn, queues.NORMAL)
+    with pool_process(env, "--processes", "1", "--queue", "normal", "--queue", "low", *mode) as gone:
+        wait_until(lambda: _blocked(conn), 30, what="the worker to wait")
+        [waiting] = live_children(gone)
+        os.kill(waiting, signal.SIGSTOP)
+        job = normal.enqueue("tests.job_functions.add", 1, 2)
+        wait_until(lambda: _blocked(conn) == 0, 10, what="the server to answer the frozen worker's wait")
+        os.kill(waiting, signal.SIGKILL)
+    with pool_process(env, "--processes", "1", "--queue", "normal", "--queue", "low", *mode):
+        wait_until(lambda: _status(conn, job) == JobStatus.FINISHED, 30, what="the job, run by the next worker")
+
+
+def test_a_job_pushed_without_a_token_is_still_taken_by_a_waiting_worker(
+    conn: redis.Redis, env: dict[str, str]
+) -> None:
+    """RQ's own Queue (as `rq enqueue` uses) rings no bell: a worker waiting on several queues still finds it."""
+    with pool_process(env, "--processes", "1", "--queue", "normal", "--queue", "low"):
+        wait_until(lambda: _blocked(conn), 30, what="the worker to wait")
+        job = Queue(queues.NORMAL, connection=conn, serializer=JSONSerializer).enqueue("tests.job_functions.add", 1, 2)
+        wait_until(lambda: _status(conn, job) == JobStatus.FINISHED, 10, what="the job")
+        assert conn.llen(keys.bell(queues.NORMAL)) == 0
+
+
+def test_given_back_and_resumed_jobs_ring_their_queue_bell(conn: redis.Redis) -> None:
+    normal = queues.queue(conn, queues.NORMAL)
+    normal.enqueue("tests.job_functions.add", 1, 1)
+    assert conn.llen(keys.bell(queues.NORMAL)) == 1  # with the job, in its transaction
+    conn.delete(keys.bell(queues.NORMAL))
+    claimer = Claimer(conn, "w1", "", JSONSerializer)
+    assert len(claimer.claim([normal], 5, None).jobs) == 1
+    assert claimer.release([queues.NORMAL]) == 1 and conn.llen(keys.bell(queues.NORMAL)) == 1
+    conn.delete(keys.bell(queues.NORMAL))
+    workforce.suspend(conn, [queues.NORMAL])
+    workforce.resume(conn, [queues.NORMAL])
+    assert conn.llen(keys.bell(queues.NORMAL)) == 1
+    for _ in range(queues.BELL_TOKENS + 10):
+        normal.enqueue("tests.job_functions.add", 1, 1)
+    assert conn.llen(keys.bell(queues.NORMAL)) == queues.BELL_TOKENS  # capped: a burst leaves no backlog

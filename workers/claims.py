@@ -3,11 +3,12 @@
 RQ checks its suspension flag once per loop, before a blocking BLPOP that can then wait minutes: a
 suspend sent meanwhile still lets that worker take the next job. Here a job leaves its queue only in a
 script that checks the suspensions (RQ's global `rq:suspended`, refreshq's per queue and per pool) in
-the same step, into a claims list of the worker's own (keys.claims); a job popped by a blocking wait is
-put back at the front when its queue was suspended meanwhile. A fast worker that claimed several jobs
-starts each one in a script with the same check (workers.fast), so a suspension also holds the rest of
-its batch. A worker that dies holding claims stops renewing them, and the scheduler puts them back at
-the front of their queues (jobs.duties.claims).
+the same step, into a claims list of the worker's own (keys.claims); a job a blocking wait moved there is
+put back at the front when its queue was suspended meanwhile. A worker waiting on several queues waits on
+their bells instead (keys.bell): a job BLPOP hands over is lost with the worker that took it. A fast
+worker that claimed several jobs starts each one in a script with the same check (workers.fast), so a
+suspension also holds the rest of its batch. A worker that dies holding claims stops renewing them, and
+the scheduler puts them back at the front of their queues (jobs.duties.claims).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from rq import Queue
 from rq.job import Job
 
 from jobs import keys
-from jobs.redis_values import as_text
 from jobs.scripts import Scripts
 
 # Seconds a claim outlives its worker's last renewal (each claim and each start renews it).
@@ -68,15 +68,17 @@ class Claimer:
         timeout = max(1, int(min(block, BLOCK_SECONDS)))
         if len(active) == 1:  # straight into the claims list: nothing is lost if this process dies now
             popped = self.conn.blmove(active[0].key, self.prefix + active[0].name, timeout)
-            return self._claim(queues, limit, (active[0].name, popped, "1")) if popped else got
-        # Several queues: BLPOP, as RQ's own multi-queue worker; the job is claimed the next instant.
-        result = self.conn.blpop([q.key for q in active], timeout)
-        if not result:
-            return got
-        name = as_text(result[0]).removeprefix(keys.RQ_QUEUE_PREFIX)
-        return self._claim(queues, limit, (name, result[1], "0"))
+            return self._claim(queues, limit, (active[0].name, popped)) if popped else got
+        # Several queues: no command moves from one of several lists at once, and a job BLPOP hands to a
+        # worker that dies before claiming it, or whose machine is gone while the server still holds its
+        # connection, would be lost. So the wait is on the queues' bells: a token lost with a worker loses
+        # nothing, the job stays queued. A job pushed without a token (by RQ's own tools) is claimed at
+        # the next look, within BLOCK_SECONDS.
+        if self.conn.blpop([keys.bell(q.name) for q in active], timeout):
+            return self._claim(queues, limit)
+        return got
 
-    def _claim(self, queues: Sequence[Queue], limit: int, popped: tuple[str, Any, str] = ("", "", "0")) -> Claimed:
+    def _claim(self, queues: Sequence[Queue], limit: int, popped: tuple[str, Any] = ("", "")) -> Claimed:
         reply = self.scripts.claim(keys=self.guard_keys, args=[
             self.prefix, self.worker, self.pool, limit, CLAIM_TTL, keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX,
             *popped, *(q.name for q in queues)])

@@ -3,6 +3,17 @@ jobs.scripts, which registers them, in a file of their own for size."""
 
 from __future__ import annotations
 
+from jobs.keys import BELL_PREFIX
+from jobs.queues import BELL_TOKENS
+
+# A token on the bell of queue q (jobs.queues.ring): jobs given back wake a waiting worker at once.
+_RING = f"""
+local function ring(q)
+  redis.call('RPUSH', '{BELL_PREFIX}' .. q, 1)
+  redis.call('LTRIM', '{BELL_PREFIX}' .. q, -{BELL_TOKENS}, -1)
+end
+"""
+
 # Claims (workers.claims): a worker moves the jobs it dequeues into a claims list of its own, atomically
 # with the check that their queue is not suspended, and starts each one atomically with the same check,
 # so a suspended queue gives no worker one more job. Shared KEYS: rq:suspended, suspended queues SET,
@@ -23,10 +34,10 @@ end
 """
 
 # Claim up to `limit` jobs from the worker's queues in order, skipping suspended ones (none at all while
-# RQ's global suspension or the worker's pool suspension holds); a job id already popped by a blocking
-# wait (BLPOP, or BLMOVE straight into the claims list) is claimed or put back at the front.
+# RQ's global suspension or the worker's pool suspension holds); a job id a blocking wait already moved
+# into the claims list (BLMOVE) is kept, or put back at the front if its queue was suspended meanwhile.
 # ARGV: claims prefix, worker, pool, limit, claim ttl, queue prefix, job prefix, popped queue, popped id,
-# popped into claims (1/0), queue names... Returns {held, {suspended names}, queue, id, job hash, ...}.
+# queue names... Returns {held, {suspended names}, queue, id, job hash, ...}.
 CLAIM = _CLAIMS_PROLOGUE + """
 local prefix, qprefix, limit = ARGV[1], ARGV[6], tonumber(ARGV[4])
 local held = held_all(ARGV[3])
@@ -34,15 +45,14 @@ local out = {}
 local popq, popid = ARGV[8], ARGV[9]
 if popq ~= '' then
   if held or suspended(popq) then
-    if ARGV[10] == '1' then redis.call('LREM', prefix .. popq, 1, popid) end
+    redis.call('LREM', prefix .. popq, 1, popid)
     redis.call('LPUSH', qprefix .. popq, popid)
   else
-    if ARGV[10] ~= '1' then redis.call('RPUSH', prefix .. popq, popid) end
     out[#out + 1] = {popq, popid}
   end
 end
 local stopped = {}
-for i = 11, #ARGV do
+for i = 10, #ARGV do
   local q = ARGV[i]
   if suspended(q) then
     stopped[#stopped + 1] = q
@@ -97,10 +107,13 @@ return {waiting, 1}
 
 # Every claim of one worker back to the front of its queue (a drain, a stop, a long job).
 # KEYS: claimers. ARGV: claims prefix, worker, queue prefix, queue names... Returns how many.
-RELEASE_CLAIMS = """
+RELEASE_CLAIMS = _RING + """
 local n = 0
 for i = 4, #ARGV do
-  while redis.call('LMOVE', ARGV[1] .. ARGV[i], ARGV[3] .. ARGV[i], 'RIGHT', 'LEFT') do n = n + 1 end
+  local moved = 0
+  while redis.call('LMOVE', ARGV[1] .. ARGV[i], ARGV[3] .. ARGV[i], 'RIGHT', 'LEFT') do moved = moved + 1 end
+  if moved > 0 then ring(ARGV[i]) end
+  n = n + moved
 end
 redis.call('ZREM', KEYS[1], ARGV[2])
 return n
@@ -108,12 +121,17 @@ return n
 
 # The claims of workers that stopped renewing them (killed, lost), back to the front of their queues.
 # KEYS: claimers. ARGV: claims prefix, queue prefix, queue names... Returns how many jobs.
-REQUEUE_ORPHANED_CLAIMS = """
+REQUEUE_ORPHANED_CLAIMS = _RING + """
 local t = redis.call('TIME')
 local n = 0
 for _, worker in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) + tonumber(t[2]) / 1000000)) do
   for i = 3, #ARGV do
-    while redis.call('LMOVE', ARGV[1] .. worker .. ':' .. ARGV[i], ARGV[2] .. ARGV[i], 'RIGHT', 'LEFT') do n = n + 1 end
+    local moved = 0
+    while redis.call('LMOVE', ARGV[1] .. worker .. ':' .. ARGV[i], ARGV[2] .. ARGV[i], 'RIGHT', 'LEFT') do
+      moved = moved + 1
+    end
+    if moved > 0 then ring(ARGV[i]) end
+    n = n + moved
   end
   redis.call('ZREM', KEYS[1], worker)
 end
