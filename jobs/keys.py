@@ -160,9 +160,16 @@ def task_failed_regions(task_id: str) -> str:
 
 
 def task_ids(task_id: str) -> str:
-    """HASH hospital id -> the leaf code that staged it: ids are unique by contract, so a second leaf
-    listing one keeps nothing of it (kept until the task succeeds, for resumes and retries)."""
+    """HASH hospital id -> the leaf code that staged it, for ids not at home in their leaf (see
+    task_home_ids): ids are unique by contract, so a second leaf listing one keeps nothing of it (kept
+    until the task succeeds, for resumes and retries)."""
     return f"{PREFIX}task:{task_id}:ids"
+
+
+def task_home_ids(task_id: str) -> str:
+    """HASH leaf code -> the ids it staged at home (characters 2-7 of the id are its code), each between
+    newlines: the rest of the id index (jobs/scripts STAGE_LEAF), kept as long as task_ids."""
+    return f"{PREFIX}task:{task_id}:ids:home"
 
 
 def task_conflicts(task_id: str) -> str:

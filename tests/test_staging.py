@@ -2,7 +2,8 @@
 
 Against the real server: a re-run writes and counts nothing, an id staged by another leaf (of this
 province or another) is kept once and reported, records are stored byte for byte as encoded, and a
-leaf costs 13 Redis commands whatever its size (about 8 a leaf when several share a call).
+leaf costs 13 Redis commands whatever its size (about 8 a leaf when several share a call), one more when
+its ids are not at home in it.
 """
 
 from __future__ import annotations
@@ -116,11 +117,20 @@ def test_a_big_leaf_is_staged_whole_in_thirteen_commands(conn: redis.Redis) -> N
         commandstats = conn.info("commandstats")
         others = ("cmdstat_config", "cmdstat_info")
         calls.append(sum(v["calls"] for k, v in commandstats.items() if k.split("|")[0] not in others))
-    assert calls[0] <= 13, calls  # the sizes' HSET is the 13th: a leaf's records are one SET, not 300 fields
-    assert calls[1] <= 13 + 2 * 2, calls  # HMGET and HSET of the id index per extra chunk of 2,000 records
+    # A leaf's records are one SET, not 300 fields. Ids not at home in their leaf (these are not: H000001)
+    # are looked up in the index and the home ids (an HMGET each a chunk) and added to the index.
+    assert calls[0] <= 15, calls
+    assert calls[1] <= 15 + 2 * 3, calls  # HMGET, HMGET, HSET per extra chunk of 2,000 records
+    conn.delete(keys.task_ids(TASK))
+    conn.config_resetstat()
+    stage(conn, "440000", leaf("440106"), [at_home(n, "440106") for n in range(4500)])
+    at_home_calls = sum(v["calls"] for k, v in conn.info("commandstats").items() if k.split("|")[0] not in others)
+    # All at home, and no id of the task in the index: nothing to look up, the ids stored as they came.
+    assert at_home_calls <= 13, at_home_calls
+    assert len(home_ids(conn)["440106"]) == 4500
     assert len(stored(conn, "440000", "440105")) == len(big)
     assert store.leaf_sizes(conn, "440000", TASK, ["440104", "440105"]) == [len(small), len(big)]
-    assert stats(conn)["hospitals_found"] == len(small) + len(big)
+    assert stats(conn)["hospitals_found"] == len(small) + len(big) + 4500
 
 
 def test_several_leaves_share_a_call_each_in_once(conn: redis.Redis) -> None:
@@ -139,7 +149,9 @@ def test_several_leaves_share_a_call_each_in_once(conn: redis.Redis) -> None:
         None, store.Staged(2, 0), store.Staged(1, 2), store.Staged(0, 0),
     ]
     calls = sum(v["calls"] for k, v in conn.info("commandstats").items() if k.split("|")[0] != "cmdstat_info")
-    assert calls <= 12 + 4 * 3, calls  # per leaf SADD, HMGET, HSET index, SET data: no counters per leaf
+    # Per leaf SADD, HMGET index, HMGET home ids (these ids are not at home), HSET index, SET data: no
+    # counters per leaf.
+    assert calls <= 12 + 4 * 4, calls
     assert stored(conn, "440000", "440103") == {
         b"H000001": json.dumps(hospital(1, "440103"), ensure_ascii=False, separators=(",", ":")).encode()}
     assert set(stored(conn, "440000", "440105")) == {b"H000004"}
@@ -194,3 +206,63 @@ def test_ids_holding_a_newline_are_staged_and_checked_like_any_other(conn: redis
     assert set(stored(conn, "440000", "440104")) == {b"H\n1", b"H2", b" "}
     assert set(stored(conn, "440000", "440105")) == {b"H5"}
     assert as_text_map(conn.hgetall(keys.task_conflicts(TASK))) == {"H\n1": "440104,440105"}
+
+
+def at_home(number: int, leaf_code: str, listed_under: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A record whose id is at home in `leaf_code` (H + code + number, as real ids), listed under
+    `listed_under` (its home unless given)."""
+    return hospital(number, listed_under or leaf_code, id=f"H{leaf_code}{number:06d}", **extra)
+
+
+def home_ids(conn: redis.Redis) -> dict[str, list[str]]:
+    return {code: held.split("\n")[1:-1] for code, held in as_text_map(conn.hgetall(keys.task_home_ids(TASK))).items()}
+
+
+def test_ids_at_home_stay_out_of_the_index_and_a_copy_elsewhere_is_still_found(conn: redis.Redis) -> None:
+    """Either order, the same province or another, the same call or another: the first leaf to stage an id
+    keeps it, the other keeps nothing of it and reports it."""
+    assert stage(conn, "440000", leaf("440104"), [at_home(n, "440104") for n in (1, 2, 3)]) == store.Staged(3, 0)
+    assert home_ids(conn) == {"440104": ["H440104000001", "H440104000002", "H440104000003"]}
+    assert conn.hlen(keys.task_ids(TASK)) == 0  # an honest upstream's ids: no index at all
+    # At home first, then listed elsewhere (another province): found in its home leaf's ids.
+    assert stage(conn, "110000", leaf("110101"), [at_home(2, "440104", "110101"), at_home(7, "110101")]) == \
+        store.Staged(1, 1)
+    # Elsewhere first, then at home: found in the index.
+    assert stage(conn, "440000", leaf("440105"), [at_home(5, "440106", "440105")]) == store.Staged(1, 0)
+    assert as_text_map(conn.hgetall(keys.task_ids(TASK))) == {"H440106000005": "440105"}
+    batch = [
+        (leaf("440106"), [at_home(n, "440106") for n in (4, 5, 6)]),  # 5 is 440105's
+        (leaf("440107"), [at_home(4, "440106", "440107"), at_home(8, "440107")]),  # 4 is 440106's, same call
+    ]
+    assert store.stage_leaves(Scripts(conn), "440000", TASK, batch) == [store.Staged(2, 1), store.Staged(1, 1)]
+    assert set(stored(conn, "110000", "110101")) == {b"H110101000007"}
+    assert set(stored(conn, "440000", "440106")) == {b"H440106000004", b"H440106000006"}
+    assert set(stored(conn, "440000", "440107")) == {b"H440107000008"}
+    assert as_text_map(conn.hgetall(keys.task_conflicts(TASK))) == {
+        "H440104000002": "440104,110101", "H440106000005": "440105,440106", "H440106000004": "440106,440107"}
+    assert stats(conn)["hospitals_found"] == 3 + 1 + 1 + 2 + 1 and stats(conn)["conflicts"] == 3
+    # A re-run of a leaf (crash, retry, resume) finds none of its own ids elsewhere and writes nothing.
+    assert stage(conn, "440000", leaf("440104"), [at_home(n, "440104") for n in (1, 2, 3)]) is None
+    assert stats(conn)["conflicts"] == 3
+
+
+def test_an_id_is_at_home_only_in_the_leaf_of_its_six_characters(conn: redis.Redis) -> None:
+    """Codes of other lengths, ids too short, or a leaf holding an id with a newline: those ids go to the
+    index, so no two leaves can both take an id as their own."""
+    assert stage(conn, "440000", leaf("4401"), [hospital(1, "4401", id="H4401000001")]) == store.Staged(1, 0)
+    assert stage(conn, "440000", leaf("440100"), [hospital(2, "440100", id="H4401000001")]) == store.Staged(0, 1)
+    assert stage(conn, "440000", leaf("H44"), [hospital(3, "H44", id="H44")]) == store.Staged(1, 0)
+    odd = [at_home(1, "440104"), hospital(2, "440104", id="H\n2")]
+    assert stage(conn, "440000", leaf("440104"), odd) == store.Staged(2, 0)  # ids one value each: none at home
+    assert stage(conn, "440000", leaf("440105"), [at_home(1, "440104", "440105")]) == store.Staged(0, 1)
+    assert home_ids(conn) == {} and set(as_text_map(conn.hgetall(keys.task_ids(TASK)))) == {
+        "H4401000001", "H44", "H440104000001", "H\n2"}
+
+
+def test_a_code_that_reads_as_a_pattern_takes_no_other_id_for_its_own(conn: redis.Redis) -> None:
+    """The script checks a leaf's ids with a Lua pattern built from its code: "4.0104" must not match 4x0104."""
+    assert stage(conn, "440000", leaf("4.0104"), [hospital(1, "4.0104", id="H4x0104000001")]) == store.Staged(1, 0)
+    assert home_ids(conn) == {}
+    conn.delete(keys.task_ids(TASK))  # as if no id were in the index: only the id's home can vouch for it
+    assert stage(conn, "440000", leaf("4%0104"), [hospital(1, "4%0104", id="H4%0104000001")]) == store.Staged(1, 0)
+    assert home_ids(conn) == {"4%0104": ["H4%0104000001"]}

@@ -87,7 +87,7 @@ def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str
                     "result": json.dumps(result, ensure_ascii=False), "retry": "",
                 })
                 published.unpublish(pipe, gone)
-                pipe.delete(keys.task_ids(task_id))
+                pipe.delete(keys.task_ids(task_id), keys.task_home_ids(task_id))
                 pipe.execute()
                 break
             except redis.WatchError:

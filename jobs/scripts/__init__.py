@@ -7,6 +7,7 @@ import redis
 from jobs import keys
 from jobs.scripts.claims import CLAIM, RELEASE_CLAIMS, REQUEUE_ORPHANED_CLAIMS, STEP
 from jobs.scripts.gate import UPSTREAM_HOLD, UPSTREAM_RATE
+from jobs.scripts.staging import STAGE_LEAF
 
 # Upper bounds (seconds) of the run-time histograms (a refresh takes 30-60 minutes; buckets up to 4 h).
 RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200, 10800, 14400)
@@ -179,81 +180,6 @@ COUNT_ONCE = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
-"""
-
-# Stage one or more leaves of a province, each once, with its checkpoint entry, keeping only the records
-# whose id no other leaf of the task staged before (ids are unique by contract; a lying upstream may list
-# one under two leaves); counters once per call. A leaf's records arrive as one value and are stored as
-# one string: a hash field per record cost the server 3.6 against 1.5 us per record (measured), and what
-# reads a leaf reads it whole. Ids go through HMGET in chunks (unpack is bounded). KEYS: checkpoint set,
-# stats, task id index, conflicts, data leaves hash, data sizes hash, then each leaf's data key. ARGV: the
-# province's leaves-done and hospitals counters, max conflict examples, then per leaf: code, JSON, 1 if a
-# district, n, its n records joined by newlines (compact JSON has none) in id order, and the n ids
-# (distinct, in the same order) joined by newlines in one value -- or, when an id holds a newline, -n and
-# the ids one value each (packing a value per id cost the worker more than the rest of staging). Returns
-# per leaf {kept, conflicts}, or {-1, -1} if staged already (a re-run writes and counts nothing).
-STAGE_LEAF = """
-local chunk, limit, pos, out, described, sizes = 2000, tonumber(ARGV[3]), 4, {}, {}, {}
-local leaves, districts, kept_all, conflicts_all, examples = 0, 0, 0, 0, nil
-for l = 1, #KEYS - 6 do
-  local leaf, json, district = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
-  local n, records, ids = tonumber(ARGV[pos + 3]), ARGV[pos + 4], {}
-  if n >= 0 then
-    if n > 0 then for id in string.gmatch(ARGV[pos + 5], '[^\\n]+') do ids[#ids + 1] = id end end
-    pos = pos + 6
-  else
-    n = -n
-    for i = 1, n do ids[i] = ARGV[pos + 4 + i] end
-    pos = pos + 5 + n
-  end
-  if redis.call('SADD', KEYS[1], leaf) == 0 then
-    out[#out + 1] = -1; out[#out + 1] = -1
-  else
-    local kept, conflicts, dropped = 0, 0, {}
-    for from = 1, n, chunk do
-      local to = math.min(from + chunk - 1, n)
-      local owners, index = redis.call('HMGET', KEYS[3], unpack(ids, from, to)), {}
-      for k = 1, #owners do
-        local owner, id = owners[k], ids[from + k - 1]
-        if owner == false or owner == leaf then
-          index[#index + 1] = id; index[#index + 1] = leaf; kept = kept + 1
-        else
-          conflicts = conflicts + 1; dropped[from + k - 1] = true
-          if examples == nil then examples = redis.call('HLEN', KEYS[4]) end
-          if examples < limit then examples = examples + redis.call('HSETNX', KEYS[4], id, owner .. ',' .. leaf) end
-        end
-      end
-      if #index > 0 then redis.call('HSET', KEYS[3], unpack(index)) end
-    end
-    if conflicts > 0 and kept > 0 then
-      local rest, i = {}, 0
-      for record in string.gmatch(records, '[^\\n]+') do
-        i = i + 1; if not dropped[i] then rest[#rest + 1] = record end
-      end
-      records = table.concat(rest, '\\n')
-    end
-    if kept > 0 then redis.call('SET', KEYS[6 + l], records) end
-    described[#described + 1] = leaf; described[#described + 1] = json
-    sizes[#sizes + 1] = leaf; sizes[#sizes + 1] = kept
-    leaves = leaves + 1; if district == '1' then districts = districts + 1 end
-    kept_all, conflicts_all = kept_all + kept, conflicts_all + conflicts
-    out[#out + 1] = kept; out[#out + 1] = conflicts
-  end
-end
-if leaves == 0 then return out end
-redis.call('HSET', KEYS[5], unpack(described))
-redis.call('HSET', KEYS[6], unpack(sizes))
-redis.call('HINCRBY', KEYS[2], 'leaves_done', leaves)
-redis.call('HINCRBY', KEYS[2], ARGV[1], leaves)
-if districts > 0 then redis.call('HINCRBY', KEYS[2], 'districts_processed', districts) end
-if kept_all > 0 then
-  redis.call('HINCRBY', KEYS[2], 'hospitals_found', kept_all)
-  redis.call('HINCRBY', KEYS[2], ARGV[2], kept_all)
-  -- the records-written counter (its name is fixed, so callers pass no extra key): one command per call
-  redis.call('HINCRBY', '""" + keys.METRIC_COUNTERS + """', 'records_written', kept_all)
-end
-if conflicts_all > 0 then redis.call('HINCRBY', KEYS[2], 'conflicts', conflicts_all) end
-return out
 """
 
 # Record how a province's part of a task ended, once; return 1 when every planned province has ended.
