@@ -27,19 +27,30 @@ class PlainRecords(list[dict[str, Any]]):
     """Records `all_plain` has already found plain (a page orjson read): `dumps_lines` takes them as they
     are instead of looking at every value again. Whoever builds new records from them gets a plain list."""
 
+    # Every value of every record a string (set by loads_items): the contract check need not look at the
+    # values' types again (jobs.upstream.shapes.hospitals).
+    text_only = False
+
 
 def all_plain(records: list[dict[str, Any]]) -> bool:
     """True when every value of every record is a string, a 64-bit integer, a boolean or null (one pass
     in C over all the values: a check per record would cost as much as orjson saves)."""
+    return plain_types(records) is not None
+
+
+def plain_types(records: list[dict[str, Any]]) -> set[type] | None:
+    """The types of the records' values if `all_plain`, else None."""
     try:
         values = list(chain.from_iterable(map(dict.values, records)))
     except TypeError:
-        return False  # not all of them are dicts
+        return None  # not all of them are dicts
     types = set(map(type, values))
     if not types <= _PLAIN:
-        return False
+        return None
     # An int orjson read is within 64 bits; one from elsewhere (json, the sample) may not be.
-    return int not in types or all(-(2**63) <= v < 2**64 for v in values if type(v) is int)
+    if int in types and not all(-(2**63) <= v < 2**64 for v in values if type(v) is int):
+        return None
+    return types
 
 
 def loads_items(content: bytes) -> Any:
@@ -48,20 +59,19 @@ def loads_items(content: bytes) -> Any:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:
         return json.loads(content)  # what orjson refuses json may take (NaN, lone surrogates), or raise
-    if _plain_body(body):
-        if type(body) is dict and type(body.get("items")) is list:
-            body["items"] = PlainRecords(body["items"])
-        return body
-    return json.loads(content)  # a float or a nested value: orjson may have read it differently
-
-
-def _plain_body(body: Any) -> bool:
     if type(body) is not dict:
-        return True  # no items to get wrong; the shape checks refuse it
+        return body  # no items to get wrong; the shape checks refuse it
     if not set(map(type, body.values())) <= _PLAIN | {list}:
-        return False
+        return json.loads(content)  # a float or a nested value: orjson may have read it differently
     items = body.get("items")
-    return type(items) is not list or all_plain(items)
+    if type(items) is not list:
+        return body
+    types = plain_types(items)
+    if types is None:
+        return json.loads(content)
+    records = body["items"] = PlainRecords(items)
+    records.text_only = types <= {str}
+    return body
 
 
 def dumps_lines(records: list[dict[str, Any]]) -> bytes:

@@ -110,6 +110,28 @@ def test_a_page_is_checked_as_its_items_are() -> None:
             shapes.hospitals([*good, bad])
 
 
+def test_a_page_read_plain_with_only_strings_is_checked_as_any_page() -> None:
+    """orjson's pages of strings only skip the values' type check, not the fields' presence or emptiness."""
+    good = [{f: f"v{n}-{f}" for f in shapes.HOSPITAL_FIELDS} | {"extra": f"{n}"} for n in range(3)]
+
+    def page(items: list[dict[str, object]]) -> list[object]:
+        return jsonfast.loads_items(json.dumps({"items": items, "total": len(items)}).encode())["items"]
+
+    read = page(good)
+    assert type(read) is jsonfast.PlainRecords and read.text_only and shapes.hospitals(read) == good
+    assert not page([*good, {**good[0], "extra": 1}]).text_only
+    for bad, error in [
+        ({**good[0], "name": " "}, "field 'name' is empty"),
+        ({**good[0], "id": ""}, "field 'id' is empty"),
+        ({k: v for k, v in good[0].items() if k != "phone"}, "field 'phone' is missing"),
+        ({k: v for k, v in good[0].items() if k != "region_code"}, "field 'region_code' is missing"),
+        ({**good[0], "phone": 5}, "field 'phone' is int, expected a string"),
+        ({**good[0], "address": None}, "field 'address' is NoneType, expected a string"),
+    ]:
+        with pytest.raises(shapes.ItemShapeError, match=error):
+            shapes.hospitals(page([*good, bad]))
+
+
 def test_a_page_read_plain_is_written_without_a_second_look() -> None:
     """A page orjson read whole comes back as PlainRecords, and stays so through the listing: only
     such pages skip the value check when written. Anything read by json is a plain list."""

@@ -40,7 +40,8 @@ class Leaf:
     province: str
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, ensure_ascii=False, separators=(",", ":"))
+        # Per leaf staged: json.dumps with options builds an encoder per call (jobs.jsonfast).
+        return jsonfast.dumps_record(self.__dict__).decode()
 
     @classmethod
     def from_json(cls, text: bytes | str) -> Leaf:

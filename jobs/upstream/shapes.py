@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import operator
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
+from jobs.jsonfast import PlainRecords
 from jobs.upstream.base import LEVELS, Hospital, Region
 
 HOSPITAL_FIELDS = ("id", "name", "region_code", "grade", "type", "address", "phone", "updated_at")
@@ -45,6 +46,7 @@ def region(item: object) -> Region:
 
 
 _CONTRACT_VALUES = operator.itemgetter(*HOSPITAL_FIELDS)
+_FIELD_SET = frozenset(HOSPITAL_FIELDS)
 _REQUIRED_VALUES = operator.itemgetter(*HOSPITAL_KEYS)
 assert HOSPITAL_FIELDS[:3] == HOSPITAL_KEYS  # the fast path of `hospital` checks the first three
 
@@ -67,7 +69,15 @@ def hospitals(items: list[object]) -> list[Hospital]:
 
     A page of well-formed items is checked in a few passes in C; one with any doubt goes item by item,
     which names the first bad field."""
-    if set(map(type, items)) <= {dict}:
+    if type(items) is PlainRecords and items.text_only:  # every value a string, no need to look again
+        try:
+            required = list(chain.from_iterable(map(_REQUIRED_VALUES, items)))
+        except KeyError:
+            required = []
+        if required and all(map(operator.ge, map(dict.keys, items), repeat(_FIELD_SET))) \
+                and all(map(str.strip, required)):
+            return items
+    elif set(map(type, items)) <= {dict}:
         try:
             values = list(chain.from_iterable(map(_CONTRACT_VALUES, items)))  # type: ignore[arg-type]
             required = list(chain.from_iterable(map(_REQUIRED_VALUES, items)))  # type: ignore[arg-type]
