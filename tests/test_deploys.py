@@ -55,15 +55,6 @@ def province_of(job_id: str) -> str | None:
     return match.group(1) if match else None
 
 
-def running_province(conn: redis.Redis, task_id: str) -> str:
-    """The code of the province whose job is running (one worker)."""
-    def started() -> str | None:
-        ids = StartedJobRegistry(queues.REFRESH, connection=conn).get_job_ids()
-        return next((code for code in map(province_of, ids) if code), None)
-
-    return str(wait_until(started, 30, 0.02, "a province job to run"))
-
-
 def busy_province(conn: redis.Redis, task_id: str) -> str | None:
     """The running province if at most half of its leaves are done (its job cannot end before a stop lands)."""
     ids = StartedJobRegistry(queues.REFRESH, connection=conn).get_job_ids()
@@ -115,7 +106,9 @@ def test_after_a_kill_9_of_worker_and_horse_the_new_worker_resumes_within_25_s(
         task_id = manager.create_full_refresh_task()
         with worker_process(env) as old:
             wait_until(lambda: leaves_done(conn, task_id) >= 100, 120, what="some leaves staged")
-            province = running_province(conn, task_id)
+            # One with leaves to go: a job killed with all its leaves staged asks the upstream nothing more.
+            province = wait_until(lambda: busy_province(conn, task_id), 120, 0.02,
+                                  "a running province with half its leaves to go")
             kill_with_horses(old)
             killed = time.monotonic()
         with worker_process(env):
