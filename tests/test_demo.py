@@ -56,4 +56,7 @@ def test_a_stopped_demo_cancels_its_task_and_leaves_no_worker(
     assert [pid for pid in seen if alive(pid)] == [], "a worker or work-horse outlived the demo"
     assert manager.get_task_status(task_id)["status"] == "CANCELLED"
     assert queues.queue(conn, queues.REFRESH).count == 0  # nothing a later worker would resume
-    assert conn.smembers("rq:workers") == set()  # the workers unregistered: they stopped, not died
+    # The workers unregistered: they stopped, not died (their logs say how they ended if one did not).
+    logs = "".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+                   for log in sorted((Settings.from_env(env).data_dir / "logs").glob("demo-worker-*.log")))
+    assert conn.smembers("rq:workers") == set(), messages + logs
