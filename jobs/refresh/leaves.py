@@ -41,6 +41,10 @@ RERUNS = 3
 # A call stages what the fetching threads have handed over, up to this much (one atomic script).
 BATCH_LEAVES = 16
 BATCH_RECORDS = 2000
+# How long a call waits for more arrivals after its first: a call's counters cost the same for one leaf
+# as for sixteen, and with the server quick to answer, calls had come to hold 1.3 leaves each (measured:
+# 11.2 Redis commands a leaf, 7.8 with the wait; no change in the refresh's time).
+GATHER_SECONDS = 0.004
 
 
 class Cancelled(Exception):
@@ -191,16 +195,17 @@ class LeafRunner:
 
 
 def _take_batch(fetched: queue.Queue[Fetched]) -> list[Fetched]:
-    """The next arrival (waiting at most CANCEL_POLL_SECONDS for it), and whatever else has arrived, up
-    to a batch's bounds; empty when nothing came."""
+    """The next arrival (waiting at most CANCEL_POLL_SECONDS for it), and whatever else arrives within
+    GATHER_SECONDS of it, up to a batch's bounds; empty when nothing came."""
     try:
         batch = [fetched.get(timeout=CANCEL_POLL_SECONDS)]
     except queue.Empty:
         return []
     records = len(batch[0].hospitals or ())
+    gather_until = time.monotonic() + GATHER_SECONDS
     while len(batch) < BATCH_LEAVES and records < BATCH_RECORDS:
         try:
-            batch.append(fetched.get_nowait())
+            batch.append(fetched.get(timeout=max(0.0, gather_until - time.monotonic())))
         except queue.Empty:
             break
         records += len(batch[-1].hospitals or ())
