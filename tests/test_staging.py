@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import io
 import json
+import queue
+import threading
 from typing import Any
 
+import pytest
 import redis
 
 from jobs import keys
 from jobs.redis_values import as_text_map
+from jobs.refresh import leaves
 from jobs.refresh import published as store
 from jobs.refresh.published import Leaf
 from jobs.refresh.records import status_dict
 from jobs.scripts import STAGE_LEAF, Scripts
+from tests.helpers import wait_until
 
 TASK = "task_20261122_000000_abcdef"
 
@@ -266,3 +271,25 @@ def test_a_code_that_reads_as_a_pattern_takes_no_other_id_for_its_own(conn: redi
     conn.delete(keys.task_ids(TASK))  # as if no id were in the index: only the id's home can vouch for it
     assert stage(conn, "440000", leaf("4%0104"), [hospital(1, "4%0104", id="H4%0104000001")]) == store.Staged(1, 0)
     assert home_ids(conn) == {"4%0104": ["H4%0104000001"]}
+
+
+def test_a_staging_call_gathers_what_arrives_soon_after_its_first_leaf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stager takes the first fetched leaf and waits GATHER_SECONDS for more (a call's counters cost the
+    same for one leaf as for sixteen), within a call's bounds."""
+    monkeypatch.setattr(leaves, "GATHER_SECONDS", 5.0)  # wide: the test waits on the queue, not on a clock
+    fetched: queue.Queue[leaves.Fetched] = queue.Queue()
+    arrivals = [leaves.Fetched(leaf(f"4401{n:02d}"), [hospital(n, f"4401{n:02d}")]) for n in range(3)]
+    fetched.put(arrivals[0])
+
+    def later() -> None:
+        wait_until(fetched.empty, 5, 0.001)  # the stager has taken the first one and waits for more
+        fetched.put(arrivals[1])
+
+    helper = threading.Thread(target=later)
+    helper.start()
+    monkeypatch.setattr(leaves, "BATCH_LEAVES", 2)
+    assert leaves._take_batch(fetched) == arrivals[:2]  # the second one joined the first's call
+    helper.join()
+    monkeypatch.setattr(leaves, "GATHER_SECONDS", 0.0)
+    fetched.put(arrivals[2])
+    assert leaves._take_batch(fetched) == arrivals[2:]
