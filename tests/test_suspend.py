@@ -15,6 +15,7 @@ from rq.serializers import JSONSerializer
 from jobs import keys, queues, workforce
 from jobs.duties.claims import requeue_orphaned_claims
 from jobs.errors import ValidationError
+from jobs.named.schedules import JSONQueue
 from tests.conftest import run_cli
 from tests.helpers import wait_until
 from tests.test_pools import live_children, pool_process
@@ -137,6 +138,9 @@ def test_given_back_and_resumed_jobs_ring_their_queue_bell(conn: redis.Redis) ->
     conn.delete(keys.bell(queues.NORMAL))
     workforce.suspend(conn, [queues.NORMAL])
     workforce.resume(conn, [queues.NORMAL])
+    assert conn.llen(keys.bell(queues.NORMAL)) == 1
+    conn.delete(keys.bell(queues.NORMAL))
+    JSONQueue(queues.NORMAL, connection=conn).enqueue("tests.job_functions.add", 1, 1)  # rq-scheduler's pushes
     assert conn.llen(keys.bell(queues.NORMAL)) == 1
     for _ in range(queues.BELL_TOKENS + 10):
         normal.enqueue("tests.job_functions.add", 1, 1)

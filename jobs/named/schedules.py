@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler as RqScheduler
@@ -27,6 +26,7 @@ from jobs.named.catalog import TaskCatalog
 from jobs.named.definitions import TaskDefinition
 from jobs.named.runs import RESULT_TTL, RUN_FUNC, RunCallbacks, check_arguments, failure_entry, success_entry
 from jobs.named.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
+from jobs.queues import BellQueue
 from jobs.redis_values import as_text_map, as_texts
 from jobs.scripts import Scripts
 from jobs.statuses import FAILED, PENDING, QUEUED, SUCCEEDED, UNKNOWN, from_rq, is_live
@@ -42,8 +42,9 @@ class JSONJob(Job):
         super().__init__(id, connection=connection, serializer=JSONSerializer)
 
 
-class JSONQueue(Queue):
-    """An RQ queue that always uses the JSON serializer and JSONJob, whatever rq-scheduler passes."""
+class JSONQueue(BellQueue):
+    """An RQ queue that always uses the JSON serializer and JSONJob, whatever rq-scheduler passes (and
+    rings the queue's bell, as every refreshq queue: jobs.queues)."""
 
     def __init__(self, name: str = "default", connection: redis.Redis | None = None, **kwargs: Any) -> None:
         kwargs["serializer"] = JSONSerializer
