@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.connection import UnixDomainSocketConnection
-from redis.driver_info import DriverInfo
 
 from jobs import shutdown
 from jobs.config import Settings
@@ -31,9 +30,16 @@ CONNECT_TIMEOUT = 1.0
 CHECK_TIMEOUT = 1.5
 # A long-running process's idle connections are PINGed after this many seconds before reuse.
 _HEALTH_CHECK_INTERVAL = 30
-# What CLIENT SETINFO reports, built once: left to redis-py, every new connection looks its version up
-# with importlib.metadata (a scan of site-packages, ~1 ms of CPU), and a work-horse opens one per thread.
-_DRIVER = DriverInfo(name="redis-py", lib_version=redis.__version__)
+# What CLIENT SETINFO reports, built once: left to redis-py >= 7.2, every new connection looks its version
+# up with importlib.metadata (a scan of site-packages, ~1 ms of CPU), and a work-horse opens one per thread.
+# Older redis-py has no redis.driver_info and looks the version up once, at import: nothing to pass there.
+_DRIVER: dict[str, Any] = {}
+try:
+    from redis.driver_info import DriverInfo
+except ImportError:  # redis-py < 7.2 (the declared floor is 5.0)
+    pass
+else:
+    _DRIVER["driver_info"] = DriverInfo(name="redis-py", lib_version=redis.__version__)
 
 
 class _EmbeddedConnection(UnixDomainSocketConnection):
@@ -95,7 +101,7 @@ def connect(settings: Settings, patient: bool = False) -> redis.Redis:
 
 
 def _client(settings: Settings, retry: ServerRetry, **options: Any) -> redis.Redis:
-    options = {"retry": retry, "socket_connect_timeout": CONNECT_TIMEOUT, "driver_info": _DRIVER, **options}
+    options = {"retry": retry, "socket_connect_timeout": CONNECT_TIMEOUT, **_DRIVER, **options}
     if not (settings.redis_url or "").startswith(("redis://", "rediss://")):
         options.pop("socket_keepalive", None)  # a unix socket has no keepalive
     if settings.redis_url:
