@@ -17,7 +17,6 @@ from types import FrameType
 from typing import Any
 
 import redis
-from redis.client import PubSub, PubSubWorkerThread
 from rq import Queue, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
@@ -32,6 +31,7 @@ from jobs.errors import ValidationError
 from jobs.named.history import lost_run_handler
 from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
+from workers.channel import ChannelMixin
 from workers.claims import BLOCK_SECONDS, Claimer
 from workers.drain import DrainMixin
 
@@ -53,10 +53,11 @@ GATED_FUNCS = REFRESH_FUNCS
 CHECKPOINTED_FUNCS = GATED_FUNCS
 
 
-class RefreshqWorker(DrainMixin, Worker):
+class RefreshqWorker(ChannelMixin, DrainMixin, Worker):
     """A forking RQ worker whose jobs are declared abandoned soon after their worker dies, and whose
     warm shutdown (SIGTERM) asks the running job to checkpoint and requeue instead of waiting for it.
 
+    Its command channel is listened to on a thread that never holds a stop (workers.channel).
     A stop is honoured with the server gone too: the stop raises `shutdown.requested`, on which the
     connection (jobs/reconnect.py) stops waiting for Redis; the Redis writes of a stop (the shutdown
     date, unregistering) are skipped with a log line when they fail, and a work-horse that cannot
@@ -253,13 +254,6 @@ class RefreshqWorker(DrainMixin, Worker):
             self.kill_horse()
             self.wait_for_horse()
             self._horse_pid = 0
-
-    def _pubsub_exception_handler(self, exc: Exception, pubsub: PubSub, pubsub_thread: PubSubWorkerThread) -> None:
-        # RQ's handler logs and retries every 2 s, forever; a stopping worker needs no more commands.
-        if shutdown.requested.is_set() and isinstance(exc, redis.ConnectionError):
-            pubsub_thread.stop()
-            return
-        super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
 
     def teardown(self) -> None:
         try:

@@ -46,6 +46,7 @@ from jobs.errors import ValidationError
 from jobs.named.history import lost_run_handler
 from jobs.workforce import check_queues
 from workers import HEARTBEAT_GRACE, JOB_MONITORING_INTERVAL, WARM_SHUTDOWN_BUDGET, preload_job_modules
+from workers.channel import ChannelMixin
 from workers.claims import BLOCK_SECONDS, Claimer, encode
 from workers.drain import DrainMixin
 from workers.monitor import INTERRUPT_SIGNAL, JobInterrupted, Monitor
@@ -55,7 +56,7 @@ FAST_QUEUES = tuple(q for q in queue_names.ALL_QUEUES if q != queue_names.REFRES
 STOPPED_TEXT = "Job stopped by user, work-horse terminated."  # RQ's text (Worker.monitor_work_horse)
 
 
-class FastWorker(DrainMixin, SimpleWorker):
+class FastWorker(ChannelMixin, DrainMixin, SimpleWorker):
     """A non-forking RQ worker that batches RQ's bookkeeping; see the module's docstring."""
 
     pool_name = ""

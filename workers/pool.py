@@ -187,7 +187,7 @@ class RefreshqPool(WorkerPool):
         if stored is not None and int(stored) != self.num_workers:
             log.info("Pool %s: keeping the wanted size %s stored in Redis (`refreshq workers scale`)",
                      self.name, as_text(stored))
-        pubsub = self.connection.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(keys.pool_channel(self.name))
         self.status = self.Status.STARTED
         self._install_signal_handlers()  # type: ignore[no-untyped-call]
