@@ -41,8 +41,9 @@ def worker_command(kind: str, url: str, burst: bool = True) -> list[str]:
     commands = {
         "refreshq-fast": [*REFRESHQ, "worker", "--fast", "--queue", QUEUE, *flag],
         "refreshq": [*REFRESHQ, "worker", "--queue", QUEUE, *flag],
-        "rq": [*rq_worker, QUEUE],
-        "rq-simple": [*rq_worker, "-w", "rq.worker.SimpleWorker", QUEUE],
+        # RQ's classes with refreshq's command-channel listener only (bench/rq_workers.py)
+        "rq": [*rq_worker, "-w", "bench.rq_workers.Worker", QUEUE],
+        "rq-simple": [*rq_worker, "-w", "bench.rq_workers.SimpleWorker", QUEUE],
     }
     return commands[kind]
 
