@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,9 +26,17 @@ from tests.helpers import drain, wait_until, worker_process
 
 @pytest.fixture
 def scheduler_alive(conn: redis.Redis) -> Iterator[None]:
-    """The heartbeat of an active scheduler (one in-process tick with no duties)."""
-    Scheduler(conn, duties=[]).run_once()
-    yield
+    """An active scheduler with no duties, in-process, beating every tick for the whole test: a single beat
+    went stale (no_scheduler, critical) in a test that took over SCHEDULER_STALE_SECONDS on a busy machine."""
+    scheduler = Scheduler(conn, duties=[], tick=0.5)
+    scheduler.run_once()  # active and beating before the test starts
+    thread = threading.Thread(target=scheduler.run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        scheduler.stop()
+        thread.join(10)
 
 
 def _health(env: dict[str, str], **extra: str) -> tuple[int, dict[str, Any]]:
