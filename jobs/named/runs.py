@@ -29,7 +29,13 @@ from rq.serializers import JSONSerializer
 from jobs import owners, queues
 from jobs.config import Settings
 from jobs.context import process_settings, running_job
-from jobs.errors import TaskArgumentsError, TaskEnvironmentError, TaskExecutionError, TaskTimeoutError
+from jobs.errors import (
+    TaskArgumentsError,
+    TaskEnvironmentError,
+    TaskExecutionError,
+    TaskTimeoutError,
+    UnknownTaskError,
+)
 from jobs.named import arguments, history
 from jobs.named.catalog import canonical_modules, configured_tasks
 from jobs.named.definitions import TaskDefinition
@@ -188,13 +194,19 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """The RQ job function of every named-task run: history, hooks, then the task itself."""
     job, job_context = running_job()
     settings = job_context.settings
-    definition = configured_tasks(settings).get(name)
     attempt = int(job.meta.get("attempt") or 0) + 1
     job.meta["attempt"] = attempt  # counts every execution, whoever requeued it (RQ Retry, sweeper)
     job.save_meta()  # type: ignore[no-untyped-call]
-    bounds = history.Bounds(definition.history_limit, definition.history_days)
     trigger = _trigger_of(job.meta)
     queued = job.enqueued_at.replace(tzinfo=UTC).timestamp() if job.enqueued_at else None
+    try:
+        # The worker's own task and signature: the enqueuer's REFRESHQ_TASK_MODULES or code may differ.
+        definition = configured_tasks(settings).get(name)
+        args, kwargs = check_arguments(definition, args, kwargs)
+    except (UnknownTaskError, TaskArgumentsError) as exc:
+        _refuse(job, name, attempt, trigger, queued, exc)
+        raise
+    bounds = history.Bounds(definition.history_limit, definition.history_days)
     exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
     run = RunContext(name, job.id, attempt, job.connection, settings, job.meta.get("schedule"),
                      job.meta.get("workflow"))
@@ -211,6 +223,15 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         _current.reset(token)
     history.record_end(job.connection, name, exec_id, SUCCEEDED, result=result)
     return result
+
+
+def _refuse(job: Job, name: str, attempt: int, trigger: str, queued: float | None, exc: Exception) -> None:
+    """A run this worker cannot run as asked (no such task here, arguments that do not fit it): recorded in
+    the history as a failed attempt, and final -- RQ's `Retry` would run it again as if it were transient,
+    and it would fail again the same way."""
+    job.retries_left = 0  # read by RQ's failure handling and by failure_entry, after this raises
+    exec_id = history.record_start(job.connection, name, job.id, attempt, history.Bounds(), trigger, queued_ts=queued)
+    history.record_end(job.connection, name, exec_id, FAILED, error=f"{type(exc).__name__}: {exc}")
 
 
 def _trigger_of(meta: Mapping[str, Any]) -> str:
