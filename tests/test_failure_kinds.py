@@ -69,7 +69,7 @@ def test_a_permanent_error_whose_message_names_transient_errors_is_not_retried(c
     assert recorded["exception"] == "jobs.errors.ValidationError"
     assert sweep_failed_jobs(conn, FAST) == 1
     [dead] = dead_letters.list_dead(conn)
-    assert (dead["job_id"], dead["kind"], dead["attempts"]) == (job.id, failures.PERMANENT, "1")
+    assert (dead["job_id"], dead["kind"], dead["attempts"]) == (job.id, failures.PERMANENT, 1)
     assert not conn.exists(keys.job_failure(job.id))  # taken by the sweeper: a later failure is never mistaken for it
 
 

@@ -77,7 +77,7 @@ def test_a_transient_failure_is_retried_after_its_backoff_then_buried(conn: redi
     assert job_id not in registry.get_job_ids()
     [entry] = dead_letters.list_dead(conn)
     assert entry["job_id"] == job_id
-    assert entry["attempts"] == "4"
+    assert entry["attempts"] == 4
     assert entry["kind"] == TRANSIENT
 
 
@@ -85,7 +85,7 @@ def test_a_permanent_failure_is_buried_at_once_and_can_be_retried(conn: redis.Re
     job_id = _failed_once(conn, "tests.job_functions.broken")
     assert sweep_failed_jobs(conn, FAST) == 1
     [entry] = dead_letters.list_dead(conn)
-    assert (entry["job_id"], entry["kind"], entry["attempts"]) == (job_id, PERMANENT, "1")
+    assert (entry["job_id"], entry["kind"], entry["attempts"]) == (job_id, PERMANENT, 1)
     shown = run_cli("failed", "show", job_id, env=env)
     assert shown.returncode == 0
     assert "ValidationError: bad input" in json.loads(shown.stdout)["traceback"]
@@ -130,7 +130,8 @@ def test_a_refresh_out_of_retries_fails_and_failed_retry_resumes_from_the_checkp
         sweep_failed_jobs(conn, FAST)
         retrying = manager.get_task_status(task_id)
         assert retrying["status"] == "PENDING"  # the automatic retry the reference design shows
-        assert retrying["retry"]["attempt"] == attempt
+        # The attempt the retry makes (the first one failed), of 1 + 3 retries: as the error message counts.
+        assert (retrying["retry"]["attempt"], retrying["retry"]["max_attempts"]) == (attempt + 1, 4)
         assert retrying["retry"]["next_retry_at"]
         assert "503" in retrying["retry"]["last_error"]
         wait_until(lambda: sweep_failed_jobs(conn, FAST) == 1, 5, 0.02, "the retry to fall due")
@@ -138,9 +139,10 @@ def test_a_refresh_out_of_retries_fails_and_failed_retry_resumes_from_the_checkp
     sweep_failed_jobs(conn, FAST)
     failed = manager.get_task_status(task_id)
     assert failed["status"] == "FAILED", failed
-    assert "440000" in failed["error_message"]
+    assert "440000" in failed["error_message"] and "(after 4 attempt(s))" in failed["error_message"]
+    assert (failed["retry"]["attempt"], failed["retry"]["max_attempts"]) == (4, 4)  # the last one, which failed
     [dead] = dead_letters.list_dead(conn)
-    assert dead["task_id"] == task_id
+    assert (dead["task_id"], dead["attempts"]) == (task_id, 4)
     leaves_fetched = sum(n for path, n in proxy.paths.items() if path.endswith("/hospitals"))
 
     proxy.failing = set()

@@ -4,6 +4,7 @@ or purge (`refreshq failed`)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -19,19 +20,35 @@ from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import CANCELLED, FAILED
 
 
-def list_dead(conn: redis.Redis) -> list[dict[str, str]]:
-    ids = as_texts(conn.zrange(keys.DEAD_LETTER, 0, -1))
+def _entry(raw: Mapping[Any, Any]) -> dict[str, Any]:
+    """A stored entry as shown (CLI, API): its fields as text, the attempt count as a number."""
+    entry: dict[str, Any] = as_text_map(raw)
+    if "attempts" in entry:
+        entry["attempts"] = int(entry["attempts"])
+    return entry
+
+
+def list_dead(conn: redis.Redis) -> list[dict[str, Any]]:
+    return page(conn, 0, -1)[1]
+
+
+def page(conn: redis.Redis, start: int, stop: int, newest_first: bool = False) -> tuple[int, list[dict[str, Any]]]:
+    """(how many dead jobs, their entries from `start` to `stop` inclusive, in the order they were buried)."""
     with conn.pipeline(transaction=False) as pipe:
-        for job_id in ids:
+        pipe.zcard(keys.DEAD_LETTER)
+        pipe.zrange(keys.DEAD_LETTER, start, stop, desc=newest_first)
+        total, ids = pipe.execute()
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in as_texts(ids):
             pipe.hgetall(keys.dead_letter_entry(job_id))
-        return [as_text_map(raw) for raw in pipe.execute() if raw]
+        return int(total), [_entry(raw) for raw in pipe.execute() if raw]
 
 
 def show_dead(conn: redis.Redis, job_id: str) -> dict[str, Any]:
-    entry = as_text_map(conn.hgetall(keys.dead_letter_entry(job_id)))
-    if not entry:
+    raw = conn.hgetall(keys.dead_letter_entry(job_id))
+    if not raw:
         raise TaskNotFoundError(f"no dead job {job_id}")
-    detail: dict[str, Any] = dict(entry)
+    detail = _entry(raw)
     try:
         job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
         result = job.latest_result()

@@ -148,6 +148,8 @@ def _how_it_failed(conn: redis.Redis, job: Job) -> dict[str, str]:
 def _record_failure(conn: redis.Redis, job: Job, failure_id: str, policy: RetryPolicy) -> dict[str, str]:
     failure = _how_it_failed(conn, job)
     attempt = int(conn.hget(keys.job_retry(job.id), "attempt") or 0) + 1
+    if job.func_name in RUN_FUNCS:  # RQ's Retry may have run it several times: the run counts each execution
+        attempt = max(attempt, int(job.meta.get("attempt") or 0))
     retry = failure["kind"] == TRANSIENT and attempt <= policy.max_retries
     next_ts = datetime.now(UTC).timestamp() + policy.delay(attempt) if retry else 0.0
     state = {
@@ -181,7 +183,10 @@ def _mark_task_retrying(conn: redis.Redis, job: Job, state: dict[str, str], requ
     if task_id is None:
         return
     next_at = datetime.fromtimestamp(float(state["next_retry_ts"]), UTC).isoformat(timespec="seconds")
-    retry = {"attempt": int(state["attempt"]), "max_retries": int(state["max_retries"]),
+    # `attempt` is the attempt this retry makes (waiting, then running), of `max_attempts`: the state counts
+    # the attempts that failed, and the error message of the last says "after N attempt(s)" of the same N.
+    failed, max_retries = int(state["attempt"]), int(state["max_retries"])
+    retry = {"attempt": failed + 1, "max_attempts": max_retries + 1, "max_retries": max_retries,
              "next_retry_at": None if requeued else next_at, "last_error": state["last_error"], "job_id": job.id}
     conn.hset(keys.task(task_id), "retry", json.dumps(retry, ensure_ascii=False))
     if not requeued and _waits_alone(conn, job, task_id):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint
 from werkzeug.wrappers import Response as BaseResponse
 
-from jobs import keys
 from jobs.duties import dead_letters
 from web.api.context import as_json, conn
 from web.api.pagination import envelope, page_args
@@ -15,17 +14,9 @@ from web.auth import guard
 def list_failed() -> BaseResponse:
     """A page of dead jobs, newest first, from the registry's sorted set."""
     page, page_size = page_args()
-    db = conn()
     start = (page - 1) * page_size
-    with db.pipeline(transaction=False) as pipe:
-        pipe.zcard(keys.DEAD_LETTER)
-        pipe.zrange(keys.DEAD_LETTER, start, start + page_size - 1, desc=True)
-        total, ids = pipe.execute()
-    with db.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            pipe.hgetall(keys.dead_letter_entry(job_id.decode()))
-        entries = [{k.decode(): v.decode() for k, v in raw.items()} for raw in pipe.execute() if raw]
-    return as_json(envelope(entries, int(total), page, page_size))
+    total, entries = dead_letters.page(conn(), start, start + page_size - 1, newest_first=True)
+    return as_json(envelope(entries, total, page, page_size))
 
 
 def get_failed(job_id: str) -> BaseResponse:
