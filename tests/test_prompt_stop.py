@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis
@@ -26,26 +27,26 @@ from workers.fast import build_fast_worker
 TRIES = 20
 STOP_WITHIN = 5.0
 NAP = 1.0  # each busy worker's job, in seconds
-BUILDERS: dict[str, Callable[..., object]] = {"forking": build_worker, "fast": build_fast_worker}
+BUILDERS: dict[str, Callable[..., Any]] = {"forking": build_worker, "fast": build_fast_worker}
 
 
 @pytest.mark.parametrize("mode", sorted(BUILDERS))
 def test_unsubscribing_returns_at_once_whatever_the_listener_is_doing(conn: redis.Redis, mode: str) -> None:
     """The state that held a stop 60 s on redis-py 8.2: the listener has already read the UNSUBSCRIBE
     answer, so it waits for a subscription (up to its sleep_time) instead of reading the socket."""
-    worker: object = BUILDERS[mode](conn, [queues.NORMAL], name=f"stop-{mode}")
-    worker.subscribe()  # type: ignore[attr-defined]
-    pubsub = worker.pubsub  # type: ignore[attr-defined]
+    worker = BUILDERS[mode](conn, [queues.NORMAL], name=f"stop-{mode}")
+    worker.subscribe()
+    pubsub = worker.pubsub
     wait_until(lambda: pubsub.subscribed, 5, what="the listener subscribed")
     pubsub.unsubscribe()
     wait_until(lambda: not pubsub.subscribed, 5, what="the listener to read the UNSUBSCRIBE answer")
-    stopper = threading.Thread(target=worker.unsubscribe, daemon=True)  # type: ignore[attr-defined]
+    stopper = threading.Thread(target=worker.unsubscribe, daemon=True)
     started = time.monotonic()
     stopper.start()
     stopper.join(STOP_WITHIN)
     assert not stopper.is_alive(), f"unsubscribe() still waiting after {STOP_WITHIN} s"
     assert time.monotonic() - started < 2.0
-    wait_until(lambda: not worker.listener.is_alive(), 5, what="the listener to end")  # type: ignore[attr-defined]
+    wait_until(lambda: not worker.listener.is_alive(), 5, what="the listener to end")
 
 
 def _pool_members(conn: redis.Redis, pool: str) -> dict[str, int]:
