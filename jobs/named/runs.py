@@ -199,14 +199,15 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     job.save_meta()  # type: ignore[no-untyped-call]
     trigger = _trigger_of(job.meta)
     queued = job.enqueued_at.replace(tzinfo=UTC).timestamp() if job.enqueued_at else None
+    definition: TaskDefinition | None = None
     try:
         # The worker's own task and signature: the enqueuer's REFRESHQ_TASK_MODULES or code may differ.
         definition = configured_tasks(settings).get(name)
         args, kwargs = check_arguments(definition, args, kwargs)
     except (UnknownTaskError, TaskArgumentsError) as exc:
-        _refuse(job, name, attempt, trigger, queued, exc)
+        _refuse(job, name, attempt, _bounds(definition), trigger, queued, exc)
         raise
-    bounds = history.Bounds(definition.history_limit, definition.history_days)
+    bounds = _bounds(definition)
     exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
     run = RunContext(name, job.id, attempt, job.connection, settings, job.meta.get("schedule"),
                      job.meta.get("workflow"))
@@ -225,12 +226,19 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     return result
 
 
-def _refuse(job: Job, name: str, attempt: int, trigger: str, queued: float | None, exc: Exception) -> None:
+def _bounds(definition: TaskDefinition | None) -> history.Bounds:
+    if definition is None:
+        return history.Bounds()
+    return history.Bounds(definition.history_limit, definition.history_days)
+
+
+def _refuse(job: Job, name: str, attempt: int, bounds: history.Bounds, trigger: str, queued: float | None,
+            exc: Exception) -> None:
     """A run this worker cannot run as asked (no such task here, arguments that do not fit it): recorded in
     the history as a failed attempt, and final -- RQ's `Retry` would run it again as if it were transient,
     and it would fail again the same way."""
     job.retries_left = 0  # read by RQ's failure handling and by failure_entry, after this raises
-    exec_id = history.record_start(job.connection, name, job.id, attempt, history.Bounds(), trigger, queued_ts=queued)
+    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
     history.record_end(job.connection, name, exec_id, FAILED, error=f"{type(exc).__name__}: {exc}")
 
 
