@@ -94,3 +94,17 @@ def hang_once(mark: str) -> str:
     if job.connection.set(mark, "1", nx=True):
         time.sleep(120)
     return "second time lucky"
+
+
+def hold(key: str, mark: str = "") -> str:
+    """Wait (at most 60 s) for an item pushed onto the Redis list `key`, then (with `mark`) push the current
+    job's id onto the list `mark`: a job that ends when the test says, not after a time that a busy machine
+    can outlast."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    job.connection.blpop([key], timeout=60)
+    if mark:
+        job.connection.rpush(mark, job.id)
+    return "released"

@@ -111,11 +111,15 @@ def test_drain_finishes_the_running_job_then_the_pool_exits(conn: redis.Redis, e
     q = queues.queue(conn, queues.NORMAL)
     with pool_process(env, "--processes", "1", "--pool", "p", "--queue", "normal") as proc:
         wait_until(lambda: registered(conn, "p"), 30)
-        running = q.enqueue("tests.job_functions.nap", 2, "done")
+        running = q.enqueue("tests.job_functions.hold", "release", "done")  # ends when released
         wait_until(lambda: Job.fetch(running.id, connection=conn, serializer=JSONSerializer).worker_name, 20)
         waiting = q.enqueue("tests.job_functions.nap", 0, "done")
         result = run_cli("workers", "drain", "--pool", "p", env=env)
         assert result.returncode == 0 and "pool p" in result.stdout, result.stderr
+        # Its worker was signalled before the pool recorded that it drains; the job ends only then (a nap
+        # of 2 s could end before a slow CLI's drain arrived, and the worker took the next job).
+        wait_until(lambda: conn.hget(keys.pool("p"), "state") == b"draining", 10, what="the pool draining")
+        conn.rpush("release", "go")
         assert proc.wait(timeout=30) == 0
         assert conn.lrange("done", 0, -1) == [running.id.encode()]  # finished, and nothing new taken
         assert Job.fetch(running.id, connection=conn, serializer=JSONSerializer).get_status() == JobStatus.FINISHED

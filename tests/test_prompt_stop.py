@@ -26,7 +26,7 @@ from workers.fast import build_fast_worker
 
 TRIES = 20
 STOP_WITHIN = 5.0
-NAP = 1.0  # each busy worker's job, in seconds
+RELEASE = "release"  # the busy workers' jobs end when the test pushes onto this list (tests.job_functions.hold)
 BUILDERS: dict[str, Callable[..., Any]] = {"forking": build_worker, "fast": build_fast_worker}
 
 
@@ -78,9 +78,9 @@ def _exit_times(pids: Iterable[int], timeout: float) -> dict[int, float]:
 
 
 def _busy(conn: redis.Redis, pool: str) -> dict[str, Job]:
-    """TRIES nap jobs, each started by another worker of the pool: worker name -> its job."""
+    """TRIES held jobs, each started by another worker of the pool: worker name -> its job."""
     q = queues.queue(conn, queues.NORMAL)
-    jobs = [q.enqueue("tests.job_functions.nap", NAP, "done") for _ in range(TRIES)]
+    jobs = [q.enqueue("tests.job_functions.hold", RELEASE, "done") for _ in range(TRIES)]
 
     def started() -> dict[str, Job] | None:
         fetched = [Job.fetch(j.id, connection=conn, serializer=JSONSerializer) for j in jobs]
@@ -128,8 +128,9 @@ def test_sigtermed_busy_workers_exit_within_5_s_of_their_jobs_end(conn: redis.Re
         members = _ready_pool(conn, "p")
         jobs = _busy(conn, "p")
         for name in jobs:
-            os.kill(members[name], signal.SIGTERM)  # a nap ignores the warm shutdown's request: it finishes
-        gone = _exit_times(members.values(), NAP + STOP_WITHIN + 10)
+            os.kill(members[name], signal.SIGTERM)  # a held job ignores the warm shutdown's request
+        conn.rpush(RELEASE, *["go"] * TRIES)  # within the 8 s the warm shutdown gives a job
+        gone = _exit_times(members.values(), STOP_WITHIN + 10)
     late = _late(conn, jobs, members, gone)
     assert not late, f"{len(late)} of {TRIES} busy workers exited late after SIGTERM: {late}"
 
@@ -140,7 +141,10 @@ def test_a_drained_busy_pool_exits_within_5_s_of_each_jobs_end(conn: redis.Redis
         jobs = _busy(conn, "p")
         result = run_cli("workers", "drain", "--pool", "p", env=env)
         assert result.returncode == 0, result.stderr
-        gone = _exit_times(members.values(), NAP + STOP_WITHIN + 10)
+        # The pool signals its workers, then records that it drains: every worker has been asked by then.
+        wait_until(lambda: conn.hget(keys.pool("p"), "state") == b"draining", 10, what="the pool draining")
+        conn.rpush(RELEASE, *["go"] * TRIES)
+        gone = _exit_times(members.values(), STOP_WITHIN + 10)
         late = _late(conn, jobs, members, gone)
         assert not late, f"{len(late)} of {TRIES} drained workers exited late: {late}"
         assert pool.wait(timeout=10) == 0
