@@ -27,6 +27,7 @@ from jobs.refresh.job import PROVINCE_FUNC
 from jobs.refresh.published import Leaf
 from jobs.scripts import Scripts
 from jobs.statuses import CANCELLED, RUNNING, SUCCEEDED
+from tests.helpers import run_cli
 
 PROVINCE = "110000"
 LEAF = Leaf("110101", "东城区", "district", "北京市", "北京市")
@@ -219,3 +220,13 @@ def test_an_execution_outside_refreshq_s_worker_is_fenced_by_its_own_token(conn:
     with pytest.raises(StaleExecutionError):
         published.stage_leaf(Scripts(conn), PROVINCE, task, LEAF, [hospital(1)], first)
     assert records.transition(conn, task, (RUNNING,), SUCCEEDED)
+
+
+def test_the_data_stats_command_shows_what_the_keys_hold(conn: redis.Redis, env: dict[str, str]) -> None:
+    task = "task_20261207_000000_cli000"
+    claimed = _staged_and_claimed(conn, task, 100.0, 3)
+    published.publish(conn, PROVINCE, task, "北京市", claimed)
+    conn.delete(keys.data_leaf(PROVINCE, task, LEAF.code))
+    shown = json.loads(run_cli("data", "stats", "--json", env=env).stdout)
+    assert (shown[PROVINCE]["records"], shown[PROVINCE]["missing_leaves"]) == (0, 1)
+    assert "1 regions MISSING" in run_cli("data", "stats", env=env).stdout
