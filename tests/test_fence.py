@@ -19,6 +19,7 @@ from jobs import keys
 from jobs.context import JobContext
 from jobs.duties.abandoned import release_abandoned
 from jobs.errors import StaleExecutionError
+from jobs.named import history
 from jobs.observe import counters
 from jobs.redis_values import as_text, as_text_map
 from jobs.refresh import fence, published, records
@@ -230,3 +231,14 @@ def test_the_data_stats_command_shows_what_the_keys_hold(conn: redis.Redis, env:
     shown = json.loads(run_cli("data", "stats", "--json", env=env).stdout)
     assert (shown[PROVINCE]["records"], shown[PROVINCE]["missing_leaves"]) == (0, 1)
     assert "1 regions MISSING" in run_cli("data", "stats", env=env).stdout
+
+
+def test_a_named_run_declared_lost_keeps_that_record_when_its_paused_attempt_ends(conn: redis.Redis) -> None:
+    bounds = history.Bounds()
+    exec_id = history.record_start(conn, "t-slow", "t-slow-run", 1, bounds)
+    job = Job.create("jobs.named.runs.run_named_task", args=["t-slow", [], {}], id="t-slow-run", connection=conn,
+                     serializer=JSONSerializer, meta={"task": "t-slow", "attempt": 1})
+    assert history.note_lost_run(conn, job, 1.0e9)  # its worker missed its heartbeats: the attempt is lost
+    assert history.record_end(conn, "t-slow", exec_id, SUCCEEDED, result=1) is None  # the woken attempt ends
+    assert history.entry(conn, "t-slow", exec_id)["error"] == history.LOST  # type: ignore[index]
+    assert refused(conn, "history") == 1

@@ -78,23 +78,36 @@ def record_end(
     conn: redis.Redis, task: str, exec_id: str, status: str, *, result: Any = None,
     error: str | None = None, traceback: str | None = None, retrying: bool = False, now: float | None = None,
 ) -> dict[str, Any] | None:
-    """Complete a record with its outcome; returns it (None if it was trimmed away meanwhile)."""
-    raw = conn.hget(keys.history_entries(task), exec_id)
-    if raw is None:
-        return None
-    entry: dict[str, Any] = json.loads(raw)
-    ended = time.time() if now is None else now
-    entry.update({
-        "status": status, "ended_at": iso(ended), "ended_ts": ended,
-        "duration": round(ended - float(entry["started_ts"]), 3),
-        "result": summarize(result) if status == SUCCEEDED else None,
-        "error": error, "traceback": (traceback or "")[-TRACEBACK_CHARS:] or None, "retrying": retrying,
-    })
+    """Complete a record with its outcome; returns it. None if it was trimmed away meanwhile, or if it no longer
+    says RUNNING: the attempt was declared lost (its worker missed its heartbeats: dead, or only paused and
+    now awake), and a late end must not overwrite that nor count the run twice."""
+    entries = keys.history_entries(task)
     with conn.pipeline() as pipe:  # the record and the run's counters, histogram and outcome together
-        pipe.hset(keys.history_entries(task), exec_id, json.dumps(entry, ensure_ascii=False))
-        observed_runs.queue_named_run(pipe, entry, retrying)
-        pipe.execute()
-    return entry
+        while True:
+            try:
+                pipe.watch(entries)  # type: ignore[no-untyped-call]
+                raw = pipe.hget(entries, exec_id)
+                entry: dict[str, Any] = json.loads(raw) if raw is not None else {}
+                if entry.get("status") != RUNNING:
+                    pipe.reset()
+                    if raw is not None:
+                        log.warning("history: %s ended after it was declared lost; its end is not recorded", exec_id)
+                        conn.hincrby(keys.METRIC_COUNTERS, "stale_writes|history", 1)
+                    return None
+                ended = time.time() if now is None else now
+                entry.update({
+                    "status": status, "ended_at": iso(ended), "ended_ts": ended,
+                    "duration": round(ended - float(entry["started_ts"]), 3),
+                    "result": summarize(result) if status == SUCCEEDED else None,
+                    "error": error, "traceback": (traceback or "")[-TRACEBACK_CHARS:] or None, "retrying": retrying,
+                })
+                pipe.multi()
+                pipe.hset(entries, exec_id, json.dumps(entry, ensure_ascii=False))
+                observed_runs.queue_named_run(pipe, entry, retrying)
+                pipe.execute()
+                return entry
+            except redis.WatchError:
+                continue
 
 
 def entry(conn: redis.Redis, task: str, exec_id: str) -> dict[str, Any] | None:
