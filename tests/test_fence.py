@@ -242,3 +242,17 @@ def test_a_named_run_declared_lost_keeps_that_record_when_its_paused_attempt_end
     assert history.record_end(conn, "t-slow", exec_id, SUCCEEDED, result=1) is None  # the woken attempt ends
     assert history.entry(conn, "t-slow", exec_id)["error"] == history.LOST  # type: ignore[index]
     assert refused(conn, "history") == 1
+
+
+def test_data_stats_of_several_provinces_count_each_its_own_keys(conn: redis.Redis) -> None:
+    """Provinces published out of code order, one of them missing a leaf: each is counted from its own keys."""
+    task = "task_20261207_000000_multi0"
+    running_task(conn, task, 100.0)
+    for code, leaf, n in (("120000", "120101", 2), ("110000", "110101", 3)):
+        claimed = fence.claim(conn, job_of(conn, task, code), JobContext(settings=None), task, code)  # type: ignore[arg-type]
+        where = Leaf(leaf, "区", "district", "市", "省")
+        published.stage_leaf(Scripts(conn), code, task, where, [hospital(i, leaf) for i in range(n)], claimed)
+        published.publish(conn, code, task, "省", claimed)
+    conn.delete(keys.data_leaf("120000", task, "120101"))
+    stats = published.verified_provinces(conn)
+    assert [(c, s["records"], s["missing_leaves"]) for c, s in stats.items()] == [("110000", 3, 0), ("120000", 0, 1)]

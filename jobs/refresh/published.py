@@ -278,14 +278,16 @@ def verified_provinces(conn: redis.Redis) -> dict[str, dict[str, Any]]:
             pipe.hgetall(keys.data_sizes(code, version))
             pipe.hkeys(keys.data_leaves(code, version))
         replies = pipe.execute()
-    listed = {code: (as_text_map(replies[2 * i]), as_texts(replies[2 * i + 1])) for i, code in enumerate(pointers)}
+    listed = dict(sorted(
+        (code, (as_text_map(replies[2 * i]), as_texts(replies[2 * i + 1]))) for i, code in enumerate(pointers)
+    ))
     with conn.pipeline(transaction=False) as pipe:
         for code, (_sizes, leaves) in listed.items():
             for leaf in leaves:
                 pipe.exists(keys.data_leaf(code, pointers[code], leaf))
         present = iter(pipe.execute())
     out: dict[str, dict[str, Any]] = {}
-    for code, (sizes, leaves) in sorted(listed.items()):
+    for code, (sizes, leaves) in listed.items():  # in the order the EXISTS were sent
         kept = [leaf for leaf in leaves if next(present)]
         found = dict(zip(kept, leaf_sizes(conn, code, pointers[code], kept), strict=True))
         # A leaf staged with no record has no data key: it is there, with 0 records, when its size says 0.
