@@ -87,13 +87,14 @@ def export(rt: Runtime, province: str | None, fmt: str, output: str | None) -> N
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
 def stats(rt: Runtime, as_json: bool) -> None:
-    """Records per published province."""
-    provinces = published.published_provinces(rt.conn)
+    """Records per published province, counted from what the data keys hold."""
+    provinces = published.verified_provinces(rt.conn)
     if as_json:
         click.echo(json.dumps(provinces, ensure_ascii=False))
         return
     for code, meta in provinces.items():
+        missing = f"  {meta['missing_leaves']} regions MISSING" if meta["missing_leaves"] else ""
         click.echo(f"{code}  {meta['name']:<10} {meta['records']:>8} records  {meta['leaves']:>4} regions  "
-                   f"published {meta['published_at']} by {meta['version']}")
+                   f"published {meta['published_at']} by {meta['version']}{missing}")
     total = sum(m["records"] for m in provinces.values())
     click.echo(f"{len(provinces)} provinces, {total} records")

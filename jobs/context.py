@@ -19,9 +19,13 @@ from jobs.errors import TaskExecutionError
 
 @dataclass(frozen=True)
 class JobContext:
-    """What every job of one worker process shares."""
+    """What every job of one worker process shares, and, while a job runs, which execution of it this is."""
 
     settings: Settings
+    # RQ's key of the running execution ("<job id>:<execution id>") and the started registry holding it:
+    # the execution's fencing token (jobs.refresh.fence). Empty outside refreshq's worker.
+    execution: str = ""
+    started_registry: str = ""
 
 
 _installed: JobContext | None = None

@@ -92,6 +92,11 @@ class StagingLostError(TaskError):
     retryable: ClassVar[bool] = True
 
 
+class StaleExecutionError(TaskError):
+    """Raised when a job execution writes for work another execution took over since, or that ended (it was
+    paused, partitioned or declared abandoned); nothing was written and the execution stops."""
+
+
 class TaskStateError(TaskError):
     """Raised when an operation does not fit the refresh task's status (resuming a running task)."""
 

@@ -149,6 +149,14 @@ def task_admission(task_id: str) -> str:
     return f"{PREFIX}task:{task_id}:admission"
 
 
+def task_owners(task_id: str) -> str:
+    """HASH unit ("plan" or a province code) -> the fencing token of the job execution that owns that part
+    of the task's work ("<job id>:<execution id>", RQ's composite key). A takeover overwrites it, an
+    abandonment or the unit's end deletes the entry, the task's end deletes the hash: every write an
+    execution makes for the task is checked against it in the same step (jobs.fence)."""
+    return f"{PREFIX}task:{task_id}:owners"
+
+
 def task_jobs(task_id: str) -> str:
     """SET of the RQ job ids a task enqueued (to cancel the queued ones)."""
     return f"{PREFIX}task:{task_id}:jobs"
@@ -194,6 +202,9 @@ WEB_SECRET = PREFIX + "web:secret"                  # STRING random key that sig
 # Published data: versioned per province; a version is the id of the task that wrote it.
 PUBLISHED = PREFIX + "data:published"               # HASH province code -> version
 PUBLISHED_META = PREFIX + "data:meta"               # HASH province code -> JSON {name, records, published_at}
+# HASH province code -> "<created_ts> <task id>" of the published version's task: a pointer only ever moves
+# to a version of a task created later (jobs.refresh.published.publish).
+PUBLISHED_ORDER = PREFIX + "data:order"
 
 
 def data_leaf(province: str, version: str, leaf: str) -> str:

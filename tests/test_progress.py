@@ -118,9 +118,12 @@ def test_the_stored_progress_never_goes_backwards(conn: redis.Redis) -> None:
     progress = Scripts(conn).progress
     highest = 0
     for value, step in ((10, "a"), (40, "b"), (25, "c"), (40, "d"), (41, "e"), (3, "f")):
-        assert progress(keys=[record], args=[value, step, "2026-01-01T00:00:00+00:00", 1.0, 7, keys.PREFIX]) == 1
+        written = progress(keys=[record, keys.task_owners(task_id)],
+                           args=[value, step, "2026-01-01T00:00:00+00:00", 1.0, 7, keys.PREFIX, "", ""])
+        assert written == 1
         highest = max(highest, value)
         assert conn.hmget(record, "progress", "current_step") == [str(highest).encode(), step.encode()]
     conn.hset(record, mapping={"status": "SUCCEEDED", "progress": "100"})
-    assert progress(keys=[record], args=[50, "late", "2026-01-01T00:00:01+00:00", 2.0, 1, keys.PREFIX]) == 0
+    late = [50, "late", "2026-01-01T00:00:01+00:00", 2.0, 1, keys.PREFIX, "", ""]
+    assert progress(keys=[record, keys.task_owners(task_id)], args=late) == 0
     assert conn.hmget(record, "progress", "current_step") == [b"100", b"f"]

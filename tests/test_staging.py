@@ -194,7 +194,8 @@ def test_a_leaf_stored_as_a_hash_by_an_earlier_version_is_read_counted_and_expor
     conn.hset(keys.data_leaf("110000", TASK, "110101"), mapping=records)  # as the old STAGE_LEAF wrote it
     conn.hset(keys.data_leaves("110000", TASK), "110101", leaf("110101").to_json())
     stage(conn, "110000", leaf("110102"), [hospital(7, "110102")])  # a leaf staged by this version beside it
-    assert store.publish(conn, "110000", TASK, "北京市") == 4
+    conn.hset(keys.task(TASK), mapping={"status": "RUNNING", "created_ts": "1"})  # only a running task publishes
+    assert store.publish(conn, "110000", TASK, "北京市") == store.Publication("published", 4)
     assert store.leaf_sizes(conn, "110000", TASK, ["110101", "110102"]) == [3, 1]
     out = io.StringIO()
     assert store.export(conn, out, "jsonl", ["110000"]) == 4

@@ -52,6 +52,8 @@ COUNTERS = {
                            ("channel", "status")),
     counters.ALERT_FAILURES: ("refreshq_alert_delivery_failures", "Alert delivery attempts that failed.",
                               ("channel",)),
+    counters.STALE_WRITES: ("refreshq_stale_writes_refused", "Writes refused because the job execution making "
+                            "them no longer owned the work (paused, abandoned or taken over).", ("write",)),
 }
 
 

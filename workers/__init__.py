@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -27,8 +28,8 @@ from rq.worker import WorkerStatus
 from jobs import context, failures, limits, shutdown
 from jobs import queues as queue_names
 from jobs.config import Settings
+from jobs.duties import abandoned
 from jobs.errors import ValidationError
-from jobs.named.history import lost_run_handler
 from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
 from workers.channel import ChannelMixin
@@ -112,12 +113,36 @@ class RefreshqWorker(ChannelMixin, DrainMixin, Worker):
         shutdown.install_horse_handlers()
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
-        # In the work-horse: the job runs with the worker's context (its settings), not the environment's.
-        previous = context.install(self.job_context)
+        # In the work-horse: the job runs with the worker's context (its settings), not the environment's,
+        # and knows its execution: the token its writes are fenced with (jobs.refresh.fence).
+        running = self.job_context
+        if running is not None and self.execution is not None:
+            running = replace(running, execution=self.execution.composite_key,
+                              started_registry=queue.started_job_registry.key)
+        previous = context.install(running)
         try:
             return bool(super().perform_job(job, queue))
         finally:
             context.install(previous)
+
+    def _taken_over(self, job: Job) -> bool:
+        """True when this execution is no longer registered as started: the scheduler declared it abandoned (its
+        worker missed its heartbeats, dead or only paused) and the job may be running elsewhere already, so RQ's
+        bookkeeping of this one (status, result, registries) must not be written over the new execution's."""
+        if self.execution is None:
+            return False
+        try:
+            member = self.connection.zscore(job.started_job_registry.key, self.execution.composite_key)
+        except redis.RedisError:
+            return False  # RQ's own writes meet the same server: they fail or wait as they would have
+        if member is None:
+            self.log.warning("Worker %s: execution %s of job %s was declared abandoned and may run elsewhere now; "
+                             "not recording its end", self.name, self.execution.composite_key, job.id)
+        return member is None
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
+        if not self._taken_over(job):
+            super().handle_job_success(job, queue, started_job_registry)
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         # RQ's hook after every dequeue, where its own strategies reorder `_ordered_queues`.
@@ -191,6 +216,8 @@ class RefreshqWorker(ChannelMixin, DrainMixin, Worker):
     def handle_job_failure(
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
+        if self._taken_over(job):
+            return
         if job.id == self._cut_short and job.func_name in CHECKPOINTED_FUNCS:
             self._cut_short = None
             self.log.info("Worker %s: requeueing %s at the front of %s (resumes from its checkpoint)",
@@ -214,6 +241,8 @@ class RefreshqWorker(ChannelMixin, DrainMixin, Worker):
             failures.record(self.connection, job.id, kind, exc_string.strip() or "work-horse died")
 
     def handle_job_retry(self, job: Job, queue: Queue, retry: Retry, started_job_registry: Any, execution: Any) -> None:
+        if self._taken_over(job):
+            return
         super().handle_job_retry(job, queue, retry, started_job_registry, execution)
         # RQ 2.12 enqueues a job that returned a Retry at the back, whatever its `enqueue_at_front`
         # (Job._handle_retry_result); move it to the front, unless another worker took it already.
@@ -300,7 +329,7 @@ def build_worker(
         name=name,
         serializer=JSONSerializer,
         job_monitoring_interval=JOB_MONITORING_INTERVAL,
-        exception_handlers=[failures.exception_handler, lost_run_handler],
+        exception_handlers=abandoned.HANDLERS,  # also RQ's own cleanup of the started registries
     )
     worker.job_context = context.JobContext(settings or context.process_settings())
     worker.pool_name = pool

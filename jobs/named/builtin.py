@@ -67,7 +67,7 @@ def cleanup(older_than_days: float = RETENTION_DAYS, statuses: list[EndedStatus]
 def data_snapshot() -> dict[str, Any]:
     """Record today's statistics of the published data (provinces, records, leaves, versions)."""
     conn = current_run().conn
-    provinces = published.published_provinces(conn)
+    provinces = published.verified_provinces(conn)
     now = datetime.now(UTC)
     day = now.astimezone(ZoneInfo(DEFAULT_TIMEZONE)).date().isoformat()
     snapshot = {

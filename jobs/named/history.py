@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,23 +79,49 @@ def record_end(
     conn: redis.Redis, task: str, exec_id: str, status: str, *, result: Any = None,
     error: str | None = None, traceback: str | None = None, retrying: bool = False, now: float | None = None,
 ) -> dict[str, Any] | None:
-    """Complete a record with its outcome; returns it (None if it was trimmed away meanwhile)."""
-    raw = conn.hget(keys.history_entries(task), exec_id)
-    if raw is None:
-        return None
-    entry: dict[str, Any] = json.loads(raw)
-    ended = time.time() if now is None else now
-    entry.update({
-        "status": status, "ended_at": iso(ended), "ended_ts": ended,
-        "duration": round(ended - float(entry["started_ts"]), 3),
-        "result": summarize(result) if status == SUCCEEDED else None,
-        "error": error, "traceback": (traceback or "")[-TRACEBACK_CHARS:] or None, "retrying": retrying,
-    })
-    with conn.pipeline() as pipe:  # the record and the run's counters, histogram and outcome together
-        pipe.hset(keys.history_entries(task), exec_id, json.dumps(entry, ensure_ascii=False))
-        observed_runs.queue_named_run(pipe, entry, retrying)
-        pipe.execute()
-    return entry
+    """Complete a record with its outcome; returns it. None if it was trimmed away meanwhile, or if it no longer
+    says RUNNING: the attempt was declared lost (its worker missed its heartbeats: dead, or only paused and
+    now awake), and a late end must not overwrite that nor count the run twice."""
+
+    def ending(entry: dict[str, Any]) -> None:
+        ended = time.time() if now is None else now
+        entry.update({
+            "status": status, "ended_at": iso(ended), "ended_ts": ended,
+            "duration": round(ended - float(entry["started_ts"]), 3),
+            "result": summarize(result) if status == SUCCEEDED else None,
+            "error": error, "traceback": (traceback or "")[-TRACEBACK_CHARS:] or None, "retrying": retrying,
+        })
+
+    ended, found = _end_running(conn, task, exec_id, ending, retrying)
+    if found and ended is None:
+        log.warning("history: %s ended after it was declared lost; its end is not recorded", exec_id)
+        conn.hincrby(keys.METRIC_COUNTERS, "stale_writes|history", 1)
+    return ended
+
+
+def _end_running(
+    conn: redis.Redis, task: str, exec_id: str, ending: Callable[[dict[str, Any]], None], retrying: bool
+) -> tuple[dict[str, Any] | None, bool]:
+    """End a record while it says RUNNING (WATCHed): `ending` fills its end in, and the record and the run's
+    counters, histogram and outcome are written together. (the ended record or None, whether it was found)."""
+    entries = keys.history_entries(task)
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(entries)  # type: ignore[no-untyped-call]
+                raw = pipe.hget(entries, exec_id)
+                entry: dict[str, Any] = json.loads(raw) if raw is not None else {}
+                if entry.get("status") != RUNNING:
+                    pipe.reset()
+                    return None, raw is not None
+                ending(entry)
+                pipe.multi()
+                pipe.hset(entries, exec_id, json.dumps(entry, ensure_ascii=False))
+                observed_runs.queue_named_run(pipe, entry, retrying)
+                pipe.execute()
+                return entry, True
+            except redis.WatchError:
+                continue
 
 
 def entry(conn: redis.Redis, task: str, exec_id: str) -> dict[str, Any] | None:
@@ -171,26 +198,13 @@ def note_lost_run(conn: redis.Redis, job: Job, ended_ts: float) -> bool:
     if not task or not attempt:
         return False
     exec_id = execution_id(job.id, int(attempt))
-    entries = keys.history_entries(str(task))
-    with conn.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(entries)  # type: ignore[no-untyped-call]
-                raw = pipe.hget(entries, exec_id)
-                entry: dict[str, Any] = json.loads(raw) if raw else {}
-                if entry.get("status") != RUNNING:
-                    return False
-                started = float(entry.get("started_ts") or ended_ts)
-                entry.update({"status": FAILED, "error": LOST, "ended_at": iso(ended_ts),
-                              "ended_ts": ended_ts, "duration": round(max(0.0, ended_ts - started), 3)})
-                retrying = bool(job.retries_left)
-                pipe.multi()
-                pipe.hset(entries, exec_id, json.dumps(entry, ensure_ascii=False))
-                observed_runs.queue_named_run(pipe, entry, retrying)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                continue
+
+    def ending(entry: dict[str, Any]) -> None:
+        started = float(entry.get("started_ts") or ended_ts)
+        entry.update({"status": FAILED, "error": LOST, "ended_at": iso(ended_ts),
+                      "ended_ts": ended_ts, "duration": round(max(0.0, ended_ts - started), 3)})
+
+    return _end_running(conn, str(task), exec_id, ending, bool(job.retries_left))[0] is not None
 
 
 def lost_run_handler(job: Job, exc_type: type[BaseException], exc_value: BaseException, tb: Any) -> bool:

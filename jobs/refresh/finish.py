@@ -13,6 +13,7 @@ from jobs.config import Settings
 from jobs.redis_values import as_text, as_text_map
 from jobs.refresh import published, records
 from jobs.refresh.admit import admit_waiting
+from jobs.refresh.fence import Fence, unfenced
 from jobs.scripts import Scripts
 from jobs.statuses import ACTIVE, CANCELLED, FAILED, RUNNING, SUCCEEDED
 
@@ -20,17 +21,23 @@ log = logging.getLogger("refreshq.refresh")
 
 # Cancel-flag values (keys.task_cancel): why a task was asked to stop.
 BY_USER, BY_TIMEOUT = "user", "timeout"
+# A province's outcome when a task created later had published it first (counted as done).
+SUPERSEDED = "superseded"
 
 
 def end_province(
-    conn: redis.Redis, task_id: str, code: str, outcome: str, settings: Settings, published: bool = False
+    conn: redis.Redis, task_id: str, code: str, outcome: str, settings: Settings, published: bool = False,
+    fence: Fence | None = None,
 ) -> None:
-    """Record, once, how a province's part ended; the last one to end finishes the task."""
+    """Record, once, how a province's part ended, while `fence` holds (the execution recording it still owns
+    its unit; none: an operator's or the sweeper's end); the last one to end finishes the task. Every claim on
+    the province ends with it."""
+    fence = fence or unfenced(task_id)
     last = Scripts(conn).province_ended(
-        keys=[keys.task_provinces_ended(task_id), keys.task_stats(task_id)],
-        args=[code, outcome, "1" if published else "0"],
+        keys=[keys.task_provinces_ended(task_id), keys.task_stats(task_id), fence.owners],
+        args=[code, outcome, "1" if published else "0", *fence.args()],
     )
-    if last:
+    if fence.checked(last, "end") == 1:
         finish_task(conn, task_id, settings)
 
 
@@ -70,6 +77,9 @@ def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str
         "leaves": int(stats.get(keys.LEAVES_DONE, 0)),
         "conflicts": int(stats.get(keys.CONFLICTS, 0)),
     }
+    superseded = sorted(code for code, outcome in outcomes.items() if outcome == SUPERSEDED)
+    if superseded:  # a task created later published these first; this task's versions of them were dropped
+        result["superseded"] = superseded
     gone: dict[str, tuple[str, list[str]]] = {}
     with conn.pipeline() as pipe:
         while True:
@@ -78,7 +88,7 @@ def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str
                 if pipe.hget(keys.task(task_id), "status") != RUNNING.encode():
                     return  # ended otherwise meanwhile (cancelled): nothing of success applies
                 full = record.get("kind") == "full" and bool(listed)
-                gone = published.unlisted_versions(pipe, listed) if full else {}
+                gone = published.unlisted_versions(pipe, listed, published.version_order(pipe, task_id)) if full else {}
                 if full:
                     result["unpublished"] = sorted(gone)
                 pipe.multi()

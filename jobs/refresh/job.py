@@ -16,6 +16,7 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
 from jobs.config import Settings
+from jobs.refresh.fence import Fence, guarded, unfenced
 from jobs.statuses import is_live
 from jobs.upstream.base import Region
 
@@ -58,14 +59,16 @@ def province_job_id(task_id: str, code: str, attempt: str) -> str:
 
 
 def enqueue_provinces(
-    conn: redis.Redis, task_id: str, attempt: str, provinces: list[Region], settings: Settings
+    conn: redis.Redis, task_id: str, attempt: str, provinces: list[Region], settings: Settings,
+    fence: Fence | None = None,
 ) -> None:
-    """One job per province, in one transaction; a province whose job is still on its way is skipped."""
+    """One job per province, in one transaction made while `fence` (the plan job's claim) holds; a province
+    whose job is still on its way is skipped."""
     queue = queues.queue(conn, queues.REFRESH)
     job_ids = {p["code"]: province_job_id(task_id, p["code"], attempt) for p in provinces}
     live = _live_jobs(conn, list(job_ids.values()))
-    with conn.pipeline() as pipe:
-        pipe.multi()  # RQ joins an explicit transaction instead of starting its own
+
+    def enqueue(pipe: redis.client.Pipeline) -> None:  # in MULTI: RQ joins it instead of starting its own
         for province in provinces:
             job_id = job_ids[province["code"]]
             if job_id in live:
@@ -76,7 +79,8 @@ def enqueue_provinces(
                 description=f"refresh {task_id}: {province['name']}", pipeline=pipe,
             )
             pipe.sadd(keys.task_jobs(task_id), job_id)
-        pipe.execute()
+
+    guarded(conn, fence or unfenced(task_id), "enqueue", enqueue)
 
 
 def _live_jobs(conn: redis.Redis, job_ids: list[str]) -> set[str]:

@@ -19,9 +19,10 @@ import redis
 from rq.job import Job
 
 from jobs import keys, shutdown
-from jobs.errors import PermanentUpstreamError, StagingLostError
+from jobs.errors import PermanentUpstreamError, StagingLostError, StaleExecutionError
 from jobs.redis_values import as_texts
 from jobs.refresh import published, records
+from jobs.refresh.fence import Fence, guarded, unfenced
 from jobs.refresh.progress import ProgressReporter
 from jobs.refresh.published import Leaf
 from jobs.scripts import Scripts
@@ -69,13 +70,16 @@ class LeafRunner:
     """
 
     def __init__(
-        self, conn: redis.Redis, task_id: str, kind: str, province: Region, upstream: Upstream, job: Job | None
+        self, conn: redis.Redis, task_id: str, kind: str, province: Region, upstream: Upstream, job: Job | None,
+        fence: Fence | None = None,
     ) -> None:
         self.conn = conn
         self.task_id = task_id
         self.province = province
         self.upstream = upstream
-        self.reporter = ProgressReporter(conn, task_id, kind, job)
+        # Every write is made while this execution owns the province (a paused one that woke writes nothing).
+        self.fence = fence or unfenced(task_id)
+        self.reporter = ProgressReporter(conn, task_id, kind, job, self.fence)
         self.failed_leaves = 0
         self._refused_codes: set[str] = set()
         self._scripts = Scripts(conn)
@@ -135,6 +139,8 @@ class LeafRunner:
             batch = _take_batch(fetched)
             expected -= len(batch)
             error = error or next((f.error for f in batch if f.error is not None), None)
+            if isinstance(error, StaleExecutionError):
+                raise error  # this execution owns the province no longer: it stops at once
             self._stage([f for f in batch if f.hospitals is not None])
             now = time.monotonic()
             if now - checked >= CANCEL_POLL_SECONDS or not expected:
@@ -150,8 +156,11 @@ class LeafRunner:
             hospitals: list[Hospital] | None = self._fetch(leaf)
             arrival = Fetched(leaf, hospitals)
         except PermanentUpstreamError as exc:
-            self._refused(leaf, str(exc))
-            arrival = Fetched(leaf, None)
+            try:
+                self._refused(leaf, str(exc))
+                arrival = Fetched(leaf, None)
+            except StaleExecutionError as stale:
+                arrival = Fetched(leaf, None, stale)
         except Cancelled:
             return  # the stager has stopped waiting
         except BaseException as exc:  # handed over, re-raised by `run` once the others are staged
@@ -178,7 +187,8 @@ class LeafRunner:
         if not batch:
             return
         code = self.province["code"]
-        staged = published.stage_leaves(self._scripts, code, self.task_id, [(f.leaf, f.hospitals or []) for f in batch])
+        batch_leaves = [(f.leaf, f.hospitals or []) for f in batch]
+        staged = published.stage_leaves(self._scripts, code, self.task_id, batch_leaves, self.fence)
         for arrival, outcome in zip(batch, staged, strict=True):
             if outcome is not None and outcome.conflicts:
                 log.warning("refresh %s: %d hospital id(s) of leaf %s were staged under another leaf already; "
@@ -191,7 +201,8 @@ class LeafRunner:
             self.failed_leaves += 1
             self._refused_codes.add(leaf.code)
         region: Region = {"code": leaf.code, "name": leaf.name, "level": leaf.level}
-        records.failed_region(self.conn, self.task_id, region, error, province=self.province["code"])
+        guarded(self.conn, self.fence, "region", lambda pipe: records.failed_region(
+            pipe, self.task_id, region, error, province=self.province["code"]))
 
 
 def _take_batch(fetched: queue.Queue[Fetched]) -> list[Fetched]:

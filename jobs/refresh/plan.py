@@ -13,9 +13,10 @@ from rq.job import Job
 from jobs import keys, limits, shutdown
 from jobs.config import Settings
 from jobs.context import running_job
-from jobs.errors import PermanentUpstreamError
+from jobs.errors import PermanentUpstreamError, StaleExecutionError
 from jobs.redis_values import as_texts
 from jobs.refresh import records
+from jobs.refresh.fence import PLAN, Fence, claim, guarded
 from jobs.refresh.finish import end_province, finish_task
 from jobs.refresh.job import enqueue_provinces
 from jobs.refresh.leaves import CANCEL_POLL_SECONDS
@@ -26,9 +27,18 @@ from jobs.upstream.base import Region
 
 
 def plan_task(task_id: str) -> dict[str, Any]:
-    """Admit the task (within the global limit), list its provinces and enqueue their jobs."""
+    """Admit the task (within the global limit), list its provinces and enqueue their jobs: while this execution
+    owns the task's plan (jobs.refresh.fence; a paused one that finds it taken over, or the task ended, stops)."""
     job, context = running_job()
-    conn, settings = job.connection, context.settings
+    try:
+        fence = claim(job.connection, job, context, task_id, PLAN)
+        return _plan(job, context.settings, fence)
+    except StaleExecutionError as exc:
+        return {"stopped": str(exc)}
+
+
+def _plan(job: Job, settings: Settings, fence: Fence) -> dict[str, Any]:
+    conn, task_id = job.connection, fence.task_id
     record = records.load_raw(conn, task_id)
     if record["status"] not in (PENDING, RUNNING):
         return {"skipped": record["status"]}
@@ -38,33 +48,37 @@ def plan_task(task_id: str) -> dict[str, Any]:
     if started != "OK":
         return {"waiting": started}
     provinces, refused = _provinces_of(conn, record, settings, job)
-    conn.hset(keys.task(task_id), "provinces", json.dumps(provinces, ensure_ascii=False))
-    conn.hset(keys.task_stats(task_id), keys.PROVINCES_TOTAL, len(provinces))
+
+    def planned(pipe: redis.client.Pipeline) -> None:
+        pipe.hset(keys.task(task_id), "provinces", json.dumps(provinces, ensure_ascii=False))
+        pipe.hset(keys.task_stats(task_id), keys.PROVINCES_TOTAL, len(provinces))
+        for province, error in refused:
+            records.failed_region(pipe, task_id, province, error)
+
+    guarded(conn, fence, "plan", planned)
     for province, error in refused:  # the last one to end finishes the task
-        records.failed_region(conn, task_id, province, error)
-        end_province(conn, task_id, province["code"], f"failed: {error}", settings)
+        end_province(conn, task_id, province["code"], f"failed: {error}", settings, fence=fence)
     ended = set(as_texts(conn.hkeys(keys.task_provinces_ended(task_id))))
     todo = [p for p in provinces if p["code"] not in ended]
-    attempt = record.get("attempt", "1")
     if len(todo) > 1:
-        _prewalk(conn, task_id, record, todo, settings, job)
+        _prewalk(conn, record, todo, settings, job, fence)
     else:
-        enqueue_provinces(conn, task_id, attempt, todo, settings)
+        enqueue_provinces(conn, task_id, record.get("attempt", "1"), todo, settings, fence)
     if not todo and not refused:
         finish_task(conn, task_id, settings)
     return {"provinces": len(provinces), "enqueued": len(todo), "refused": [p["code"] for p, _ in refused]}
 
 
 def _prewalk(
-    conn: redis.Redis, task_id: str, record: dict[str, str], todo: list[Region], settings: Settings, job: Job
+    conn: redis.Redis, record: dict[str, str], todo: list[Region], settings: Settings, job: Job, fence: Fence
 ) -> None:
     """Enqueue each province job as soon as the province is walked (jobs.refresh.prewalk), every one of
     them whatever happens: the task ends when every planned province has ended."""
-    attempt = record.get("attempt", "1")
+    task_id, attempt = fence.task_id, record.get("attempt", "1")
     handed: set[str] = set()
 
     def ready(province: Region) -> None:
-        enqueue_provinces(conn, task_id, attempt, [province], settings)
+        enqueue_provinces(conn, task_id, attempt, [province], settings, fence)
         handed.add(province["code"])
 
     checked = [0.0, False]  # when the cancel flag was last read, and what it said
@@ -76,9 +90,9 @@ def _prewalk(
 
     try:
         with open_upstream(conn, json.loads(record["upstream"]), settings, job_holder(job)) as upstream:
-            prewalk(conn, task_id, todo, upstream, settings.job_concurrency, ready, stop)
+            prewalk(conn, task_id, todo, upstream, settings.job_concurrency, ready, stop, fence)
     finally:
-        enqueue_provinces(conn, task_id, attempt, [p for p in todo if p["code"] not in handed], settings)
+        enqueue_provinces(conn, task_id, attempt, [p for p in todo if p["code"] not in handed], settings, fence)
 
 
 def job_holder(job: Job) -> str:

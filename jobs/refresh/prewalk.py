@@ -21,6 +21,7 @@ from typing import TypeVar
 import redis
 
 from jobs import keys
+from jobs.refresh.fence import Fence
 from jobs.refresh.published import Leaf
 from jobs.refresh.walk import COMPLETE, leaves_of_city, province_leaf, save_walk
 from jobs.upstream.base import Region, Upstream
@@ -31,10 +32,11 @@ T = TypeVar("T")
 
 def prewalk(
     conn: redis.Redis, task_id: str, provinces: list[Region], upstream: Upstream, concurrency: int,
-    ready: Callable[[Region], None], stop: Callable[[], bool],
+    ready: Callable[[Region], None], stop: Callable[[], bool], fence: Fence | None = None,
 ) -> None:
     """Walk `provinces`, calling `ready` once for each of them (walked or not), as soon as it can start.
-    `stop()` true (a cancel, a warm shutdown) ends the walking: the provinces left are handed over as they are."""
+    `stop()` true (a cancel, a warm shutdown) ends the walking: the provinces left are handed over as they are.
+    Walks are saved while `fence` (the plan job's claim) holds."""
     walked = _walked(conn, task_id, provinces)
     for province in provinces:
         if province["code"] in walked:
@@ -50,16 +52,18 @@ def prewalk(
             if found is None:
                 ready(province)  # refused, failed or stopped: its job walks it
             elif not found:
-                save_walk(conn, task_id, province, [], [province_leaf(province)], [])
+                save_walk(conn, task_id, province, [], [province_leaf(province)], [], fence)
                 ready(province)
             else:
                 cities[province["code"]] = found
-        _walk_cities(conn, task_id, [p for p in todo if p["code"] in cities], cities, upstream, pool, ready, stop)
+        _walk_cities(conn, task_id, [p for p in todo if p["code"] in cities], cities, upstream, pool, ready, stop,
+                     fence)
 
 
 def _walk_cities(
     conn: redis.Redis, task_id: str, provinces: list[Region], cities: dict[str, list[Region]],
     upstream: Upstream, pool: ThreadPoolExecutor, ready: Callable[[Region], None], stop: Callable[[], bool],
+    fence: Fence | None,
 ) -> None:
     """The districts of every city, the largest provinces' first (asked first, handed over first); each
     province saved and handed over once its cities have answered."""
@@ -73,7 +77,7 @@ def _walk_cities(
         found = [_result(future, province) for future in futures]
         if all(leaves is not None for leaves in found):
             leaves = sorted((leaf for group in found for leaf in group or ()), key=lambda leaf: leaf.code)
-            save_walk(conn, task_id, province, cities[province["code"]], leaves, failures)
+            save_walk(conn, task_id, province, cities[province["code"]], leaves, failures, fence)
         ready(province)
 
 

@@ -21,6 +21,7 @@ from rq.job import Job
 
 from jobs import keys
 from jobs.redis_values import as_text
+from jobs.refresh.fence import Fence, unfenced
 from jobs.scripts import Scripts
 
 # Full refresh: province 10%, city 20%, district 30%, hospital 40%. Province refresh: 20/30/50.
@@ -122,9 +123,10 @@ META_INTERVAL = 1.0
 class ProgressReporter:
     """Throttled, thread-safe progress writes for one job of a task."""
 
-    def __init__(self, conn: redis.Redis, task_id: str, kind: str, job: Job | None) -> None:
+    def __init__(self, conn: redis.Redis, task_id: str, kind: str, job: Job | None, fence: Fence | None = None) -> None:
         self.conn = conn
         self.task_id = task_id
+        self.fence = fence or unfenced(task_id)
         self.kind = kind
         self.job = job
         self._scripts = Scripts(conn)
@@ -152,11 +154,12 @@ class ProgressReporter:
         progress = compute_progress(self.kind, counters)
         moment = datetime.now(UTC)
         eta = eta_seconds(progress, (moment - self._started).total_seconds())
-        self._scripts.progress(
-            keys=[keys.task(self.task_id)],
+        written = self._scripts.progress(
+            keys=[keys.task(self.task_id), self.fence.owners],
             args=[progress, step, moment.isoformat(timespec="seconds"), moment.timestamp(),
-                  "" if eta is None else eta, keys.PREFIX],
+                  "" if eta is None else eta, keys.PREFIX, *self.fence.args()],
         )
+        self.fence.checked(written, "progress")  # a stale execution writes no progress, nor its job's meta
         if self.job is not None and now - self._last_meta >= META_INTERVAL:
             self._last_meta = now
             # Only JSON-safe values: a datetime here breaks rq-dashboard's JSON views.

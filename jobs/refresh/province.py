@@ -17,9 +17,10 @@ from rq.job import Job, Retry
 from jobs import keys, limits
 from jobs.config import Settings
 from jobs.context import running_job
-from jobs.errors import PermanentUpstreamError, TaskExecutionError
+from jobs.errors import PermanentUpstreamError, StaleExecutionError, TaskExecutionError
 from jobs.redis_values import as_text
 from jobs.refresh import published, records
+from jobs.refresh.fence import Fence, claim, guarded
 from jobs.refresh.finish import end_province
 from jobs.refresh.leaves import LeafRunner
 from jobs.refresh.plan import job_holder
@@ -36,13 +37,23 @@ _REQUEUE = Retry(max=10_000, enqueue_at_front=True)
 
 
 def refresh_province(task_id: str, province_code: str) -> dict[str, Any] | Retry:
-    """Refresh one province of a task from its checkpoint; publish it when every leaf is in."""
+    """Refresh one province of a task from its checkpoint; publish it when every leaf is in. Every write is
+    made while this execution owns the province (jobs.refresh.fence): one that was paused and finds its work
+    taken over, or its task ended, stops without writing."""
     job, context = running_job()
-    conn, settings = job.connection, context.settings
+    try:
+        fence = claim(job.connection, job, context, task_id, province_code)
+        return _refresh(job, context.settings, fence)
+    except StaleExecutionError as exc:
+        return {"province": province_code, "outcome": f"stopped: {exc}"}
+
+
+def _refresh(job: Job, settings: Settings, fence: Fence) -> dict[str, Any] | Retry:
+    conn, task_id, province_code = job.connection, fence.task_id, fence.unit
     record = records.load_raw(conn, task_id)
     province = _find_province(record, province_code)
     if conn.exists(keys.task_cancel(task_id)) or record["status"] not in (PENDING, RUNNING):
-        return _ended(conn, settings, task_id, province_code, "cancelled")
+        return _ended(conn, settings, fence, "cancelled")
     if record["status"] == PENDING:
         # Retried after its task went PENDING (waiting for this retry): the task runs again only if
         # admitted within the running-task limit, in order. Without a slot the job ends unrun (parked)
@@ -52,27 +63,30 @@ def refresh_province(task_id: str, province_code: str) -> dict[str, Any] | Retry
         if admitted == "WAIT":
             return _park(job, task_id, province_code)
         if admitted != "OK":
-            return _ended(conn, settings, task_id, province_code, "cancelled")
+            return _ended(conn, settings, fence, "cancelled")
     with open_upstream(conn, json.loads(record["upstream"]), settings, job_holder(job)) as upstream:
         try:
-            leaves, refused = walk_province(conn, task_id, province, upstream, settings.job_concurrency)
-            runner = LeafRunner(conn, task_id, record.get("kind", "full"), province, upstream, job)
+            leaves, refused = walk_province(conn, task_id, province, upstream, settings.job_concurrency, fence)
+            runner = LeafRunner(conn, task_id, record.get("kind", "full"), province, upstream, job, fence)
             outcome = runner.run(leaves, settings.job_concurrency)
         except PermanentUpstreamError as exc:
-            records.failed_region(conn, task_id, province, str(exc))
-            return _ended(conn, settings, task_id, province_code, f"failed: {exc}")
+            error = str(exc)
+            guarded(conn, fence, "region", lambda pipe: records.failed_region(pipe, task_id, province, error))
+            return _ended(conn, settings, fence, f"failed: {error}")
     if outcome == "interrupted":
         log.info("refresh: %s of %s checkpointed for a warm shutdown; requeued", province_code, task_id)
         return _REQUEUE
     refused += runner.failed_leaves
     if outcome == "cancelled":
-        return _ended(conn, settings, task_id, province_code, "cancelled")
+        return _ended(conn, settings, fence, "cancelled")
     if refused:
-        failed = _failed_text(conn, task_id, province_code, refused)
-        return _ended(conn, settings, task_id, province_code, f"failed: {failed}")
-    count = published.publish(conn, province_code, task_id, province["name"])
-    end_province(conn, task_id, province_code, "published", settings, published=True)
-    return {"province": province_code, "outcome": "published", "records": count}
+        return _ended(conn, settings, fence, f"failed: {_failed_text(conn, task_id, province_code, refused)}")
+    publication = published.publish(conn, province_code, task_id, province["name"], fence)
+    if publication.outcome == "ended":  # cancelled (or out of time) while its last leaves came in
+        return _ended(conn, settings, fence, "cancelled")
+    end_province(conn, task_id, province_code, publication.outcome, settings,
+                 published=publication.outcome == "published", fence=fence)
+    return {"province": province_code, "outcome": publication.outcome, "records": publication.records}
 
 
 def _park(job: Job, task_id: str, code: str) -> dict[str, Any]:
@@ -82,9 +96,9 @@ def _park(job: Job, task_id: str, code: str) -> dict[str, Any]:
     return {"province": code, "outcome": "waiting for a running slot"}
 
 
-def _ended(conn: redis.Redis, settings: Settings, task_id: str, code: str, outcome: str) -> dict[str, Any]:
-    end_province(conn, task_id, code, outcome, settings)
-    return {"province": code, "outcome": outcome}
+def _ended(conn: redis.Redis, settings: Settings, fence: Fence, outcome: str) -> dict[str, Any]:
+    end_province(conn, fence.task_id, fence.unit, outcome, settings, fence=fence)
+    return {"province": fence.unit, "outcome": outcome}
 
 
 def _find_province(record: dict[str, str], code: str) -> Region:

@@ -18,7 +18,8 @@ from typing import Any, TextIO, cast
 import redis
 
 from jobs import jsonfast, keys
-from jobs.redis_values import as_text, as_texts
+from jobs.redis_values import as_text, as_text_map, as_texts
+from jobs.refresh.fence import Fence, unfenced
 from jobs.refresh.records import now_iso
 from jobs.scripts import Scripts
 from jobs.upstream.base import Hospital
@@ -116,20 +117,24 @@ class Staged:
     conflicts: int
 
 
-def stage_leaf(scripts: Scripts, province: str, version: str, leaf: Leaf, hospitals: list[Hospital]) -> Staged | None:
+def stage_leaf(
+    scripts: Scripts, province: str, version: str, leaf: Leaf, hospitals: list[Hospital], fence: Fence | None = None
+) -> Staged | None:
     """`stage_leaves` of one leaf."""
-    return stage_leaves(scripts, province, version, [(leaf, hospitals)])[0]
+    return stage_leaves(scripts, province, version, [(leaf, hospitals)], fence)[0]
 
 
 def stage_leaves(
-    scripts: Scripts, province: str, version: str, batch: list[tuple[Leaf, list[Hospital]]]
+    scripts: Scripts, province: str, version: str, batch: list[tuple[Leaf, list[Hospital]]], fence: Fence | None = None
 ) -> list[Staged | None]:
     """Stage leaves of `province` for the task `version` in one atomic step, each with its records (those
     whose id no other leaf of the task staged), its checkpoint entry and its counters. None for a leaf
-    staged already: a re-run after a crash, a retry or a resume writes and counts nothing twice."""
+    staged already: a re-run after a crash, a retry or a resume writes and counts nothing twice. Only while
+    `fence` (the job execution's claim on the province) holds: StaleExecutionError, nothing written, if not."""
+    fence = fence or unfenced(version)
     args: list[str | bytes | int] = [
         keys.province_stat(province, keys.PROVINCE_LEAVES_DONE), keys.province_stat(province, keys.PROVINCE_HOSPITALS),
-        CONFLICT_EXAMPLES,
+        CONFLICT_EXAMPLES, *fence.args(),
     ]
     data_keys = []
     for leaf, hospitals in batch:
@@ -140,50 +145,84 @@ def stage_leaves(
         keys=[
             keys.checkpoint_leaves(version, province), keys.task_stats(version), keys.task_ids(version),
             keys.task_conflicts(version), keys.data_leaves(province, version), keys.data_sizes(province, version),
-            keys.task_home_ids(version), *data_keys,
+            keys.task_home_ids(version), fence.owners, *data_keys,
         ],
         args=args,
     )
+    fence.checked(outcome, "stage")
     pairs = [(int(outcome[i]), int(outcome[i + 1])) for i in range(0, len(outcome), 2)]
     return [None if kept < 0 else Staged(kept=kept, conflicts=conflicts) for kept, conflicts in pairs]
 
 
-def publish(conn: redis.Redis, province: str, version: str, name: str) -> int:
-    """Make `version` the published data of `province`; return its record count."""
-    leaves_key = keys.data_leaves(province, version)
-    leaf_codes = as_texts(conn.hkeys(leaves_key))
+def publish(conn: redis.Redis, province: str, version: str, name: str, fence: Fence | None = None) -> Publication:
+    """Make `version` the published data of `province` while `fence` holds and its task runs (see
+    PUBLISH in jobs/scripts/fence.py): "published" with its record count, "superseded" when a version of a
+    task created later is published already (this one's staging is dropped), or "ended" when the task was
+    cancelled or ended meanwhile. StaleExecutionError when the execution no longer owns the province."""
+    fence = fence or unfenced(version)
+    leaf_codes = as_texts(conn.hkeys(keys.data_leaves(province, version)))
     records = sum(leaf_sizes(conn, province, version, leaf_codes))
     meta = json.dumps(
         {"name": name, "records": records, "leaves": len(leaf_codes), "version": version, "published_at": now_iso()},
         ensure_ascii=False,
     )
-    with conn.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(keys.PUBLISHED)  # type: ignore[no-untyped-call]
-                old = pipe.hget(keys.PUBLISHED, province)
-                old_version = as_text(old) if old else None
-                old_leaves = as_texts(pipe.hkeys(keys.data_leaves(province, old_version))) if old_version else []
-                pipe.multi()
-                pipe.hset(keys.PUBLISHED, province, version)
-                pipe.hset(keys.PUBLISHED_META, province, meta)
-                pipe.persist(leaves_key)
-                pipe.persist(keys.data_sizes(province, version))
-                if old_version and old_version != version:
-                    _expire_version(pipe, province, old_version, old_leaves)
-                pipe.execute()
-                return records
-            except redis.WatchError:
-                continue
+    order = version_order(conn, version)
+    scripts = Scripts(conn)
+    while True:
+        seen = as_text(conn.hget(keys.PUBLISHED, province) or b"")
+        old = seen if seen and seen != version else version  # no other version: its keys are never touched
+        old_codes = as_texts(conn.hkeys(keys.data_leaves(province, old))) if old != version else []
+        reply = scripts.publish(
+            keys=[
+                fence.owners, keys.task(version), keys.task_cancel(version), keys.PUBLISHED, keys.PUBLISHED_META,
+                keys.PUBLISHED_ORDER, keys.data_leaves(province, version), keys.data_sizes(province, version),
+                keys.data_leaves(province, old), keys.data_sizes(province, old),
+                *(keys.data_leaf(province, version, code) for code in leaf_codes),
+                *(keys.data_leaf(province, old, code) for code in old_codes),
+            ],
+            args=[*fence.args(), province, version, seen, len(leaf_codes), meta, OLD_VERSION_GRACE_SECONDS, order],
+        )
+        if fence.checked(reply, "publish") != b"MOVED":
+            break
+    if reply == b"SUPERSEDED":
+        delete_staged(conn, province, version)
+        return Publication("superseded", 0)
+    return Publication("published", records) if reply == b"OK" else Publication("ended", 0)
 
 
-def unlisted_versions(pipe: redis.client.Pipeline, listed: set[str]) -> dict[str, tuple[str, list[str]]]:
-    """Published provinces outside `listed`: code -> (version, leaf codes). Read in WATCH mode, before
-    `unpublish` queues their removal in the same transaction."""
+@dataclass(frozen=True)
+class Publication:
+    """What publishing a province did: "published" (with its records), "superseded" or "ended"."""
+
+    outcome: str
+    records: int
+
+
+def version_order(conn: redis.Redis | redis.client.Pipeline, version: str) -> str:
+    """A version's place in the order of publication, "<created_ts> <task id>": its task's creation."""
+    created = conn.hget(keys.task(version), "created_ts")
+    return f"{as_text(created) if created else 0} {version}"
+
+
+def _before(order: str | None, other: str) -> bool:
+    """True when `order` (None: a version published before orders were kept) comes before `other`."""
+    if order is None:
+        return True
+    (ts, _, version), (other_ts, _, other_version) = order.partition(" "), other.partition(" ")
+    return (float(ts), version) < (float(other_ts), other_version)
+
+
+def unlisted_versions(
+    pipe: redis.client.Pipeline, listed: set[str], order: str
+) -> dict[str, tuple[str, list[str]]]:
+    """Published provinces outside `listed` whose version comes before `order` (a later task's version stays):
+    code -> (version, leaf codes). Read in WATCH mode, before `unpublish` queues their removal in the same
+    transaction."""
     published = {as_text(k): as_text(v) for k, v in pipe.hgetall(keys.PUBLISHED).items()}
+    orders = {as_text(k): as_text(v) for k, v in pipe.hgetall(keys.PUBLISHED_ORDER).items()}
     return {
         code: (version, as_texts(pipe.hkeys(keys.data_leaves(code, version))))
-        for code, version in sorted(published.items()) if code not in listed
+        for code, version in sorted(published.items()) if code not in listed and _before(orders.get(code), order)
     }
 
 
@@ -194,6 +233,7 @@ def unpublish(pipe: redis.client.Pipeline, gone: dict[str, tuple[str, list[str]]
         return
     pipe.hdel(keys.PUBLISHED, *gone)
     pipe.hdel(keys.PUBLISHED_META, *gone)
+    pipe.hdel(keys.PUBLISHED_ORDER, *gone)
     for code, (version, leaf_codes) in gone.items():
         _expire_version(pipe, code, version, leaf_codes)
 
@@ -225,6 +265,39 @@ def published_provinces(conn: redis.Redis) -> dict[str, dict[str, Any]]:
     """Province code -> {name, records, leaves, version, published_at}, sorted by code."""
     meta = conn.hgetall(keys.PUBLISHED_META)
     return {as_text(k): json.loads(v) for k, v in sorted(meta.items())}
+
+
+def verified_provinces(conn: redis.Redis) -> dict[str, dict[str, Any]]:
+    """`published_provinces` as the data really is: each province's records and leaves counted from the keys
+    of the version its pointer names, leaves whose data is gone (a lost write, an expiry) left out and counted
+    under `missing_leaves`. Costs one EXISTS a leaf: for stats, not for every read."""
+    pointers = {as_text(k): as_text(v) for k, v in conn.hgetall(keys.PUBLISHED).items()}
+    meta = published_provinces(conn)
+    with conn.pipeline(transaction=False) as pipe:
+        for code, version in pointers.items():
+            pipe.hgetall(keys.data_sizes(code, version))
+            pipe.hkeys(keys.data_leaves(code, version))
+        replies = pipe.execute()
+    listed = dict(sorted(
+        (code, (as_text_map(replies[2 * i]), as_texts(replies[2 * i + 1]))) for i, code in enumerate(pointers)
+    ))
+    with conn.pipeline(transaction=False) as pipe:
+        for code, (_sizes, leaves) in listed.items():
+            for leaf in leaves:
+                pipe.exists(keys.data_leaf(code, pointers[code], leaf))
+        present = iter(pipe.execute())
+    out: dict[str, dict[str, Any]] = {}
+    for code, (sizes, leaves) in listed.items():  # in the order the EXISTS were sent
+        kept = [leaf for leaf in leaves if next(present)]
+        found = dict(zip(kept, leaf_sizes(conn, code, pointers[code], kept), strict=True))
+        # A leaf staged with no record has no data key: it is there, with 0 records, when its size says 0.
+        empty = [leaf for leaf in leaves if leaf not in found and sizes.get(leaf) == "0"]
+        out[code] = {
+            **meta.get(code, {"name": code, "published_at": None}), "version": pointers[code],
+            "records": sum(found.values()), "leaves": len(found) + len(empty),
+            "missing_leaves": len(leaves) - len(found) - len(empty),
+        }
+    return out
 
 
 def leaves_of(conn: redis.Redis, province: str) -> tuple[str | None, list[Leaf]]:

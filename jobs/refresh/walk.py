@@ -10,6 +10,7 @@ from jobs import keys
 from jobs.errors import PermanentUpstreamError
 from jobs.redis_values import as_text_map
 from jobs.refresh import records
+from jobs.refresh.fence import Fence, guarded, unfenced
 from jobs.refresh.published import Leaf
 from jobs.scripts import Scripts
 from jobs.upstream.base import Region, Upstream
@@ -19,9 +20,11 @@ _FAILED = "__failed__"
 
 
 def walk_province(
-    conn: redis.Redis, task_id: str, province: Region, upstream: Upstream, concurrency: int
+    conn: redis.Redis, task_id: str, province: Region, upstream: Upstream, concurrency: int,
+    fence: Fence | None = None,
 ) -> tuple[list[Leaf], int]:
-    """The leaves of a province and how many of its regions the upstream refused (404)."""
+    """The leaves of a province and how many of its regions the upstream refused (404); the walk is saved
+    while `fence` holds."""
     plan_key = keys.province_plan(task_id, province["code"])
     saved = as_text_map(conn.hgetall(plan_key))
     if COMPLETE in saved:
@@ -33,7 +36,7 @@ def walk_province(
         leaves = [province_leaf(province)]
     else:
         leaves = _walk_cities(upstream, province, cities, concurrency, failures)
-    save_walk(conn, task_id, province, cities, leaves, failures)
+    save_walk(conn, task_id, province, cities, leaves, failures, fence)
     return leaves, len(failures)
 
 
@@ -66,11 +69,14 @@ def leaves_of_city(
 
 def save_walk(
     conn: redis.Redis, task_id: str, province: Region, cities: list[Region], leaves: list[Leaf],
-    failures: list[tuple[Region, str]],
+    failures: list[tuple[Region, str]], fence: Fence | None = None,
 ) -> None:
+    """Keep a province's walked tree, its refused regions and its counters (once), in one transaction made
+    while `fence` holds (the plan's claim, or the province's)."""
     code = province["code"]
     districts = sum(1 for leaf in leaves if leaf.level == "district")
-    with conn.pipeline() as pipe:
+
+    def writes(pipe: redis.client.Pipeline) -> None:
         pipe.hset(keys.province_plan(task_id, code), mapping={
             **{leaf.code: leaf.to_json() for leaf in leaves}, _FAILED: len(failures), COMPLETE: 1,
         })
@@ -85,4 +91,5 @@ def save_walk(
             ],
             client=pipe,
         )
-        pipe.execute()
+
+    guarded(conn, fence or unfenced(task_id), "walk", writes)

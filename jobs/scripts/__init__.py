@@ -6,6 +6,8 @@ import redis
 
 from jobs import keys
 from jobs.scripts.claims import CLAIM, RELEASE_CLAIMS, REQUEUE_ORPHANED_CLAIMS, STEP
+from jobs.scripts.fence import CLAIM as CLAIM_UNIT
+from jobs.scripts.fence import PUBLISH, RELEASE_JOB, STALE_CHECK
 from jobs.scripts.gate import UPSTREAM_HOLD, UPSTREAM_RATE
 from jobs.scripts.staging import STAGE_LEAF
 
@@ -96,6 +98,10 @@ redis.call('ZREM', ARGV[5] .. 'tasks:status:' .. current .. ':updated', id)
 redis.call('ZADD', ARGV[5] .. 'tasks:status:' .. ARGV[2] .. ':updated', ARGV[4], id)
 redis.call('ZADD', ARGV[5] .. 'tasks:updated', ARGV[4], id)
 local active = current == 'PENDING' or current == 'RUNNING'
+if ARGV[2] ~= 'PENDING' and ARGV[2] ~= 'RUNNING' then
+  -- an ended task's work belongs to no execution any more (jobs.refresh.fence)
+  redis.call('DEL', ARGV[5] .. 'task:' .. id .. ':owners')
+end
 if ARGV[2] == 'PENDING' and not active then
   -- a resume: its run is timed from its own start, its queue wait from now
   redis.call('HDEL', KEYS[1], 'run_started_ts', 'queue_wait_seconds', 'run_hospitals_start')
@@ -160,8 +166,10 @@ return 1
 
 # Record progress of a running task; progress only ever grows, and `progress_ts` says when it last did
 # (the stalled flag: REFRESHQ_STALL_SECONDS).
-# KEYS: record. ARGV: progress, current_step, updated_at, now, eta, prefix.
-PROGRESS = """
+# KEYS: record, the task's owners hash (the fence). ARGV: progress, current_step, updated_at, now, eta, prefix,
+# the fence's unit and token. Returns 1 when written, 0 when the task is not running, 'STALE' when refused.
+PROGRESS = STALE_CHECK + """
+if stale(KEYS[2], ARGV[7], ARGV[8], 'progress') then return 'STALE' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'RUNNING' then return 0 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
@@ -182,12 +190,16 @@ for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# Record how a province's part of a task ended, once; return 1 when every planned province has ended.
-# KEYS: ended hash, stats hash. ARGV: province, outcome, published (1/0).
-PROVINCE_ENDED = """
+# Record how a province's part of a task ended, once, and end every claim on it (no execution writes for
+# an ended province); return 1 when every planned province has ended, 'STALE' when the execution recording it
+# no longer owns its unit (the province, or the plan for a province the plan job refused).
+# KEYS: ended hash, stats hash, owners hash. ARGV: province, outcome, published (1/0), fence unit, token.
+PROVINCE_ENDED = STALE_CHECK + """
+if stale(KEYS[3], ARGV[4], ARGV[5], 'end') then return 'STALE' end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 and ARGV[3] == '1' then
   redis.call('HINCRBY', KEYS[2], 'provinces_processed', 1)
 end
+redis.call('HDEL', KEYS[3], ARGV[1])
 local total = tonumber(redis.call('HGET', KEYS[2], 'provinces_total') or '0')
 if redis.call('HLEN', KEYS[1]) >= total then return 1 end
 return 0
@@ -288,3 +300,6 @@ class Scripts:
         self.step = conn.register_script(STEP)
         self.release_claims = conn.register_script(RELEASE_CLAIMS)
         self.requeue_orphaned_claims = conn.register_script(REQUEUE_ORPHANED_CLAIMS)
+        self.claim_unit = conn.register_script(CLAIM_UNIT)
+        self.release_job = conn.register_script(RELEASE_JOB)
+        self.publish = conn.register_script(PUBLISH)

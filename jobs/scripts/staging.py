@@ -4,6 +4,7 @@ which registers it, in a file of its own for size."""
 from __future__ import annotations
 
 from jobs import keys
+from jobs.scripts.fence import STALE_CHECK
 
 # Stage one or more leaves of a province, each once, with its checkpoint entry, keeping only the records
 # whose id no other leaf of the task staged before (ids are unique by contract; a lying upstream may list
@@ -15,15 +16,17 @@ from jobs import keys
 # cost the server more than all the rest of staging (measured); at home, ids cost a string each leaf. An
 # id is another leaf's when the index holds it, or when it is away and its home leaf holds it. Index
 # lookups go through HMGET in chunks (unpack is bounded). KEYS: checkpoint set, stats, task id index,
-# conflicts, data leaves hash, data sizes hash, home ids hash, then each leaf's data key. ARGV: the
-# province's leaves-done and hospitals counters, max conflict examples, then per leaf: code, JSON, 1 if a
+# conflicts, data leaves hash, data sizes hash, home ids hash, the task's owners hash (the fence), then each
+# leaf's data key. ARGV: the province's leaves-done and hospitals counters, max conflict examples, the fence's
+# unit and token, then per leaf: code, JSON, 1 if a
 # district, n, its n records joined by newlines (compact JSON has none) in id order, and the n ids
 # (distinct, in the same order) joined by newlines in one value -- or, when an id holds a newline, -n and
 # the ids one value each (none of them then at home; packing a value per id cost the worker more than the
 # rest of staging). Returns per leaf {kept, conflicts}, or {-1, -1} if staged already (a re-run writes and
-# counts nothing).
-STAGE_LEAF = """
-local chunk, limit, pos, out, described, sizes = 2000, tonumber(ARGV[3]), 4, {}, {}, {}
+# counts nothing), or 'STALE' when the execution no longer owns the province (nothing written).
+STAGE_LEAF = STALE_CHECK + """
+if stale(KEYS[8], ARGV[4], ARGV[5], 'stage') then return 'STALE' end
+local chunk, limit, pos, out, described, sizes = 2000, tonumber(ARGV[3]), 6, {}, {}, {}
 local leaves, districts, kept_all, conflicts_all, examples = 0, 0, 0, 0, nil
 local homes, homes_new = {}, {}
 -- The home of each id of ids[from..to] ('' for none), and one HMGET for the other homes not seen yet.
@@ -48,7 +51,7 @@ local function all_at_home(leaf, n, joined)
   return found == n
 end
 local index_empty = redis.call('HLEN', KEYS[3]) == 0
-for l = 1, #KEYS - 7 do
+for l = 1, #KEYS - 8 do
   local leaf, json, district = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
   local n, records, ids, framed, whole = tonumber(ARGV[pos + 3]), ARGV[pos + 4], {}, true, false
   if n >= 0 then
@@ -103,7 +106,7 @@ for l = 1, #KEYS - 7 do
       end
       records = table.concat(rest, '\\n')
     end
-    if kept > 0 then redis.call('SET', KEYS[7 + l], records) end
+    if kept > 0 then redis.call('SET', KEYS[8 + l], records) end
     described[#described + 1] = leaf; described[#described + 1] = json
     sizes[#sizes + 1] = leaf; sizes[#sizes + 1] = kept
     leaves = leaves + 1; if district == '1' then districts = districts + 1 end

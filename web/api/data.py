@@ -32,7 +32,7 @@ def _province_code(db: redis.Redis, text: str) -> str:
 
 def stats() -> BaseResponse:
     page, page_size = page_args(default_size=100)
-    rows = [{"code": code, **meta} for code, meta in published.published_provinces(conn()).items()]
+    rows = [{"code": code, **meta} for code, meta in published.verified_provinces(conn()).items()]
     result = slice_of(rows, page, page_size)
     result["records"] = sum(r["records"] for r in rows)
     return as_json(result)
