@@ -29,6 +29,7 @@ from tests.helpers import (
     alive,
     checksum,
     exported,
+    refreshq_process,
     scheduler_running,
     wait_status,
     wait_until,
@@ -116,13 +117,14 @@ def test_a_paused_worker_that_wakes_after_a_takeover_writes_nothing(
     assert as_texts(conn.hkeys(keys.task_failed_regions(first))) == []
 
 
+@pytest.mark.parametrize("mode", [(), ("--fast",)], ids=["forking", "fast"])
 def test_a_run_declared_abandoned_records_no_end_when_it_finishes(
-    conn: redis.Redis, tenv: dict[str, str],
+    conn: redis.Redis, tenv: dict[str, str], mode: tuple[str, ...],
 ) -> None:
     """RQ's bookkeeping of an execution the scheduler declared abandoned (status, result, registries) is not
-    written over whatever the job's next execution records."""
+    written over whatever the job's next execution records, by either kind of worker."""
     run_id = registry().get("t-slow").delay(2.0)
-    with worker_process(tenv, "--queue", "low"):
+    with refreshq_process(["worker", "--queue", "low", *mode], tenv):
         member = wait_until(lambda: [m for m in conn.zrange("rq:wip:low", 0, -1) if as_text(m).startswith(run_id)],
                             30, 0.01, "the run to start")[0]
         conn.zrem("rq:wip:low", member)  # as the scheduler's cleanup of an abandoned job does
@@ -131,6 +133,7 @@ def test_a_run_declared_abandoned_records_no_end_when_it_finishes(
         wait_until(lambda: _idle(conn), 30, 0.05, "the worker to be done with the run")
         assert job.get_status(refresh=True) == "started"
         assert job.results() == []
+        assert int(conn.hget(keys.METRIC_COUNTERS, "stale_writes|result") or 0) == 1
 
 
 def _idle(conn: redis.Redis) -> bool:

@@ -35,6 +35,7 @@ from jobs.scripts import Scripts
 from workers.channel import ChannelMixin
 from workers.claims import BLOCK_SECONDS, Claimer
 from workers.drain import DrainMixin
+from workers.takeover import TakeoverMixin
 
 # Seconds between the worker's heartbeats while a job runs.
 JOB_MONITORING_INTERVAL = 5
@@ -54,7 +55,7 @@ GATED_FUNCS = REFRESH_FUNCS
 CHECKPOINTED_FUNCS = GATED_FUNCS
 
 
-class RefreshqWorker(ChannelMixin, DrainMixin, Worker):
+class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
     """A forking RQ worker whose jobs are declared abandoned soon after their worker dies, and whose
     warm shutdown (SIGTERM) asks the running job to checkpoint and requeue instead of waiting for it.
 
@@ -124,25 +125,6 @@ class RefreshqWorker(ChannelMixin, DrainMixin, Worker):
             return bool(super().perform_job(job, queue))
         finally:
             context.install(previous)
-
-    def _taken_over(self, job: Job) -> bool:
-        """True when this execution is no longer registered as started: the scheduler declared it abandoned (its
-        worker missed its heartbeats, dead or only paused) and the job may be running elsewhere already, so RQ's
-        bookkeeping of this one (status, result, registries) must not be written over the new execution's."""
-        if self.execution is None:
-            return False
-        try:
-            member = self.connection.zscore(job.started_job_registry.key, self.execution.composite_key)
-        except redis.RedisError:
-            return False  # RQ's own writes meet the same server: they fail or wait as they would have
-        if member is None:
-            self.log.warning("Worker %s: execution %s of job %s was declared abandoned and may run elsewhere now; "
-                             "not recording its end", self.name, self.execution.composite_key, job.id)
-        return member is None
-
-    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
-        if not self._taken_over(job):
-            super().handle_job_success(job, queue, started_job_registry)
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         # RQ's hook after every dequeue, where its own strategies reorder `_ordered_queues`.
@@ -216,7 +198,7 @@ class RefreshqWorker(ChannelMixin, DrainMixin, Worker):
     def handle_job_failure(
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
-        if self._taken_over(job):
+        if self.taken_over(job):
             return
         if job.id == self._cut_short and job.func_name in CHECKPOINTED_FUNCS:
             self._cut_short = None
@@ -241,7 +223,7 @@ class RefreshqWorker(ChannelMixin, DrainMixin, Worker):
             failures.record(self.connection, job.id, kind, exc_string.strip() or "work-horse died")
 
     def handle_job_retry(self, job: Job, queue: Queue, retry: Retry, started_job_registry: Any, execution: Any) -> None:
-        if self._taken_over(job):
+        if self.taken_over(job):
             return
         super().handle_job_retry(job, queue, retry, started_job_registry, execution)
         # RQ 2.12 enqueues a job that returned a Retry at the back, whatever its `enqueue_at_front`

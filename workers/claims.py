@@ -99,13 +99,15 @@ class Claimer:
         (pipeline if pipeline is not None else self.conn).lrem(self.prefix + queue, 1, job_id)
 
     def step(self, names: Sequence[str], ended: list[Any], dependents_key: str,
-             start: tuple[str, str] | None, start_commands: list[Any]) -> tuple[int, bool]:
-        """Run `ended` (encoded commands), then start `start` = (queue, job id) with `start_commands`
-        unless its queue or pool is suspended. Returns (dependents waiting, or -1; started)."""
+             start: tuple[str, str] | None, start_commands: list[Any],
+             ended_execution: tuple[str, str] = ("", "")) -> tuple[int, bool]:
+        """Run `ended` (encoded commands) if `ended_execution` = (started registry, member) is still registered
+        (or is none), then start `start` = (queue, job id) with `start_commands` unless its queue or pool is
+        suspended. Returns (dependents waiting, or -1; started)."""
         queue, job_id = start or ("", "")
         reply = self.scripts.step(keys=self.guard_keys, args=[
             self.prefix, self.worker, self.pool, CLAIM_TTL, keys.RQ_QUEUE_PREFIX, len(names), *names,
-            *(ended or [0]), dependents_key, queue, job_id, *(start_commands or [0])])
+            *ended_execution, *(ended or [0]), dependents_key, queue, job_id, *(start_commands or [0])])
         return int(reply[0]), bool(reply[1])
 
     def release(self, names: Sequence[str]) -> int:

@@ -50,13 +50,14 @@ from workers.channel import ChannelMixin
 from workers.claims import BLOCK_SECONDS, Claimer, encode
 from workers.drain import DrainMixin
 from workers.monitor import INTERRUPT_SIGNAL, JobInterrupted, Monitor
+from workers.takeover import TakeoverMixin
 
 BATCH = 20  # jobs claimed at once; the rest of a batch goes back to its queue once a job runs long
 FAST_QUEUES = tuple(q for q in queue_names.ALL_QUEUES if q != queue_names.REFRESH)
 STOPPED_TEXT = "Job stopped by user, work-horse terminated."  # RQ's text (Worker.monitor_work_horse)
 
 
-class FastWorker(ChannelMixin, DrainMixin, SimpleWorker):
+class FastWorker(ChannelMixin, DrainMixin, TakeoverMixin, SimpleWorker):
     """A non-forking RQ worker that batches RQ's bookkeeping; see the module's docstring."""
 
     pool_name = ""
@@ -66,6 +67,7 @@ class FastWorker(ChannelMixin, DrainMixin, SimpleWorker):
     _current: tuple[Job, Queue, float] | None = None  # (job, queue, started: monotonic)
     _claimer: Claimer | None = None
     monitor_deadline: tuple[str, float] | None = None  # (job id, monotonic): interrupt it then (SIGTERM)
+    _ended_execution: tuple[str, str] = ("", "")  # (started registry, member) of the job whose end is sent next
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return int(self.job_monitoring_interval) + HEARTBEAT_GRACE  # the monitor heartbeats meanwhile
@@ -136,7 +138,9 @@ class FastWorker(ChannelMixin, DrainMixin, SimpleWorker):
             if nxt is None:
                 break
             job, queue = nxt
+            execution = self.execution  # the one _step started; RQ's own failure path clears it
             ended, dependents, ok = self._perform(job, queue)
+            self._ended_execution = (queue.started_job_registry.key, execution.composite_key if execution else "")
             count += 1
         if queue is not None:
             self.reorder_queues(queue)
@@ -150,7 +154,8 @@ class FastWorker(ChannelMixin, DrainMixin, SimpleWorker):
             nxt = self._pending.popleft() if self._pending and not self._stop_requested else None
             start = self._start_commands(*nxt) if nxt else []
             waiting, started = self.claimer.step(
-                self._names, ended, dependents, (nxt[1].name, nxt[0].id) if nxt else None, start)
+                self._names, ended, dependents, (nxt[1].name, nxt[0].id) if nxt else None, start,
+                self._ended_execution if job is not None else ("", ""))
             self._current = (nxt[0], nxt[1], time.monotonic()) if nxt and started else None
             if nxt and not started:
                 self._pending.clear()  # the script gave every claim back: a suspension holds
@@ -208,7 +213,7 @@ class FastWorker(ChannelMixin, DrainMixin, SimpleWorker):
             job.ended_at = now()
             if isinstance(value, Retry):
                 self.handle_execution_ended(job, queue, job.success_callback_timeout)
-                self.handle_job_retry(job, queue, value, queue.started_job_registry, self.execution)  # type: ignore[arg-type]
+                self.handle_job_retry(job, queue, value, queue.started_job_registry, self.execution)
                 return self._idle_commands(), "", False
             job._status = JobStatus.FINISHED
             job.execute_success_callback(self.death_penalty_class, value)

@@ -3,6 +3,7 @@ jobs.scripts, which registers them, in a file of their own for size."""
 
 from __future__ import annotations
 
+from jobs import keys
 from jobs.keys import BELL_PREFIX
 from jobs.queues import BELL_TOKENS
 
@@ -76,23 +77,29 @@ return res
 # methods, run as they are), the count of its dependents left to enqueue, then the start of the next
 # claimed job (RQ's commands again), only if its queue is not suspended and it is still claimed;
 # otherwise every claim of the worker goes back to the front of its queue.
-# ARGV: claims prefix, worker, pool, claim ttl, queue prefix, W, W queue names, ended-job commands,
-# dependents key or '', next queue or '', next id, start commands. Commands: count, then each as
-# (argument count, arguments...). Returns {dependents (-1: none asked), started (1/0)}.
+# The ended job's commands run only while its execution is still registered as started: one the scheduler
+# declared abandoned (its worker paused past its heartbeats) may be running elsewhere now (workers.takeover).
+# ARGV: claims prefix, worker, pool, claim ttl, queue prefix, W, W queue names, the ended execution's started
+# registry and member ('' for none), ended-job commands, dependents key or '', next queue or '', next id, start
+# commands. Commands: count, then each as (argument count, arguments...). Returns {dependents (-1: none
+# asked), started (1/0)}.
 STEP = _CLAIMS_PROLOGUE + """
-local function run(pos)
+local function run(pos, skip)
   local n = tonumber(ARGV[pos]); pos = pos + 1
   for _ = 1, n do
     local k = tonumber(ARGV[pos])
-    redis.call(unpack(ARGV, pos + 1, pos + k))
+    if not skip then redis.call(unpack(ARGV, pos + 1, pos + k)) end
     pos = pos + k + 1
   end
   return pos
 end
 local w = tonumber(ARGV[6])
-local pos = run(7 + w)
+local member = ARGV[8 + w]
+local stale = member ~= '' and not redis.call('ZSCORE', ARGV[7 + w], member)
+if stale then redis.call('HINCRBY', '""" + keys.METRIC_COUNTERS + """', 'stale_writes|result', 1) end
+local pos = run(9 + w, stale)
 local waiting = -1
-if ARGV[pos] ~= '' then waiting = redis.call('SCARD', ARGV[pos]) end
+if ARGV[pos] ~= '' and not stale then waiting = redis.call('SCARD', ARGV[pos]) end
 local q, id = ARGV[pos + 1], ARGV[pos + 2]
 if q == '' then return {waiting, 0} end
 if held_all(ARGV[3]) or suspended(q) or redis.call('LREM', ARGV[1] .. q, 1, id) == 0 then
@@ -100,7 +107,7 @@ if held_all(ARGV[3]) or suspended(q) or redis.call('LREM', ARGV[1] .. q, 1, id) 
   redis.call('ZREM', KEYS[4], ARGV[2])
   return {waiting, 0}
 end
-run(pos + 3)
+run(pos + 3, false)
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[2])
 return {waiting, 1}
 """
