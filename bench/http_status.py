@@ -21,11 +21,13 @@ STREAMS = 50
 
 
 @contextmanager
-def web(bench: Bench) -> Iterator[tuple[str, dict[str, str]]]:
-    """`refreshq web` on a free loopback port, with a read token; stopped on the way out."""
+def web(bench: Bench, streams: int | None = STREAMS + 14) -> Iterator[tuple[str, dict[str, str]]]:
+    """`refreshq web` on a free loopback port (`streams`: its REFRESHQ_WEB_STREAMS, None: the default), with
+    a read token; stopped on the way out."""
     port = free_port()
+    extra = {"REFRESHQ_WEB_STREAMS": str(streams)} if streams is not None else {}
     proc = bench.spawn("web", [*REFRESHQ, "web", "--port", str(port)],
-                       bench.env(REFRESHQ_WEB_PASSWORD="bench-only", REFRESHQ_WEB_STREAMS=str(STREAMS + 14)))
+                       bench.env(REFRESHQ_WEB_PASSWORD="bench-only", **extra))
     url = f"http://127.0.0.1:{port}"
     try:
         bench.wait_for(lambda: _up(url), 60, "refreshq web", [proc])

@@ -162,6 +162,24 @@ def _short_jobs(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _web_clients(r: dict[str, Any]) -> list[Row]:
+    s, overlap = "6 web clients", r["overlap"]
+    held = f"{r['idle_connections']:,} idle connections + {r['stream_clients']} stream clients held"
+    statuses = ", ".join(f"{n} x {code}" for code, n in r["stream_statuses"].items())
+    return [
+        Row(s, "stream clients answered", f"{statuses} within {r['streams_answered_within_s']:.2f} s "
+            f"(Retry-After {', '.join(r['stream_retry_after']) or 'none'})"),
+        Row(s, f"/healthz, new connection each, {held}", _ms(r["healthz"]), "p99 <= 100 ms",
+            r["healthz"]["p99_ms"] <= 100),
+        Row(s, "  GET /api/v1/refreshes/{id} (token), same time", _ms(r["api_get"]), "p99 <= 100 ms",
+            r["api_get"]["p99_ms"] <= 100),
+        Row(s, "  /healthz / the GET with nothing held", f"{_ms(r['healthz_nothing_held'])} / "
+            f"{_ms(r['api_get_nothing_held'])}"),
+        Row(s, "  held throughout (all open after the probes, stream cap still full)",
+            f"{overlap['open_after_probes']} of {overlap['held']} open", "held", overlap["held_throughout"]),
+    ]
+
+
 def rows(results: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     scenarios = results.get("scenarios", {})
@@ -172,6 +190,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         (("list_tasks",), _list),
         (("full_refresh", "orchestration"), _orchestration),
         (("short_jobs",), _short_jobs),
+        (("web_clients",), _web_clients),
     ]
     for path, build in builders:
         data = _get(scenarios, *path)

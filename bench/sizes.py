@@ -26,6 +26,9 @@ class Sizes:
     enqueue_n: int  # tasks or jobs per enqueue-rate measurement
     refresh_timeout: float
     province: str | None = None  # scenario 1 refreshes only this province (and the floor crawls only it)
+    web_idle: int = 1000  # scenario 6: TCP connections that send nothing, held while /healthz is probed
+    web_streams: int = 300  # ...and event-stream clients of a pending refresh (past the cap: 503, kept alive)
+    web_rounds: int = 200  # probes of /healthz and of an API GET, each on a new connection
 
 
 FULL = Sizes(
@@ -42,6 +45,7 @@ QUICK = Sizes(
     name="quick", scale=20_000, latency_ms=20, workers=2, concurrency=32, load_concurrency=4,
     api_seconds=1.5, api_interval=0.01, cli_calls=2, quiet_seconds=1, list_records=2_000, list_calls=50,
     short_jobs=100, latency_jobs=30, enqueue_n=200, refresh_timeout=120, province="440000",
+    web_idle=200, web_streams=100, web_rounds=30,
 )
 
 

@@ -97,7 +97,7 @@ def web(rt: Runtime, host: str | None, port: int | None) -> None:
     from jobs import shutdown
     from jobs.connection import server_url as url_of
     from web.app import check_exposure, create_app
-    from web.server import listen
+    from web.server import limits, listen
 
     host, port = host or rt.settings.web_host, port or rt.settings.port
 
@@ -109,8 +109,12 @@ def web(rt: Runtime, host: str | None, port: int | None) -> None:
     start_process(rt.settings, load_tasks=False, stop_handlers=False)
     check_exposure(rt.settings, host)
     app = create_app(rt.settings, url_of(rt.settings))
-    server = listen(app, host, port, rt.settings.web_streams)
+    server = listen(app, host, port, rt.settings.web_streams, trust_proxy=rt.settings.web_trust_proxy > 0)
     click.echo(f"refreshq: pages on http://{host}:{port}/, API on /api/v1, dashboard on http://{host}:{port}/rq/",
                err=True)
+    bounds = limits(server)
+    click.echo(f"refreshq: up to {bounds['connections']:,} connections (idle ones closed after "
+               f"{bounds['idle_seconds']} s), {bounds['threads']} threads, bodies up to "
+               f"{bounds['max_body_bytes']:,} bytes", err=True)
     server.run()
 

@@ -27,6 +27,7 @@ MAX_RETRY_CAP = 86_400.0
 MAX_PENDING = 10_000_000
 MAX_STALL_SECONDS = 30 * 86_400.0
 MAX_WEB_STREAMS = 1000
+MAX_PROXY_HOPS = 5
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
@@ -128,6 +129,8 @@ class Settings:
     stall_seconds: float = 600.0
     # Server-Sent Event streams the web process keeps open at once (its threads: this many plus headroom).
     web_streams: int = 64
+    # Proxies in front of the web process whose X-Forwarded-For / -Proto it believes (0: none, headers ignored).
+    web_trust_proxy: int = 0
     task_modules: tuple[str, ...] = ("jobs.named.builtin",)
     metrics_token: str | None = field(default=None, repr=False)
     # Defined below: thresholds of the health rules, and the alert rules' settings and channels.
@@ -174,6 +177,7 @@ class Settings:
             web_password=_str(env, "REFRESHQ_WEB_PASSWORD"),
             stall_seconds=_float(env, "REFRESHQ_STALL_SECONDS", 600.0, 1.0, MAX_STALL_SECONDS),
             web_streams=_int(env, "REFRESHQ_WEB_STREAMS", 64, maximum=MAX_WEB_STREAMS),
+            web_trust_proxy=_int(env, "REFRESHQ_WEB_TRUST_PROXY", 0, minimum=0, maximum=MAX_PROXY_HOPS),
             task_modules=_modules(env, "REFRESHQ_TASK_MODULES", "jobs.named.builtin"),
             metrics_token=_str(env, "REFRESHQ_METRICS_TOKEN"),
             health=HealthThresholds.from_env(env),

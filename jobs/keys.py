@@ -199,6 +199,13 @@ def province_plan(task_id: str, province: str) -> str:
 TOKENS = PREFIX + "tokens"                          # HASH SHA-256 of a token (hex) -> JSON {id, user, role, limits}
 WEB_SECRET = PREFIX + "web:secret"                  # STRING random key that signs the web sessions' cookies
 
+
+def signin_failures(kind: str, who: str) -> str:
+    """STRING failed sign-ins of one client address or user (`kind`: "address" or "user") in the window that
+    began with the first of them; expires with the window."""
+    return f"{PREFIX}web:failures:{kind}:{who}"
+
+
 # Published data: versioned per province; a version is the id of the task that wrote it.
 PUBLISHED = PREFIX + "data:published"               # HASH province code -> version
 PUBLISHED_META = PREFIX + "data:meta"               # HASH province code -> JSON {name, records, published_at}

@@ -140,6 +140,7 @@ def test_settings_are_frozen() -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("REFRESHQ_STALL_SECONDS", "0"), ("REFRESHQ_STALL_SECONDS", "2592001"), ("REFRESHQ_STALL_SECONDS", "soon"),
     ("REFRESHQ_WEB_STREAMS", "0"), ("REFRESHQ_WEB_STREAMS", "1001"), ("REFRESHQ_WEB_STREAMS", "2.5"),
+    ("REFRESHQ_WEB_TRUST_PROXY", "-1"), ("REFRESHQ_WEB_TRUST_PROXY", "6"), ("REFRESHQ_WEB_TRUST_PROXY", "yes"),
 ])
 def test_web_settings_out_of_range_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"{name}={value!r} is not valid"):
@@ -148,5 +149,6 @@ def test_web_settings_out_of_range_are_refused(name: str, value: str) -> None:
 
 def test_web_settings_defaults() -> None:
     settings = Settings.from_env({})
-    assert (settings.stall_seconds, settings.web_streams) == (600.0, 64)
+    assert (settings.stall_seconds, settings.web_streams, settings.web_trust_proxy) == (600.0, 64, 0)
+    assert Settings.from_env({"REFRESHQ_WEB_TRUST_PROXY": "1"}).web_trust_proxy == 1
     assert Settings.from_env({"REFRESHQ_STALL_SECONDS": "90.5"}).stall_seconds == 90.5

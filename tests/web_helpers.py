@@ -6,11 +6,15 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import signal
+import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import redis
 import waitress
 from flask import Flask
@@ -24,7 +28,7 @@ from jobs import queues
 from jobs.upstream.base import Hospital, Region
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
-from tests.helpers import drain, inflated, key_values, wait_until
+from tests.helpers import REFRESHQ, drain, free_port, inflated, key_values, wait_until
 
 MARKUP_NAME = "<img src=x onerror=alert(1)>省"
 MARKUP_CODE = "110000"  # 北京, renamed
@@ -48,6 +52,44 @@ def served(app: Flask) -> Iterator[str]:
         thread.join(timeout=10)
         server.task_dispatcher.shutdown()
         assert not thread.is_alive(), "the test web server did not stop"
+
+
+@contextmanager
+def web_process(env: dict[str, str], password: str | None = "pw", **extra: str) -> Iterator[str]:
+    """`refreshq web` as a user starts it (its own process, waitress, a free loopback port); yields its base
+    URL once /healthz answers; SIGTERMed at the end, and it must exit 0. Its output goes to a file (a
+    pipe nobody reads would stop it once full)."""
+    port = free_port()
+    environment = {**env, "REFRESHQ_SAMPLE_SCALE": "2000", **extra}
+    if password is not None:
+        environment["REFRESHQ_WEB_PASSWORD"] = password
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([REFRESHQ, "web", "--port", str(port)], env=environment, stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+
+        def output() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")[-5000:]
+
+        try:
+            wait_until(lambda: _answers(url) or proc.poll() is not None, 30, 0.1, "refreshq web to answer")
+            assert proc.poll() is None, output()
+            yield url
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                assert proc.wait(timeout=20) == 0, output()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def same_origin(base_url: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ import ipaddress
 
 import redis
 from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.config import Settings
@@ -38,6 +39,11 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
     """The web process: the API (/api/v1), the live pages, rq-dashboard under /rq, a health check."""
     app = Flask("refreshq")
     app.extensions["refreshq.settings"] = settings
+    if settings.web_trust_proxy:
+        # The client's address (sign-in throttling) and scheme (the session cookie's Secure flag) as the
+        # proxies in front say; never believed from a client that is not one (REFRESHQ_WEB_TRUST_PROXY=0).
+        hops = settings.web_trust_proxy
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     dashboard.mount(app, redis_url)
     conn: redis.Redis = app.redis_conn  # type: ignore[attr-defined]
     register_queues(conn)

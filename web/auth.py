@@ -4,8 +4,12 @@
   by its SHA-256; its role and its user's limits come with it. Never a token in a query string.
 - HTTP Basic with REFRESHQ_WEB_PASSWORD (any user name): admin, as the dashboard always was.
 - The browser's session cookie, set by the sign-in form (/login) from the password or a token: signed
-  with a random secret kept in Redis, HttpOnly, SameSite=Strict. It holds no secret: a keyed digest of
-  the password, or the token's SHA-256 (so a revoked token or a changed password ends the session).
+  with a random secret kept in Redis, HttpOnly, SameSite=Strict, Secure over HTTPS. It holds no secret: a
+  keyed digest of the password, or the token's SHA-256 (so a revoked token or a changed password ends the
+  session).
+
+Wrong passwords and tokens are throttled per client address and per user (web.throttle): 429 with
+Retry-After after too many.
 
 Without REFRESHQ_WEB_PASSWORD the process serves loopback only (web.app.check_exposure) and a request
 without credentials is the local admin, as the dashboard was before tokens; a bad token still is 401.
@@ -28,6 +32,7 @@ from typing import Any, TypeVar
 
 import redis
 from flask import Flask, current_app, g, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -37,6 +42,7 @@ from jobs.owners import Owner
 from jobs.redis_values import as_text
 from web import security
 from web.api.problems import problem
+from web.throttle import Throttle
 
 ROLE_GRANTS = {"read": ("read",), "operate": ("read", "operate"), "admin": ("read", "operate", "admin")}
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -74,6 +80,7 @@ class Auth:
 
     def __init__(self, settings: Settings, conn: redis.Redis) -> None:
         self.settings, self.conn = settings, conn
+        self.throttle = Throttle(conn)
         self.basic = HTTPBasicAuth(realm="refreshq")
         self.bearer = HTTPTokenAuth("Bearer", realm="refreshq")
         self.multi = MultiAuth(self.basic, self.bearer)
@@ -84,14 +91,20 @@ class Auth:
             scheme.error_handler(_refused)
 
     def _verify_token(self, token: str) -> Principal | None:
+        self.throttle.check()
         info = tokens.verify(self.conn, token)
-        return Principal(info.user, info.role, "bearer", info.owner) if info else None
+        if info is None:
+            self.throttle.failed()
+            return None
+        return Principal(info.user, info.role, "bearer", info.owner)
 
     def _verify_password(self, _username: str, password: str) -> Principal | None:
         expected = self.settings.web_password
         if request.authorization is not None and expected is not None:
+            self.throttle.check(PASSWORD_USER)
             if hmac.compare_digest(password.encode(), expected.encode()):
                 return Principal(PASSWORD_USER, "admin", "password", Owner(PASSWORD_USER))
+            self.throttle.failed(PASSWORD_USER)
             return None
         from_session = self.session_principal()
         if from_session is not None:
@@ -112,8 +125,11 @@ class Auth:
         return None
 
     def sign_in(self, password: str | None, token: str | None) -> bool:
-        """Start a browser session from the password or a token; False if neither is right."""
+        """Start a browser session from the password or a token; False if neither is right, TooManyRequests
+        (werkzeug's 429) while this address or the password's user is throttled (web.throttle)."""
         expected = self.settings.web_password
+        user = PASSWORD_USER if password else None
+        self.throttle.check(user)
         if password and expected and hmac.compare_digest(password.encode(), expected.encode()):
             session.clear()
             session.update(via="password", pw=_password_digest(expected))
@@ -122,6 +138,7 @@ class Auth:
             session.clear()
             session.update(via="token", sha=tokens.digest(token.strip()))
             return True
+        self.throttle.failed(user)
         return False
 
     def check(self, role: str) -> BaseResponse | None:
@@ -185,10 +202,19 @@ def _refused(status: int) -> BaseResponse:
     return _forbidden("your role may not do this" if status == 403 else "sign in first")
 
 
+class _SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed cookie, `Secure` whenever the request came over HTTPS (directly, or through a proxy
+    that says so when REFRESHQ_WEB_TRUST_PROXY lets it: web.app)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure or super().get_cookie_secure(app)
+
+
 def install(app: Flask, auth: Auth) -> None:
     """Session cookie settings; no WWW-Authenticate on anything but a 401."""
     app.config.update(SESSION_COOKIE_NAME="refreshq_session", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict")
+    app.session_interface = _SessionCookies()
     app.extensions["refreshq.auth"] = auth
 
     @app.after_request

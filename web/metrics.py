@@ -179,12 +179,34 @@ def authorized(settings: Settings, header: str | None) -> bool:
     return False
 
 
+def _gate(settings: Settings, header: str | None) -> Response | None:
+    """None when the scrape may go on; else 401 (the failure counted when credentials were shown, against
+    the password's user for Basic: web.throttle), or 429 with Retry-After while the address or that user
+    is throttled, the right credentials included."""
+    if settings.web_password is None and settings.metrics_token is None:
+        return None
+    from web.auth import PASSWORD_USER, auth_of
+
+    throttle = auth_of(current_app).throttle
+    user = PASSWORD_USER if (header or "").lower().startswith("basic ") else None
+    wait = throttle.wait(user)
+    if wait:
+        return Response(f"too many failed sign-ins: try again in {wait} s\n", 429, {"Retry-After": str(wait)},
+                        mimetype="text/plain")
+    if authorized(settings, header):
+        return None
+    if header:
+        throttle.failed(user)
+    return Response("authentication required\n", 401,
+                    {"WWW-Authenticate": 'Basic realm="refreshq", Bearer realm="refreshq"'})
+
+
 def mount(app: Flask, settings: Settings) -> None:
     @app.get(PATH)
     def metrics() -> Response:
-        if not authorized(settings, request.headers.get("Authorization")):
-            return Response("authentication required\n", 401,
-                            {"WWW-Authenticate": 'Basic realm="refreshq", Bearer realm="refreshq"'})
+        refused = _gate(settings, request.headers.get("Authorization"))
+        if refused is not None:
+            return refused
         conn: redis.Redis = current_app.redis_conn  # type: ignore[attr-defined]
         body, content_type = render(conn, request.headers.get("Accept"))
         return Response(body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"})

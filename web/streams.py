@@ -18,13 +18,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Response, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from jobs import shutdown
 from jobs.statuses import TERMINAL
+from web.api.problems import problem
 
 POLL = 0.5
 HEARTBEAT = 10.0
 RETRY_MS = 3000  # what the browser waits before reconnecting a dropped stream
+RETRY_AFTER = 5  # seconds a client refused past the cap is told to wait
 MAX_SECONDS = 3600.0  # a stream ends after this long (the browser reconnects): no thread is held forever
 
 
@@ -100,11 +103,11 @@ def _event(state: dict[str, Any], ident: str, name: str = "state") -> str:
 def stream(
     slots: StreamSlots, shared: SharedReads, key: str, fingerprint: Callable[[], Any],
     read: Callable[[], dict[str, Any]],
-) -> Response:
+) -> BaseResponse:
     """The event stream (the caller checked that the task exists), or 503 past the cap."""
     if not slots.take():
-        return Response("too many open event streams: poll instead\n", 503, {"Retry-After": "5"},
-                        mimetype="text/plain")
+        return problem(503, None, f"too many open event streams (REFRESHQ_WEB_STREAMS, {slots.cap}): poll instead",
+                       {"Retry-After": str(RETRY_AFTER)})
     last_id = request.headers.get("Last-Event-ID")
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     events = _events(lambda: shared.fingerprint(key, fingerprint), lambda p: shared.state(key, p, read), last_id)

@@ -18,6 +18,10 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from jobs.errors import TaskArgumentsError
+
+# A run's or a schedule's arguments as compact UTF-8 JSON: they are stored with every job and every fire.
+MAX_ARGUMENTS_BYTES = 64 * 1024
 _ARRAYS = (list, tuple, collections.abc.Sequence, collections.abc.Collection, collections.abc.Iterable)
 _OBJECTS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 _NAMES = {str: "str", int: "int", float: "float", bool: "bool", type(None): "null"}
@@ -36,8 +40,16 @@ def _show(value: Any) -> str:
 
 
 def as_json(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    """The arguments as a worker will see them (a JSON round trip); TypeError or ValueError if not JSON."""
-    plain_args, plain_kwargs = json.loads(json.dumps([list(args), dict(kwargs)], allow_nan=False))
+    """The arguments as a worker will see them (a JSON round trip); TypeError or ValueError if not JSON,
+    TaskArgumentsError over MAX_ARGUMENTS_BYTES."""
+    text = json.dumps([list(args), dict(kwargs)], allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    size = len(text.encode())
+    if size > MAX_ARGUMENTS_BYTES:
+        raise TaskArgumentsError(
+            f"arguments are {size:,} bytes of JSON: at most {MAX_ARGUMENTS_BYTES:,} (64 KiB); pass a reference "
+            "to larger data (a key, a path, a URL) instead"
+        )
+    plain_args, plain_kwargs = json.loads(text)
     return plain_args, plain_kwargs
 
 

@@ -20,7 +20,8 @@ def blueprint() -> Blueprint:
 
 
 def install(app: Flask) -> None:
-    from web.api import problems
+    from web.api import bounds, problems
 
     app.register_blueprint(blueprint())
     problems.install(app, PREFIX + "/")
+    bounds.install(app, PREFIX + "/")

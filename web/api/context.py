@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from jobs.config import Settings
 from jobs.errors import ValidationError
 from jobs.refresh.manager import SyncTaskManager
+from web.api import bounds
 
 
 def conn() -> redis.Redis:
@@ -29,7 +30,9 @@ def manager() -> SyncTaskManager:
 
 def body(allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The request's JSON object with only `allowed` keys and every `required` one (422 otherwise)."""
-    data = request.get_json(silent=True, force=True) if request.data else {}
+    data = bounds.json_body()
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ValidationError("the body must be a JSON object")
     unknown = sorted(set(data) - set(allowed))

@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from jobs.errors import TaskNotFoundError, ValidationError
 from jobs.refresh import published
 from jobs.refresh.provinces import match_province
+from web.api.bounds import takes
 from web.api.context import as_json, conn
 from web.api.pagination import choice, envelope, page_args, slice_of
 from web.auth import guard
@@ -30,6 +31,7 @@ def _province_code(db: redis.Redis, text: str) -> str:
         raise TaskNotFoundError(f"{exc} (among published provinces)") from None
 
 
+@takes("page", "page_size")
 def stats() -> BaseResponse:
     page, page_size = page_args(default_size=100)
     rows = [{"code": code, **meta} for code, meta in published.verified_provinces(conn()).items()]
@@ -51,6 +53,7 @@ def _leaves(db: redis.Redis, code: str, city: str | None, district: str | None) 
     return version, chosen
 
 
+@takes("city", "district", "page", "page_size")
 def hospitals(province: str) -> BaseResponse:
     """One page of a province's (or one city's, one district's) hospitals, in leaf and id order."""
     page, page_size = page_args()
@@ -72,6 +75,7 @@ def hospitals(province: str) -> BaseResponse:
     return as_json(envelope(items, sum(sizes), page, page_size))
 
 
+@takes("format", "province")
 def export() -> BaseResponse:
     fmt = choice("format", ("jsonl", "csv"))
     if fmt is None:

@@ -6,11 +6,13 @@ from flask import Blueprint
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.duties import dead_letters
+from web.api.bounds import takes
 from web.api.context import as_json, conn
 from web.api.pagination import envelope, page_args
 from web.auth import guard
 
 
+@takes("page", "page_size")
 def list_failed() -> BaseResponse:
     """A page of dead jobs, newest first, from the registry's sorted set."""
     page, page_size = page_args()
@@ -19,14 +21,17 @@ def list_failed() -> BaseResponse:
     return as_json(envelope(entries, total, page, page_size))
 
 
+@takes()
 def get_failed(job_id: str) -> BaseResponse:
     return as_json(dead_letters.show_dead(conn(), job_id))
 
 
+@takes()
 def retry(job_id: str) -> BaseResponse:
     return as_json({"job_id": job_id, "outcome": dead_letters.retry_dead(conn(), job_id)})
 
 
+@takes()
 def purge() -> BaseResponse:
     return as_json({"purged": dead_letters.purge_dead(conn())})
 

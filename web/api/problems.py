@@ -29,10 +29,14 @@ from jobs.errors import (
 )
 
 MEDIA_TYPE = "application/problem+json"
+# An error's text can quote what the client sent (a province name, a path): never more than this of it.
+MAX_DETAIL_CHARS = 1000
+MAX_INSTANCE_CHARS = 300
 TYPE_BASE = "https://refreshq.invalid/problems/"
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           409: "Conflict", 415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
-           500: "Internal Server Error", 503: "Service Unavailable"}
+           409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+           429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented", 503: "Service Unavailable"}
 # Most specific first: the first class an error is an instance of decides its status.
 _STATUS_OF: tuple[tuple[type[RefreshqError], int], ...] = (
     (LimitExceededError, 429),
@@ -50,12 +54,24 @@ class BadQuery(ValidationError):
     """Raised when a query-string parameter of an API request is not valid (answered 400)."""
 
 
-def problem(status: int, title: str | None = None, detail: str = "", headers: dict[str, str] | None = None,
-            **extra: Any) -> BaseResponse:
+def shortened(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """`text`, cut to `limit` characters with a note of how much was left out (an error can quote input)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def document(status: int, title: str | None, detail: str, instance: str, **extra: Any) -> str:
+    """The problem as JSON text (web.server's own refusals use it outside a request too)."""
     title = title or _TITLES.get(status, "Error")
     body = {"type": TYPE_BASE + title.lower().replace(" ", "-"), "title": title, "status": status,
-            "detail": detail, "instance": request.path, **extra}
-    return BaseResponse(json.dumps(body, ensure_ascii=False) + "\n", status, headers, mimetype=MEDIA_TYPE)
+            "detail": shortened(detail), "instance": shortened(instance, MAX_INSTANCE_CHARS), **extra}
+    return json.dumps(body, ensure_ascii=False) + "\n"
+
+
+def problem(status: int, title: str | None = None, detail: str = "", headers: dict[str, str] | None = None,
+            **extra: Any) -> BaseResponse:
+    return BaseResponse(document(status, title, detail, request.path, **extra), status, headers, mimetype=MEDIA_TYPE)
 
 
 def status_of(error: RefreshqError) -> int:
@@ -77,8 +93,8 @@ def install(app: Flask, prefix: str) -> None:
         if status == 503 and headers is None:
             headers = {"Retry-After": "30"}
         if not ours():
-            return BaseResponse(f"{status} {_TITLES.get(status, 'Error')}: {error}\n", status, headers,
-                                mimetype="text/plain")
+            return BaseResponse(f"{status} {_TITLES.get(status, 'Error')}: {shortened(str(error))}\n", status,
+                                headers, mimetype="text/plain")
         return problem(status, None, str(error), headers)
 
     previous = app.error_handler_spec.get(None, {}).get(None, {}).get(HTTPException)

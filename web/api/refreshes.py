@@ -14,6 +14,7 @@ from jobs.statuses import TASK_STATUSES as STATUSES
 from jobs.statuses import TERMINAL
 from web import auth, live, streams
 from web.api import context
+from web.api.bounds import takes
 from web.api.context import as_json, body, manager, with_etag
 from web.api.pagination import choice, envelope, page_args
 
@@ -28,6 +29,7 @@ def _view(status: dict[str, Any]) -> dict[str, Any]:
     return live.view(status, _stall())
 
 
+@takes()
 def create() -> BaseResponse:
     data = body(("kind", "province"), ("kind",))
     kind = data["kind"]
@@ -45,6 +47,7 @@ def create() -> BaseResponse:
     return as_json(_view(manager().get_task_status(created.task_id)), 200 if created.replayed else 201, headers)
 
 
+@takes("status", "kind", "owner", "sort", "order", "page", "page_size")
 def list_refreshes() -> BaseResponse:
     page, page_size = page_args()
     owner = request.args.get("owner") or None
@@ -55,10 +58,12 @@ def list_refreshes() -> BaseResponse:
     return as_json(envelope([_view(s) for s in result["items"]], result["total"], page, page_size))
 
 
+@takes()
 def get_refresh(task_id: str) -> BaseResponse:
     return with_etag(_view(manager().get_task_status(task_id)))
 
 
+@takes("page", "page_size")
 def provinces(task_id: str) -> BaseResponse:
     page, page_size = page_args(default_size=100)
     rows = manager().province_progress(task_id)
@@ -66,11 +71,13 @@ def provinces(task_id: str) -> BaseResponse:
     return with_etag(envelope(rows[start : start + page_size], len(rows), page, page_size))
 
 
+@takes()
 def live_state(task_id: str) -> BaseResponse:
     """The refresh page's whole picture, for polling with If-None-Match when the event stream is down."""
     return with_etag(live.payload(manager(), task_id, _stall()))
 
 
+@takes()
 def events(task_id: str) -> BaseResponse:
     the_manager, stall = manager(), _stall()
     the_manager.get_task_status(task_id)  # 404 before the stream opens
@@ -92,6 +99,7 @@ def _own(task_id: str) -> dict[str, Any]:
     return status
 
 
+@takes()
 def cancel(task_id: str) -> BaseResponse:
     status = _own(task_id)
     if not manager().cancel_task(task_id):
@@ -99,12 +107,14 @@ def cancel(task_id: str) -> BaseResponse:
     return as_json(_view(manager().get_task_status(task_id)))
 
 
+@takes()
 def resume(task_id: str) -> BaseResponse:
     _own(task_id)
     manager().resume_task(task_id)
     return as_json(_view(manager().get_task_status(task_id)))
 
 
+@takes()
 def cleanup() -> BaseResponse:
     data = body(("older_than_days", "statuses"))
     days = data.get("older_than_days", 7)

@@ -13,6 +13,7 @@ from jobs.errors import ScheduleError, TaskArgumentsError, TaskStateError
 from jobs.named import schedules
 from jobs.named.catalog import TaskCatalog, configured_tasks
 from jobs.named.triggers import DEFAULT_TIMEZONE
+from web.api.bounds import takes
 from web.api.context import as_json, body, conn, settings
 from web.api.pagination import page_args, slice_of
 from web.auth import guard
@@ -24,12 +25,14 @@ def _catalog() -> TaskCatalog:
     return configured_tasks(settings())
 
 
+@takes("page", "page_size")
 def list_schedules() -> BaseResponse:
     page, page_size = page_args(default_size=100)
     db = conn()
     return as_json(slice_of([schedules.describe(db, name) for name in schedules.names(db)], page, page_size))
 
 
+@takes()
 def get_schedule(name: str) -> BaseResponse:
     return as_json(schedules.describe(conn(), name))
 
@@ -41,6 +44,7 @@ def _typed(data: dict[str, Any], name: str, kind: type | tuple[type, ...], defau
     return value
 
 
+@takes()
 def put_schedule(name: str) -> BaseResponse:
     """Add or replace the schedule of task `name`; an empty body installs the task's default schedule."""
     catalog = _catalog()
@@ -68,21 +72,25 @@ def put_schedule(name: str) -> BaseResponse:
     return as_json(schedules.describe(conn(), name))
 
 
+@takes()
 def delete_schedule(name: str) -> BaseResponse:
     schedules.remove(conn(), name)
     return BaseResponse(status=204)
 
 
+@takes()
 def pause(name: str) -> BaseResponse:
     schedules.set_paused(conn(), _catalog(), name, True, time.time())
     return as_json(schedules.describe(conn(), name))
 
 
+@takes()
 def resume(name: str) -> BaseResponse:
     schedules.set_paused(conn(), _catalog(), name, False, time.time())
     return as_json(schedules.describe(conn(), name))
 
 
+@takes()
 def run_now(name: str) -> BaseResponse:
     schedules.describe(conn(), name)  # 404 for no such schedule
     fired = fire_schedules.run_now(conn(), _catalog(), name)

@@ -11,11 +11,13 @@ from werkzeug.wrappers import Response as BaseResponse
 from jobs import workforce
 from jobs.errors import ValidationError
 from jobs.info import queue_report, worker_report
+from web.api.bounds import takes
 from web.api.context import as_json, body, conn
 from web.api.pagination import page_args, slice_of
 from web.auth import guard
 
 
+@takes("page", "page_size")
 def workers() -> BaseResponse:
     page, page_size = page_args(default_size=100)
     db = conn()
@@ -23,6 +25,7 @@ def workers() -> BaseResponse:
     return as_json({**listed, "pools": workforce.list_pools(db), "suspended": workforce.suspensions(db)})
 
 
+@takes("page", "page_size")
 def list_queues() -> BaseResponse:
     page, page_size = page_args(default_size=100)
     return as_json(slice_of(queue_report(conn()), page, page_size))
@@ -42,26 +45,31 @@ def _queues(data: dict[str, Any]) -> list[str]:
     return value
 
 
+@takes()
 def suspend() -> BaseResponse:
     data = body(("queues", "pool"))
     return as_json(workforce.suspend(conn(), _queues(data), _text(data, "pool")))
 
 
+@takes()
 def resume() -> BaseResponse:
     data = body(("queues", "pool"))
     return as_json(workforce.resume(conn(), _queues(data), _text(data, "pool")))
 
 
+@takes()
 def drain() -> BaseResponse:
     data = body(("pool", "worker"))
     return as_json(workforce.drain(conn(), _text(data, "pool"), _text(data, "worker")))
 
 
+@takes()
 def stop() -> BaseResponse:
     data = body(("pool", "worker"))
     return as_json(workforce.stop(conn(), _text(data, "pool"), _text(data, "worker")))
 
 
+@takes()
 def scale() -> BaseResponse:
     data = body(("pool", "processes"), required=("pool", "processes"))
     processes = data["processes"]

@@ -15,6 +15,7 @@ from jobs.errors import TaskArgumentsError, TaskNotFoundError
 from jobs.named import history, runs
 from jobs.named.catalog import TaskCatalog, configured_tasks, summary
 from web import auth
+from web.api.bounds import takes
 from web.api.context import as_json, body, conn, settings
 from web.api.pagination import envelope, page_args, slice_of, whole
 
@@ -25,18 +26,21 @@ def _catalog() -> TaskCatalog:
     return configured_tasks(settings())
 
 
+@takes("category", "tag", "page", "page_size")
 def list_tasks() -> BaseResponse:
     page, page_size = page_args(default_size=100)
     rows = [summary(d) for d in _catalog().select(request.args.get("category"), request.args.get("tag"))]
     return as_json(slice_of(rows, page, page_size))
 
 
+@takes()
 def get_task(name: str) -> BaseResponse:
     definition = _catalog().get(name)
     total, _ = history.page(conn(), name, 1, 0)
     return as_json({**summary(definition), "executions": total})
 
 
+@takes()
 def run_task(name: str) -> BaseResponse:
     definition = _catalog().get(name)
     args: Any = body(("args",)).get("args", [])
@@ -51,6 +55,7 @@ def run_task(name: str) -> BaseResponse:
     return as_json(_run(job_id), 201, {"Location": url_for("api.get_run", run_id=job_id)})
 
 
+@takes("limit", "offset")
 def task_history(name: str) -> BaseResponse:
     _catalog().get(name)
     limit = whole("limit", 20, 1, MAX_HISTORY_LIMIT)
@@ -93,6 +98,7 @@ def _iso(moment: Any) -> str | None:
     return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
+@takes()
 def get_run(run_id: str) -> BaseResponse:
     return as_json(_run(run_id))
 

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.errors import RefreshqError
@@ -98,8 +99,12 @@ def login() -> BaseResponse | str:
         return render_template("refreshq/login.html", principal=None, next=next_page, error=None)
     if not security.is_same_origin(request.headers, request.host):
         return BaseResponse("403 Forbidden: sign in from this site's page\n", 403, mimetype="text/plain")
-    if guard.sign_in(request.form.get("password"), request.form.get("token")):
-        return redirect(next_page, 303)
+    try:
+        if guard.sign_in(request.form.get("password"), request.form.get("token")):
+            return redirect(next_page, 303)
+    except TooManyRequests as refused:  # web.throttle: the page, with how long to wait
+        return BaseResponse(render_template("refreshq/login.html", principal=None, next=next_page,
+                                            error=refused.description), 429, refused.get_headers())
     return BaseResponse(render_template("refreshq/login.html", principal=None, next=next_page,
                                         error="wrong password or token"), 401)
 
