@@ -17,6 +17,7 @@ from jobs import keys
 from jobs.config import HealthThresholds, Settings
 from jobs.observe import metrics as reports
 from jobs.observe import snapshot as snap
+from jobs.reconnect import writes_refused
 from jobs.redis_values import as_text_map
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
@@ -119,6 +120,13 @@ def _memory(shot: snap.Snapshot, t: HealthThresholds) -> Iterator[Issue]:
                     f"Redis uses {shot.memory_used:,} of its maxmemory {shot.memory_max:,} bytes ({percent:.1f}%)")
 
 
+def _writes(conn: redis.Redis) -> Iterator[Issue]:
+    refused = writes_refused(conn)
+    if refused is not None:
+        yield Issue("redis_refusing_writes", CRITICAL, "redis", refused["reason"], None,
+                    f"{refused['message']}: workers and the scheduler wait, running tasks do not move")
+
+
 def _channels(conn: redis.Redis) -> Iterator[Issue]:
     for channel, raw in sorted(as_text_map(conn.hgetall(keys.ALERT_CHANNELS)).items()):
         state = json.loads(raw)
@@ -133,7 +141,7 @@ def issues(conn: redis.Redis, settings: Settings, shot: snap.Snapshot, metrics: 
     return [
         *_success_rate(metrics, t), *long_running(shot, t), *_too_many_running(shot, t), *stalled(shot, t),
         *queue_backlog(shot, t), *no_worker(shot), *_scheduler(shot), *dead_letters(shot), *_memory(shot, t),
-        *_channels(conn),
+        *_writes(conn), *_channels(conn),
     ]
 
 

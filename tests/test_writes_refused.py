@@ -1,0 +1,180 @@
+"""A Redis that refuses writes for a while -- out of memory under noeviction, a read-only replica after a
+failover -- is an outage for writes only: workers and the scheduler wait (logging it), no job is failed or
+buried for it, no process exits, reads go on and show why the task waits, and the refresh ends exact by
+itself once writes are taken again. A command fails at once with a clear message, storing nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from jobs import keys
+from jobs.config import Settings
+from jobs.reconnect import writes_refused
+from jobs.refresh.manager import SyncTaskManager
+from jobs.upstream.sample import SampleDirectory
+from jobs.upstream.serve import RunningUpstream
+from tests.conftest import run_cli
+from tests.helpers import (
+    alive,
+    checksum,
+    exported,
+    log_lines,
+    refreshq_process,
+    wait_until,
+    work_horses,
+)
+from tests.private_valkey import PrivateValkey
+
+pytestmark = pytest.mark.upstream(scale=6000, latency_ms=40)
+
+SCALE = 6000
+# How long writes stay refused mid-refresh: the issue's 30 s, longer than a job's heartbeat lasts (15 s) and
+# an upstream lease (10 s), so both lapse meanwhile.
+REFUSED_FOR = 30.0
+STOP_WITHIN = 10.0
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PrivateValkey]:
+    with PrivateValkey(tmp_path / "valkey") as private:
+        yield private
+
+
+def _env(server: PrivateValkey, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": server.url, "REFRESHQ_DATA_DIR": str(tmp_path / "data")}
+
+
+@contextmanager
+def out_of_memory(client: redis.Redis) -> Iterator[None]:
+    """`maxmemory` under the memory in use, with noeviction: every write that may grow the data set is refused
+    (OOM) until the block ends and the limit is lifted (set at the memory in use, writes that free some
+    let a few others through now and then)."""
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", max(1, int(client.info("memory")["used_memory"]) // 2))
+    try:
+        wait_until(lambda: writes_refused(client), 30, 0.05, "the server to refuse writes")
+        yield
+    finally:
+        client.config_set("maxmemory", 0)
+
+
+def _status(client: redis.Redis, task_id: str, env: dict[str, str]) -> dict[str, Any]:
+    result = run_cli("status", task_id, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def _fleet_logs(tmp_path: Path) -> list[Path]:
+    return [tmp_path / "worker-1.log", tmp_path / "worker-2.log", tmp_path / "scheduler.log"]
+
+
+@pytest.mark.slow
+def test_a_full_redis_mid_refresh_is_waited_out_and_the_refresh_ends_exact(
+    server: PrivateValkey, slow_upstream: RunningUpstream, tmp_path: Path
+) -> None:
+    client, env = server.client(), _env(server, tmp_path)
+    manager = SyncTaskManager(Settings.from_env(env), client, upstream={"kind": "http", "url": slow_upstream.url})
+    task_id = manager.create_full_refresh_task()
+    w1, w2, sched = _fleet_logs(tmp_path)
+    with refreshq_process(["worker", "--queue", "refresh"], env, w1) as one, \
+            refreshq_process(["worker", "--queue", "refresh"], env, w2) as two, \
+            refreshq_process(["scheduler"], env, sched) as scheduler:
+        wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 20, 120, 0.1, "progress >= 20%")
+        with out_of_memory(client):
+            refused_at = time.monotonic()
+            for log in (w1, w2, sched):
+                wait_until(lambda log=log: log_lines(log, "refuses writes"), 30, 0.1, f"{log.name} to wait")
+            waiting = _status(client, task_id, env)
+            assert waiting["status"] == "RUNNING" and waiting["writes_refused"]["reason"] == "OOM", waiting
+            health = run_cli("health", "--json", env=env)
+            assert health.returncode == 3, health.stdout + health.stderr
+            rules = {issue["rule"] for issue in json.loads(health.stdout)["issues"]}
+            assert {"redis_refusing_writes", "redis_memory"} <= rules, rules
+            time.sleep(max(0.0, REFUSED_FOR - (time.monotonic() - refused_at)))  # the outage itself
+            assert _status(client, task_id, env)["statistics"] == waiting["statistics"]  # nothing moved
+        final = wait_until(
+            lambda: (s := manager.get_task_status(task_id))["status"] in TERMINAL and s, 240, 0.2,
+            "the refresh to end after writes are taken again",
+        )
+        still_running = [p.poll() is None for p in (one, two, scheduler)]
+    logs = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}" for log in (w1, w2, sched))
+    assert still_running == [True, True, True], logs
+    assert final["status"] == "SUCCEEDED", (final, logs)
+    assert final["statistics"]["hospitals_found"] == SCALE
+    assert checksum(exported(client)) == checksum(SampleDirectory(SCALE).all_hospitals())
+    assert client.zcard(keys.DEAD_LETTER) == 0
+    assert final["writes_refused"] is None
+    for log in (w1, w2, sched):
+        text = log.read_text(errors="replace")
+        assert "unhandled exception" not in text, text[-4000:]
+        assert log_lines(log, "takes writes again"), text[-4000:]
+
+
+def test_a_command_fails_at_once_while_writes_are_refused_and_reads_work(
+    server: PrivateValkey, tmp_path: Path
+) -> None:
+    client, env = server.client(), _env(server, tmp_path)
+    manager = SyncTaskManager(Settings.from_env(env), client)
+    pending = manager.create_province_refresh_task("北京")  # no worker: it stays PENDING
+    with out_of_memory(client):
+        before = sorted(client.keys("*"))
+        started = time.monotonic()
+        created = run_cli("refresh", "province", "上海", env=env)
+        took = time.monotonic() - started
+        assert sorted(client.keys("*")) == before  # nothing stored, not half of it
+        status = run_cli("status", pending, env=env)
+        listed = run_cli("list", "--json", env=env)
+        stats = run_cli("data", "stats", env=env)
+    assert created.returncode == 1, created.stdout + created.stderr
+    errors = [line for line in created.stderr.splitlines() if line.startswith("refreshq: error:")]
+    assert len(errors) == 1 and "Traceback" not in created.stderr, created.stderr
+    assert "refuses writes" in errors[0] and "out of memory" in errors[0] and "OOM" in errors[0], errors[0]
+    assert took < 5.0, f"the refused create took {took:.1f} s to fail"
+    assert status.returncode == 0, status.stderr
+    assert "PENDING" in status.stdout and "waiting: Redis refuses writes" in status.stdout, status.stdout
+    assert listed.returncode == 0 and pending in listed.stdout, listed.stderr
+    assert stats.returncode == 0, stats.stderr
+    assert manager.get_task_status(pending)["writes_refused"] is None  # taken again: nothing to show
+
+
+def test_a_worker_and_a_scheduler_stopped_while_writes_are_refused_exit_within_10_s(
+    server: PrivateValkey, slow_upstream: RunningUpstream, tmp_path: Path
+) -> None:
+    client, env = server.client(), _env(server, tmp_path)
+    manager = SyncTaskManager(Settings.from_env(env), client, upstream={"kind": "http", "url": slow_upstream.url})
+    manager.create_province_refresh_task("广东")
+    w1, _w2, sched = _fleet_logs(tmp_path)
+    with refreshq_process(["worker", "--queue", "refresh"], env, w1) as worker, \
+            refreshq_process(["scheduler"], env, sched) as scheduler:
+        horses = wait_until(lambda: work_horses(worker.pid), 60, 0.05, "the province job to start")
+        with out_of_memory(client):
+            for log in (w1, sched):
+                wait_until(lambda log=log: log_lines(log, "refuses writes"), 30, 0.1, f"{log.name} to wait")
+            seconds = [_stop_and_time(worker), _stop_and_time(scheduler)]
+    assert seconds[0] < STOP_WITHIN and seconds[1] < STOP_WITHIN, seconds
+    assert worker.returncode == 0, w1.read_text()
+    assert scheduler.returncode == 0, sched.read_text()
+    assert not [h for h in horses if alive(h)], "the work-horse outlived its worker"
+    assert "unhandled exception" not in w1.read_text()
+
+
+def _stop_and_time(proc: subprocess.Popen[bytes]) -> float:
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("still running 30 s after SIGTERM") from None
+    return time.monotonic() - started
