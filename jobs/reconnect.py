@@ -61,8 +61,9 @@ _NEVER_RETRIED: tuple[type[Exception], ...] = (redis.AuthenticationError, Author
 
 OOM, READONLY, MISCONF, NOREPLICAS = "OOM", "READONLY", "MISCONF", "NOREPLICAS"
 # The code of a refusal, at the start of the server's answer, of redis-py's note on a pipeline's failed
-# command, or of an EXECABORT that names why the transaction was discarded.
-_REFUSAL_CODE = re.compile(r"(?:^|caused error: |discarded because of: )(OOM|READONLY|MISCONF|NOREPLICAS) ")
+# command, or of an EXECABORT that names why the transaction was discarded. UNBLOCKED: a blocking command
+# (a worker's BLMOVE) cut short as its primary turned into a replica -- the first sign of a failover.
+_REFUSAL_CODE = re.compile(r"(?:^|caused error: |discarded because of: )(OOM|READONLY|MISCONF|NOREPLICAS|UNBLOCKED) ")
 _WHY = {
     OOM: "is out of memory (maxmemory reached, nothing it may evict)",
     READONLY: "is a read-only replica (after a failover, REDIS_URL must lead to the new primary)",
@@ -90,7 +91,7 @@ def refusal(error: BaseException) -> str | None:
     if isinstance(error, ReadOnlyError):
         return READONLY
     if isinstance(error, redis.ResponseError) and (found := _REFUSAL_CODE.search(str(error))):
-        return found.group(1)
+        return READONLY if found.group(1) == "UNBLOCKED" else found.group(1)
     return None
 
 

@@ -9,9 +9,10 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import redis
 
 from jobs import keys
 from jobs.config import Settings
+from jobs.connection import connect
+from jobs.errors import WritesRefusedError
 from jobs.reconnect import writes_refused
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
@@ -42,6 +45,8 @@ SCALE = 6000
 # How long writes stay refused mid-refresh: the issue's 30 s, longer than a job's heartbeat lasts (15 s) and
 # an upstream lease (10 s), so both lapse meanwhile.
 REFUSED_FOR = 30.0
+# A read-only spell: longer than a job's heartbeat lasts too.
+READ_ONLY_FOR = 20.0
 STOP_WITHIN = 10.0
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -80,29 +85,53 @@ def _fleet_logs(tmp_path: Path) -> list[Path]:
     return [tmp_path / "worker-1.log", tmp_path / "worker-2.log", tmp_path / "scheduler.log"]
 
 
-@pytest.mark.slow
-def test_a_full_redis_mid_refresh_is_waited_out_and_the_refresh_ends_exact(
-    server: PrivateValkey, slow_upstream: RunningUpstream, tmp_path: Path
+@contextmanager
+def read_only(server: PrivateValkey, standby: PrivateValkey) -> Iterator[None]:
+    """`server` hands its primary role to `standby` (FAILOVER: coordinated, no acknowledged write lost) and
+    serves as its read-only replica (READONLY) until the block ends, then takes the role back."""
+    primary, other = server.client(), standby.client()
+    primary.config_set("repl-diskless-sync-delay", 0)
+    other.replicaof("127.0.0.1", server.port)
+    _synced(other)
+    primary.execute_command("FAILOVER", "TO", "127.0.0.1", standby.port, "TIMEOUT", 10_000)
+    try:
+        wait_until(lambda: writes_refused(primary), 30, 0.05, "the old primary to refuse writes")
+        yield
+    finally:
+        _synced(primary)
+        other.execute_command("FAILOVER", "TO", "127.0.0.1", server.port, "TIMEOUT", 10_000)
+        wait_until(lambda: primary.info("replication")["role"] == "master", 30, 0.05, "the server to be primary")
+        other.replicaof("no", "one")
+
+
+def _synced(replica: redis.Redis) -> None:
+    wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 30, 0.02, "a replica to sync")
+
+
+def _refresh_through(
+    server: PrivateValkey, upstream: RunningUpstream, tmp_path: Path,
+    refusing: Callable[[], AbstractContextManager[None]], reason: str, rules: set[str], seconds: float,
 ) -> None:
+    """A full refresh with two workers and the scheduler; mid-way Redis refuses writes for `seconds`
+    (`refusing`): every process waits and says so, reads say why, then the refresh ends exact by itself."""
     client, env = server.client(), _env(server, tmp_path)
-    manager = SyncTaskManager(Settings.from_env(env), client, upstream={"kind": "http", "url": slow_upstream.url})
+    manager = SyncTaskManager(Settings.from_env(env), client, upstream={"kind": "http", "url": upstream.url})
     task_id = manager.create_full_refresh_task()
     w1, w2, sched = _fleet_logs(tmp_path)
     with refreshq_process(["worker", "--queue", "refresh"], env, w1) as one, \
             refreshq_process(["worker", "--queue", "refresh"], env, w2) as two, \
             refreshq_process(["scheduler"], env, sched) as scheduler:
         wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 20, 120, 0.1, "progress >= 20%")
-        with out_of_memory(client):
+        with refusing():
             refused_at = time.monotonic()
             for log in (w1, w2, sched):
                 wait_until(lambda log=log: log_lines(log, "refuses writes"), 30, 0.1, f"{log.name} to wait")
             waiting = _status(client, task_id, env)
-            assert waiting["status"] == "RUNNING" and waiting["writes_refused"]["reason"] == "OOM", waiting
+            assert waiting["status"] == "RUNNING" and waiting["writes_refused"]["reason"] == reason, waiting
             health = run_cli("health", "--json", env=env)
             assert health.returncode == 3, health.stdout + health.stderr
-            rules = {issue["rule"] for issue in json.loads(health.stdout)["issues"]}
-            assert {"redis_refusing_writes", "redis_memory"} <= rules, rules
-            time.sleep(max(0.0, REFUSED_FOR - (time.monotonic() - refused_at)))  # the outage itself
+            assert rules <= {issue["rule"] for issue in json.loads(health.stdout)["issues"]}, health.stdout
+            time.sleep(max(0.0, seconds - (time.monotonic() - refused_at)))  # the outage itself
             assert _status(client, task_id, env)["statistics"] == waiting["statistics"]  # nothing moved
         final = wait_until(
             lambda: (s := manager.get_task_status(task_id))["status"] in TERMINAL and s, 240, 0.2,
@@ -120,6 +149,23 @@ def test_a_full_redis_mid_refresh_is_waited_out_and_the_refresh_ends_exact(
         text = log.read_text(errors="replace")
         assert "unhandled exception" not in text, text[-4000:]
         assert log_lines(log, "takes writes again"), text[-4000:]
+
+
+@pytest.mark.slow
+def test_a_full_redis_mid_refresh_is_waited_out_and_the_refresh_ends_exact(
+    server: PrivateValkey, slow_upstream: RunningUpstream, tmp_path: Path
+) -> None:
+    _refresh_through(server, slow_upstream, tmp_path, lambda: out_of_memory(server.client()), "OOM",
+                     {"redis_refusing_writes", "redis_memory"}, REFUSED_FOR)
+
+
+@pytest.mark.slow
+def test_a_failover_that_leaves_the_workers_on_a_read_only_replica_is_waited_out(
+    server: PrivateValkey, slow_upstream: RunningUpstream, tmp_path: Path
+) -> None:
+    with PrivateValkey(tmp_path / "standby") as standby:
+        _refresh_through(server, slow_upstream, tmp_path, lambda: read_only(server, standby), "READONLY",
+                         {"redis_refusing_writes"}, READ_ONLY_FOR)
 
 
 def test_a_command_fails_at_once_while_writes_are_refused_and_reads_work(
@@ -168,6 +214,58 @@ def test_a_worker_and_a_scheduler_stopped_while_writes_are_refused_exit_within_1
     assert scheduler.returncode == 0, sched.read_text()
     assert not [h for h in horses if alive(h)], "the work-horse outlived its worker"
     assert "unhandled exception" not in w1.read_text()
+
+
+def test_a_waiting_client_repeats_only_what_applied_nothing_or_nothing_twice(
+    server: PrivateValkey, tmp_path: Path
+) -> None:
+    """Under OOM some writes go through (those that free memory, a script whose first write does): a refused
+    command, transaction or pipeline is sent again only if running it again cannot apply a write twice."""
+    conn = connect(Settings.from_env(_env(server, tmp_path)), patient=True)
+    conn.rpush("list", "a", "b")
+    conn.zadd("z", {"a": 1, "b": 2})
+    bump = conn.register_script("redis.call('DEL', KEYS[1] .. ':none'); return redis.call('INCR', KEYS[1])")
+    store = conn.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
+    bump(keys=["warm"]), store(keys=["warm2"], args=[1])  # loaded before writes are refused
+    results: dict[str, Any] = {}
+
+    def waits(name: str, work: Callable[[], Any]) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.__setitem__(name, work()), daemon=True)
+        thread.start()
+        return thread
+
+    def pipeline(transaction: bool, *commands: Callable[[Any], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with conn.pipeline(transaction=transaction) as pipe:
+                for command in commands:
+                    command(pipe)
+                return pipe.execute()
+        return run
+
+    with out_of_memory(server.client()):
+        threads = [
+            waits("hincrby", lambda: conn.hincrby("counts", "n", 1)),
+            waits("replace", pipeline(False, lambda p: p.delete("k"), lambda p: p.set("k", "v"),
+                                      lambda p: p.expire("k", 600))),
+            waits("multi", pipeline(True, lambda p: p.zrem("z", "a"), lambda p: store(keys=["s"], args=["x"],
+                                                                                     client=p))),
+        ]
+        with pytest.raises(WritesRefusedError):  # LPOP went through, SET was refused: never LPOP again
+            pipeline(False, lambda p: p.lpop("list"), lambda p: p.set("k2", "v"))()
+        with pytest.raises(WritesRefusedError):  # the first script ran in the EXEC, the second was refused
+            pipeline(True, lambda p: bump(keys=["bumped"], client=p), lambda p: store(keys=["s2"], args=["x"],
+                                                                                    client=p))()
+        time.sleep(1.0)  # the waiting ones keep waiting
+        assert [t.is_alive() for t in threads] == [True, True, True], results
+    for thread in threads:
+        thread.join(10)
+    assert not [t for t in threads if t.is_alive()], results
+    # The EXEC that ZREM ran in the first time was not lost: sent again, ZREM found nothing more to remove.
+    assert results["hincrby"] == 1 and results["multi"] == [0, b"OK"], results
+    assert conn.get("k") == b"v" and conn.ttl("k") > 0
+    assert conn.lrange("list", 0, -1) == [b"b"] and conn.get("k2") is None
+    assert conn.get("bumped") == b"1" and conn.get("s2") is None
+    assert conn.zrange("z", 0, -1) == [b"b"] and conn.get("s") == b"x"
 
 
 def _stop_and_time(proc: subprocess.Popen[bytes]) -> float:
