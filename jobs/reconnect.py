@@ -167,6 +167,10 @@ class Refusals:
     def watch(self, watcher: RefusalWatcher) -> None:
         self._watchers.append(watcher)
 
+    def unwatch(self, watcher: RefusalWatcher) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
     def seen(self) -> None:
         self._last = time.monotonic()
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from tests.helpers import (
     wait_until,
     work_horses,
 )
+from tests.observe_helpers import WebhookReceiver, webhook_receiver
 from tests.private_valkey import PrivateValkey
 
 pytestmark = pytest.mark.upstream(scale=6000, latency_ms=40)
@@ -55,6 +57,13 @@ TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 def server(tmp_path: Path) -> Iterator[PrivateValkey]:
     with PrivateValkey(tmp_path / "valkey") as private:
         yield private
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    """The alert channel: a webhook receiver on loopback."""
+    with webhook_receiver() as receiver:
+        yield receiver
 
 
 def _env(server: PrivateValkey, tmp_path: Path) -> dict[str, str]:
@@ -108,13 +117,23 @@ def _synced(replica: redis.Redis) -> None:
     wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 30, 0.02, "a replica to sync")
 
 
+@dataclass(frozen=True)
+class Spell:
+    """A spell of refused writes: how it is brought about, the reason reads give, the health rules it
+    trips, how long it lasts."""
+
+    refusing: Callable[[], AbstractContextManager[None]]
+    reason: str
+    rules: frozenset[str]
+    seconds: float
+
+
 def _refresh_through(
-    server: PrivateValkey, upstream: RunningUpstream, tmp_path: Path,
-    refusing: Callable[[], AbstractContextManager[None]], reason: str, rules: set[str], seconds: float,
+    server: PrivateValkey, upstream: RunningUpstream, hook: WebhookReceiver, tmp_path: Path, spell: Spell
 ) -> None:
-    """A full refresh with two workers and the scheduler; mid-way Redis refuses writes for `seconds`
-    (`refusing`): every process waits and says so, reads say why, then the refresh ends exact by itself."""
-    client, env = server.client(), _env(server, tmp_path)
+    """A full refresh with two workers and the scheduler; mid-way Redis refuses writes for a while (`spell`):
+    every process waits and says so, reads and the alert say why, then the refresh ends exact by itself."""
+    client, env = server.client(), {**_env(server, tmp_path), "REFRESHQ_ALERT_WEBHOOK_URL": hook.url}
     manager = SyncTaskManager(Settings.from_env(env), client, upstream={"kind": "http", "url": upstream.url})
     task_id = manager.create_full_refresh_task()
     w1, w2, sched = _fleet_logs(tmp_path)
@@ -122,21 +141,23 @@ def _refresh_through(
             refreshq_process(["worker", "--queue", "refresh"], env, w2) as two, \
             refreshq_process(["scheduler"], env, sched) as scheduler:
         wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 20, 120, 0.1, "progress >= 20%")
-        with refusing():
+        with spell.refusing():
             refused_at = time.monotonic()
             for log in (w1, w2, sched):
                 wait_until(lambda log=log: log_lines(log, "refuses writes"), 30, 0.1, f"{log.name} to wait")
             waiting = _status(client, task_id, env)
-            assert waiting["status"] == "RUNNING" and waiting["writes_refused"]["reason"] == reason, waiting
+            assert waiting["status"] == "RUNNING" and waiting["writes_refused"]["reason"] == spell.reason, waiting
             health = run_cli("health", "--json", env=env)
             assert health.returncode == 3, health.stdout + health.stderr
-            assert rules <= {issue["rule"] for issue in json.loads(health.stdout)["issues"]}, health.stdout
-            time.sleep(max(0.0, seconds - (time.monotonic() - refused_at)))  # the outage itself
+            assert spell.rules <= {issue["rule"] for issue in json.loads(health.stdout)["issues"]}, health.stdout
+            wait_until(lambda: _refusal_alerts(hook) == ["firing"], 25, 0.1, "the alert, sent around the outbox")
+            time.sleep(max(0.0, spell.seconds - (time.monotonic() - refused_at)))  # the outage itself
             assert _status(client, task_id, env)["statistics"] == waiting["statistics"]  # nothing moved
         final = wait_until(
             lambda: (s := manager.get_task_status(task_id))["status"] in TERMINAL and s, 240, 0.2,
             "the refresh to end after writes are taken again",
         )
+        wait_until(lambda: _refusal_alerts(hook) == ["firing", "resolved"], 30, 0.1, "the resolved notice")
         still_running = [p.poll() is None for p in (one, two, scheduler)]
     logs = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}" for log in (w1, w2, sched))
     assert still_running == [True, True, True], logs
@@ -149,23 +170,32 @@ def _refresh_through(
         text = log.read_text(errors="replace")
         assert "unhandled exception" not in text, text[-4000:]
         assert log_lines(log, "takes writes again"), text[-4000:]
+    recorded = [json.loads(entry) for entry in client.lrange(keys.ALERT_DELIVERIES, 0, -1)]
+    assert sorted(e["status"] for e in recorded if "refused-writes" in e["notice"]) == ["firing", "resolved"]
+
+
+def _refusal_alerts(hook: WebhookReceiver) -> list[str]:
+    return [alert["status"] for payload in hook.payloads() for alert in payload["alerts"]
+            if alert["labels"]["alertname"] == "redis_refusing_writes"]
 
 
 @pytest.mark.slow
 def test_a_full_redis_mid_refresh_is_waited_out_and_the_refresh_ends_exact(
-    server: PrivateValkey, slow_upstream: RunningUpstream, tmp_path: Path
+    server: PrivateValkey, slow_upstream: RunningUpstream, hook: WebhookReceiver, tmp_path: Path
 ) -> None:
-    _refresh_through(server, slow_upstream, tmp_path, lambda: out_of_memory(server.client()), "OOM",
-                     {"redis_refusing_writes", "redis_memory"}, REFUSED_FOR)
+    spell = Spell(lambda: out_of_memory(server.client()), "OOM", frozenset({"redis_refusing_writes", "redis_memory"}),
+                  REFUSED_FOR)
+    _refresh_through(server, slow_upstream, hook, tmp_path, spell)
 
 
 @pytest.mark.slow
 def test_a_failover_that_leaves_the_workers_on_a_read_only_replica_is_waited_out(
-    server: PrivateValkey, slow_upstream: RunningUpstream, tmp_path: Path
+    server: PrivateValkey, slow_upstream: RunningUpstream, hook: WebhookReceiver, tmp_path: Path
 ) -> None:
     with PrivateValkey(tmp_path / "standby") as standby:
-        _refresh_through(server, slow_upstream, tmp_path, lambda: read_only(server, standby), "READONLY",
-                         {"redis_refusing_writes"}, READ_ONLY_FOR)
+        spell = Spell(lambda: read_only(server, standby), "READONLY", frozenset({"redis_refusing_writes"}),
+                      READ_ONLY_FOR)
+        _refresh_through(server, slow_upstream, hook, tmp_path, spell)
 
 
 def test_a_command_fails_at_once_while_writes_are_refused_and_reads_work(

@@ -110,7 +110,7 @@ def _scheduler(shot: snap.Snapshot) -> Iterator[Issue]:
                     f"no active scheduler ({seen}): no retries, time limits, schedules or alerts")
 
 
-def _memory(shot: snap.Snapshot, t: HealthThresholds) -> Iterator[Issue]:
+def memory(shot: snap.Snapshot, t: HealthThresholds) -> Iterator[Issue]:
     if shot.memory_max <= 0:
         return
     percent = 100.0 * shot.memory_used / shot.memory_max
@@ -140,7 +140,7 @@ def issues(conn: redis.Redis, settings: Settings, shot: snap.Snapshot, metrics: 
     t = settings.health
     return [
         *_success_rate(metrics, t), *long_running(shot, t), *_too_many_running(shot, t), *stalled(shot, t),
-        *queue_backlog(shot, t), *no_worker(shot), *_scheduler(shot), *dead_letters(shot), *_memory(shot, t),
+        *queue_backlog(shot, t), *no_worker(shot), *_scheduler(shot), *dead_letters(shot), *memory(shot, t),
         *_writes(conn), *_channels(conn),
     ]
 
