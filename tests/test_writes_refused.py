@@ -40,6 +40,7 @@ from tests.helpers import (
 )
 from tests.observe_helpers import WebhookReceiver, webhook_receiver
 from tests.private_valkey import PrivateValkey
+from web.app import create_app
 
 pytestmark = pytest.mark.upstream(scale=6000, latency_ms=40)
 
@@ -204,15 +205,23 @@ def test_a_command_fails_at_once_while_writes_are_refused_and_reads_work(
     client, env = server.client(), _env(server, tmp_path)
     manager = SyncTaskManager(Settings.from_env(env), client)
     pending = manager.create_province_refresh_task("北京")  # no worker: it stays PENDING
+    web = create_app(Settings.from_env(env), server.url).test_client()
     with out_of_memory(client):
         before = sorted(client.keys("*"))
         started = time.monotonic()
         created = run_cli("refresh", "province", "上海", env=env)
         took = time.monotonic() - started
+        posted = web.post("/api/v1/refreshes", json={"kind": "province", "province": "上海"},
+                          headers={"Sec-Fetch-Site": "same-origin"})
         assert sorted(client.keys("*")) == before  # nothing stored, not half of it
         status = run_cli("status", pending, env=env)
         listed = run_cli("list", "--json", env=env)
         stats = run_cli("data", "stats", env=env)
+        healthz, shown = web.get("/healthz"), web.get(f"/api/v1/refreshes/{pending}")
+    assert (healthz.status_code, healthz.get_json()["writes"]) == (200, "refused (OOM)")
+    assert shown.status_code == 200 and shown.get_json()["writes_refused"]["reason"] == "OOM"
+    assert posted.status_code == 503 and posted.headers["Retry-After"], posted.get_data(as_text=True)
+    assert "refuses writes" in posted.get_json()["detail"]
     assert created.returncode == 1, created.stdout + created.stderr
     errors = [line for line in created.stderr.splitlines() if line.startswith("refreshq: error:")]
     assert len(errors) == 1 and "Traceback" not in created.stderr, created.stderr
