@@ -97,7 +97,13 @@ def refusal(error: BaseException) -> str | None:
 
 def refused_message(where: str, reason: str, error: BaseException) -> str:
     """`Redis at X refuses writes: it is out of memory (...) [OOM command not allowed ...]`."""
-    return f"Redis at {where} refuses writes: it {_WHY[reason]}; reads still work [{reason} {error}]"
+    return f"Redis at {where} refuses writes: it {_WHY[reason]}; reads still work [{_coded(reason, error)}]"
+
+
+def _coded(reason: str, error: BaseException) -> str:
+    """The server's answer with its code: redis-py drops the code of the answers it has a class for."""
+    text = str(error)
+    return text if text.startswith(reason) else f"{reason} {text}"
 
 
 class Outage:
@@ -321,5 +327,5 @@ def writes_refused(conn: redis.Redis) -> dict[str, str] | None:
 def refusal_of(reply: Any) -> dict[str, str] | None:
     """{reason, message} if a probe's reply (see writes_refused) is a refusal."""
     if isinstance(reply, Exception) and (reason := refusal(reply)):
-        return {"reason": reason, "message": f"Redis refuses writes: it {_WHY[reason]} [{reason} {reply}]"}
+        return {"reason": reason, "message": f"Redis refuses writes: it {_WHY[reason]} [{_coded(reason, reply)}]"}
     return None

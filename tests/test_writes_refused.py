@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -24,7 +25,7 @@ from jobs import keys
 from jobs.config import Settings
 from jobs.connection import connect
 from jobs.errors import WritesRefusedError
-from jobs.reconnect import writes_refused
+from jobs.reconnect import refusal, writes_refused
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
@@ -305,6 +306,56 @@ def test_a_waiting_client_repeats_only_what_applied_nothing_or_nothing_twice(
     assert conn.lrange("list", 0, -1) == [b"b"] and conn.get("k2") is None
     assert conn.get("bumped") == b"1" and conn.get("s2") is None
     assert conn.zrange("z", 0, -1) == [b"b"] and conn.get("s") == b"x"
+
+
+@contextmanager
+def unable_to_persist(server: PrivateValkey) -> Iterator[redis.Redis]:
+    """A server (no append-only file) whose snapshots fail: its directory is gone, so with a save point set
+    it refuses every write, PING included (MISCONF), until the operator drops the save point."""
+    client = server.client()
+    client.config_set("appendonly", "no")
+    client.config_set("save", "3600 1")
+    shutil.rmtree(server.directory)
+    client.bgsave()
+    try:
+        wait_until(lambda: (writes_refused(client) or {}).get("reason") == "MISCONF", 30, 0.05, "MISCONF")
+        yield client
+    finally:
+        server.directory.mkdir(parents=True, exist_ok=True)  # for its shutdown's log and snapshot
+        client.config_set("save", "")
+
+
+def test_a_server_that_cannot_persist_is_waited_out_too_and_commands_say_why(
+    server: PrivateValkey, tmp_path: Path
+) -> None:
+    env = _env(server, tmp_path)
+    conn = connect(Settings.from_env(env), patient=True)
+    with unable_to_persist(server) as client:
+        writer = threading.Thread(target=conn.set, args=("written", "once"), daemon=True)
+        writer.start()
+        listed = run_cli("list", env=env)  # PING is refused too: the command starts all the same
+        created = run_cli("refresh", "full", env=env)
+        assert writer.is_alive() and client.get("written") is None
+    writer.join(15)
+    assert not writer.is_alive() and client.get("written") == b"once"
+    assert listed.returncode == 0, listed.stderr
+    assert created.returncode == 1 and "cannot persist to disk" in created.stderr, created.stderr
+    assert "MISCONF" in created.stderr
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "OOM"),
+    (redis.exceptions.ReadOnlyError("Command # 2 (SET b 1) of pipeline caused error: You can't write"), "READONLY"),
+    (redis.exceptions.ExecAbortError("Transaction discarded because of: OOM command not allowed"), "OOM"),
+    (redis.ResponseError("MISCONF Errors writing to the AOF file: No space left on device"), "MISCONF"),
+    (redis.ResponseError("Command # 1 (HSET k f v) of pipeline caused error: NOREPLICAS Not enough"), "NOREPLICAS"),
+    (redis.ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed"), "READONLY"),
+    (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), None),
+    (redis.ResponseError("ERR user_script:3: OOM and MISCONF are only words here"), None),
+    (redis.ConnectionError("Connection refused"), None),
+], ids=lambda value: value if isinstance(value, str) or value is None else type(value).__name__)
+def test_what_counts_as_refused_writes(error: Exception, reason: str | None) -> None:
+    assert refusal(error) == reason
 
 
 def _stop_and_time(proc: subprocess.Popen[bytes]) -> float:
