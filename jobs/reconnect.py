@@ -143,13 +143,14 @@ class Outage:
                             now - self._refused_since, reason, error)
         REFUSALS.seen()
 
-    def recovered(self) -> None:
+    def recovered(self, lost: bool = True, refused: bool = True) -> None:
+        """A command went through after it had found the server lost (`lost`), or refusing it (`refused`)."""
         with self._lock:
             now = time.monotonic()
-            if self._since is not None:
+            if lost and self._since is not None:
                 log.info("Redis at %s is back after %.1f s", self.where, now - self._since)
                 self._since = None
-            if self._refused_since is not None:
+            if refused and self._refused_since is not None:
                 log.info("Redis at %s takes writes again after %.1f s", self.where, now - self._refused_since)
                 REFUSALS.ended(now - self._refused_since)
                 self._refused_since = None
@@ -198,7 +199,8 @@ REFUSALS = Refusals()
 
 
 class ServerRetry(Retry):
-    """redis-py's Retry, bounded by a count (commands) or by a stop request (long-running processes)."""
+    """redis-py's Retry, bounded by a count (commands) or by a stop request (long-running processes); a
+    refused write is waited out by the second, never retried by the first (WritesRefusedError)."""
 
     def __init__(self, retries: int, outage: Outage | None = None, where: str = "") -> None:
         """`retries` < 0: retry until the process is asked to stop, reporting to `outage`."""
@@ -243,7 +245,7 @@ class ServerRetry(Retry):
                 _pause(self._backoff.compute(failures))
                 continue
             if (failures or refusals) and self.outage is not None:
-                self.outage.recovered()
+                self.outage.recovered(lost=failures > 0, refused=refusals > 0)
             return result
 
     def _wait_out_refusal(self, reason: str, error: Exception, attempt: int) -> None:

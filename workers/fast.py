@@ -44,6 +44,7 @@ from jobs import queues as queue_names
 from jobs.config import Settings
 from jobs.errors import ValidationError
 from jobs.named.history import lost_run_handler
+from jobs.reconnect import REFUSALS
 from jobs.workforce import check_queues
 from workers import HEARTBEAT_GRACE, JOB_MONITORING_INTERVAL, WARM_SHUTDOWN_BUDGET, preload_job_modules
 from workers.claims import BLOCK_SECONDS, Claimer, encode
@@ -74,6 +75,11 @@ class FastWorker(DrainMixin, SimpleWorker):
         if self._claimer is None:
             self._claimer = Claimer(self.connection, self.name, self.pool_name, self.serializer)
         return self._claimer
+
+    def clean_registries(self) -> None:
+        # RQ's maintenance judges heartbeats too: not while writes are refused, nor soon after (jobs/reconnect.py).
+        if not REFUSALS.within():
+            super().clean_registries()  # type: ignore[no-untyped-call]
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         by_name = {q.name: q for q in self.queues}
