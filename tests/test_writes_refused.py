@@ -25,6 +25,7 @@ from jobs import keys
 from jobs.config import Settings
 from jobs.connection import connect
 from jobs.errors import WritesRefusedError
+from jobs.observe import counters
 from jobs.reconnect import refusal, writes_refused
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
@@ -167,6 +168,7 @@ def _refresh_through(
     assert final["statistics"]["hospitals_found"] == SCALE
     assert checksum(exported(client)) == checksum(SampleDirectory(SCALE).all_hospitals())
     assert client.zcard(keys.DEAD_LETTER) == 0
+    assert client.hget(keys.METRIC_COUNTERS, counters.name(counters.RETRIES, "refresh")) is None  # none failed
     assert final["writes_refused"] is None
     for log in (w1, w2, sched):
         text = log.read_text(errors="replace")
