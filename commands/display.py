@@ -44,6 +44,8 @@ def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]
         lines.append(f"  conflicts: {conflicts['count']} id(s) listed under two leaves, kept once: {shown}")
     if status.get("error_message"):
         lines.append(f"  error: {status['error_message']}")
+    if status.get("writes_refused"):
+        lines.append(f"  waiting: {status['writes_refused']['message']}; it goes on once they are taken again")
     return lines
 
 

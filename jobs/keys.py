@@ -10,6 +10,9 @@ PREFIX = "refreshq:"
 # Processes
 SCHEDULER_LOCK = PREFIX + "scheduler:lock"          # STRING owner token, PX expiry (owner-checked)
 SCHEDULER_HEARTBEAT = PREFIX + "scheduler:beat"     # STRING ISO time of the active scheduler's last tick
+# Never exists: LPUSHX on it is a write that stores nothing, refused when the server refuses writes
+# (jobs.reconnect.writes_refused).
+WRITES_PROBE = PREFIX + "writes:probe"
 
 # Workers and pools (jobs.workforce). RQ's own worker registry (`rq:workers`, `rq:worker:<name>`) stays
 # the list of workers; these keys add what RQ has no place for.

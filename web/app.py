@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from jobs.config import Settings
 from jobs.errors import ConfigError
 from jobs.queues import register_queues
+from jobs.reconnect import writes_refused
 from jobs.refresh.manager import SyncTaskManager
 from web import api, auth, dashboard, metrics, pages
 from web.streams import SharedReads, StreamSlots
@@ -70,9 +71,11 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
     @app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:
         try:
-            conn.ping()
+            refused = writes_refused(conn)  # also answers whether the server answers at all
         except redis.RedisError as exc:
             return {"status": "error", "redis": type(exc).__name__}, 503
+        if refused is not None:  # reads (the pages, the API's GETs) still work: this process is healthy
+            return {"status": "ok", "redis": "ok", "writes": f"refused ({refused['reason']})"}, 200
         return {"status": "ok", "redis": "ok"}, 200
 
     return app

@@ -30,6 +30,7 @@ from jobs import queues as queue_names
 from jobs.config import Settings
 from jobs.duties import abandoned
 from jobs.errors import ValidationError
+from jobs.reconnect import REFUSALS
 from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
 from workers.channel import ChannelMixin
@@ -101,6 +102,11 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
                 return None  # burst: the queues are empty, or suspended (RQ's burst worker exits then too)
             self.set_state(WorkerStatus.SUSPENDED if got.held else WorkerStatus.IDLE)
         return None
+
+    def clean_registries(self) -> None:
+        # RQ's maintenance judges heartbeats too: not while writes are refused, nor soon after (jobs/reconnect.py).
+        if not REFUSALS.within():
+            super().clean_registries()  # type: ignore[no-untyped-call]
 
     def prepare_execution(self, job: Job) -> Any:
         execution = super().prepare_execution(job)

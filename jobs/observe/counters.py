@@ -111,7 +111,8 @@ class UpstreamTally:
         if not counts:
             return
         try:
-            with self.conn.pipeline(transaction=False) as pipe:
+            # MULTI: added all together or not at all, so counts kept after an error are never added twice
+            with self.conn.pipeline() as pipe:
                 pipe.hincrby(keys.METRIC_COUNTERS, name(UPSTREAM_REQUESTS, self.kind), sum(counts.values()))
                 for outcome, count in counts.items():
                     if outcome != "ok":

@@ -16,6 +16,7 @@ import redis
 from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
 from jobs.owners import CLI_OWNER
+from jobs.reconnect import refusal_of
 from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.refresh.progress import COUNTER_FIELDS, Counters
 from jobs.scripts import Scripts
@@ -130,10 +131,18 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
     """The status dictionary of the reference design, plus timing, attempts and failed regions."""
     with conn.pipeline(transaction=False) as pipe:
         _queue_status_reads(pipe, task_id)
-        raw, stats, failed, conflicts = pipe.execute()
+        pipe.lpushx(keys.WRITES_PROBE, 0)  # stores nothing; refused while Redis refuses writes (jobs.reconnect)
+        *reads, probe = pipe.execute(raise_on_error=False)
+    for reply in reads:
+        if isinstance(reply, Exception):
+            raise reply
+    raw, stats, failed, conflicts = reads
     if not raw:
         raise TaskNotFoundError(f"no refresh task {task_id}")
-    return _to_status(raw, stats, failed, conflicts)
+    status = _to_status(raw, stats, failed, conflicts)
+    # Why an active task may not move: {reason, message}, or None.
+    status["writes_refused"] = refusal_of(probe) if status["status"] in ACTIVE else None
+    return status
 
 
 # The counters a status dict shows, read by name: a dozen fields decoded instead of a hundred and more.
