@@ -140,3 +140,11 @@ class IdempotencyConflictError(ValidationError):
 
 class TokenNotFoundError(ValidationError):
     """Raised when no API token has the given id."""
+
+
+class UpstreamMismatchError(ValidationError):
+    """Raised when a task's upstream is not the one the deployment's workers fetch from; nothing is fetched."""
+
+
+class UpstreamUnavailableError(ValidationError):
+    """Raised when a new task's upstream could not be asked for its provinces (unreachable, refusing)."""
