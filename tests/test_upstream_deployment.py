@@ -233,3 +233,13 @@ def test_status_and_list_show_the_upstream_without_credentials(env: dict[str, st
     assert re.search(rf"hospitals  {re.escape(upstream.url)}$", row), row
     assert json.loads(texts[("list", "--json")].stdout)["items"][0]["upstream"]["url"] == upstream.url
     assert not any(PASSWORD in r.stdout + r.stderr for r in texts.values())
+
+
+@pytest.mark.slow
+def test_the_demo_refreshes_the_sample_whatever_upstream_the_shell_names(env: dict[str, str]) -> None:
+    """Its workers are started configured for no upstream: ones configured for this shell's would refuse
+    the demo's sample task."""
+    shell = {**env, "REFRESHQ_UPSTREAM_URL": "http://127.0.0.1:9/v1"}
+    demo = run_cli("demo", "--scale", "0", "--workers", "1", env=shell, timeout=120)
+    assert demo.returncode == 0, (demo.stdout, demo.stderr)
+    assert "SUCCEEDED" in demo.stdout + demo.stderr

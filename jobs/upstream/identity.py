@@ -30,6 +30,9 @@ from jobs.errors import UpstreamMismatchError
 from jobs.redact import mask_url, without_credentials
 from jobs.redis_values import as_texts
 
+# The settings that configure an upstream and its credentials.
+UPSTREAM_VARIABLES = ("REFRESHQ_UPSTREAM_URL", "REFRESHQ_UPSTREAM_TOKEN", "REFRESHQ_LLM_BASE_URL",
+                      "REFRESHQ_LLM_API_KEY", "REFRESHQ_LLM_MODEL")
 # Seconds an advertisement holds after a worker's last heartbeat renewed it, and how often a worker
 # renews it (its heartbeats come every second while idle and every 5 s while a job runs).
 ADVERTISEMENT_SECONDS = 60.0
