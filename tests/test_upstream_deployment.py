@@ -16,7 +16,9 @@ import redis
 
 from jobs import keys, queues
 from jobs.config import Settings
-from jobs.errors import UpstreamError
+from jobs.errors import UpstreamError, UpstreamMismatchError
+from jobs.refresh import records
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream import build_upstream
 from jobs.upstream.identity import advertise, advertised, same_upstream
 from jobs.upstream.serve import start_background
@@ -170,6 +172,21 @@ def test_the_api_and_the_pages_show_each_tasks_upstream(api: Api) -> None:
     assert '<td class="upstream">the built-in sample (scale 300)</td>' in index
     page = api.client.get(f"/refreshes/{created['task_id']}", headers=bearer).get_data(as_text=True)
     assert '<dd id="task-upstream">the built-in sample (scale 300)</dd>' in page
+
+
+def test_a_task_for_an_upstream_no_live_worker_fetches_from_is_not_resumed(
+    settings: Settings, conn: redis.Redis
+) -> None:
+    manager = SyncTaskManager(settings, conn, upstream={"kind": "sample", "scale": SCALE})
+    task_id = manager.create_province_refresh_task("广东")
+    assert records.transition(conn, task_id, ("PENDING",), "FAILED")
+    queued = queues.queue(conn, queues.REFRESH).count
+    advertise(conn, Settings(upstream_url="http://127.0.0.1:9/v1"))
+    with pytest.raises(UpstreamMismatchError) as refused:
+        manager.resume_task(task_id)
+    assert "the workers here fetch from http://127.0.0.1:9/v1; " in str(refused.value)
+    assert manager.get_task_status(task_id)["status"] == "FAILED"
+    assert queues.queue(conn, queues.REFRESH).count == queued
 
 
 # -- in the worker: the backstop -------------------------------------------------------------------------
