@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import TERMINAL
+from jobs.upstream.identity import label
 
 BAR_WIDTH = 30
 MAX_PROVINCE_ROWS = 10
@@ -37,6 +38,8 @@ def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]
         f"  provinces {stats['provinces_processed']}  cities {stats['cities_processed']}  "
         f"districts {stats['districts_processed']}  hospitals {stats['hospitals_found']}",
     ]
+    if status.get("upstream"):
+        lines.append(f"  upstream {label(status['upstream'])}")
     lines += _province_rows(provinces)
     conflicts = status.get("conflicts") or {}
     if conflicts.get("count"):

@@ -157,3 +157,11 @@ class WritesRefusedError(RefreshqError, redis.ConnectionError):
     """
 
     retryable: ClassVar[bool] = True
+
+
+class UpstreamMismatchError(ValidationError):
+    """Raised when a task's upstream is not the one the deployment's workers fetch from; nothing is fetched."""
+
+
+class UpstreamUnavailableError(ValidationError):
+    """Raised when a new task's upstream could not be asked for its provinces (unreachable, refusing)."""

@@ -269,6 +269,11 @@ UPSTREAM_WANTS = PREFIX + "limits:upstream:wants"       # HASH holder -> in-flig
 UPSTREAM_RATE = PREFIX + "limits:upstream:rate"
 
 
+# ZSET upstream identity (JSON, secret-free) -> expiry (epoch, the worker's clock): what the live workers
+# configured for an upstream fetch from, renewed with their heartbeats (jobs.upstream.identity).
+UPSTREAM_WORKERS = PREFIX + "upstream:workers"
+
+
 # Upstream-derived caches
 def upstream_provinces(spec_digest: str) -> str:
     """STRING JSON list of the provinces an upstream lists, cached briefly to validate names."""

@@ -8,6 +8,7 @@ the job context (jobs.context), and how each failed job is to be retried is reco
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -33,6 +34,7 @@ from jobs.errors import ValidationError
 from jobs.reconnect import REFUSALS
 from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
+from jobs.upstream import identity
 from workers.channel import ChannelMixin
 from workers.claims import BLOCK_SECONDS, Claimer
 from workers.drain import DrainMixin
@@ -74,6 +76,7 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
     _cut_short: str | None = None  # id of the job whose horse the shutdown budget killed
     pool_name = ""  # the pool this worker belongs to (workers.pool), if any
     _claimer: Claimer | None = None
+    _advertised_at = -math.inf  # monotonic time of the last advertisement of the worker's upstream
 
     @property
     def claimer(self) -> Claimer:
@@ -115,6 +118,15 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return int(self.job_monitoring_interval) + HEARTBEAT_GRACE
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        # A worker on the refresh queue says which upstream it fetches from (jobs.upstream.identity), so
+        # that a refresh for another one is refused when it is created.
+        due = time.monotonic() - self._advertised_at >= identity.ADVERTISE_EVERY
+        if due and self.job_context is not None and queue_names.REFRESH in self.queue_names():
+            identity.advertise(pipeline if pipeline is not None else self.connection, self.job_context.settings)
+            self._advertised_at = time.monotonic()
 
     def setup_work_horse_signals(self) -> None:
         shutdown.install_horse_handlers()

@@ -28,6 +28,7 @@ from jobs.statuses import SUCCEEDED as SUCCEEDED
 from jobs.statuses import TASK_STATUSES as STATUSES
 from jobs.statuses import TERMINAL as TERMINAL
 from jobs.upstream.base import Region
+from jobs.upstream.identity import shown
 
 SORT_FIELDS = ("created_at", "updated_at")
 KINDS = ("full", "province")
@@ -175,6 +176,8 @@ def _to_status(
         "owner": r.get("owner") or CLI_OWNER,
         "hospital_name": r.get("hospital_name"),
         "query": json.loads(r.get("query", "null")),
+        # Which upstream the task is for: kind and URL (never credentials), the model, the sample's scale.
+        "upstream": shown(json.loads(r["upstream"])) if r.get("upstream") else None,
         "status": r["status"],
         "progress": int(r.get("progress", "0")),
         "current_step": r.get("current_step"),

@@ -15,6 +15,7 @@ from jobs.named import history, schedules
 from jobs.named.catalog import configured_tasks, summary
 from jobs.refresh.provinces import upstream_provinces
 from jobs.statuses import TASK_STATUSES as STATUSES
+from jobs.upstream.identity import label
 from web import auth, live, security
 from web.api.context import conn, manager, settings
 from web.api.pagination import choice, envelope, page_args
@@ -118,9 +119,14 @@ def logout() -> BaseResponse:
     return redirect(url_for("pages.login"), 303)
 
 
+def _upstream_label(spec: dict[str, Any] | None) -> str:
+    return label(spec) if spec else ""
+
+
 def blueprint() -> Blueprint:
     pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                       static_url_path="/assets")
+    pages.add_app_template_filter(_upstream_label, "upstream_label")
     read = auth.guard("read")
     pages.add_url_rule("/", view_func=read(index), endpoint="index")
     pages.add_url_rule("/refreshes/<task_id>", view_func=read(refresh), endpoint="refresh")

@@ -74,6 +74,15 @@
     return outer;
   }
 
+  /* The upstream a task is for, as the server's pages name it (jobs.upstream.identity.label). */
+  function upstreamLabel(u) {
+    if (!u) return "";
+    if (u.kind === "http") return u.url;
+    if (u.kind === "llm") return "LLM " + u.model + " at " + u.base_url;
+    if (u.kind === "sample") return "the built-in sample" + (u.scale === null || u.scale === undefined ? "" : " (scale " + u.scale + ")");
+    return "an unknown upstream";
+  }
+
   /* ---- / : the task list, its bars kept live by polling the list API ---- */
   function taskRow(t) {
     var row = document.createElement("tr");
@@ -101,6 +110,7 @@
     pct.textContent = t.progress + " %";
     progress.appendChild(pct);
     cell(row, t.owner);
+    cell(row, upstreamLabel(t.upstream), "upstream");
     cell(row, t.created_at || "");
     cell(row, t.started_at || "");
     cell(row, t.eta_seconds === null ? "" : t.eta_seconds + " s");
