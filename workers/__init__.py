@@ -74,6 +74,7 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
     _stop_asked_at: float | None = None
     _monitored: tuple[str, int] | None = None  # (job id, horse pid) of the job being monitored
     _cut_short: str | None = None  # id of the job whose horse the shutdown budget killed
+    _asked_horse = 0  # pid of the work-horse a warm shutdown was forwarded to
     pool_name = ""  # the pool this worker belongs to (workers.pool), if any
     _claimer: Claimer | None = None
     _advertised_at = -math.inf  # monotonic time of the last advertisement of the worker's upstream
@@ -129,7 +130,12 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
             self._advertised_at = time.monotonic()
 
     def setup_work_horse_signals(self) -> None:
+        # A stop the worker was asked for as it forked this horse (between its dequeue and the fork) is the
+        # horse's too: the job checkpoints and requeues at its first safe point instead of running to its end.
+        stopping = shutdown.requested.is_set()
         shutdown.install_horse_handlers()
+        if stopping:
+            shutdown.requested.set()
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         # In the work-horse: the job runs with the worker's context (its settings), not the environment's,
@@ -182,13 +188,19 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        self._ask_horse_to_stop()
+
+    def _ask_horse_to_stop(self) -> None:
+        """Forward a warm shutdown to the work-horse (once per horse) and give it WARM_SHUTDOWN_BUDGET s."""
         pid = self.horse_pid
-        if pid:
-            self.log.info("Worker %s: asking job in work-horse %s to checkpoint and requeue", self.name, pid)
-            self.kill_horse(sig=signal.SIGTERM)
-            timer = threading.Timer(WARM_SHUTDOWN_BUDGET, self._cut_short_horse, args=(pid,))
-            timer.daemon = True
-            timer.start()
+        if not pid or self._asked_horse == pid:
+            return
+        self._asked_horse = pid
+        self.log.info("Worker %s: asking job in work-horse %s to checkpoint and requeue", self.name, pid)
+        self.kill_horse(sig=signal.SIGTERM)
+        timer = threading.Timer(WARM_SHUTDOWN_BUDGET, self._cut_short_horse, args=(pid,))
+        timer.daemon = True
+        timer.start()
 
     def _cut_short_horse(self, pid: int) -> None:
         monitored = self._monitored
@@ -202,6 +214,10 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
     def monitor_work_horse(self, job: Job, queue: Queue) -> None:
         pid = self.horse_pid
         self._monitored, self._cut_short = (job.id, pid), None
+        if self._stop_asked_at is not None:
+            # The SIGTERM came between the dequeue and the fork, when there was no horse to forward it to: the
+            # job still gets the stop and the budget, or a deploy would wait for a whole province.
+            self._ask_horse_to_stop()
         try:
             super().monitor_work_horse(job, queue)
         finally:
