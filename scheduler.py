@@ -3,7 +3,8 @@
 Each tick the active instance runs its duties (jobs/duties/, one module each): it cleans RQ's started-job
 registries so a job whose worker died is noticed within seconds, retries failed jobs with backoff (or
 buries them in the dead-letter registry), enforces refresh tasks' time limits, admits refresh tasks
-waiting for a running slot, fires the named tasks' schedules and requeues their due RQ retries.
+waiting for a running slot, fires the named tasks' schedules and requeues their due RQ retries, and takes up
+work whose job is gone (jobs.duties.reconcile).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from jobs import keys, queues, shutdown
 from jobs.config import Settings
 from jobs.context import process_settings
 from jobs.duties import abandoned, admission, alerts, claims, fire_schedules, named_retries, retries, time_limits
+from jobs.duties.reconcile import Reconciler
 from jobs.lock import OwnedLock
 
 log = logging.getLogger("refreshq.scheduler")
@@ -56,7 +58,8 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
         claims.requeue_orphaned_claims(conn)
 
     return [abandoned.clean_started_registries, requeue_orphaned_claims, sweep_failed_jobs, enforce_time_limits,
-            admit_waiting_tasks, fire_due_schedules, requeue_due_retries, alerts.AlertDuty(settings)]
+            admit_waiting_tasks, fire_due_schedules, requeue_due_retries, Reconciler(settings),
+            alerts.AlertDuty(settings)]
 
 
 class Scheduler:

@@ -52,6 +52,8 @@ COUNTERS = {
                            ("channel", "status")),
     counters.ALERT_FAILURES: ("refreshq_alert_delivery_failures", "Alert delivery attempts that failed.",
                               ("channel",)),
+    counters.RECONCILED: ("refreshq_reconciled", "Lost work the scheduler took up again (its job was gone), by kind.",
+                          ("kind",)),
 }
 
 

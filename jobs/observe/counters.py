@@ -38,6 +38,7 @@ RETRIES = "retries"                     # "refresh" (the sweeper) or "task" (a n
 DEAD_LETTERS = "dead_letters"           # "refresh", "task" or "other"
 ALERTS_SENT = "alerts_sent"             # channel, "firing" or "resolved"
 ALERT_FAILURES = "alert_delivery_failures"  # channel
+RECONCILED = "reconciled"               # province, plan, finish (refresh tasks), run (named): jobs.duties.reconcile
 
 
 def name(*parts: str) -> str:
