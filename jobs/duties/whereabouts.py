@@ -118,7 +118,7 @@ def _known_place(snapshot: Snapshot, state: JobState) -> str | None:
         return "running"
     if state.status in _QUEUED and state.job_id in snapshot.claimed:
         return "claimed"
-    if state.status == JobStatus.STARTED.value and state.job_id in snapshot.started:
+    if state.job_id in snapshot.started:  # whatever its status says (a worker registers it before its start)
         return "started"
     return None
 
