@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from jobs import keys
-from jobs.scripts.claims import CLAIM, RELEASE_CLAIMS, REQUEUE_ORPHANED_CLAIMS, STEP
+from jobs.scripts.claims import CLAIM, RELEASE_CLAIMS, RENEW_CLAIMS, REQUEUE_ORPHANED_CLAIMS, STEP
 from jobs.scripts.gate import UPSTREAM_HOLD, UPSTREAM_RATE
 from jobs.scripts.staging import STAGE_LEAF
 
@@ -288,3 +288,4 @@ class Scripts:
         self.step = conn.register_script(STEP)
         self.release_claims = conn.register_script(RELEASE_CLAIMS)
         self.requeue_orphaned_claims = conn.register_script(REQUEUE_ORPHANED_CLAIMS)
+        self.renew_claims = conn.register_script(RENEW_CLAIMS)
