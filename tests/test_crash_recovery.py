@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,12 +16,18 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
+from jobs.config import Settings
+from jobs.redis_values import as_text, as_texts
+from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.serve import DirectoryHandler, start_background
 from tests.helpers import (
     Requests,
+    kill_with_horses,
+    log_lines,
     refreshq_process,
     scheduler_running,
     wait_until,
+    worker_process,
 )
 
 pytestmark = pytest.mark.slow
@@ -44,6 +51,63 @@ def slow_hospitals(scale: int) -> Iterator[tuple[str, Requests]]:
     with start_background(scale) as running:
         running.server.RequestHandlerClass = Slow
         yield running.url, requests
+
+
+def _current_job(conn: redis.Redis, pid: int) -> str | None:
+    for key in conn.smembers("rq:workers"):
+        worker_pid, job = conn.hmget(key, "pid", "current_job")
+        if worker_pid is not None and int(worker_pid) == pid and job:
+            return as_text(job)
+    return None
+
+
+def _province(job_id: str | None) -> str | None:
+    if not job_id or "-plan" in job_id:
+        return None
+    return job_id.rsplit("-p", 1)[1].split("-")[0]
+
+
+def _big_province(conn: redis.Redis, task_id: str, job_id: str | None) -> str | None:
+    """The province of a province job with 30 leaves or more, most of them to go (the first ones handed over
+    are the provinces without cities, of one leaf)."""
+    code = _province(job_id)
+    if code is None:
+        return None
+    total, done = conn.hmget(keys.task_stats(task_id), [keys.province_stat(code, keys.PROVINCE_LEAVES_TOTAL),
+                                                        keys.province_stat(code, keys.PROVINCE_LEAVES_DONE)])
+    return code if int(total or 0) >= 30 and 2 * int(done or 0) < int(total or 0) else None
+
+
+def test_the_only_workers_killed_job_resumes_ahead_of_the_province_its_replacement_took_meanwhile(
+    conn: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The killed job is back at the front of the queue 15-20 s after the kill, but the replacement worker,
+    started at once, took the next province meanwhile: without a step back the killed one waits for that
+    whole province (minutes with a slow upstream; once 166 s)."""
+    monkeypatch.setenv("REFRESHQ_UPSTREAM_CONCURRENCY", "2")
+    env = {**env, "REFRESHQ_UPSTREAM_CONCURRENCY": "2"}
+    log = tmp_path / "scheduler.log"
+    with slow_hospitals(20_000) as (url, requests), scheduler_running(env, log):
+        manager = SyncTaskManager(Settings.from_env(env), conn, upstream={"kind": "http", "url": url})
+        task_id = manager.create_full_refresh_task()
+        with worker_process(env) as only:
+            victim = wait_until(lambda: _big_province(conn, task_id, _current_job(conn, only.pid)), 120, 0.02,
+                                "a big province job with most of its leaves to go")
+            kill_with_horses(only)
+            killed = time.monotonic()
+        with worker_process(env) as replacement:
+            took = wait_until(lambda: _province(_current_job(conn, replacement.pid)), 30, 0.02,
+                              "the replacement to take a province")
+            prefix = f"/regions/{victim[:2]}"
+            resumed = wait_until(lambda: next((t for t, p in list(requests) if t > killed and prefix in p), None),
+                                 90, 0.05, f"a request for {victim} after the kill") - killed
+            ended = as_texts(conn.hkeys(keys.task_provinces_ended(task_id)))
+            manager.cancel_task(task_id)
+    print(f"{victim} resumed {resumed:.1f} s after the kill; the replacement had taken {took} first")
+    assert took != victim
+    assert took not in ended, f"{took} ended before {victim} resumed: it did not step back"
+    assert resumed < 30
+    assert log_lines(log, "make room:")
 
 
 def _blocked(conn: redis.Redis) -> int:

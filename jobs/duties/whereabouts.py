@@ -70,7 +70,7 @@ def read_snapshot(conn: redis.Redis, queue_names: Iterable[str]) -> Snapshot:
             pipe.zrange(StartedJobRegistry(queue, connection=conn).key, 0, -1)
         replies = pipe.execute()
     claims_end = len(names) + len(claimers) * len(queue_names)
-    running = frozenset(as_text(job) for job, beat in replies[: len(names)] if job and _beats(beat))
+    running = frozenset(as_text(job) for job, beat in replies[: len(names)] if job and beats(beat))
     claimed = frozenset(as_text(i) for ids in replies[len(names):claims_end] for i in ids)
     # Started entries are "<job id>:<execution id>" (RQ 2).
     started = frozenset(as_text(e).rpartition(":")[0] for ids in replies[claims_end:] for e in ids)
@@ -139,7 +139,8 @@ def _probe(conn: redis.Redis, pipe: redis.client.Pipeline, state: JobState) -> l
     return [state.status or ""]
 
 
-def _beats(last_heartbeat: bytes | None) -> bool:
+def beats(last_heartbeat: bytes | None) -> bool:
+    """Whether a worker whose record says this `last_heartbeat` still beats (WORKER_SILENT_SECONDS)."""
     if not last_heartbeat:
         return False
     try:

@@ -150,10 +150,12 @@ end
 return 'OK'
 """
 
-# Move a job id from anywhere in a queue's list to its head, if it is still there (not yet dequeued).
-# KEYS: queue list. ARGV: job id. Returns 1 when moved.
+# Move a job id from anywhere in a queue's list to its head, if it is still there (not yet dequeued); with
+# a second id still queued (jobs.duties.make_room), right behind that one instead.
+# KEYS: queue list. ARGV: job id, [id to go behind]. Returns 1 when moved.
 MOVE_TO_FRONT = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if ARGV[2] and ARGV[2] ~= '' and redis.call('LINSERT', KEYS[1], 'AFTER', ARGV[2], ARGV[1]) > 0 then return 1 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
 """
