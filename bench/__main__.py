@@ -22,12 +22,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import full_refresh, report, short_jobs, status_latency
+from bench import crash_recovery, full_refresh, report, short_jobs, status_latency
 from bench.harness import REPO, Bench, Upstream
 from bench.sizes import Sizes, choose
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("full_refresh", "status_cancel", "list_tasks", "short_jobs")
+SCENARIOS = ("full_refresh", "status_cancel", "list_tasks", "short_jobs", "crash_recovery")
 NEEDS_UPSTREAM = ("full_refresh", "status_cancel", "short_jobs")
 
 
@@ -145,6 +145,7 @@ def _scenario(
         "status_cancel": lambda: {"status_cancel": status_latency.run_under_load(bench, up(), sizes)},
         "list_tasks": lambda: {"list_tasks": status_latency.run_list(bench, sizes)},
         "short_jobs": lambda: {"short_jobs": short_jobs.run(bench, up(), sizes)},
+        "crash_recovery": lambda: {"crash_recovery": crash_recovery.run(bench, sizes)},  # its own upstream
     }
     return calls[name]
 
