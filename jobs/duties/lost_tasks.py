@@ -140,8 +140,10 @@ def take_up(conn: redis.Redis, loss: Loss, settings: Settings, event: dict[str, 
             record(conn, pipe, loss.task_id, event, counter)
             pipe.execute()
         return ""
+    # What changes when the part is taken up by anything else: a job enqueued for it (its hash, the task's
+    # job set), its end, the task's status or place in line. Not the queue: it changes with every claim.
     watched = [keys.task(loss.task_id), keys.task_provinces_ended(loss.task_id), keys.task_jobs(loss.task_id),
-               keys.TASKS_WAITING, queues.queue(conn, queues.REFRESH).key]
+               keys.TASKS_WAITING]
     if loss.job_id:
         watched.append(Job.key_for(loss.job_id))
     with conn.pipeline() as pipe:

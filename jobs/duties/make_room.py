@@ -52,6 +52,14 @@ class MakeRoom:
         self._asked: dict[str, float] = {}
 
     def __call__(self, conn: redis.Redis) -> None:
+        try:
+            self._look(conn)
+        except redis.RedisError:
+            raise  # the scheduler logs it and ticks on
+        except Exception:  # a record this look cannot read must not stop the scheduler and its other duties
+            log.exception("make room: the look failed; the next tick tries again")
+
+    def _look(self, conn: redis.Redis) -> None:
         now = time.monotonic()
         self._asked = {k: t for k, t in self._asked.items() if now - t < ASK_AGAIN_AFTER}
         waiting = [w for w in _resumed_at_front(conn) if w[0] not in self._asked]

@@ -59,6 +59,14 @@ class Reconciler:
         if now < self._due:
             return
         self._due = now + self.interval
+        try:
+            self._pass(conn, now)
+        except redis.RedisError:
+            raise  # the scheduler logs it and ticks on
+        except Exception:  # a record this pass cannot read must not stop the scheduler and its other duties
+            log.exception("reconcile: the pass failed; the next one tries again")
+
+    def _pass(self, conn: redis.Redis, now: float) -> None:
         suspects: dict[tuple[str, str, str], Suspect] = {}
         for loss in self._losses(conn):
             first = self._suspects.get(loss.key, (now, records.now_iso()))
