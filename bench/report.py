@@ -178,6 +178,23 @@ def _web_clients(r: dict[str, Any]) -> list[Row]:
         Row(s, "  held throughout (all open after the probes, stream cap still full)",
             f"{overlap['open_after_probes']} of {overlap['held']} open", "held", overlap["held_throughout"]),
     ]
+def _crash_recovery(r: dict[str, Any]) -> list[Row]:
+    s = "7 crash recovery"
+    rows = [Row(s, "setting", f"full refresh, {r['scale']:,} hospitals, {r['latency_ms']:g} ms a request, "
+                              f"{r['upstream_concurrency']} in flight; replacement worker started at the kill")]
+    for mode, data in r["modes"].items():
+        gap, runs = data["gap_seconds"], data["runs"]
+        rows.append(Row(s, f"{mode.replace('_', ' ')}: kill -9 -> next request for its province",
+                        f"min {gap['min']:.1f} s, median {gap['median']:.1f} s, max {gap['max']:.1f} s "
+                        f"(n={len(runs)})", "max <= 25 s", gap["max"] <= 25))
+        medians = " / ".join(_median(runs, k) for k in ("abandoned_after", "requeued_after", "restarted_after"))
+        rows.append(Row(s, "  medians: abandoned / requeued / restarted", f"{medians} s"))
+    return rows
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> str:
+    values = sorted(run[key] for run in runs if run[key] is not None)
+    return f"{values[len(values) // 2]:.1f}" if values else "n/a"
 
 
 def rows(results: dict[str, Any]) -> list[Row]:
@@ -191,6 +208,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         (("full_refresh", "orchestration"), _orchestration),
         (("short_jobs",), _short_jobs),
         (("web_clients",), _web_clients),
+        (("crash_recovery",), _crash_recovery),
     ]
     for path, build in builders:
         data = _get(scenarios, *path)

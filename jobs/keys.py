@@ -247,6 +247,11 @@ def job_retry(job_id: str) -> str:
     return f"{PREFIX}retry:{job_id}"
 
 
+def step_back(job_id: str) -> str:
+    """STRING, short TTL: the job that a running refresh job was asked to step back behind (jobs.duties.make_room)."""
+    return f"{PREFIX}stepback:{job_id}"
+
+
 def job_failure(job_id: str) -> str:
     """HASH: how the latest failure of a job is to be treated (kind, error, exception), recorded where it
     failed (jobs.failures) and taken by the retry sweeper."""

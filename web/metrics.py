@@ -54,6 +54,8 @@ COUNTERS = {
                               ("channel",)),
     counters.STALE_WRITES: ("refreshq_stale_writes_refused", "Writes refused because the job execution making "
                             "them no longer owned the work (paused, abandoned or taken over).", ("write",)),
+    counters.RECONCILED: ("refreshq_reconciled", "Lost work the scheduler took up again (its job was gone), by kind.",
+                          ("kind",)),
 }
 
 

@@ -20,16 +20,17 @@ from typing import Any
 
 import redis
 from rq import Queue, Worker
+from rq.command import parse_payload
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.job import Job, Retry
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from jobs import context, failures, limits, shutdown
+from jobs import context, failures, keys, limits, shutdown
 from jobs import queues as queue_names
 from jobs.config import Settings
-from jobs.duties import abandoned
+from jobs.duties import abandoned, make_room
 from jobs.errors import ValidationError
 from jobs.reconnect import REFUSALS
 from jobs.refresh.job import REFRESH_FUNCS
@@ -261,9 +262,24 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
             return
         super().handle_job_retry(job, queue, retry, started_job_registry, execution)
         # RQ 2.12 enqueues a job that returned a Retry at the back, whatever its `enqueue_at_front`
-        # (Job._handle_retry_result); move it to the front, unless another worker took it already.
+        # (Job._handle_retry_result); move it to the front (or behind the job it stepped back for: in the
+        # work-horse, which runs this), unless another worker took it already.
         if retry.enqueue_at_front and not any(retry.intervals):
-            Scripts(self.connection).move_to_front(keys=[queue.key], args=[job.id])
+            behind = self.connection.getdel(keys.step_back(job.id)) or b""
+            Scripts(self.connection).move_to_front(keys=[queue.key], args=[job.id, behind])
+
+    def handle_payload(self, message: Any) -> None:
+        # RQ's command channel, plus refreshq's step back (jobs.duties.make_room).
+        payload = parse_payload(message)
+        if payload.get("command") != make_room.STEP_BACK:
+            super().handle_payload(message)
+            return
+        monitored, job_id = self._monitored, str(payload.get("job_id"))
+        if monitored is None or monitored[0] != job_id or self.horse_pid != monitored[1]:
+            return  # that job ended meanwhile
+        self.log.info("Worker %s: %s steps back for a job resumed after its worker died (checkpoint kept)",
+                      self.name, job_id)
+        self.kill_horse(sig=signal.SIGTERM)  # the job stops at its next safe point and requeues itself
 
     def set_shutdown_requested_date(self) -> None:
         try:

@@ -195,6 +195,7 @@ def _to_status(
         "retry": json.loads(r["retry"]) if r.get("retry") else None,
         "soft_limit_exceeded_at": r.get("soft_limit_exceeded_at") or None,
         "progress_changed_at": progress_changed_at(r),
+        "recovered": json.loads(r["recovered"]) if r.get("recovered") else [],  # jobs.duties.reconcile
     }
 
 
