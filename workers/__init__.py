@@ -180,10 +180,12 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
         shutdown.requested.set()
         if self._stop_asked_at is None:
             self._stop_asked_at = time.monotonic()
+        # Raised first: RQ raises StopRequested from this handler when idle, and code that catches broadly
+        # where the signal lands would swallow it; the loop then still stops within BLOCK_SECONDS.
+        self._stop_requested = True
         if self._booting:
             # RQ raises StopRequested when idle, which here would cut the registration half-way;
             # work() sees the flag before its first dequeue and unregisters.
-            self._stop_requested = True
             return
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 

@@ -95,6 +95,8 @@ class FastWorker(ChannelMixin, DrainMixin, TakeoverMixin, SimpleWorker):
         self.bootstrap(logging_level)
         self._install_signal_handlers()  # type: ignore[no-untyped-call]
         self.install_drain_handler()
+        if shutdown.requested.is_set():  # a stop while it started, seen by the start-up handler only
+            self._stop_requested = True
         signal.signal(INTERRUPT_SIGNAL, self._interrupt)
         previous = context.install(self.job_context)  # for the jobs of this process, while it works
         self._names = [q.name for q in self.queues]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from rq.job import Job
@@ -29,7 +28,6 @@ from jobs import keys, queues
 from jobs.duties import whereabouts
 from jobs.duties.whereabouts import Snapshot
 from jobs.named import history, schedules
-from jobs.observe import runs as observed_runs
 from jobs.redis_values import as_text, as_texts
 from jobs.statuses import FAILED, RUNNING
 
@@ -124,7 +122,7 @@ def take_up(conn: redis.Redis, run: LostRun) -> str | None:
         return None
     ended = time.time()
     exec_id = run.exec_id or _started_record(conn, run)
-    if exec_id and not _end_record(conn, run.task, exec_id, ended):
+    if exec_id and not history.end_lost(conn, run.task, exec_id, ended, VANISHED):
         exec_id = ""  # it had ended meanwhile
     if run.schedule:
         schedules.note_run_ended(conn, {"schedule": run.schedule}, run.job_id, FAILED,
@@ -141,29 +139,6 @@ def _started_record(conn: redis.Redis, run: LostRun) -> str:
         if raw and json.loads(raw).get("status") == RUNNING:
             return exec_id
     return ""
-
-
-def _end_record(conn: redis.Redis, task: str, exec_id: str, ended: float) -> bool:
-    """FAILED in the history record if it still says RUNNING, and the run counted, in one transaction."""
-    entries = keys.history_entries(task)
-    with conn.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(entries)  # type: ignore[no-untyped-call]
-                raw = pipe.hget(entries, exec_id)
-                entry: dict[str, Any] = json.loads(raw) if raw else {}
-                if entry.get("status") != RUNNING:
-                    return False
-                started = float(entry.get("started_ts") or ended)
-                entry.update({"status": FAILED, "error": VANISHED, "ended_at": history.iso(ended), "ended_ts": ended,
-                              "duration": round(max(0.0, ended - started), 3)})
-                pipe.multi()
-                pipe.hset(entries, exec_id, json.dumps(entry, ensure_ascii=False))
-                observed_runs.queue_named_run(pipe, entry, retrying=False)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                continue
 
 
 def _requeue(conn: redis.Redis, job_id: str) -> bool:
