@@ -10,7 +10,7 @@ import redis
 
 from commands.runtime import Runtime
 from jobs.config import Settings
-from jobs.errors import ConfigError, RefreshqError, ValidationError
+from jobs.errors import ConfigError, RefreshqError, UnsupportedRQError, ValidationError
 
 
 @click.group()
@@ -19,6 +19,13 @@ from jobs.errors import ConfigError, RefreshqError, ValidationError
 def cli(ctx: click.Context) -> None:
     """refreshq: crash-safe, resumable refresh jobs and named tasks on RQ and Redis."""
     ctx.obj = Runtime(Settings.from_env())
+
+
+def _check_rq() -> None:
+    """An rq outside the range refreshq is tested with is refused before any command module imports RQ."""
+    from jobs.rqseam import gate  # the seam's package runs the same check when it is first imported
+
+    gate.check()
 
 
 def _register() -> None:
@@ -48,6 +55,11 @@ def _register() -> None:
         cli.add_command(command)
 
 
+try:
+    _check_rq()
+except UnsupportedRQError as exc:
+    click.echo(f"refreshq: error: {exc}", err=True)
+    sys.exit(2)
 _register()
 
 

@@ -22,6 +22,10 @@ class ConfigError(RefreshqError):
     """Raised when an environment variable holds a value refreshq cannot use."""
 
 
+class UnsupportedRQError(ConfigError):
+    """Raised when the installed rq is outside the range refreshq is tested with (jobs.rqseam.gate)."""
+
+
 class ServerError(RefreshqError):
     """Raised when the embedded Valkey server cannot be started, reached or stopped."""
 
