@@ -17,6 +17,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from jobs import keys
+from jobs.rqseam.queue import NotifyingQueue
 
 CRITICAL = "critical"
 HIGH = "high"
@@ -52,18 +53,11 @@ def ring(client: Any, names: Iterable[str]) -> None:
         client.ltrim(keys.bell(name), -BELL_TOKENS, -1)
 
 
-class BellQueue(Queue):
+class BellQueue(NotifyingQueue):
     """RQ's queue, ringing the queue's bell with every job it pushes, in the same transaction."""
 
-    def push_job_id(self, job_id: str, pipeline: Any = None, at_front: bool = False) -> None:
-        if pipeline is not None:
-            super().push_job_id(job_id, pipeline=pipeline, at_front=at_front)
-            ring(pipeline, [self.name])
-            return
-        with self.connection.pipeline() as pipe:
-            super().push_job_id(job_id, pipeline=pipe, at_front=at_front)
-            ring(pipe, [self.name])
-            pipe.execute()
+    def pushed(self, pipeline: Any) -> None:
+        ring(pipeline, [self.name])
 
 
 def queue(conn: redis.Redis, name: str) -> Queue:

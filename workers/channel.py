@@ -27,6 +27,7 @@ import redis
 from redis.client import PubSub
 
 from jobs import shutdown
+from jobs.rqseam.worker import ChannelSeam
 
 # How often the listener looks at its stop flag when no command arrives (a wake-up reads nothing from
 # the server: it is the timeout of a poll on the socket).
@@ -59,24 +60,19 @@ class Listener(threading.Thread):
         self._stopped.set()
 
 
-class ChannelMixin:
+class ChannelMixin(ChannelSeam):
     """For RQ worker classes: RQ's subscribe/unsubscribe of the worker's channel, through a Listener."""
 
-    name: str
-    log: Any
-    connection: redis.Redis
-    pubsub_channel_name: str
-    pubsub: PubSub | None
     listener: Listener | None = None  # in place of RQ's `pubsub_thread`, which stays None
 
-    def subscribe(self) -> None:
+    def listen_for_commands(self) -> None:
         self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
         self.pubsub = pubsub = self.connection.pubsub()
-        pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})  # type: ignore[attr-defined]
-        self.listener = Listener(pubsub, self._pubsub_exception_handler)
+        pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.listener = Listener(pubsub, self.command_channel_error)
         self.listener.start()
 
-    def unsubscribe(self) -> None:
+    def stop_listening_for_commands(self) -> None:
         listener = self.listener
         if listener is None:
             return
@@ -84,9 +80,9 @@ class ChannelMixin:
         listener.stop()
         listener.join(JOIN_SECONDS)
 
-    def _pubsub_exception_handler(self, exc: Exception, pubsub: PubSub, listener: Any) -> None:
+    def command_channel_error(self, exc: Exception, pubsub: PubSub, listener: Any) -> None:
         # RQ's handler logs and retries every 2 s, forever; a stopping worker needs no more commands.
         if shutdown.requested.is_set() and isinstance(exc, redis.ConnectionError):
             listener.stop()
             return
-        super()._pubsub_exception_handler(exc, pubsub, listener)  # type: ignore[misc]
+        self.rq_command_channel_error(exc, pubsub, listener)

@@ -13,19 +13,15 @@ import signal
 from types import FrameType
 from typing import Any
 
-from rq.command import parse_payload
-
+from jobs.rqseam.worker import WorkerSeam
 from jobs.workforce import DRAIN_COMMAND
 
 DRAIN_SIGNAL = signal.SIGUSR1
 
 
-class DrainMixin:
+class DrainMixin(WorkerSeam):
     """For RQ worker classes: SIGUSR1 or the `refreshq-drain` command drains the worker."""
 
-    name: str
-    log: Any
-    _stop_requested: bool
     draining = False
 
     def install_drain_handler(self) -> None:
@@ -35,11 +31,10 @@ class DrainMixin:
         if not self.draining:
             self.log.info("Worker %s: draining (finishing the job in hand, taking nothing new)", self.name)
         self.draining = True
-        self._stop_requested = True
+        self.stop_requested = True
 
-    def handle_payload(self, message: Any) -> None:
-        payload = parse_payload(message)
+    def command_handled(self, payload: dict[str, Any]) -> bool:
         if payload.get("command") == DRAIN_COMMAND:
             os.kill(os.getpid(), DRAIN_SIGNAL)  # handled in the main thread, like RQ's shutdown command
-            return
-        super().handle_payload(message)  # type: ignore[misc]
+            return True
+        return super().command_handled(payload)

@@ -3,8 +3,8 @@
 RQ's forking worker heartbeats from its main process while the horse runs, and kills a horse that
 overruns its time limit; SimpleWorker does neither, so a SimpleWorker killed mid-job is noticed only
 when the job's time limit (plus a minute) has passed. This thread gives the fast worker both: every
-JOB_MONITORING_INTERVAL it renews the heartbeats (RQ's maintain_heartbeats), and a job still running
-HARD_LIMIT_GRACE after its time limit (it swallowed RQ's JobTimeoutException, or is stuck in C code)
+JOB_MONITORING_INTERVAL it renews the heartbeats (RQ's maintain_heartbeats, through jobs.rqseam.simple), and a
+job still running HARD_LIMIT_GRACE after its time limit (it swallowed RQ's JobTimeoutException, or is stuck in C code)
 is failed as timed out, and the worker exits so that its pool starts a clean one. It also gives the
 rest of a batch back to its queues once a job has run RELEASE_AFTER, so short jobs never wait behind a
 long one, and interrupts a job still running WARM_SHUTDOWN_BUDGET after a SIGTERM.
@@ -54,8 +54,7 @@ class Watched(Protocol):
     def job_monitoring_interval(self) -> float: ...
     def _give_back(self, always: bool = False) -> None: ...
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None: ...
-    def set_current_job_working_time(self, current_job_working_time: float, pipeline: Any = None) -> Any: ...
-    def maintain_heartbeats(self, job: Job) -> Any: ...
+    def keep_alive(self, job: Job, elapsed: float) -> None: ...
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry: Any = None,
                            exc_string: str = "") -> Any: ...
     def teardown(self) -> Any: ...
@@ -96,8 +95,7 @@ class Monitor(threading.Thread):
             if self._beat[0] is not job:
                 self._beat = (job, started)
             if time.monotonic() - self._beat[1] >= worker.job_monitoring_interval:
-                worker.set_current_job_working_time(elapsed)
-                worker.maintain_heartbeats(job)
+                worker.keep_alive(job, elapsed)
                 self._beat = (job, time.monotonic())
         self._enforce(job, queue, elapsed)
 

@@ -1,11 +1,11 @@
 """`refreshq worker --processes N`: a pool of worker processes on one machine, steered through Redis.
 
 Built on RQ's WorkerPool (its worker table, reaping, start and stop of processes), departing from it where
-refreshq needs more:
+refreshq needs more (through the hooks of jobs.rqseam.pool):
 - the size is not fixed: the wanted size lives in Redis (keys.pool_wanted, set by `refreshq workers
   scale` from any machine) and outlives the pool; each tick the pool converges to it, starting processes
   or draining the idle ones first (a busy one only when no idle one is left, and it finishes its job);
-- a worker is built by refreshq (workers.build_worker or workers.fast), registered in RQ's registry as
+- a worker is built by refreshq (workers.base.build, forking or fast), registered in RQ's registry as
   any worker, named `<pool>.<8 hex>`, without RQ's scheduler (refreshq's scheduler process does that);
 - the tick waits on the pool's command channel (drain, stop, scale) instead of sleeping, so a command
   acts at once, and reaping does not block (RQ joins each process for 0.1 s per tick);
@@ -31,14 +31,14 @@ from uuid import uuid4
 
 import redis
 from redis.client import PubSub
-from rq.serializers import JSONSerializer
-from rq.worker_pool import WorkerData, WorkerPool
+from rq.worker_pool import WorkerData
 
 from jobs import keys, shutdown
 from jobs.config import Settings
 from jobs.errors import ConfigError
 from jobs.lock import OwnedLock
 from jobs.redis_values import as_text
+from jobs.rqseam.pool import PoolSeam
 from jobs.workforce import POOL_DRAIN, POOL_RECORD_TTL, POOL_STOP
 from workers.drain import DRAIN_SIGNAL
 
@@ -66,8 +66,9 @@ def default_pool_name(fast: bool) -> str:
 def run_pool_worker(spec: PoolSpec, name: str) -> None:
     """The body of one process of the pool (forked, its stop signals still blocked)."""
     from jobs.connection import connect
-    from workers import build_worker
-    from workers.fast import build_fast_worker
+    from workers import FORKING
+    from workers.base import Mode, build
+    from workers.fast import FAST
 
     shutdown.requested.clear()
     shutdown.install_stop_handlers()
@@ -75,16 +76,16 @@ def run_pool_worker(spec: PoolSpec, name: str) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     shutdown.die_with_parent(signal.SIGTERM)  # the pool gone, even killed: a warm shutdown, not an orphan
     conn = connect(spec.settings, patient=True)
-    build = build_fast_worker if spec.fast else build_worker
-    worker = build(conn, spec.queues, name=name, settings=spec.settings, pool=spec.name)
+    mode: Mode[Any] = FAST if spec.fast else FORKING
+    worker = build(mode, conn, spec.queues, name=name, settings=spec.settings, pool=spec.name)
     if shutdown.requested.is_set():
         return
     worker.work(burst=spec.burst, with_scheduler=False)
 
 
-class RefreshqPool(WorkerPool):
+class RefreshqPool(PoolSeam):
     def __init__(self, conn: redis.Redis, spec: PoolSpec) -> None:
-        super().__init__(spec.queues, connection=conn, num_workers=spec.processes, serializer=JSONSerializer)
+        super().__init__(conn, spec.queues, spec.processes)
         self.name = spec.name
         self.spec = spec
         self.leaving: set[str] = set()  # asked to drain by a scale-down
@@ -92,8 +93,7 @@ class RefreshqPool(WorkerPool):
         self.started_at = datetime.now(UTC).isoformat()
         self._lock = OwnedLock(conn, keys.pool_lock(spec.name), ttl_ms=LOCK_TTL_MS)
 
-    def start_worker(self, count: int | None = None, burst: bool = True, _sleep: float = 0,
-                     logging_level: str = "INFO") -> None:
+    def spawn_worker(self) -> None:
         name = f"{self.name}.{uuid4().hex[:8]}"
         process = get_context("fork").Process(target=run_pool_worker, args=(self.spec, name), name=name)
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -104,7 +104,7 @@ class RefreshqPool(WorkerPool):
         self.worker_dict[name] = WorkerData(name=name, pid=process.pid or 0, process=process)
         log.info("Pool %s: started worker %s (pid %s)", self.name, name, process.pid)
 
-    def reap_workers(self) -> None:
+    def reap(self) -> None:
         for data in list(self.worker_dict.values()):
             if not data.process.is_alive():  # waitpid(WNOHANG): no wait, unlike RQ's join(0.1)
                 log.info("Pool %s: worker %s (pid %s) exited with %s", self.name, data.name, data.pid,
@@ -120,14 +120,14 @@ class RefreshqPool(WorkerPool):
             return self.num_workers
         return int(raw)
 
-    def check_workers(self, respawn: bool = True) -> None:
+    def converge(self, respawn: bool) -> None:
         self.reap_workers()
         if not respawn or self.status == self.Status.STOPPED or self.draining:
             return
         self.num_workers = self.wanted()
         staying = [n for n in self.worker_dict if n not in self.leaving]
         for _ in range(self.num_workers - len(staying)):
-            self.start_worker(burst=self._burst)
+            self.spawn_worker()
         if len(staying) > self.num_workers:
             self._shrink(staying, len(staying) - self.num_workers)
 
@@ -153,12 +153,11 @@ class RefreshqPool(WorkerPool):
         for name in list(self.worker_dict):
             self._signal(name, DRAIN_SIGNAL)
 
-    def request_stop(self, signum: Any = None, frame: Any = None) -> None:
+    def on_stop_request(self) -> bool:
         shutdown.requested.set()
-        if self.status != self.Status.STOPPED:
-            super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+        return bool(self.status != self.Status.STOPPED)
 
-    def _state(self) -> str:
+    def state_name(self) -> str:
         if self.status == self.Status.STOPPED:
             return "stopping"
         return "draining" if self.draining else "running"
@@ -168,7 +167,7 @@ class RefreshqPool(WorkerPool):
         mode = "fast" if self.spec.fast else "forking"
         record: dict[Any, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "mode": mode,
                   "queues": ",".join(self.spec.queues), "wanted": self.num_workers, "workers": json.dumps(members),
-                  "state": self._state(), "started_at": self.started_at,
+                  "state": self.state_name(), "started_at": self.started_at,
                   "heartbeat": datetime.now(UTC).isoformat()}
         with self.connection.pipeline() as pipe:
             pipe.hset(keys.pool(self.name), mapping=record)
@@ -178,10 +177,9 @@ class RefreshqPool(WorkerPool):
         if not self._lock.acquire():
             log.warning("Pool %s: another process took this pool's lock", self.name)
 
-    def start(self, burst: bool = False, logging_level: str = "INFO") -> None:
+    def run(self, burst: bool) -> None:
         """Run until stopped (SIGTERM, `workers stop`), drained (`workers drain`), or, in burst mode,
-        until every worker has emptied its queues and exited."""
-        self._burst = burst
+        until every worker has emptied its queues and exited (RQ's `start`)."""
         self._take_lock()
         stored = self.connection.get(keys.pool_wanted(self.name))
         if stored is not None and int(stored) != self.num_workers:
@@ -190,7 +188,7 @@ class RefreshqPool(WorkerPool):
         pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(keys.pool_channel(self.name))
         self.status = self.Status.STARTED
-        self._install_signal_handlers()  # type: ignore[no-untyped-call]
+        self.install_rq_signal_handlers()
         try:
             self._loop(pubsub, burst)
         finally:

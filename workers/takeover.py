@@ -10,25 +10,17 @@ fast mode checks the same in the script that sends its batched bookkeeping, work
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
-from rq.executions import Execution
-from rq.job import Job, Retry
-from rq.queue import Queue
+from rq.job import Job
 
 from jobs import keys
+from jobs.rqseam.worker import WorkerSeam
 
 STALE_RESULT = "stale_writes|result"  # the counter of ends not recorded (jobs.observe.counters.STALE_WRITES)
 
 
-class TakeoverMixin:
+class TakeoverMixin(WorkerSeam):
     """For RQ worker classes: the ends of executions no longer registered as started are not recorded."""
-
-    name: str
-    log: Any
-    connection: redis.Redis
-    execution: Execution | None
 
     def taken_over(self, job: Job) -> bool:
         """True when this execution is no longer registered as started (declared abandoned): logged, counted."""
@@ -45,16 +37,5 @@ class TakeoverMixin:
                              "not recording its end", self.name, self.execution.composite_key, job.id)
         return member is None
 
-    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
-        if not self.taken_over(job):
-            super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
-
-    def handle_job_failure(
-        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
-    ) -> None:
-        if not self.taken_over(job):
-            super().handle_job_failure(job, queue, started_job_registry, exc_string)  # type: ignore[misc]
-
-    def handle_job_retry(self, job: Job, queue: Queue, retry: Retry, started_job_registry: Any, execution: Any) -> None:
-        if not self.taken_over(job):
-            super().handle_job_retry(job, queue, retry, started_job_registry, execution)  # type: ignore[misc]
+    def may_record_end(self, job: Job) -> bool:
+        return not self.taken_over(job) and super().may_record_end(job)

@@ -17,7 +17,6 @@ from typing import Any
 
 import redis
 from rq.job import Job
-from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler as RqScheduler
 
 from jobs import keys
@@ -28,6 +27,8 @@ from jobs.named.runs import RESULT_TTL, RUN_FUNC, RunCallbacks, check_arguments,
 from jobs.named.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options
 from jobs.queues import BellQueue
 from jobs.redis_values import as_text_map, as_texts
+from jobs.rqseam import queue as rq_classes
+from jobs.rqseam.queue import JSONJob as JSONJob  # rq-scheduler's jobs (jobs.duties.fire_schedules)
 from jobs.scripts import Scripts
 from jobs.statuses import FAILED, PENDING, QUEUED, SUCCEEDED, UNKNOWN, from_rq, is_live
 
@@ -35,21 +36,9 @@ OPERATOR, DEFAULT = "operator", "default"
 _CONFIG_FIELDS = ("task", "cron", "interval", "timezone", "args", "kwargs", "max_instances", "misfire_grace_time",
                   "coalesce", "paused", "source")
 
-class JSONJob(Job):
-    """An RQ job that is always JSON-serialized: rq-scheduler creates and fetches jobs without a serializer."""
-
-    def __init__(self, id: str | None = None, connection: redis.Redis | None = None, serializer: Any = None) -> None:
-        super().__init__(id, connection=connection, serializer=JSONSerializer)
-
-
-class JSONQueue(BellQueue):
+class JSONQueue(rq_classes.JSONQueue, BellQueue):
     """An RQ queue that always uses the JSON serializer and JSONJob, whatever rq-scheduler passes (and
     rings the queue's bell, as every refreshq queue: jobs.queues)."""
-
-    def __init__(self, name: str = "default", connection: redis.Redis | None = None, **kwargs: Any) -> None:
-        kwargs["serializer"] = JSONSerializer
-        kwargs["job_class"] = JSONJob
-        super().__init__(name, connection=connection, **kwargs)
 
 
 class _RqScheduler(RqScheduler):  # type: ignore[misc]  # rq-scheduler ships no type hints
