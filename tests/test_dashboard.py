@@ -36,8 +36,8 @@ from tests.web_helpers import (
 )
 from tests.web_helpers import value_count as scanned_values
 from web.app import create_app
-from web.dashboard_views import REGISTRIES
-from web.templates import PatchError, patched_source
+from web.dashboard.templates import PatchError, patched_source
+from web.dashboard.views import REGISTRIES
 
 REFRESH_SCALE = 400
 
