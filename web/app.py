@@ -1,9 +1,10 @@
 """The Flask app: the API (web.api), the live pages (web.pages) and rq-dashboard under /rq (web.dashboard), behind
-one authentication (web.auth)."""
+one authentication (web.auth), every route with its access rule (web.access)."""
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import redis
 from flask import Flask
@@ -14,7 +15,7 @@ from jobs.errors import ConfigError
 from jobs.queues import register_queues
 from jobs.reconnect import writes_refused
 from jobs.refresh.manager import SyncTaskManager
-from web import api, auth, dashboard, metrics, pages, security
+from web import access, api, auth, dashboard, metrics, pages, security
 from web.streams import SharedReads, StreamSlots
 
 
@@ -37,8 +38,12 @@ def check_exposure(settings: Settings, host: str) -> None:
 
 
 def create_app(settings: Settings, redis_url: str) -> Flask:
-    """The web process: the API (/api/v1), the live pages, rq-dashboard under /rq, a health check."""
-    app = Flask("refreshq")
+    """The web process: the API (/api/v1), the live pages, rq-dashboard under /rq, a health check.
+
+    Every route declares who may call it on its view (web.access): the app refuses to start otherwise."""
+    # Its root is this package, not the working directory: the app's own /static (rq-dashboard's pages link
+    # its favicon there) serves web/static, which does not exist, whatever directory the process runs in.
+    app = Flask("refreshq", root_path=str(Path(__file__).parent))
     app.extensions["refreshq.settings"] = settings
     if settings.web_trust_proxy:
         # The client's address (sign-in throttling) and scheme (the session cookie's Secure flag) as the
@@ -59,6 +64,7 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
     pages.install(app)
 
     @app.get("/healthz")
+    @auth.public
     def healthz() -> tuple[dict[str, str], int]:
         try:
             refused = writes_refused(conn)  # also answers whether the server answers at all
@@ -68,4 +74,5 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
             return {"status": "ok", "redis": "ok", "writes": f"refused ({refused['reason']})"}, 200
         return {"status": "ok", "redis": "ok"}, 200
 
+    access.check(app)
     return app
