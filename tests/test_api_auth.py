@@ -85,7 +85,7 @@ def test_the_dashboard_asks_the_roles_the_table_says(api: Api) -> None:
         path = rule.replace("<job_id>", "x").replace("<queue_name>", "refresh").replace("<registry_name>", "failed")
         assert call(method, path).status_code == 401, (method, path)
         assert call(method, path, "operate").status_code == 403, (method, path)
-        assert call(method, path, "admin").status_code not in (401, 403), (method, path)
+        assert call(method, path, "admin").status_code in (200, 404, 405), (method, path)  # never a 500
     for path in ("/rq/", "/rq/0/view/workers", "/rq/0/data/queues.json", "/rq/0/data/workers.json"):
         assert call("GET", path).status_code == 401
         assert call("GET", path, "read").status_code == 200, path

@@ -1,4 +1,5 @@
-"""refreshq's views in place of rq-dashboard's, for the routes that load or change jobs without a serializer.
+"""refreshq's views in place of rq-dashboard's, for the routes that load or change jobs without a serializer
+(and its compact, which can lose jobs).
 
 rq-dashboard 0.9 passes its configured serializer to some loads only: its job page, delete, requeue,
 requeue-all, empty and workers list fetch jobs with RQ's default, pickle. Loading refreshq's JSON
@@ -35,6 +36,7 @@ from rq_dashboard.version import VERSION as rq_dashboard_version
 from rq_dashboard.web import blueprint, escape_format_instance_list, format_job_description, serialize_date
 
 from jobs import queues
+from jobs.redis_values import as_texts
 
 BLUEPRINT = blueprint.name
 # The registries rq-dashboard shows, by the name in its URLs ("queued" is the queue itself).
@@ -174,6 +176,30 @@ def empty_queue(queue_name: str, registry_name: str) -> tuple[Response, int | di
     return _ok()
 
 
+COMPACT_CHUNK = 1000  # queue entries read (and jobs checked) per round trip
+
+
+def compact_queue(queue_name: str) -> tuple[Response, dict[str, str]]:
+    """Remove the queue's entries whose job no longer exists, in place. RQ's Queue.compact renames the queue
+    away and pushes the live ids back one by one: on an empty queue the RENAME fails (a 500), jobs enqueued
+    meanwhile end up ahead of older ones, and the ids still in the copy are lost if the process stops there.
+    Here the live entries never leave the queue; each dead id is removed with LREM."""
+    conn = _conn()
+    key = Queue(queue_name, connection=conn, serializer=JSONSerializer).key
+    dead: set[str] = set()
+    for start in range(0, int(conn.llen(key)), COMPACT_CHUNK):  # a worker may pop meanwhile: skipped is harmless
+        ids = as_texts(conn.lrange(key, start, start + COMPACT_CHUNK - 1))
+        with conn.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.exists(Job.key_for(job_id))
+            dead.update(job_id for job_id, found in zip(ids, pipe.execute(), strict=True) if not found)
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in dead:
+            pipe.lrem(key, 0, job_id)
+        pipe.execute()
+    return _ok()
+
+
 def _job_info(original: Callable[..., Any], **kw: Any) -> Any:
     try:
         return original(**kw)
@@ -198,6 +224,7 @@ REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "requeue_job_view": requeue_job,
     "requeue_all": requeue_all,
     "empty_queue": empty_queue,
+    "compact_queue": compact_queue,
 }
 # endpoint name -> refreshq's wrapper around rq-dashboard's own view
 WRAPPED: dict[str, Callable[..., Any]] = {"job_info": _job_info, "jobs_overview": _jobs_overview}
