@@ -34,6 +34,7 @@ from jobs.redis_values import as_text_map, as_texts
 from jobs.statuses import TASK_STATUSES, TERMINAL
 
 PATH = "/metrics"
+SCRAPE_ACCESS = "password or metrics token"  # checked by the view itself (_gate)
 
 # Stored counter name -> (metric name without _total, help, label names).
 COUNTERS = {
@@ -204,7 +205,10 @@ def _gate(settings: Settings, header: str | None) -> Response | None:
 
 
 def mount(app: Flask, settings: Settings) -> None:
+    from web.auth import declares
+
     @app.get(PATH)
+    @declares(SCRAPE_ACCESS)
     def metrics() -> Response:
         refused = _gate(settings, request.headers.get("Authorization"))
         if refused is not None:
