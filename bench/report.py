@@ -180,6 +180,22 @@ def _web_clients(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _rate_limited(r: dict[str, Any]) -> list[Row]:
+    s, limit = "7 rate-limited upstream", r["limit_per_second"]
+    rows = [Row(s, "the upstream", f"{limit} requests in any rolling second, answers of {r['latency_seconds']} s, "
+                f"{r['task']} refresh, {r['workers']} workers x {r['job_concurrency']} in flight")]
+    targets = {"configured": (0.95, 0.001), "unknown": (0.80, 0.02)}
+    for name, run in r["runs"].items():
+        used, refused = run["budget_used"], run["refused_share"]
+        value = (f"{used:.1%} of the budget ({run['admitted_per_second']}/s), {refused:.2%} refused "
+                 f"({run['refused']} of {run['requests']}), {run['seconds']:.0f} s, {run['status']}")
+        want = targets.get(name)
+        target = f">= {want[0]:.0%} used, <= {want[1]:.1%} refused" if want else ""
+        met = None if want is None else (used >= want[0] and refused <= want[1] and run["status"] == "SUCCEEDED")
+        rows.append(Row(s, f"  {name} (REFRESHQ_UPSTREAM_RPS={run['REFRESHQ_UPSTREAM_RPS']})", value, target, met))
+    return rows
+
+
 def rows(results: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     scenarios = results.get("scenarios", {})
@@ -191,6 +207,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         (("full_refresh", "orchestration"), _orchestration),
         (("short_jobs",), _short_jobs),
         (("web_clients",), _web_clients),
+        (("rate_limited",), _rate_limited),
     ]
     for path, build in builders:
         data = _get(scenarios, *path)

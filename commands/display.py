@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from jobs.pacing import pacing_text
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import TERMINAL
 
@@ -44,7 +45,11 @@ def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]
         lines.append(f"  conflicts: {conflicts['count']} id(s) listed under two leaves, kept once: {shown}")
     if status.get("error_message"):
         lines.append(f"  error: {status['error_message']}")
+    pacing = pacing_text(status.get("upstream_pacing"))
+    if pacing:
+        lines.append(f"  upstream rate: {pacing}")
     return lines
+
 
 
 def _province_rows(provinces: list[dict[str, Any]]) -> list[str]:

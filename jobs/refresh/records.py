@@ -16,6 +16,7 @@ import redis
 from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
 from jobs.owners import CLI_OWNER
+from jobs.pacing import pace_fields, pace_view
 from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.refresh.progress import COUNTER_FIELDS, Counters
 from jobs.scripts import Scripts
@@ -130,10 +131,13 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
     """The status dictionary of the reference design, plus timing, attempts and failed regions."""
     with conn.pipeline(transaction=False) as pipe:
         _queue_status_reads(pipe, task_id)
-        raw, stats, failed, conflicts = pipe.execute()
+        pipe.hmget(keys.UPSTREAM_PACE, pace_fields())
+        *reads, pace = pipe.execute()
+    raw, stats, failed, conflicts = reads
     if not raw:
         raise TaskNotFoundError(f"no refresh task {task_id}")
-    return _to_status(raw, stats, failed, conflicts)
+    # The pacing of every worker's requests now (the same for every task): why a refresh may go slower.
+    return {**_to_status(raw, stats, failed, conflicts), "upstream_pacing": pace_view(pace)}
 
 
 # The counters a status dict shows, read by name: a dozen fields decoded instead of a hundred and more.
