@@ -189,7 +189,7 @@ def _rate_limited(r: dict[str, Any]) -> list[Row]:
         used, refused = run["budget_used"], run["refused_share"]
         value = (f"{used:.1%} of the budget ({run['admitted_per_second']}/s), {refused:.2%} refused "
                  f"({run['refused']} of {run['requests']}), {run['seconds']:.0f} s, {run['status']}")
-        want = targets.get(name)
+        want = targets.get(name) if r.get("targets_apply") else None
         target = f">= {want[0]:.0%} used, <= {want[1]:.1%} refused" if want else ""
         met = None if want is None else (used >= want[0] and refused <= want[1] and run["status"] == "SUCCEEDED")
         rows.append(Row(s, f"  {name} (REFRESHQ_UPSTREAM_RPS={run['REFRESHQ_UPSTREAM_RPS']})", value, target, met))

@@ -131,24 +131,35 @@ class Pacer:
         self._stop, self._renew = stop, renew
         self._take_lock = threading.Lock()  # one round trip for tickets at a time; the others use its tickets
         self._lock = threading.Lock()
-        self._tickets: collections.deque[float] = collections.deque()  # monotonic send times, in order
+        # Send times, in order, as (earliest, latest) on the monotonic clock: Redis' clock read somewhere
+        # between asking and hearing back, a ticket is sent no sooner than it may be on any reading of it,
+        # and no later than `late` after it on any reading either.
+        self._tickets: collections.deque[tuple[float, float]] = collections.deque()
         self._waiting = 0
         self._paused_until = 0.0  # monotonic: a pause this holder knows of
         self._latency = LatencyWatch()
         self._outage_logged = False
+        self.sent = 0     # requests let through
+        self.dropped = 0  # send times not used in time (a thread woke late)
+        self._unreported = 0  # ...of which Redis was not told yet
 
     def admit(self) -> Admission:
         with self._lock:
             self._waiting += 1
         try:
             while True:
-                when = self._ticket()
+                when, latest = self._ticket()
                 delay = when - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     raise UpstreamGateClosed(f"the job holding {self.holder} has ended")
                 now = time.monotonic()
-                if now - when <= self.policy.late and now >= self._paused_until:
+                if now <= latest and now >= self._paused_until:
+                    with self._lock:
+                        self.sent += 1
                     return Admission(self, now)
+                with self._lock:
+                    self.dropped += 1
+                    self._unreported += 1
         finally:
             with self._lock:
                 self._waiting -= 1
@@ -166,16 +177,18 @@ class Pacer:
         elif status < 300 and self.policy.mode == AUTO and self._latency.rising(arrived - sent):
             self._report("latency", sent, arrived, None)
 
-    def _ticket(self) -> float:
-        """The monotonic time this thread's request may be sent at."""
+    def _ticket(self) -> tuple[float, float]:
+        """When this thread's request may be sent: from, until (monotonic)."""
         with self._take_lock:
             while True:
                 if self._stop.is_set():
                     raise UpstreamGateClosed(f"the job holding {self.holder} has ended")
                 with self._lock:
                     now = time.monotonic()
-                    while self._tickets and now - self._tickets[0] > self.policy.late:
+                    while self._tickets and now > self._tickets[0][1]:
                         self._tickets.popleft()
+                        self.dropped += 1
+                        self._unreported += 1
                     if self._tickets:
                         return self._tickets.popleft()
                     want = min(MAX_TICKETS, max(1, self._waiting))
@@ -188,12 +201,17 @@ class Pacer:
     def _take(self, want: int) -> float:
         """One round trip for up to `want` tickets; the seconds to wait before the next try (0: got some)."""
         policy = self.policy
+        with self._lock:
+            dropped, self._unreported = self._unreported, 0
         args: list[str | float] = [self.holder, policy.mode, policy.rate, policy.cap or "", want, HORIZON_SECONDS,
-                                   STATE_TTL_SECONDS * 1000]
+                                   STATE_TTL_SECONDS * 1000, dropped]
+        asked = time.monotonic()
         try:
             reply = [int(x) for x in self._scripts.upstream_pace_take(keys=[keys.UPSTREAM_HOLDERS, keys.UPSTREAM_PACE],
                                                                       args=args)]
         except redis.RedisError as exc:
+            with self._lock:
+                self._unreported += dropped
             self._log_outage(exc)
             return RETRY_SECONDS
         self._outage_logged = False
@@ -207,8 +225,14 @@ class Pacer:
                     self._paused_until = max(self._paused_until, received + reply[1] / 1e6)
             return max(0.001, reply[1] / 1e6)
         count, first, interval = reply[0], reply[1] / 1e6, reply[2] / 1e6
+        # A reply heard long after it was made (this process was starved of CPU) gives send times too
+        # uncertain to keep within `late`: they are dropped like late ones, and a new batch taken.
+        tickets = [(received + first + i * interval, asked + first + i * interval + policy.late) for i in range(count)]
         with self._lock:
-            self._tickets.extend(received + first + i * interval for i in range(count))
+            self._tickets.extend(t for t in tickets if t[0] <= t[1])
+            late = sum(1 for t in tickets if t[0] > t[1])
+            self.dropped += late
+            self._unreported += late
         return 0.0
 
     def _report(self, signal: str, sent: float, answered: float, retry_after: float | None) -> None:

@@ -83,6 +83,7 @@ class Limiter:
             "refused_share": round(refused / max(1, len(admitted) + refused), 5),
             "admitted_per_second": round(rate, 2),
             "budget_used": round(rate / self.limit, 4),
+            "admitted_each_second": each_second(admitted),
         }
 
 
@@ -91,6 +92,17 @@ def middle_rate(times: list[float]) -> float:
     times = sorted(times)
     low, high = len(times) // 10, len(times) * 9 // 10
     return (high - low) / (times[high] - times[low]) if high > low and times[high] > times[low] else 0.0
+
+
+def each_second(times: list[float]) -> list[int]:
+    """How many of `times` fell in each second from the first."""
+    if not times:
+        return []
+    first = min(times)
+    counts = [0] * (int(max(times) - first) + 1)
+    for t in times:
+        counts[int(t - first)] += 1
+    return counts
 
 
 class LimitedServer(DirectoryServer):

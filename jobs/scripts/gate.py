@@ -7,12 +7,16 @@ from __future__ import annotations
 # answer the rate drops to BACK_OFF of what was being sent (the *ceiling*); below NEAR of the ceiling it grows
 # back by FAST per second, then creeps up by SLOW per second (a limit found is approached slowly: every
 # throttling answer costs a pause), and once ABOVE the ceiling with nothing refused, by FAST_ABOVE per second
-# (the limit was raised: found again within seconds). It grows only while requests wait for it, and never
-# drops below MIN_RATE.
+# (the limit was raised: found again within seconds). The first ceiling, the rate sent when nothing paced it
+# yet, is a rough count (bursts of requests in flight): from it the rate drops to FIRST_BACK_OFF and grows by
+# PROBE per second, until the next throttling answer gives a ceiling measured while paced. It grows only
+# while requests wait for it, and never drops below MIN_RATE.
 BACK_OFF = 0.85
+FIRST_BACK_OFF = 0.7
 NEAR = 0.95
 FAST = 0.5
 SLOW = 0.003
+PROBE = 0.02
 ABOVE = 1.1
 FAST_ABOVE = 0.25
 MIN_STEP = 0.01  # requests per second per second: the slowest creep, for rates of a few a minute
@@ -80,7 +84,7 @@ _PACE_STATE = _NOW + """
 local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local alive = lease and tonumber(lease) > now
 local f = redis.call('HMGET', KEYS[2], 'tat', 'paused_until', 'rate', 'ceiling', 'grown_at', 'cut_at',
-                     'win', 'cur', 'prev')
+                     'win', 'cur', 'prev', 'probing')
 local tat, paused = tonumber(f[1]) or 0, tonumber(f[2]) or 0
 local rate, ceiling = tonumber(f[3]), tonumber(f[4])
 local grown_at, cut_at = tonumber(f[5]) or now, tonumber(f[6]) or 0
@@ -91,6 +95,7 @@ if sec > win then
   cur, win = 0, sec
 end
 local function us(seconds) return math.floor(seconds * 1000000) end
+local function sending() return prev * (1 - (now - win)) + cur end
 """
 
 # Take up to `want` send times (tickets) for a holder's requests: the GCRA. A request counts when it is sent:
@@ -98,16 +103,20 @@ local function us(seconds) return math.floor(seconds * 1000000) end
 # 1/rate apart, and tickets are handed out only up to `horizon` seconds ahead (a pause recorded meanwhile
 # stops everything within about that long). While a Retry-After pause lasts nothing is handed out.
 # KEYS: holders zset, pace hash. ARGV: holder, mode ("fixed" or "auto"), the fixed rate (requests per second
-# sent: the cap less its margin), the configured cap (shown), want, horizon seconds, state ttl (ms).
+# sent: the cap less its margin), the configured cap (shown), want, horizon seconds, state ttl (ms), tickets
+# the holder dropped since its last call (taken but not sent: the count of what is sent leaves them out).
 # Returns {n, microseconds until the first, microseconds between them} (n >= 1; a rate not learned yet:
 # {n, 0, 0}), {0, microseconds to wait, paused (1) or not (0)}, or {-2} (the holder's lease lapsed).
 UPSTREAM_PACE_TAKE = _PACE_STATE + """
 if not alive then return {-2} end
 local mode, want, horizon = ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
-if mode == 'auto' and rate and paused <= now and tat >= now - 1 / rate then
-  -- every ticket of the last interval was taken: requests are waiting for the rate, so it may grow
+cur = math.max(0, cur - tonumber(ARGV[8]))
+if mode == 'auto' and rate and paused <= now and tat >= now - 1 / rate and sending() >= rate * 0.9 then
+  -- every ticket of the last interval was taken and sent: requests are waiting for the rate, it may grow
   local dt = math.min(math.max(now - grown_at, 0), 1)
-  if ceiling and rate < ceiling * """ + str(NEAR) + """ then
+  if f[10] == '1' and not (rate > ceiling * """ + str(ABOVE) + """) then
+    rate = rate + math.max(""" + str(MIN_STEP) + """, rate * """ + str(PROBE) + """) * dt
+  elseif ceiling and rate < ceiling * """ + str(NEAR) + """ then
     rate = math.min(rate * (1 + """ + str(FAST) + """ * dt), ceiling * """ + str(NEAR) + """)
   elseif ceiling and rate > ceiling * """ + str(ABOVE) + """ then
     rate = rate * (1 + """ + str(FAST_ABOVE) + """ * dt)
@@ -167,11 +176,17 @@ if signal == '429' or (signal ~= 'latency' and retry >= 0) then
   end
 end
 if ARGV[2] == 'auto' and now - tonumber(ARGV[4]) > cut_at and tonumber(ARGV[5]) <= """ + str(REPORT_MAX_AGE) + """ then
-  -- the rate learned, or with none yet the rate being sent (a pause empties the count: never used after one)
-  local from = rate or (prev * (1 - (now - win)) + cur)
+  -- the rate learned, or with none yet the rate being sent; the rate being sent also when it is well below
+  -- the one learned (requests did not wait for it) and a second has passed since the last pause (which
+  -- empties the count)
+  local from = rate or sending()
+  if rate and paused + 1 < now and sending() > 0 and sending() < rate * 0.8 then from = sending() end
   if from > 0 then
-    local backed = math.max(""" + str(MIN_RATE) + """, from * """ + str(BACK_OFF) + """)
+    local factor = """ + str(FIRST_BACK_OFF) + """
+    if rate then factor = """ + str(BACK_OFF) + """ end
+    local backed = math.max(""" + str(MIN_RATE) + """, from * factor)
     redis.call('HSET', KEYS[2], 'rate', backed, 'ceiling', from, 'cut_at', now, 'grown_at', now,
+               'probing', rate and '0' or '1',
                'win', win, 'cur', cur, 'prev', prev)
     if signal == 'latency' then redis.call('HINCRBY', KEYS[3], 'upstream_throttled|latency', 1) end
     changed = changed + 2
