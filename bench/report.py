@@ -183,8 +183,8 @@ def _web_clients(r: dict[str, Any]) -> list[Row]:
 def _rate_limited(r: dict[str, Any]) -> list[Row]:
     s, limit = "7 rate-limited upstream", r["limit_per_second"]
     rows = [Row(s, "the upstream", f"{limit} requests in any rolling second, answers of {r['latency_seconds']} s, "
-                f"{r['task']} refresh, {r['workers']} workers x {r['job_concurrency']} in flight")]
-    targets = {"configured": (0.95, 0.001), "unknown": (0.80, 0.02)}
+                f"{r['task']} refresh, workers x {r['job_concurrency']} in flight")]
+    targets = {"configured": (0.95, 0.001), "configured, 3 workers": (0.95, 0.001), "unknown": (0.80, 0.02)}
     for name, run in r["runs"].items():
         used, refused = run["budget_used"], run["refused_share"]
         value = (f"{used:.1%} of the budget ({run['admitted_per_second']}/s), {refused:.2%} refused "
@@ -192,7 +192,8 @@ def _rate_limited(r: dict[str, Any]) -> list[Row]:
         want = targets.get(name) if r.get("targets_apply") else None
         target = f">= {want[0]:.0%} used, <= {want[1]:.1%} refused" if want else ""
         met = None if want is None else (used >= want[0] and refused <= want[1] and run["status"] == "SUCCEEDED")
-        rows.append(Row(s, f"  {name} (REFRESHQ_UPSTREAM_RPS={run['REFRESHQ_UPSTREAM_RPS']})", value, target, met))
+        label = f"  {name.split(',')[0]} (RPS={run['REFRESHQ_UPSTREAM_RPS']}, {run['workers']} workers)"
+        rows.append(Row(s, label, value, target, met))
     return rows
 
 

@@ -48,7 +48,7 @@ QUICK = Sizes(
     name="quick", scale=20_000, latency_ms=20, workers=2, concurrency=32, load_concurrency=4,
     api_seconds=1.5, api_interval=0.01, cli_calls=2, quiet_seconds=1, list_records=2_000, list_calls=50,
     short_jobs=100, latency_jobs=30, enqueue_n=200, refresh_timeout=120, province="440000",
-    web_idle=200, web_streams=100, web_rounds=30, limited_rps=20, limited_province="440000",
+    web_idle=200, web_streams=100, web_rounds=30, limited_rps=10, limited_province="640000",
 )
 
 

@@ -143,8 +143,8 @@ class UpstreamGate:
         self._stop.set()
         self._wake.set()
         if self._pacer is not None and self._pacer.sent:
-            log.warning("upstream gate %s: %d requests paced, %d send times dropped (taken late)", self.holder,
-                      self._pacer.sent, self._pacer.dropped)
+            log.info("upstream gate %s: %d requests paced, %d send times dropped (taken late)", self.holder,
+                     self._pacer.sent, self._pacer.dropped)
         if beat is None:
             return  # never leased anything
         beat.join(timeout=2.0)  # a renewal in flight must not land after the release

@@ -1,9 +1,10 @@
 """A loopback upstream that limits its clients the way real ones do, serving the sample's data.
 
 It answers in `latency` seconds (uniform between two bounds, seeded), admits at most `limit` requests in any
-rolling second *by arrival time* and answers 429 with `Retry-After: 1` at once to any request beyond (not
-counted: only admitted requests use the budget). `throttle_at=(n, seconds)` answers the n-th admitted request
-429 with `Retry-After: seconds` instead, once. Every arrival is recorded (monotonic time, admitted or not, path).
+rolling second *by arrival time* (the kernel's, as a gateway in front of a real one counts: not when a
+starved handler thread gets to read it) and answers 429 with `Retry-After: 1` at once to any request beyond
+(not counted: only admitted requests use the budget). `throttle_at=(n, seconds)` answers the n-th admitted request
+429 with `Retry-After: seconds` instead, once. Every arrival is recorded (epoch time, admitted or not, path).
 
 In tests: `with limited_upstream(scale, limit=100) as upstream: ... upstream.limiter.arrivals`. As a process
 (the bench): `python -m tests.limited_upstream --port P --scale S --limit N`; GET /_limited gives the figures
@@ -13,10 +14,13 @@ In tests: `with limited_upstream(scale, limit=100) as upstream: ... upstream.lim
 from __future__ import annotations
 
 import argparse
-import collections
+import bisect
 import contextlib
+import io
 import random
 import signal
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +29,29 @@ from typing import Any
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import DirectoryHandler, DirectoryServer, RunningUpstream
 
-Arrival = tuple[float, bool, str]  # (monotonic time, admitted, path)
+Arrival = tuple[float, bool, str]  # (arrival time, admitted, path)
+# Linux's receive timestamps (socket(7)): the kernel's clock when a packet arrived, not when a thread read it,
+# so a server starved of CPU still counts requests when they came, as a real gateway does.
+SO_TIMESTAMPNS = 35
+
+
+class StampedSocket(io.RawIOBase):
+    """A connection read with recvmsg: `arrived` is the kernel's receive time (epoch) of the last data read."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock, self.arrived = sock, time.time()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size, ancillary, _flags, _address = self.sock.recvmsg_into([buffer], socket.CMSG_SPACE(16))
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = struct.unpack("qq", data[:16])
+                self.arrived = seconds + nanoseconds / 1e9
+        return int(size)
 
 
 class Limiter:
@@ -39,26 +65,34 @@ class Limiter:
         self.arrivals: list[Arrival] = []
         self.throttled_at: float | None = None  # when the throttle_at answer was given
         self._admitted = 0
-        self._recent: collections.deque[float] = collections.deque()
+        self.read_delays: list[float] = []  # seconds from each arrival to its handler reading it (CPU starvation)
+        self._recent: list[float] = []  # arrival times admitted within the last two seconds, in order
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
 
-    def arrive(self, path: str) -> str | None:
-        """Count one arrival: None if admitted, else the Retry-After of its 429."""
+    def arrive(self, path: str, when: float) -> str | None:
+        """Count one arrival at `when` (the kernel's receive time: requests may be read out of order): None if
+        admitted, else the Retry-After of its 429."""
         with self._lock:
-            now = time.monotonic()
-            while self._recent and now - self._recent[0] >= 1.0:
-                self._recent.popleft()
-            admitted = len(self._recent) < self.limit
+            recent = self._recent
+            del recent[: bisect.bisect_left(recent, max(recent[-1] if recent else when, when) - 2.0)]
+            admitted = self._busiest_second_with(when) < self.limit
             retry_after = None if admitted else "1"
             if admitted and self.throttle_at is not None and self._admitted + 1 == self.throttle_at[0]:
-                admitted, retry_after, self.throttled_at = False, f"{self.throttle_at[1]:g}", now
+                admitted, retry_after, self.throttled_at = False, f"{self.throttle_at[1]:g}", when
                 self.throttle_at = None  # once
             if admitted:
-                self._recent.append(now)
+                bisect.insort(recent, when)
                 self._admitted += 1
-            self.arrivals.append((now, admitted, path))
+            self.arrivals.append((when, admitted, path))
+            self.read_delays.append(time.time() - when)
             return retry_after
+
+    def _busiest_second_with(self, when: float) -> int:
+        """The most admitted arrivals in any one-second window [s, s + 1) that holds `when`."""
+        recent = self._recent
+        starts = [when - 1 + 1e-9, *recent[bisect.bisect_right(recent, when - 1):bisect.bisect_right(recent, when)]]
+        return max(bisect.bisect_left(recent, s + 1) - bisect.bisect_left(recent, s) for s in starts)
 
     def latency(self) -> float:
         with self._lock:
@@ -84,6 +118,8 @@ class Limiter:
             "admitted_per_second": round(rate, 2),
             "budget_used": round(rate / self.limit, 4),
             "admitted_each_second": each_second(admitted),
+            "read_delay_ms": {"p50": _quantile(self.read_delays, 0.5), "p99": _quantile(self.read_delays, 0.99),
+                              "max": _quantile(self.read_delays, 1.0)},
         }
 
 
@@ -92,6 +128,11 @@ def middle_rate(times: list[float]) -> float:
     times = sorted(times)
     low, high = len(times) // 10, len(times) * 9 // 10
     return (high - low) / (times[high] - times[low]) if high > low and times[high] > times[low] else 0.0
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else 0.0
 
 
 def each_second(times: list[float]) -> list[int]:
@@ -117,6 +158,11 @@ class LimitedServer(DirectoryServer):
 class LimitedHandler(DirectoryHandler):
     server: LimitedServer
 
+    def setup(self) -> None:
+        super().setup()
+        self.stamped = StampedSocket(self.connection)
+        self.rfile = io.BufferedReader(self.stamped)
+
     def do_GET(self) -> None:
         if self.path.rstrip("/") in ("/_limited", "/v1/_limited"):
             self._send(200, self.server.limiter.figures())
@@ -125,7 +171,7 @@ class LimitedHandler(DirectoryHandler):
 
     def _serve(self, kind: str, code: str, query: dict[str, list[str]]) -> None:
         limiter = self.server.limiter
-        retry_after = limiter.arrive(self.path)
+        retry_after = limiter.arrive(self.path, self.stamped.arrived)
         if retry_after is not None:
             self._send(429, {"error": "rate limit exceeded"}, {"Retry-After": retry_after})
             return

@@ -15,8 +15,6 @@ takes some 40 s.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import redis
 
@@ -28,8 +26,8 @@ from jobs.upstream.sample import SampleDirectory
 from tests.helpers import checksum, exported, wait_status, wait_until, worker_process
 from tests.limited_upstream import limited_upstream
 
-SCALE, LIMIT = 3000, 100
-WORKERS_ENV = {"REFRESHQ_UPSTREAM_CONCURRENCY": "192", "REFRESHQ_JOB_CONCURRENCY": "64"}
+SCALE, LIMIT = 3000, 50
+WORKERS_ENV = {"REFRESHQ_UPSTREAM_CONCURRENCY": "96", "REFRESHQ_JOB_CONCURRENCY": "32"}
 
 
 def _env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, **extra: str) -> dict[str, str]:
@@ -39,7 +37,7 @@ def _env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, **extra: str) -> 
 
 
 @pytest.mark.parametrize("connection_kind", ["tcp"])
-@pytest.mark.parametrize(("rps", "used", "refused"), [("100", 0.95, 0.001), ("auto", 0.80, 0.02)],
+@pytest.mark.parametrize(("rps", "used", "refused"), [(str(LIMIT), 0.95, 0.001), ("auto", 0.80, 0.02)],
                          ids=["configured", "unknown"])
 @pytest.mark.slow
 def test_a_refresh_uses_the_upstreams_budget_and_is_hardly_ever_refused(
@@ -89,4 +87,3 @@ def test_a_retry_after_stops_every_workers_requests_for_the_time_it_names(
     assert during == []
     assert pause - 0.1 < min(after) < pause + 2.0
     assert [f["status"] for f in finals] == ["SUCCEEDED", "SUCCEEDED"], finals
-    assert time.monotonic() > throttled_at + pause
