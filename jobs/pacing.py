@@ -9,7 +9,8 @@ per-second side of the upstream gate (jobs.limits holds the in-flight side and c
 - REFRESHQ_UPSTREAM_RPS=N is a hard cap: requests are sent at N less REFRESHQ_UPSTREAM_RPS_MARGIN (3%: room
   for the time between sending here and arriving there; tickets are dropped after 80% of it).
 - Unset or `auto`: the rate is learned (AIMD, jobs.scripts.gate): nothing limits it until the upstream
-  throttles; then it backs off and grows back towards where it was throttled, slowly near it.
+  throttles (a holder then asks Redis once per FREE_SECONDS, not per request, and says how many it sent);
+  then it backs off and grows back towards where it was throttled, slowly near it.
 - A throttling answer (429, or 503 with Retry-After) pauses every worker's requests until the time it names
   (at most REFRESHQ_UPSTREAM_PAUSE_MAX; a 429 naming none: PAUSE_DEFAULT_SECONDS), from the moment it arrived.
   A clear rise of the answer time (LatencyWatch) backs a learned rate off too.
@@ -142,13 +143,25 @@ class Pacer:
         self.sent = 0     # requests let through
         self.dropped = 0  # send times not used in time (a thread woke late)
         self._unreported = 0  # ...of which Redis was not told yet
+        # Nothing learned yet (auto): requests go out freely until then (monotonic), counted for Redis.
+        self._free_until = 0.0
+        self._free_sent = 0
 
     def admit(self) -> Admission:
         with self._lock:
             self._waiting += 1
         try:
             while True:
-                when, latest = self._ticket()
+                with self._lock:
+                    now = time.monotonic()
+                    if now < self._free_until and now >= self._paused_until:
+                        self.sent += 1
+                        self._free_sent += 1
+                        return Admission(self, now)
+                ticket = self._ticket()
+                if ticket is None:
+                    continue  # no rate to keep: free for a while
+                when, latest = ticket
                 delay = when - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     raise UpstreamGateClosed(f"the job holding {self.holder} has ended")
@@ -173,12 +186,13 @@ class Pacer:
             with self._lock:
                 self._paused_until = max(self._paused_until, arrived + wait)
                 self._tickets.clear()
+                self._free_until = 0.0
             self._report(str(status), sent, arrived, retry_after)
         elif status < 300 and self.policy.mode == AUTO and self._latency.rising(arrived - sent):
             self._report("latency", sent, arrived, None)
 
-    def _ticket(self) -> tuple[float, float]:
-        """When this thread's request may be sent: from, until (monotonic)."""
+    def _ticket(self) -> tuple[float, float] | None:
+        """When this thread's request may be sent: from, until (monotonic); None: freely for now."""
         with self._take_lock:
             while True:
                 if self._stop.is_set():
@@ -191,20 +205,26 @@ class Pacer:
                         self._unreported += 1
                     if self._tickets:
                         return self._tickets.popleft()
+                    if now < self._free_until:
+                        return None
                     want = min(MAX_TICKETS, max(1, self._waiting))
                     wait = self._paused_until - now
                 if wait <= 0:
                     wait = self._take(want)
+                if wait < 0:
+                    return None
                 if wait > 0:
                     self._stop.wait(wait)
 
     def _take(self, want: int) -> float:
-        """One round trip for up to `want` tickets; the seconds to wait before the next try (0: got some)."""
+        """One round trip for up to `want` tickets; the seconds to wait before the next try (0: got some; -1:
+        no rate to keep yet, send freely)."""
         policy = self.policy
         with self._lock:
             dropped, self._unreported = self._unreported, 0
+            free_sent, self._free_sent = self._free_sent, 0
         args: list[str | float] = [self.holder, policy.mode, policy.rate, policy.cap or "", want, HORIZON_SECONDS,
-                                   STATE_TTL_SECONDS * 1000, dropped]
+                                   STATE_TTL_SECONDS * 1000, dropped, free_sent]
         asked = time.monotonic()
         try:
             reply = [int(x) for x in self._scripts.upstream_pace_take(keys=[keys.UPSTREAM_HOLDERS, keys.UPSTREAM_PACE],
@@ -212,6 +232,7 @@ class Pacer:
         except redis.RedisError as exc:
             with self._lock:
                 self._unreported += dropped
+                self._free_sent += free_sent
             self._log_outage(exc)
             return RETRY_SECONDS
         self._outage_logged = False
@@ -219,6 +240,10 @@ class Pacer:
         if reply[0] == -2:
             self._renew()  # the lease lapsed (Redis was away): renew it first
             return RETRY_SECONDS
+        if reply[0] == -3:
+            with self._lock:
+                self._free_until = asked + reply[1] / 1e6
+            return -1.0
         if reply[0] == 0:
             if reply[2]:
                 with self._lock:
@@ -237,14 +262,18 @@ class Pacer:
 
     def _report(self, signal: str, sent: float, answered: float, retry_after: float | None) -> None:
         policy, now = self.policy, time.monotonic()
+        with self._lock:
+            free_sent, self._free_sent = self._free_sent, 0
         args: list[str | float] = [self.holder, policy.mode, signal, now - sent, now - answered,
-                -1 if retry_after is None else retry_after, policy.pause_max, PAUSE_DEFAULT_SECONDS,
-                STATE_TTL_SECONDS * 1000]
+                                   -1 if retry_after is None else retry_after, policy.pause_max, PAUSE_DEFAULT_SECONDS,
+                                   STATE_TTL_SECONDS * 1000, free_sent]
         try:
             self._scripts.upstream_pace_report(
                 keys=[keys.UPSTREAM_HOLDERS, keys.UPSTREAM_PACE, keys.METRIC_COUNTERS], args=args
             )
         except redis.RedisError as exc:
+            with self._lock:
+                self._free_sent += free_sent
             self._log_outage(exc)  # the pause still holds for this holder's own requests
 
     def _log_outage(self, exc: redis.RedisError) -> None:

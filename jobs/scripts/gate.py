@@ -21,6 +21,9 @@ ABOVE = 1.1
 FAST_ABOVE = 0.25
 MIN_STEP = 0.01  # requests per second per second: the slowest creep, for rates of a few a minute
 MIN_RATE = 0.1
+# With nothing learned yet (auto), a holder sends freely for this long before it asks again: a pause
+# recorded meanwhile reaches it within about that long.
+FREE_SECONDS = 0.1
 # An answer told of later than this after it arrived (its work-horse was paused) backs nothing off.
 REPORT_MAX_AGE = 2.0
 MAX_RATE = 1_000_000.0
@@ -104,13 +107,15 @@ local function sending() return prev * (1 - (now - win)) + cur end
 # stops everything within about that long). While a Retry-After pause lasts nothing is handed out.
 # KEYS: holders zset, pace hash. ARGV: holder, mode ("fixed" or "auto"), the fixed rate (requests per second
 # sent: the cap less its margin), the configured cap (shown), want, horizon seconds, state ttl (ms), tickets
-# the holder dropped since its last call (taken but not sent: the count of what is sent leaves them out).
-# Returns {n, microseconds until the first, microseconds between them} (n >= 1; a rate not learned yet:
-# {n, 0, 0}), {0, microseconds to wait, paused (1) or not (0)}, or {-2} (the holder's lease lapsed).
+# the holder dropped since its last call (taken but not sent: the count of what is sent leaves them out),
+# requests it sent freely since its last call (nothing learned yet).
+# Returns {n, microseconds until the first, microseconds between them} (n >= 1), {0, microseconds to wait,
+# paused (1) or not (0)}, {-3, microseconds to send freely for} (no rate learned yet) or {-2} (the holder's
+# lease lapsed).
 UPSTREAM_PACE_TAKE = _PACE_STATE + """
 if not alive then return {-2} end
 local mode, want, horizon = ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
-cur = math.max(0, cur - tonumber(ARGV[8]))
+cur = math.max(0, cur - tonumber(ARGV[8])) + tonumber(ARGV[9])
 if mode == 'auto' and rate and paused <= now and tat >= now - 1 / rate and sending() >= rate * 0.9 then
   -- every ticket of the last interval was taken and sent: requests are waiting for the rate, it may grow
   local dt = math.min(math.max(now - grown_at, 0), 1)
@@ -131,8 +136,7 @@ local reply
 if paused > now then
   reply = {0, us(paused - now), 1}
 elseif not pace then
-  cur = cur + want
-  reply = {want, 0, 0}
+  reply = {-3, us(""" + str(FREE_SECONDS) + """)}
 else
   local interval = 1 / pace
   local first = math.max(tat, now)
@@ -160,9 +164,11 @@ return reply
 # none for an answer told of REPORT_MAX_AGE or more after it arrived.
 # KEYS: holders zset, pace hash, metric counters hash. ARGV: holder, mode, signal ("429", "503" or
 # "latency"), seconds since the request was sent, seconds since its answer, Retry-After seconds (-1: none),
-# pause_max, pause_default, state ttl (ms). Returns 1 if it paused, + 2 if it backed the rate off.
+# pause_max, pause_default, state ttl (ms), requests the holder sent freely since its last call. Returns 1 if
+# it paused, + 2 if it backed the rate off.
 UPSTREAM_PACE_REPORT = _PACE_STATE + """
 local signal = ARGV[3]
+cur = cur + tonumber(ARGV[10])
 if signal ~= 'latency' then redis.call('HINCRBY', KEYS[3], 'upstream_throttled|' .. signal, 1) end
 if not alive then return 0 end
 local retry, changed = tonumber(ARGV[6]), 0
@@ -179,9 +185,9 @@ if ARGV[2] == 'auto' and now - tonumber(ARGV[4]) > cut_at and tonumber(ARGV[5]) 
   -- the rate learned, or with none yet the rate being sent; the rate being sent also when it is well below
   -- the one learned (requests did not wait for it) and a second has passed since the last pause (which
   -- empties the count)
-  local from = rate or sending()
+  local from = rate or math.max(sending(), 1)
   if rate and paused + 1 < now and sending() > 0 and sending() < rate * 0.8 then from = sending() end
-  if from > 0 then
+  do
     local factor = """ + str(FIRST_BACK_OFF) + """
     if rate then factor = """ + str(BACK_OFF) + """ end
     local backed = math.max(""" + str(MIN_RATE) + """, from * factor)
