@@ -22,7 +22,16 @@ from jobs import keys
 from jobs.config import Settings
 from jobs.errors import ConfigError, UpstreamGateClosed
 from jobs.limits import UpstreamGate
-from jobs.pacing import AUTO, FIXED, PAUSE_DEFAULT_SECONDS, Admission, PacePolicy, pace_fields, pace_view
+from jobs.pacing import (
+    AUTO,
+    FIXED,
+    PAUSE_DEFAULT_SECONDS,
+    Admission,
+    LatencyWatch,
+    PacePolicy,
+    pace_fields,
+    pace_view,
+)
 from jobs.scripts.gate import BACK_OFF, FIRST_BACK_OFF
 from tests.conftest import REPO
 from tests.helpers import wait_until
@@ -329,3 +338,13 @@ def test_a_paused_work_horse_that_wakes_moves_neither_the_pause_nor_the_rate(
     assert conn.hincrby(keys.METRIC_COUNTERS, "upstream_throttled|429", 0) == 1  # the answer is counted
     # Awake, it paces as before: its send times from before the pause were not sent at once.
     assert window_peak([t for t in sent if t >= woke - 0.5]) <= 11
+
+
+def test_a_clear_rise_in_answer_time_is_told_once_and_noise_is_not() -> None:
+    watch = LatencyWatch()
+    told = [watch.rising(0.3 + 0.4 * (n % 5) / 4) for n in range(200)]  # 0.3-0.7 s, as the limited upstream
+    assert not any(told)
+    told = [watch.rising(2.0) for _ in range(200)]  # queueing: answers take seconds now
+    assert told.count(True) == 1  # backed off once; the baseline is now the slower answers
+    told = [watch.rising(0.01) for _ in range(100)] + [watch.rising(0.2) for _ in range(100)]
+    assert not any(told)  # faster, then a rise within the floor: nothing
