@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from jobs.pacing import pacing_text
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import TERMINAL
 from jobs.upstream.identity import label
@@ -49,7 +50,11 @@ def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]
         lines.append(f"  error: {status['error_message']}")
     if status.get("writes_refused"):
         lines.append(f"  waiting: {status['writes_refused']['message']}; it goes on once they are taken again")
+    pacing = pacing_text(status.get("upstream_pacing"))
+    if pacing:
+        lines.append(f"  upstream rate: {pacing}")
     return lines
+
 
 
 def _province_rows(provinces: list[dict[str, Any]]) -> list[str]:

@@ -269,9 +269,9 @@ TASKS_WAITING = PREFIX + "limits:tasks:waiting"     # ZSET task_id -> created_at
 UPSTREAM_HOLDERS = PREFIX + "limits:upstream:holders"   # ZSET holder -> lease expiry (Redis clock, epoch)
 UPSTREAM_SLOTS = PREFIX + "limits:upstream:slots"       # HASH holder -> in-flight slots it holds
 UPSTREAM_WANTS = PREFIX + "limits:upstream:wants"       # HASH holder -> in-flight slots it asks for
-# ZSET "<holder>|<n>" -> when the request stops counting against the per-second cap: +inf while in
-# flight, one second after its answer once it has one.
-UPSTREAM_RATE = PREFIX + "limits:upstream:rate"
+# HASH: the per-second pacing shared by every worker (jobs.pacing): the next free send time (tat), the
+# pause a Retry-After asked for (paused_until), the learned rate and what it was learned from.
+UPSTREAM_PACE = PREFIX + "limits:upstream:pace"
 
 
 # ZSET upstream identity (JSON, secret-free) -> expiry (epoch, the worker's clock): what the live workers

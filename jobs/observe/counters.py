@@ -40,6 +40,7 @@ ALERTS_SENT = "alerts_sent"             # channel, "firing" or "resolved"
 ALERT_FAILURES = "alert_delivery_failures"  # channel
 STALE_WRITES = "stale_writes"           # write (stage, publish, end, progress, walk, ...): refused by a fence
 RECONCILED = "reconciled"               # province, plan, finish (refresh tasks), run (named): jobs.duties.reconcile
+UPSTREAM_THROTTLED = "upstream_throttled"  # signal: "429", "503" (with Retry-After) or "latency" (jobs.pacing)
 
 
 def name(*parts: str) -> str:

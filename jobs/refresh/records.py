@@ -16,6 +16,7 @@ import redis
 from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
 from jobs.owners import CLI_OWNER
+from jobs.pacing import pace_fields, pace_view
 from jobs.reconnect import refusal_of
 from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.refresh.progress import COUNTER_FIELDS, Counters
@@ -133,8 +134,9 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
     with conn.pipeline(transaction=False) as pipe:
         _queue_status_reads(pipe, task_id)
         pipe.lpushx(keys.WRITES_PROBE, 0)  # stores nothing; refused while Redis refuses writes (jobs.reconnect)
-        *reads, probe = pipe.execute(raise_on_error=False)
-    for reply in reads:
+        pipe.hmget(keys.UPSTREAM_PACE, pace_fields())
+        *reads, probe, pace = pipe.execute(raise_on_error=False)
+    for reply in (*reads, pace):
         if isinstance(reply, Exception):
             raise reply
     raw, stats, failed, conflicts = reads
@@ -143,6 +145,8 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
     status = _to_status(raw, stats, failed, conflicts)
     # Why an active task may not move: {reason, message}, or None.
     status["writes_refused"] = refusal_of(probe) if status["status"] in ACTIVE else None
+    # The pacing of every worker's requests now (the same for every task): why a refresh may go slower.
+    status["upstream_pacing"] = pace_view(pace)
     return status
 
 

@@ -13,6 +13,7 @@ from jobs.errors import RefreshqError
 from jobs.info import queue_report, worker_report
 from jobs.named import history, schedules
 from jobs.named.catalog import configured_tasks, summary
+from jobs.pacing import pacing_text
 from jobs.refresh.provinces import upstream_provinces
 from jobs.statuses import TASK_STATUSES as STATUSES
 from jobs.upstream.identity import label
@@ -58,7 +59,7 @@ def refresh(task_id: str) -> str:
     principal = auth.current()
     may_act = principal.may("admin") or (principal.may("operate") and state["task"]["owner"] == principal.user)
     return _render("refresh.html", task=state["task"], provinces=state["provinces"], may_act=may_act,
-                   stall_seconds=settings().stall_seconds)
+                   stall_seconds=settings().stall_seconds, pacing_text=pacing_text(state["task"]["upstream_pacing"]))
 
 
 @pages.get("/tasks")
