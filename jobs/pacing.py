@@ -108,15 +108,15 @@ class LatencyWatch:
 class Admission:
     """One request let through: told its answer (status, Retry-After) by the client."""
 
-    __slots__ = ("_pacer", "sent")
+    __slots__ = ("_pacer", "free", "sent")
 
-    def __init__(self, pacer: Pacer, sent: float) -> None:
-        self._pacer, self.sent = pacer, sent
+    def __init__(self, pacer: Pacer, sent: float, free: bool = False) -> None:
+        self._pacer, self.sent, self.free = pacer, sent, free
 
     def answered(self, status: int, retry_after: float | None, elapsed: float | None = None) -> None:
         """`elapsed`: seconds from sending to the whole answer (httpx's Response.elapsed), so a report made
         late (the work-horse was paused since) is dated to the answer, not to the report."""
-        self._pacer.answered(self.sent, status, retry_after, elapsed)
+        self._pacer.answered(self.sent, status, retry_after, elapsed, self.free)
 
 
 class Pacer:
@@ -157,7 +157,7 @@ class Pacer:
                     if now < self._free_until and now >= self._paused_until:
                         self.sent += 1
                         self._free_sent += 1
-                        return Admission(self, now)
+                        return Admission(self, now, free=True)
                 ticket = self._ticket()
                 if ticket is None:
                     continue  # no rate to keep: free for a while
@@ -177,9 +177,12 @@ class Pacer:
             with self._lock:
                 self._waiting -= 1
 
-    def answered(self, sent: float, status: int, retry_after: float | None, elapsed: float | None = None) -> None:
+    def answered(
+        self, sent: float, status: int, retry_after: float | None, elapsed: float | None = None, free: bool = False
+    ) -> None:
         """Told by the client after each answer: a throttling one pauses every holder, and a learned rate
-        backs off on it and on a clear rise in answer time."""
+        backs off on it and on a clear rise in answer time. `free`: the request was sent before any rate was
+        learned (it tells nothing of a rate learned since)."""
         arrived = time.monotonic() if elapsed is None else sent + elapsed
         if status == 429 or (status == 503 and retry_after is not None):
             wait = PAUSE_DEFAULT_SECONDS if retry_after is None else min(retry_after, self.policy.pause_max)
@@ -187,9 +190,9 @@ class Pacer:
                 self._paused_until = max(self._paused_until, arrived + wait)
                 self._tickets.clear()
                 self._free_until = 0.0
-            self._report(str(status), sent, arrived, retry_after)
+            self._report(str(status), sent, arrived, retry_after, free)
         elif status < 300 and self.policy.mode == AUTO and self._latency.rising(arrived - sent):
-            self._report("latency", sent, arrived, None)
+            self._report("latency", sent, arrived, None, free)
 
     def _ticket(self) -> tuple[float, float] | None:
         """When this thread's request may be sent: from, until (monotonic); None: freely for now."""
@@ -260,13 +263,13 @@ class Pacer:
             self._unreported += late
         return 0.0
 
-    def _report(self, signal: str, sent: float, answered: float, retry_after: float | None) -> None:
+    def _report(self, signal: str, sent: float, answered: float, retry_after: float | None, free: bool) -> None:
         policy, now = self.policy, time.monotonic()
         with self._lock:
             free_sent, self._free_sent = self._free_sent, 0
         args: list[str | float] = [self.holder, policy.mode, signal, now - sent, now - answered,
                                    -1 if retry_after is None else retry_after, policy.pause_max, PAUSE_DEFAULT_SECONDS,
-                                   STATE_TTL_SECONDS * 1000, free_sent]
+                                   STATE_TTL_SECONDS * 1000, free_sent, int(free)]
         try:
             self._scripts.upstream_pace_report(
                 keys=[keys.UPSTREAM_HOLDERS, keys.UPSTREAM_PACE, keys.METRIC_COUNTERS], args=args

@@ -6,6 +6,7 @@ sending its stale send times in a burst."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -228,6 +229,36 @@ def test_the_first_throttling_answer_learns_a_rate_from_what_was_being_sent(conn
     assert sending / 2 <= learned["ceiling"] <= sending * 2
     # A rough count (requests sent in bursts): the rate drops further than from one measured while paced.
     assert learned["rate"] == pytest.approx(learned["ceiling"] * FIRST_BACK_OFF)
+
+
+@pytest.mark.slow
+def test_a_request_sent_freely_does_not_back_off_a_rate_learned_after_it_was_sent(conn: redis.Redis) -> None:
+    """Holders send freely for up to FREE_SECONDS after the first back-off; those requests' refusals tell of the
+    burst before it: they pause, but a second back-off from them would take the rate learned for a limit."""
+    sender = Sender(UpstreamGate(conn, "job-a", 0, policy(None), threads=8), 8, 0.05)
+    held, release, threads = held_admissions(UpstreamGate(conn, "job-b", 0, policy(None), threads=1), 1)
+    wait_until(lambda: len(sender.sent) >= 100, 30, 0.02, "requests under way")
+    late = UpstreamGate(conn, "job-c", 0, policy(None), threads=2)
+    with contextlib.ExitStack() as stack:
+        for _ in range(20):  # job-c's window of free sending opens, the back-off is made, job-c sends within it
+            assert stack.enter_context(late()) is not None  # opens the window
+            held[0].answered(429, 0.2)
+            learned = pace(conn)
+            admission = stack.enter_context(late())
+            assert admission is not None
+            if admission.free and admission.sent > time.monotonic() - (time.time() - learned["cut_at"]):
+                break
+            stack.close()
+        else:
+            pytest.fail("job-c never sent freely after the back-off")
+        admission.answered(429, 0.2)
+        after = pace(conn)
+    release.set()
+    threads[0].join()
+    sender.close()
+    assert after["rate"] == learned["rate"] and after["ceiling"] == learned["ceiling"]
+    assert after["cut_at"] == learned["cut_at"]
+    assert after["paused_until"] > learned["paused_until"]  # it still pauses every holder
 
 
 @pytest.mark.slow

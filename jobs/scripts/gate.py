@@ -164,8 +164,10 @@ return reply
 # none for an answer told of REPORT_MAX_AGE or more after it arrived.
 # KEYS: holders zset, pace hash, metric counters hash. ARGV: holder, mode, signal ("429", "503" or
 # "latency"), seconds since the request was sent, seconds since its answer, Retry-After seconds (-1: none),
-# pause_max, pause_default, state ttl (ms), requests the holder sent freely since its last call. Returns 1 if
-# it paused, + 2 if it backed the rate off.
+# pause_max, pause_default, state ttl (ms), requests the holder sent freely since its last call, 1 if this
+# request was sent freely (before a rate was learned). Returns 1 if it paused, + 2 if it backed the rate off.
+# A request sent freely backs off only while no rate is learned: holders send freely for up to FREE_SECONDS
+# after the first back-off, and their refusals tell of the burst before it, not of the rate learned from it.
 UPSTREAM_PACE_REPORT = _PACE_STATE + """
 local signal = ARGV[3]
 cur = cur + tonumber(ARGV[10])
@@ -181,7 +183,8 @@ if signal == '429' or (signal ~= 'latency' and retry >= 0) then
     changed = 1
   end
 end
-if ARGV[2] == 'auto' and now - tonumber(ARGV[4]) > cut_at and tonumber(ARGV[5]) <= """ + str(REPORT_MAX_AGE) + """ then
+if ARGV[2] == 'auto' and now - tonumber(ARGV[4]) > cut_at and tonumber(ARGV[5]) <= """ + str(REPORT_MAX_AGE) + """
+   and not (rate and ARGV[11] == '1') then
   -- the rate learned, or with none yet the rate being sent; the rate being sent also when it is well below
   -- the one learned (requests did not wait for it) and a second has passed since the last pause (which
   -- empties the count)
