@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, Protocol, TypedDict
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 LEVELS = ("province", "city", "district")
 
@@ -31,6 +32,29 @@ def no_count(_outcome: str) -> None:
 
 # A hospital is kept as the upstream sent it (every field), so it stays a plain dict.
 Hospital = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TotalMismatch:
+    """A leaf whose listing ended properly, the same twice, with another number of ids than the `total` its
+    pages stated: a stale count, taken and reported (jobs.upstream.listing)."""
+
+    total: int  # what the pages said
+    listed: int  # the distinct ids they served
+
+
+@runtime_checkable
+class CountsTotals(Protocol):
+    """An Upstream whose listings carry a `total` (the HTTP API): it tells which leaves disagreed with theirs."""
+
+    def take_total_mismatch(self, region: Region) -> TotalMismatch | None:
+        """The mismatch the last listing of `region` was taken with (once: it is forgotten as it is told)."""
+        ...
+
+
+def total_mismatch(upstream: object, region: Region) -> TotalMismatch | None:
+    """`take_total_mismatch` of an upstream that counts totals; None for one that has none (sample, LLM)."""
+    return upstream.take_total_mismatch(region) if isinstance(upstream, CountsTotals) else None
 
 
 class Upstream(Protocol):

@@ -14,7 +14,7 @@ import httpx
 from jobs import jsonfast
 from jobs.errors import TransientUpstreamError, UpstreamInconsistencyError
 from jobs.upstream import shapes
-from jobs.upstream.base import Hospital, Region
+from jobs.upstream.base import Hospital, Region, TotalMismatch
 from jobs.upstream.base import RequestGate as RequestGate
 from jobs.upstream.client import ClientOptions, PooledClient
 from jobs.upstream.listing import Listing, Page
@@ -34,6 +34,7 @@ class HttpDirectoryClient(PooledClient):
         super().__init__(base_url, token, options, defaults=(16, 30.0, Backoff()))
         self._page_pool: ThreadPoolExecutor | None = None  # made by the first leaf of more than 2 pages
         self._page_pool_lock = threading.Lock()
+        self._mismatches: dict[str, TotalMismatch] = {}  # region code -> how its listing, taken, disagreed
 
     def __repr__(self) -> str:
         return f"HttpDirectoryClient(base_url={self.base_url!r}, concurrency={self.concurrency})"
@@ -46,32 +47,52 @@ class HttpDirectoryClient(PooledClient):
 
     def hospitals(self, region: Region) -> list[Hospital]:
         """Every hospital of a leaf, its pages checked against each other (see jobs.upstream.listing);
-        an inconsistent listing is read again from page 1, and after the last attempt fails the region."""
+        an inconsistent listing is read again from page 1, and after the last attempt fails the region.
+        One whose `total` disagrees is taken as a stale count only if listed the same twice
+        (`take_total_mismatch` then tells it)."""
         path = f"/regions/{quote(region['code'], safe='')}/hospitals"
         # Only whole-listing contradictions restart it; a failed page was already retried on its own.
-        return self._with_retries(lambda: self._listing(path), f"GET {path}", retry_on=UpstreamInconsistencyError)
+        listing = self._with_retries(lambda: self._confirmed(path), f"GET {path}", retry_on=UpstreamInconsistencyError)
+        mismatch = listing.mismatch
+        with self._page_pool_lock:
+            if mismatch is None:
+                self._mismatches.pop(region["code"], None)
+            else:
+                self._mismatches[region["code"]] = mismatch
+        return listing.hospitals
 
-    def _listing(self, path: str) -> list[Hospital]:
+    def take_total_mismatch(self, region: Region) -> TotalMismatch | None:
+        with self._page_pool_lock:
+            return self._mismatches.pop(region["code"], None)
+
+    def _confirmed(self, path: str) -> Listing:
+        """A listing that agrees with its total, or the second of two that gave the same records (see
+        Listing.confirm), the page after its end found empty."""
+        first = self._listing(path)
+        if first.mismatch is None:
+            return first
+        again = self._listing(path)
+        again.past_end(again.last_page + 1, self._page(path, again.last_page + 1))
+        return first.confirm(again)
+
+    def _listing(self, path: str) -> Listing:
         """Pages 1 and 2 one after the other (a server that ignores `page` shows it at page 2, for two
         requests), then, if `total` says more are left, up to AHEAD_PAGES of them at once: a leaf of n
         pages costs about 3 round trips instead of n. They are checked in order, as if asked one by one;
         past what `total` promised, paging goes on one page at a time until a short page."""
         listing = Listing(f"GET {path}", PAGE_SIZE)
         first = self._page(path, 1)
-        if listing.add(1, first):
-            return listing.hospitals
-        if listing.add(2, self._page(path, 2)):
-            return listing.hospitals
+        if listing.add(1, first) or listing.add(2, self._page(path, 2)):
+            return listing
         number = 3
         promised = -(-first.total // len(first.items))  # pages at the size the server serves
         if promised >= number:
-            ended = self._pages_ahead(path, listing, number, promised)
-            if ended:
-                return listing.hospitals
+            if self._pages_ahead(path, listing, number, promised):
+                return listing
             number = promised + 1
         while not listing.add(number, self._page(path, number)):
             number += 1
-        return listing.hospitals
+        return listing
 
     def _pages_ahead(self, path: str, listing: Listing, first: int, last: int) -> bool:
         """Pages `first`..`last` into `listing`, in order, AHEAD_PAGES at most in flight; True if one ended it."""
