@@ -120,6 +120,7 @@ PROVINCES_TOTAL, PROVINCES_WALKED, PROVINCES_PROCESSED = "provinces_total", "pro
 CITIES_TOTAL, CITIES_PROCESSED = "cities_total", "cities_processed"
 DISTRICTS_TOTAL, DISTRICTS_PROCESSED = "districts_total", "districts_processed"
 LEAVES_TOTAL, LEAVES_DONE, HOSPITALS_FOUND, CONFLICTS = "leaves_total", "leaves_done", "hospitals_found", "conflicts"
+TOTAL_MISMATCHES = "total_mismatches"  # leaves taken with a stale `total` (see task_total_mismatches)
 # ... and, per province, PROVINCE_LEAVES_TOTAL, PROVINCE_LEAVES_DONE and PROVINCE_HOSPITALS under `province_stat`.
 PROVINCE_LEAVES_TOTAL, PROVINCE_LEAVES_DONE, PROVINCE_HOSPITALS = "leaves_total", "leaves_done", "hospitals"
 
@@ -183,6 +184,12 @@ def task_home_ids(task_id: str) -> str:
 def task_conflicts(task_id: str) -> str:
     """HASH hospital id -> "kept_leaf,dropped_leaf": a bounded sample of ids listed under two leaves."""
     return f"{PREFIX}task:{task_id}:conflicts"
+
+
+def task_total_mismatches(task_id: str) -> str:
+    """HASH leaf code -> "total,listed": a bounded sample of leaves whose complete listing, the same twice,
+    disagreed with the `total` the upstream stated (a stale count, taken; jobs.upstream.listing)."""
+    return f"{PREFIX}task:{task_id}:mismatches"
 
 
 def checkpoint_leaves(task_id: str, province: str) -> str:

@@ -76,6 +76,7 @@ def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str
         "hospitals": int(stats.get(keys.HOSPITALS_FOUND, 0)),
         "leaves": int(stats.get(keys.LEAVES_DONE, 0)),
         "conflicts": int(stats.get(keys.CONFLICTS, 0)),
+        "total_mismatches": int(stats.get(keys.TOTAL_MISMATCHES, 0)),
     }
     superseded = sorted(code for code, outcome in outcomes.items() if outcome == SUPERSEDED)
     if superseded:  # a task created later published these first; this task's versions of them were dropped
