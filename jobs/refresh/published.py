@@ -151,7 +151,8 @@ def stage_leaves(
         keys=[
             keys.checkpoint_leaves(version, province), keys.task_stats(version), keys.task_ids(version),
             keys.task_conflicts(version), keys.data_leaves(province, version), keys.data_sizes(province, version),
-            keys.task_home_ids(version), fence.owners, keys.task_total_mismatches(version), *data_keys,
+            keys.task_home_ids(version), fence.owners, keys.task_total_mismatches(version), keys.task_seen_ids(version),
+            *data_keys,
         ],
         args=args,
     )
