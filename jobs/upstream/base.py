@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, Protocol, TypedDict
 
 LEVELS = ("province", "city", "district")
 
@@ -43,18 +43,12 @@ class TotalMismatch:
     listed: int  # the distinct ids they served
 
 
-@runtime_checkable
-class CountsTotals(Protocol):
-    """An Upstream whose listings carry a `total` (the HTTP API): it tells which leaves disagreed with theirs."""
-
-    def take_total_mismatch(self, region: Region) -> TotalMismatch | None:
-        """The mismatch the last listing of `region` was taken with (once: it is forgotten as it is told)."""
-        ...
-
-
 def total_mismatch(upstream: object, region: Region) -> TotalMismatch | None:
-    """`take_total_mismatch` of an upstream that counts totals; None for one that has none (sample, LLM)."""
-    return upstream.take_total_mismatch(region) if isinstance(upstream, CountsTotals) else None
+    """The stale `total` the last listing of `region` was taken with, told once, by an upstream whose listings
+    carry one (the HTTP API's `take_total_mismatch`); None for one that has none (the sample, an LLM). Looked
+    up by name, once a leaf: isinstance against a runtime-checkable protocol showed in the workers' profile."""
+    take: Callable[[Region], TotalMismatch | None] | None = getattr(upstream, "take_total_mismatch", None)
+    return take(region) if take is not None else None
 
 
 class Upstream(Protocol):
