@@ -94,6 +94,14 @@ def wait_terminal(
         time.sleep(POLL_SECONDS)
 
 
+def _wait_lazy_free(bench: Bench, timeout: float = 10.0) -> None:
+    """Until the server has freed what the task's end unlinked (its id set and strings, freed aside): the
+    memory figures are of the data, not of what is being freed."""
+    deadline = time.monotonic() + timeout
+    while int(bench.conn.info("memory").get("lazyfree_pending_objects", 0)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _leaf_keys(conn: redis.Redis, task_id: str) -> list[bytes]:
     # Staged data of this task (its version) in every province: data:<province>@<task_id>:leaf:<code>
     pattern = f"{keys.PREFIX}data:*@{task_id}:leaf:*"
@@ -215,6 +223,7 @@ def _measure(
             task_id = manager.create_full_refresh_task()
         final, polls = wait_terminal(bench, task_id, sizes.refresh_timeout, workers)
         seconds = time.perf_counter() - started
+    _wait_lazy_free(bench)
     server_after, upstream_after = orchestration_cost.snapshot(bench.conn), upstream.stats()
     return {
         "task_id": task_id, "final": final, "polls": polls, "seconds": seconds, "memory": memory.results(),
