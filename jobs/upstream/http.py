@@ -35,6 +35,7 @@ class HttpDirectoryClient(PooledClient):
         self._page_pool: ThreadPoolExecutor | None = None  # made by the first leaf of more than 2 pages
         self._page_pool_lock = threading.Lock()
         self._mismatches: dict[str, TotalMismatch] = {}  # region code -> how its listing, taken, disagreed
+        self._mismatches_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"HttpDirectoryClient(base_url={self.base_url!r}, concurrency={self.concurrency})"
@@ -54,7 +55,7 @@ class HttpDirectoryClient(PooledClient):
         # Only whole-listing contradictions restart it; a failed page was already retried on its own.
         listing = self._with_retries(lambda: self._confirmed(path), f"GET {path}", retry_on=UpstreamInconsistencyError)
         mismatch = listing.mismatch
-        with self._page_pool_lock:
+        with self._mismatches_lock:
             if mismatch is None:
                 self._mismatches.pop(region["code"], None)
             else:
@@ -62,7 +63,8 @@ class HttpDirectoryClient(PooledClient):
         return listing.hospitals
 
     def take_total_mismatch(self, region: Region) -> TotalMismatch | None:
-        with self._page_pool_lock:
+        """The stale `total` the last listing of `region` was taken with (None if it agreed), told once."""
+        with self._mismatches_lock:
             return self._mismatches.pop(region["code"], None)
 
     def _confirmed(self, path: str) -> Listing:
