@@ -30,7 +30,7 @@ from jobs.upstream.serve import DirectoryHandler, DirectoryServer, RunningUpstre
 # Lies about a leaf's listing (its hospitals pages) or any one response.
 LISTING_LIES = (
     "total_low", "total_high", "total_drift", "repeat", "hide_cap", "drop_field", "wrong_type", "dup", "foreign",
-    "depth_limit", "growing", "edited",
+    "depth_limit", "growing", "edited", "range_404",
 )
 # Lies that leave each listing complete and the same every time: only the count is wrong (a stale count).
 STALE_COUNT_LIES = ("total_low", "total_high")
@@ -48,7 +48,8 @@ class Lie:
     `other`: for "foreign", the leaf whose first hospital is listed here too. `code` "" is /regions.
     `by`: how far "total_low" and "total_high" are off; for "depth_limit", the pages served before the
     empty ones. "growing" serves one invented record more on each listing, "edited" changes a field of
-    the first record on each one; both with a total one low.
+    the first record on each one; both with a total one low. "range_404" answers a page past the last
+    with 404, as servers that refuse out-of-range pages do (not a lie: a way of saying "nothing there").
     """
 
     kind: str
@@ -163,6 +164,9 @@ class LyingHandler(DirectoryHandler):
         size = min(int(query.get("page_size", ["500"])[0]), state.page_cap)
         lies = state.active(code, "hospitals", page)
         items, total = state.directory.hospital_page(code, page, size)
+        if not items and page > 1 and any(lie.kind == "range_404" for lie in lies):
+            self._send(404, {"error": f"page {page} is out of range"})
+            return
         items = copy.deepcopy(items)
         for lie in lies:
             if lie.kind in ("growing", "edited"):

@@ -136,6 +136,16 @@ def test_a_hidden_page_cap_behind_a_low_total_is_not_a_stale_count(sample: Sampl
         assert upstream.take_total_mismatch(CHAOYANG) is None
 
 
+def test_a_server_refusing_the_page_past_the_end_has_nothing_there(sample: SampleDirectory) -> None:
+    """The second listing asks the page past its end; a server that answers an out-of-range page with 404 says
+    there is nothing there, as an empty page would: the stale count is taken."""
+    lies = (Lie("range_404", "110105"), Lie("total_low", "110105", by=2))
+    with LyingUpstream(sample, lies, page_cap=PAGE_CAP) as lying, client(lying.url) as upstream:
+        assert upstream.hospitals(CHAOYANG) == sample.hospitals(CHAOYANG)
+        assert upstream.take_total_mismatch(CHAOYANG) == TotalMismatch(total=16, listed=18)
+        assert lying.state.told["range_404"] >= 1
+
+
 def test_a_stale_count_that_catches_up_on_the_second_listing_is_no_mismatch(sample: SampleDirectory) -> None:
     with (
         LyingUpstream(sample, (Lie("total_low", "110105", times=1, by=3),), page_cap=PAGE_CAP) as lying,

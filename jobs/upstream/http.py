@@ -16,7 +16,7 @@ from jobs.errors import TransientUpstreamError, UpstreamInconsistencyError
 from jobs.upstream import shapes
 from jobs.upstream.base import Hospital, Region, TotalMismatch
 from jobs.upstream.base import RequestGate as RequestGate
-from jobs.upstream.client import ClientOptions, PooledClient
+from jobs.upstream.client import ClientOptions, PooledClient, status_outcome
 from jobs.upstream.listing import Listing, Page
 from jobs.upstream.retry import Backoff
 from jobs.upstream.statuses import check_status as check_status
@@ -27,6 +27,9 @@ T = TypeVar("T")
 PAGE_SIZE = 500
 # Pages of one leaf asked at once once its `total` has shown there are more (see _listing).
 AHEAD_PAGES = 8
+# What a server may answer for a page past a listing's last instead of an empty page.
+OUT_OF_RANGE = frozenset({400, 404, 416, 422})
+
 class HttpDirectoryClient(PooledClient):
     """An Upstream over the Directory HTTP API; thread-safe, retries transient failures itself."""
 
@@ -74,7 +77,8 @@ class HttpDirectoryClient(PooledClient):
         if first.mismatch is None:
             return first
         again = self._listing(path)
-        again.past_end(again.last_page + 1, self._page(path, again.last_page + 1))
+        past = again.last_page + 1
+        again.past_end(past, self._get(path, {"page": past, "page_size": PAGE_SIZE}, _hospital_page, past_end=True))
         return first.confirm(again)
 
     def _listing(self, path: str) -> Listing:
@@ -126,16 +130,25 @@ class HttpDirectoryClient(PooledClient):
             pool.shutdown(wait=False, cancel_futures=True)
         super().close()
 
-    def _get(self, path: str, params: dict[str, Any] | None, parse: Callable[[object], T]) -> T:
+    def _get(
+        self, path: str, params: dict[str, Any] | None, parse: Callable[[object], T], past_end: bool = False
+    ) -> T:
+        """`past_end`: a page asked past a listing's end, where a server refusing the page (OUT_OF_RANGE) has
+        nothing to show: an empty page (`parse` of an empty body)."""
         what = f"GET {path}" + (f"?page={params['page']}" if params else "")
-        return self._with_retries(lambda: self._attempt(path, params, parse, what), what)
+        return self._with_retries(lambda: self._attempt(path, params, parse, what, past_end), what)
 
-    def _attempt(self, path: str, query: dict[str, Any] | None, parse: Callable[[object], T], what: str) -> T:
+    def _attempt(
+        self, path: str, query: dict[str, Any] | None, parse: Callable[[object], T], what: str, past_end: bool
+    ) -> T:
         self._counted()
         try:
             response = self._client.get(self.base_url + path, params=query)
         except httpx.TransportError as error:
             raise self._transport_error(what, error) from None
+        if past_end and response.status_code in OUT_OF_RANGE:
+            self._count(status_outcome(response.status_code))
+            return parse({"items": [], "total": 0})
         return self._answer(response, what, lambda: self._read(response, parse, what))
 
     def _read(self, response: httpx.Response, parse: Callable[[object], T], what: str) -> T:
