@@ -30,12 +30,14 @@ from jobs.upstream.serve import DirectoryHandler, DirectoryServer, RunningUpstre
 # Lies about a leaf's listing (its hospitals pages) or any one response.
 LISTING_LIES = (
     "total_low", "total_high", "total_drift", "repeat", "hide_cap", "drop_field", "wrong_type", "dup", "foreign",
-    "depth_limit", "growing", "edited", "range_404",
+    "depth_limit", "growing", "edited",
 )
 # Lies that leave each listing complete and the same every time: only the count is wrong (a stale count).
 STALE_COUNT_LIES = ("total_low", "total_high")
 RESPONSE_LIES = ("cut", "slow", "invalid_json", "wrong_shape", "503")
-LIES = LISTING_LIES + RESPONSE_LIES
+# Not lies: ways a server may have that the contract allows ("range_404": a page past the last is a 404).
+MANNERS = ("range_404",)
+LIES = LISTING_LIES + RESPONSE_LIES + MANNERS
 REPEATED_TOTAL = 1_000_000  # what a server repeating its first page says it holds
 
 
