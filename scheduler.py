@@ -3,7 +3,9 @@
 Each tick the active instance runs its duties (jobs/duties/, one module each): it cleans RQ's started-job
 registries so a job whose worker died is noticed within seconds, retries failed jobs with backoff (or
 buries them in the dead-letter registry), enforces refresh tasks' time limits, admits refresh tasks
-waiting for a running slot, fires the named tasks' schedules and requeues their due RQ retries.
+waiting for a running slot, fires the named tasks' schedules and requeues their due RQ retries, and takes up
+work whose job is gone (jobs.duties.reconcile). A refresh job resumed after its worker died goes ahead of the
+jobs that took its place meanwhile (jobs.duties.make_room).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from jobs import keys, queues, shutdown
 from jobs.config import Settings
 from jobs.context import process_settings
 from jobs.duties import abandoned, admission, alerts, claims, fire_schedules, named_retries, retries, time_limits
+from jobs.duties.make_room import MakeRoom
+from jobs.duties.reconcile import Reconciler
 from jobs.lock import OwnedLock
 
 log = logging.getLogger("refreshq.scheduler")
@@ -55,8 +59,9 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
     def requeue_orphaned_claims(conn: redis.Redis) -> None:
         claims.requeue_orphaned_claims(conn)
 
-    return [abandoned.clean_started_registries, requeue_orphaned_claims, sweep_failed_jobs, enforce_time_limits,
-            admit_waiting_tasks, fire_due_schedules, requeue_due_retries, alerts.AlertDuty(settings)]
+    return [abandoned.clean_started_registries, requeue_orphaned_claims, sweep_failed_jobs, MakeRoom(),
+            enforce_time_limits, admit_waiting_tasks, fire_due_schedules, requeue_due_retries, Reconciler(settings),
+            alerts.AlertDuty(settings)]
 
 
 class Scheduler:

@@ -53,7 +53,8 @@ def queue_fake_run(pipe: redis.client.Pipeline, run: FakeRun) -> None:
         if run.hospitals:
             pipe.hset(keys.task_stats(run.task_id), "hospitals_found", run.hospitals)
         if run.progress:
-            scripts.progress(keys=[task_key], args=[run.progress, "正在处理", at, run.started, "", keys.PREFIX])
+            scripts.progress(keys=[task_key, keys.task_owners(run.task_id)],  # an unfenced write: no unit, no token
+                             args=[run.progress, "正在处理", at, run.started, "", keys.PREFIX, "", ""])
     if run.ended is not None:
         fields = ["finished_at", iso(run.ended)]
         if run.status == FAILED:

@@ -197,6 +197,40 @@ def _web_clients(r: dict[str, Any]) -> list[Row]:
         Row(s, "  held throughout (all open after the probes, stream cap still full)",
             f"{overlap['open_after_probes']} of {overlap['held']} open", "held", overlap["held_throughout"]),
     ]
+def _crash_recovery(r: dict[str, Any]) -> list[Row]:
+    s = "8 crash recovery"
+    rows = [Row(s, "setting", f"full refresh, {r['scale']:,} hospitals, {r['latency_ms']:g} ms a request, "
+                              f"{r['upstream_concurrency']} in flight; replacement worker started at the kill")]
+    for mode, data in r["modes"].items():
+        gap, runs = data["gap_seconds"], data["runs"]
+        rows.append(Row(s, f"{mode.replace('_', ' ')}: kill -9 -> next request for its province",
+                        f"min {gap['min']:.1f} s, median {gap['median']:.1f} s, max {gap['max']:.1f} s "
+                        f"(n={len(runs)})", "max <= 25 s", gap["max"] <= 25))
+        medians = " / ".join(_median(runs, k) for k in ("abandoned_after", "requeued_after", "restarted_after"))
+        rows.append(Row(s, "  medians: abandoned / requeued / restarted", f"{medians} s"))
+    return rows
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> str:
+    values = sorted(run[key] for run in runs if run[key] is not None)
+    return f"{values[len(values) // 2]:.1f}" if values else "n/a"
+
+
+def _rate_limited(r: dict[str, Any]) -> list[Row]:
+    s, limit = "7 rate-limited upstream", r["limit_per_second"]
+    rows = [Row(s, "the upstream", f"{limit} requests in any rolling second, answers of {r['latency_seconds']} s, "
+                f"{r['task']} refresh, workers x {r['job_concurrency']} in flight")]
+    targets = {"configured": (0.95, 0.001), "configured, 3 workers": (0.95, 0.001), "unknown": (0.80, 0.02)}
+    for name, run in r["runs"].items():
+        used, refused = run["budget_used"], run["refused_share"]
+        value = (f"{used:.1%} of the budget ({run['admitted_per_second']}/s), {refused:.2%} refused "
+                 f"({run['refused']} of {run['requests']}), {run['seconds']:.0f} s, {run['status']}")
+        want = targets.get(name) if r.get("targets_apply") else None
+        target = f">= {want[0]:.0%} used, <= {want[1]:.1%} refused" if want else ""
+        met = None if want is None else (used >= want[0] and refused <= want[1] and run["status"] == "SUCCEEDED")
+        label = f"  {name.split(',')[0]} (RPS={run['REFRESHQ_UPSTREAM_RPS']}, {run['workers']} workers)"
+        rows.append(Row(s, label, value, target, met))
+    return rows
 
 
 def rows(results: dict[str, Any]) -> list[Row]:
@@ -211,6 +245,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
         (("full_refresh", "orchestration"), _orchestration),
         (("short_jobs",), _short_jobs),
         (("web_clients",), _web_clients),
+        (("crash_recovery",), _crash_recovery),
+        (("rate_limited",), _rate_limited),
     ]
     for path, build in builders:
         data = _get(scenarios, *path)

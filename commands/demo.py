@@ -26,6 +26,7 @@ from jobs.connection import server_url
 from jobs.redact import mask_url
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import TERMINAL
+from jobs.upstream.identity import UPSTREAM_VARIABLES
 from web.server import Background
 
 DEMO_SCALE = 1_000_000
@@ -55,11 +56,14 @@ class _Interrupted(Exception):
 def _start_workers(count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     workers = []
+    # The demo refreshes the built-in sample: its workers are configured for no upstream, whatever this
+    # shell holds (workers configured for one would refuse the demo's task; see jobs.upstream.identity).
+    env = {k: v for k, v in os.environ.items() if k not in UPSTREAM_VARIABLES}
     for i in range(count):
         log = open(log_dir / f"demo-worker-{i + 1}.log", "ab")  # noqa: SIM115 - owned by the child
         workers.append(subprocess.Popen(
             [sys.executable, "-m", "cli", "worker", "--queue", "refresh"], stdout=log, stderr=log,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, env=env,
         ))
     return workers
 

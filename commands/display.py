@@ -9,8 +9,10 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from jobs.pacing import pacing_text
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import TERMINAL
+from jobs.upstream.identity import label
 
 BAR_WIDTH = 30
 MAX_PROVINCE_ROWS = 10
@@ -37,6 +39,8 @@ def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]
         f"  provinces {stats['provinces_processed']}  cities {stats['cities_processed']}  "
         f"districts {stats['districts_processed']}  hospitals {stats['hospitals_found']}",
     ]
+    if status.get("upstream"):
+        lines.append(f"  upstream {label(status['upstream'])}")
     lines += _province_rows(provinces)
     conflicts = status.get("conflicts") or {}
     if conflicts.get("count"):
@@ -49,7 +53,13 @@ def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]
                      f"total, taken: {shown}")
     if status.get("error_message"):
         lines.append(f"  error: {status['error_message']}")
+    if status.get("writes_refused"):
+        lines.append(f"  waiting: {status['writes_refused']['message']}; it goes on once they are taken again")
+    pacing = pacing_text(status.get("upstream_pacing"))
+    if pacing:
+        lines.append(f"  upstream rate: {pacing}")
     return lines
+
 
 
 def _province_rows(provinces: list[dict[str, Any]]) -> list[str]:

@@ -13,6 +13,7 @@ from commands.runtime import Runtime, parse_age_days, pass_runtime
 from jobs.refresh.records import SORT_FIELDS
 from jobs.statuses import SUCCEEDED, TERMINAL
 from jobs.statuses import TASK_STATUSES as STATUSES
+from jobs.upstream.identity import label
 
 
 @click.group()
@@ -96,9 +97,10 @@ def list_tasks(
 
 
 def _row(item: dict[str, Any]) -> str:
+    upstream = label(item["upstream"]) if item.get("upstream") else "-"
     return (
         f"{item['task_id']}  {item['status']:<9} {item['progress']:>3}%  {item['created_at']}  "
-        f"{item['hospital_name']}  {item['statistics']['hospitals_found']} hospitals"
+        f"{item['hospital_name']}  {item['statistics']['hospitals_found']} hospitals  {upstream}"
     )
 
 

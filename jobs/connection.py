@@ -4,11 +4,14 @@ Every client is checked with one PING before it is handed out, so a server that 
 wants other credentials or is not Redis at all stops a command within a second or two, with one
 line naming the URL (password masked) and the cause. After that a command's client gives up on a
 lost server within a second; a long-running process's (`patient=True`: worker, scheduler) waits
-for it to come back, until the process is asked to stop (jobs/reconnect.py).
+for it to come back, until the process is asked to stop (jobs/reconnect.py). The same for a server
+that refuses writes for now (out of memory, a read-only replica, unable to persist): a command's
+client fails at once with WritesRefusedError, and its reads work; a long-running process waits.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,9 +20,9 @@ from redis.connection import UnixDomainSocketConnection
 
 from jobs import shutdown
 from jobs.config import Settings
-from jobs.errors import ConfigError, RefreshqError, ServerUnreachableError
+from jobs.errors import ConfigError, RefreshqError, ServerUnreachableError, WritesRefusedError
 from jobs.queues import register_queues
-from jobs.reconnect import COMMAND_RETRIES, Outage, ServerRetry
+from jobs.reconnect import COMMAND_RETRIES, Client, Outage, ServerRetry
 from jobs.redact import mask_url
 from jobs.server import EmbeddedServer
 
@@ -95,8 +98,11 @@ def connect(settings: Settings, patient: bool = False) -> redis.Redis:
         retry = ServerRetry(-1, Outage(describe(settings)))
         conn = _client(settings, retry, health_check_interval=_HEALTH_CHECK_INTERVAL, socket_keepalive=True)
     else:
-        conn = _client(settings, ServerRetry(COMMAND_RETRIES))
-    register_queues(conn)
+        conn = _client(settings, ServerRetry(COMMAND_RETRIES, where=describe(settings)))
+    # A long-running process waits here while writes are refused; a command goes on (its reads work, and
+    # its writes say why they fail).
+    with contextlib.suppress(WritesRefusedError):
+        register_queues(conn)
     return conn
 
 
@@ -106,7 +112,7 @@ def _client(settings: Settings, retry: ServerRetry, **options: Any) -> redis.Red
         options.pop("socket_keepalive", None)  # a unix socket has no keepalive
     if settings.redis_url:
         try:
-            return redis.Redis.from_url(settings.redis_url, **options)
+            return Client.from_url(settings.redis_url, **options)
         except ValueError as exc:
             # redis-py's message may quote a piece of a password that broke the parse.
             detail = "expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" if "@" in settings.redis_url else str(exc)
@@ -115,7 +121,7 @@ def _client(settings: Settings, retry: ServerRetry, **options: Any) -> redis.Red
     server.ensure_running()
     connection_class = type("EmbeddedConnection", (_EmbeddedConnection,), {"server": server})
     pool = redis.ConnectionPool(connection_class=connection_class, path=str(server.socket_path), **options)
-    return redis.Redis(connection_pool=pool)
+    return Client(connection_pool=pool)
 
 
 def _check(conn: redis.Redis, settings: Settings) -> None:
@@ -130,6 +136,8 @@ def _check(conn: redis.Redis, settings: Settings) -> None:
         raise ServerUnreachableError(
             f"cannot reach Redis at {where}: no answer within {CHECK_TIMEOUT:g} s (is it a Redis server?)"
         ) from None
+    except WritesRefusedError:
+        return  # MISCONF refuses PING too: the server is there, refusing writes (jobs/reconnect.py)
     except redis.ConnectionError as exc:
         raise ServerUnreachableError(f"cannot reach Redis at {where}: {exc}") from None
     except redis.ResponseError as exc:

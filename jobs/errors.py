@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import redis
+
 
 class RefreshqError(Exception):
     """Base class of every error refreshq raises on purpose."""
@@ -145,3 +147,21 @@ class IdempotencyConflictError(ValidationError):
 
 class TokenNotFoundError(ValidationError):
     """Raised when no API token has the given id."""
+
+
+class WritesRefusedError(RefreshqError, redis.ConnectionError):
+    """Raised when Redis refuses writes for now (OOM, READONLY, MISCONF, NOREPLICAS) and the caller does not wait.
+
+    A redis.ConnectionError too: whatever copes with a lost server (a stopping worker, a job's retry) copes
+    with it alike.
+    """
+
+    retryable: ClassVar[bool] = True
+
+
+class UpstreamMismatchError(ValidationError):
+    """Raised when a task's upstream is not the one the deployment's workers fetch from; nothing is fetched."""
+
+
+class UpstreamUnavailableError(ValidationError):
+    """Raised when a new task's upstream could not be asked for its provinces (unreachable, refusing)."""

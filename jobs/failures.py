@@ -20,14 +20,17 @@ from rq.timeouts import JobTimeoutException
 
 from jobs import keys
 from jobs.errors import RefreshqError
+from jobs.reconnect import refusal
 from jobs.redis_values import as_text_map
 
 log = logging.getLogger("refreshq.failures")
 
 TRANSIENT, PERMANENT, NEVER = "transient", "permanent", "never"
-# Failures of what lies underneath that say nothing about the job: a lost worker, the network, Redis.
+# Failures of what lies underneath that say nothing about the job: a lost worker, the network, Redis (lost,
+# or refusing writes for now: a job's own client waits those out, another's fails with them).
 _TRANSIENT: tuple[type[BaseException], ...] = (
     AbandonedJobError, OSError, redis.ConnectionError, redis.TimeoutError, httpx.TransportError,
+    redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
 )
 ABANDONED = f"{AbandonedJobError.__module__}.{AbandonedJobError.__qualname__}"
 RECORD_TTL = 30 * 86_400
@@ -61,8 +64,9 @@ def record(conn: redis.Redis, job_id: str, kind: str, error: str, exception: str
 def exception_handler(job: Job, exc_type: type[BaseException], exc_value: BaseException, _tb: Any) -> bool:
     """An RQ exception handler: record the failure's kind; True lets RQ's own handling go on."""
     exception = f"{exc_type.__module__}.{exc_type.__qualname__}"
+    kind = TRANSIENT if refusal(exc_value) else kind_of(exc_type)  # MISCONF, NOREPLICAS: a plain ResponseError
     try:
-        record(job.connection, job.id, kind_of(exc_type), describe(exc_type, exc_value), exception)
+        record(job.connection, job.id, kind, describe(exc_type, exc_value), exception)
     except redis.RedisError as exc:  # the sweeper then classifies it from RQ's text, as for any unrecorded one
         log.warning("failures: could not record the failure of %s (%s)", job.id, exc)
     return True

@@ -10,6 +10,9 @@ PREFIX = "refreshq:"
 # Processes
 SCHEDULER_LOCK = PREFIX + "scheduler:lock"          # STRING owner token, PX expiry (owner-checked)
 SCHEDULER_HEARTBEAT = PREFIX + "scheduler:beat"     # STRING ISO time of the active scheduler's last tick
+# Never exists: LPUSHX on it is a write that stores nothing, refused when the server refuses writes
+# (jobs.reconnect.writes_refused).
+WRITES_PROBE = PREFIX + "writes:probe"
 
 # Workers and pools (jobs.workforce). RQ's own worker registry (`rq:workers`, `rq:worker:<name>`) stays
 # the list of workers; these keys add what RQ has no place for.
@@ -259,6 +262,11 @@ def job_retry(job_id: str) -> str:
     return f"{PREFIX}retry:{job_id}"
 
 
+def step_back(job_id: str) -> str:
+    """STRING, short TTL: the job that a running refresh job was asked to step back behind (jobs.duties.make_room)."""
+    return f"{PREFIX}stepback:{job_id}"
+
+
 def job_failure(job_id: str) -> str:
     """HASH: how the latest failure of a job is to be treated (kind, error, exception), recorded where it
     failed (jobs.failures) and taken by the retry sweeper."""
@@ -276,9 +284,14 @@ TASKS_WAITING = PREFIX + "limits:tasks:waiting"     # ZSET task_id -> created_at
 UPSTREAM_HOLDERS = PREFIX + "limits:upstream:holders"   # ZSET holder -> lease expiry (Redis clock, epoch)
 UPSTREAM_SLOTS = PREFIX + "limits:upstream:slots"       # HASH holder -> in-flight slots it holds
 UPSTREAM_WANTS = PREFIX + "limits:upstream:wants"       # HASH holder -> in-flight slots it asks for
-# ZSET "<holder>|<n>" -> when the request stops counting against the per-second cap: +inf while in
-# flight, one second after its answer once it has one.
-UPSTREAM_RATE = PREFIX + "limits:upstream:rate"
+# HASH: the per-second pacing shared by every worker (jobs.pacing): the next free send time (tat), the
+# pause a Retry-After asked for (paused_until), the learned rate and what it was learned from.
+UPSTREAM_PACE = PREFIX + "limits:upstream:pace"
+
+
+# ZSET upstream identity (JSON, secret-free) -> expiry (epoch, the worker's clock): what the live workers
+# configured for an upstream fetch from, renewed with their heartbeats (jobs.upstream.identity).
+UPSTREAM_WORKERS = PREFIX + "upstream:workers"
 
 
 # Upstream-derived caches

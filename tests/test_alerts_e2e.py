@@ -78,6 +78,8 @@ def test_a_failed_refresh_alerts_once_across_a_scheduler_kill_then_resolves(
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=10)
         hook.status = 200
+        # The deployment moves to an upstream that answers: the workers' setting with it.
+        aenv = {**aenv, "REFRESHQ_UPSTREAM_URL": good.url}
         with worker_process(aenv), scheduler(aenv):
             restarted = time.time()
             wait_until(lambda: hook.accepted(), 40, what="the webhook, from the next scheduler")
@@ -91,7 +93,7 @@ def test_a_failed_refresh_alerts_once_across_a_scheduler_kill_then_resolves(
             assert task_id in payload["alerts"][0]["annotations"]["description"]
             assert sink.accepted()[0]["Subject"] == "[refreshq] FIRING: refresh province:310000 failed"
             # The failure cleared by a later run of that province that succeeds:
-            fixed = SyncTaskManager(Settings.from_env(aenv), conn, upstream={"kind": "http", "url": good.url})
+            fixed = SyncTaskManager(Settings.from_env(aenv), conn)
             wait_status(fixed, fixed.create_province_refresh_task("上海"), [SUCCEEDED], 120)
             wait_until(lambda: len(hook.accepted()) == 2 and len(sink.accepted()) == 2, 15, what="resolved notices")
             resolved = time.time()

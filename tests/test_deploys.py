@@ -19,6 +19,7 @@ from rq.serializers import JSONSerializer
 from jobs import keys, queues
 from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
+from jobs.upstream.serve import Faults
 from tests.conftest import run_cli
 from tests.helpers import (
     Requests,
@@ -161,9 +162,11 @@ def test_a_job_that_does_not_stop_is_cut_short_within_the_budget_and_requeued_at
     settings: Settings, conn: redis.Redis, env: dict[str, str]
 ) -> None:
     env = {**env, "REFRESHQ_UPSTREAM_TIMEOUT": "60"}
-    with recording_upstream(SCALE, latency_ms=0, hang_rate=1.0, hang_seconds=60) as (upstream, requests):
+    with recording_upstream(SCALE, latency_ms=0) as (upstream, requests):
         manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
-        task_id = manager.create_full_refresh_task()  # its plan job's province listing hangs
+        task_id = manager.create_full_refresh_task()  # creation asks for the provinces: answered
+        upstream.server.faults = Faults(hang_rate=1.0, hang_seconds=60)  # its plan job's province listing hangs
+        requests.clear()
         queues.queue(conn, queues.REFRESH).enqueue("tests.job_functions.add", 1, 2)  # queued behind it
         with worker_process(env) as worker:
             wait_until(lambda: upstream.stats()["in_flight"] >= 1, 30, what="the plan job's request to hang")

@@ -18,7 +18,7 @@ from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
 from jobs.observe import report
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import FAILED, RUNNING, SUCCEEDED
-from jobs.upstream.serve import start_background
+from jobs.upstream.serve import Faults, start_background
 from scheduler import Scheduler
 from tests.conftest import run_cli
 from tests.helpers import drain, wait_until, worker_process
@@ -84,10 +84,11 @@ def test_a_job_queued_with_no_worker_and_an_old_queue_head(
 
 def test_a_stalled_and_long_running_task(conn: redis.Redis, env: dict[str, str], scheduler_alive: None) -> None:
     """A refresh whose upstream hangs: RUNNING, its progress stuck at 0, running past short thresholds."""
-    with start_background(500, hang_rate=1.0, hang_seconds=60) as hanging:
+    with start_background(500) as hanging:
         http_env = {**env, "REFRESHQ_UPSTREAM_URL": hanging.url, "REFRESHQ_UPSTREAM_TIMEOUT": "60"}
         manager = SyncTaskManager(Settings.from_env(http_env), conn)
-        task_id = manager.create_full_refresh_task()
+        task_id = manager.create_full_refresh_task()  # creation asks for the provinces: answered
+        hanging.server.faults = Faults(hang_rate=1.0, hang_seconds=60)  # from now on, every request hangs
         with worker_process(http_env):
             wait_until(lambda: manager.get_task_status(task_id)["status"] == RUNNING, 30)
             limits = {"REFRESHQ_STALL_SECONDS": "2", "REFRESHQ_HEALTH_RUN_WARNING": "1",

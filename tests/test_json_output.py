@@ -64,10 +64,12 @@ def test_every_json_output_is_one_parseable_document(conn: redis.Redis, jenv: di
     queued = out.one("refresh", "full", path=2)  # no worker now: it stays queued
     assert list(queued) == ["task_id"]
     assert out.one("refresh", "province", "天津", path=2).keys() == {"task_id"}
-    assert out.one("status", final["task_id"])["status"] == "SUCCEEDED"
+    shown = out.one("status", final["task_id"])
+    assert shown["status"] == "SUCCEEDED" and shown["upstream"] == {"kind": "sample", "scale": SCALE}
     assert out.one("status", final["task_id"], "--watch")["progress"] == 100  # the bars go to stderr
     assert out.one("status", queued["task_id"])["status"] == "PENDING"
-    assert out.one("list")["total"] == 3
+    listed = out.one("list")
+    assert listed["total"] == 3 and all(t["upstream"] == shown["upstream"] for t in listed["items"])
 
     records, err = out.lines("data", "show", "北京", "--limit", "2")
     assert len(records) == 2 and all("id" in r for r in records)

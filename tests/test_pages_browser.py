@@ -1,7 +1,8 @@
 """The live pages in a real headless Chromium (Debian's, through Debian's chromedriver, as the dashboard's
 browser tests) against a real `refreshq web`, a real worker and a slow loopback upstream: sign in with the
 form, start a province refresh from the form and watch its bar move to 100 % without a reload, open
-another task's page, watch its 34 province bars, cancel it there; screenshots saved and checked."""
+another task's page, watch its 34 province bars and the upstream's pacing, cancel it there; screenshots saved
+and checked."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from jobs import tokens
+from jobs import keys, tokens
 from jobs.upstream.serve import RunningUpstream, start_background
 from tests.conftest import REPO
-from tests.helpers import wait_until, worker_process
+from tests.helpers import wait_until, with_credentials, worker_process
 from tests.test_api_served import PASSWORD, refreshq_web
 from tests.test_dashboard_browser import browser, wait_for
 
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow  # real processes over seconds: out of the quick l
 __all__ = ["browser"]  # the module-scoped Chromium of the dashboard's browser tests
 # DOCS_SCREENSHOTS=1 also writes the refresh page's screenshot to docs/ (the README shows it).
 DOCS_SCREENSHOT = REPO / "docs" / "refresh-page.png"
+UPSTREAM_PASSWORD = "pages-upstream-pw-5521"
 
 
 @pytest.fixture
@@ -44,9 +46,16 @@ def upstream() -> Iterator[RunningUpstream]:
 
 @pytest.fixture
 def site(env: dict[str, str], upstream: RunningUpstream) -> Iterator[tuple[str, dict[str, str]]]:
-    environment = {**env, "REFRESHQ_UPSTREAM_URL": upstream.url, "REFRESHQ_UPSTREAM_CONCURRENCY": "1"}
+    # Credentials in the URL (this upstream ignores them): they must show on no page.
+    environment = {**env, "REFRESHQ_UPSTREAM_URL": with_credentials(upstream.url, "pages", UPSTREAM_PASSWORD),
+                   "REFRESHQ_UPSTREAM_CONCURRENCY": "1"}
     with refreshq_web(environment) as url:
         yield url, environment
+
+
+def upstream_url(site: tuple[str, dict[str, str]]) -> str:
+    """The site's upstream URL without its credentials: how a task shows its upstream."""
+    return site[1]["REFRESHQ_UPSTREAM_URL"].replace(f"pages:{UPSTREAM_PASSWORD}@", "")
 
 
 def shot(driver: WebDriver, path: Path) -> Path:
@@ -108,6 +117,10 @@ def test_start_watch_and_cancel_refreshes_in_the_browser(
         assert len([w for w in widths if 0 < w < 100]) >= 1, f"the bar did not move: {widths}"
         assert widths == sorted(widths)
         shot(browser, tmp_path / "index-done.png")
+        # The row the script drew shows the task's upstream, as the server draws it, without credentials.
+        shown = browser.execute_script(
+            "return document.querySelector('tr[data-task=\"' + arguments[0] + '\"] .upstream').textContent", task_id)
+        assert shown == upstream_url(site) and UPSTREAM_PASSWORD not in browser.page_source
 
         # Another task, started by an operator's token, cancelled by the admin from its page.
         token = tokens.create(conn, "operator", "operate")[0]
@@ -119,11 +132,19 @@ def test_start_watch_and_cancel_refreshes_in_the_browser(
         wait_for(browser, "return [].filter.call(document.querySelectorAll('#provinces .outcome'),"
                           " function (c) { return c.textContent === 'published'; }).length >= 2",
                  "two provinces published, live", 120)
+        # The upstream's pacing, live: nothing throttled yet, then a rate learned (as a 429 would leave it).
+        pacing = "return document.getElementById('task-pacing').textContent"
+        wait_for(browser, f"{pacing}.indexOf('learning: nothing throttled yet') === 0", "the pacing shown")
+        conn.hset(keys.UPSTREAM_PACE, mapping={"rate": 42.5, "ceiling": 50})
+        wait_for(browser, f"return /^[0-9.]+\\/s learned \\(throttled at 50\\/s\\)$/.test({pacing[7:]})",
+                 "the learned rate shown, live")
         page = shot(browser, tmp_path / "refresh-page.png")
         if os.environ.get("DOCS_SCREENSHOTS"):
             DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
             shutil.copyfile(page, DOCS_SCREENSHOT)
         assert browser.find_element(By.ID, "task-status").text == "RUNNING"
+        assert browser.find_element(By.ID, "task-upstream").text == upstream_url(site)
+        assert UPSTREAM_PASSWORD not in browser.page_source
         browser.find_element(By.ID, "cancel").click()
         wait_for(browser, "return document.getElementById('task-status').textContent === 'CANCELLED'",
                  "the page to show CANCELLED", 60)

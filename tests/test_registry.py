@@ -152,13 +152,23 @@ def test_the_environment_hook_can_refuse_and_the_time_limit_stops_a_run(
     assert history.page(conn, "t-refused")[1][0]["error"].startswith("TaskEnvironmentError")
 
 
+def _published(conn: redis.Redis, code: str, name: str, version: str, sizes: tuple[int, ...]) -> None:
+    """A published province as publishing leaves it: pointer, meta, leaves, sizes and each leaf's records."""
+    conn.hset(keys.PUBLISHED, code, version)
+    conn.hset(keys.PUBLISHED_META, code, json.dumps({"name": name, "records": sum(sizes), "leaves": len(sizes),
+                                                      "version": version}))
+    for i, size in enumerate(sizes):
+        leaf = f"{code[:2]}01{i:02d}"
+        conn.hset(keys.data_leaves(code, version), leaf, json.dumps({"code": leaf}))
+        conn.hset(keys.data_sizes(code, version), leaf, size)
+        conn.set(keys.data_leaf(code, version, leaf), "\n".join(["{}"] * size))
+
+
 def test_builtin_tasks(conn: redis.Redis, tenv: dict[str, str]) -> None:
     manager = SyncTaskManager(conn=conn)
     manager.cancel_task(manager.create_full_refresh_task())
-    conn.hset(keys.PUBLISHED_META, mapping={
-        "110000": json.dumps({"name": "北京市", "records": 10, "leaves": 2, "version": "v1"}),
-        "120000": json.dumps({"name": "天津市", "records": 5, "leaves": 1, "version": "v2"}),
-    })
+    for code, name, version, sizes in (("110000", "北京市", "v1", (4, 6)), ("120000", "天津市", "v2", (5,))):
+        _published(conn, code, name, version, sizes)
     reg = registry()
     full = reg.get("refresh-full").delay()
     clean = reg.get("cleanup").delay(older_than_days=0)

@@ -72,15 +72,19 @@ def test_a_refresh_authenticates_with_url_credentials_that_leak_nowhere(
         assert failed["status"] == "FAILED" and "401" in json.dumps(failed, ensure_ascii=False)
         assert upstream.server.refused > 0
         for args in (("status", status["task_id"], "--json"), ("list", "--json"), ("info",),
-                     ("data", "show", "北京", "--limit", "3"), ("tasks", "list")):
+                     ("data", "show", "北京", "--limit", "3"), ("tasks", "list"), ("status", status["task_id"]),
+                     ("list",)):
             result = run_cli(*args, env=cli_env)
             assert result.returncode == 0, (args, result.stderr)
+            assert args[0] not in ("status", "list") or upstream.url in result.stdout  # the task's upstream
             outputs += [result.stdout, result.stderr]
         assert upstream.server.accepted > 0 and not any(leaks(line) for line in upstream.server.request_lines)
 
     assert checksum(exported(conn, "110000")) == checksum(province_hospitals(SampleDirectory(SCALE), "11"))
     stored = json.loads(conn.hget(keys.task(status["task_id"]), "upstream") or b"{}")
     assert stored == {"kind": "http", "url": upstream.url}  # no userinfo: re-attached by the worker
+    assert status["upstream"] == stored  # and shown so, in the status dict
+    assert conn.zcard(keys.UPSTREAM_WORKERS) == 1  # the workers' advertisement of their upstream: scanned too
     for spelling in SPELLINGS:
         assert redis_keys_holding(conn, spelling) == [], spelling
     worker_log = log.read_text(encoding="utf-8")

@@ -11,7 +11,7 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs import keys, queues
+from jobs import keys, queues, shutdown
 from jobs.config import Settings
 from jobs.redis_values import as_texts
 from jobs.refresh.manager import SyncTaskManager
@@ -19,6 +19,7 @@ from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
 from scheduler import Scheduler, default_duties
 from tests.helpers import checksum, exported, province_hospitals, wait_status, wait_until, worker_process
+from workers import build_worker
 
 SCALE = 12_000
 pytestmark = pytest.mark.upstream(scale=SCALE, latency_ms=40)  # the `slow_upstream` of these tests
@@ -72,3 +73,21 @@ def test_the_hard_time_limit_fails_the_task_and_the_soft_one_is_recorded(
     assert "3 s" in final["error_message"]
     assert final["soft_limit_exceeded_at"] is not None
     assert final["statistics"]["hospitals_found"] < SCALE
+
+
+def test_a_work_horse_forked_after_its_worker_was_asked_to_stop_stops_too(conn: redis.Redis) -> None:
+    """A SIGTERM between the dequeue and the fork reaches no horse: the horse then finds the worker's stop flag
+    set and keeps it (the job checkpoints at its first safe point instead of running to its end)."""
+    worker = build_worker(conn, [queues.REFRESH])
+    read, write = os.pipe()
+    shutdown.requested.set()  # the worker's handler raised it just before the fork
+    try:
+        pid = os.fork()
+        if pid == 0:  # the horse
+            worker.setup_work_horse_signals()
+            os.write(write, b"1" if shutdown.requested.is_set() else b"0")
+            os._exit(0)
+        os.waitpid(pid, 0)
+    finally:
+        shutdown.requested.clear()
+    assert os.read(read, 1) == b"1"

@@ -8,6 +8,7 @@ the job context (jobs.context), and how each failed job is to be retried is reco
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -19,19 +20,22 @@ from typing import Any
 
 import redis
 from rq import Queue, Worker
+from rq.command import parse_payload
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.job import Job, Retry
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from jobs import context, failures, limits, shutdown
+from jobs import context, failures, keys, limits, shutdown
 from jobs import queues as queue_names
 from jobs.config import Settings
-from jobs.duties import abandoned
+from jobs.duties import abandoned, make_room
 from jobs.errors import ValidationError
+from jobs.reconnect import REFUSALS
 from jobs.refresh.job import REFRESH_FUNCS
 from jobs.scripts import Scripts
+from jobs.upstream import identity
 from workers.channel import ChannelMixin
 from workers.claims import BLOCK_SECONDS, Claimer
 from workers.drain import DrainMixin
@@ -71,8 +75,10 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
     _stop_asked_at: float | None = None
     _monitored: tuple[str, int] | None = None  # (job id, horse pid) of the job being monitored
     _cut_short: str | None = None  # id of the job whose horse the shutdown budget killed
+    _asked_horse = 0  # pid of the work-horse a warm shutdown was forwarded to
     pool_name = ""  # the pool this worker belongs to (workers.pool), if any
     _claimer: Claimer | None = None
+    _advertised_at = -math.inf  # monotonic time of the last advertisement of the worker's upstream
 
     @property
     def claimer(self) -> Claimer:
@@ -102,6 +108,11 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
             self.set_state(WorkerStatus.SUSPENDED if got.held else WorkerStatus.IDLE)
         return None
 
+    def clean_registries(self) -> None:
+        # RQ's maintenance judges heartbeats too: not while writes are refused, nor soon after (jobs/reconnect.py).
+        if not REFUSALS.within():
+            super().clean_registries()  # type: ignore[no-untyped-call]
+
     def prepare_execution(self, job: Job) -> Any:
         execution = super().prepare_execution(job)
         self.claimer.forget(job.origin, job.id)  # in the started registry now: no longer a claim
@@ -110,8 +121,22 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
     def get_heartbeat_ttl(self, job: Job) -> int:
         return int(self.job_monitoring_interval) + HEARTBEAT_GRACE
 
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        # A worker on the refresh queue says which upstream it fetches from (jobs.upstream.identity), so
+        # that a refresh for another one is refused when it is created.
+        due = time.monotonic() - self._advertised_at >= identity.ADVERTISE_EVERY
+        if due and self.job_context is not None and queue_names.REFRESH in self.queue_names():
+            identity.advertise(pipeline if pipeline is not None else self.connection, self.job_context.settings)
+            self._advertised_at = time.monotonic()
+
     def setup_work_horse_signals(self) -> None:
+        # A stop the worker was asked for as it forked this horse (between its dequeue and the fork) is the
+        # horse's too: the job checkpoints and requeues at its first safe point instead of running to its end.
+        stopping = shutdown.requested.is_set()
         shutdown.install_horse_handlers()
+        if stopping:
+            shutdown.requested.set()
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         # In the work-horse: the job runs with the worker's context (its settings), not the environment's,
@@ -155,22 +180,30 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
         shutdown.requested.set()
         if self._stop_asked_at is None:
             self._stop_asked_at = time.monotonic()
+        # Raised first: RQ raises StopRequested from this handler when idle, and code that catches broadly
+        # where the signal lands would swallow it; the loop then still stops within BLOCK_SECONDS.
+        self._stop_requested = True
         if self._booting:
             # RQ raises StopRequested when idle, which here would cut the registration half-way;
             # work() sees the flag before its first dequeue and unregisters.
-            self._stop_requested = True
             return
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        self._ask_horse_to_stop()
+
+    def _ask_horse_to_stop(self) -> None:
+        """Forward a warm shutdown to the work-horse (once per horse) and give it WARM_SHUTDOWN_BUDGET s."""
         pid = self.horse_pid
-        if pid:
-            self.log.info("Worker %s: asking job in work-horse %s to checkpoint and requeue", self.name, pid)
-            self.kill_horse(sig=signal.SIGTERM)
-            timer = threading.Timer(WARM_SHUTDOWN_BUDGET, self._cut_short_horse, args=(pid,))
-            timer.daemon = True
-            timer.start()
+        if not pid or self._asked_horse == pid:
+            return
+        self._asked_horse = pid
+        self.log.info("Worker %s: asking job in work-horse %s to checkpoint and requeue", self.name, pid)
+        self.kill_horse(sig=signal.SIGTERM)
+        timer = threading.Timer(WARM_SHUTDOWN_BUDGET, self._cut_short_horse, args=(pid,))
+        timer.daemon = True
+        timer.start()
 
     def _cut_short_horse(self, pid: int) -> None:
         monitored = self._monitored
@@ -184,6 +217,10 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
     def monitor_work_horse(self, job: Job, queue: Queue) -> None:
         pid = self.horse_pid
         self._monitored, self._cut_short = (job.id, pid), None
+        if self._stop_asked_at is not None:
+            # The SIGTERM came between the dequeue and the fork, when there was no horse to forward it to: the
+            # job still gets the stop and the budget, or a deploy would wait for a whole province.
+            self._ask_horse_to_stop()
         try:
             super().monitor_work_horse(job, queue)
         finally:
@@ -227,9 +264,24 @@ class RefreshqWorker(ChannelMixin, DrainMixin, TakeoverMixin, Worker):
             return
         super().handle_job_retry(job, queue, retry, started_job_registry, execution)
         # RQ 2.12 enqueues a job that returned a Retry at the back, whatever its `enqueue_at_front`
-        # (Job._handle_retry_result); move it to the front, unless another worker took it already.
+        # (Job._handle_retry_result); move it to the front (or behind the job it stepped back for: in the
+        # work-horse, which runs this), unless another worker took it already.
         if retry.enqueue_at_front and not any(retry.intervals):
-            Scripts(self.connection).move_to_front(keys=[queue.key], args=[job.id])
+            behind = self.connection.getdel(keys.step_back(job.id)) or b""
+            Scripts(self.connection).move_to_front(keys=[queue.key], args=[job.id, behind])
+
+    def handle_payload(self, message: Any) -> None:
+        # RQ's command channel, plus refreshq's step back (jobs.duties.make_room).
+        payload = parse_payload(message)
+        if payload.get("command") != make_room.STEP_BACK:
+            super().handle_payload(message)
+            return
+        monitored, job_id = self._monitored, str(payload.get("job_id"))
+        if monitored is None or monitored[0] != job_id or self.horse_pid != monitored[1]:
+            return  # that job ended meanwhile
+        self.log.info("Worker %s: %s steps back for a job resumed after its worker died (checkpoint kept)",
+                      self.name, job_id)
+        self.kill_horse(sig=signal.SIGTERM)  # the job stops at its next safe point and requeues itself
 
     def set_shutdown_requested_date(self) -> None:
         try:

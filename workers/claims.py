@@ -67,6 +67,9 @@ class Claimer:
             return Claimed(held=True, suspended=got.suspended)
         timeout = max(1, int(min(block, BLOCK_SECONDS)))
         if len(active) == 1:  # straight into the claims list: nothing is lost if this process dies now
+            # Renewed first: a claim the wait takes lapses if this worker dies or freezes. Not in one pipeline
+            # with the wait: a pipeline's EVALSHA is not reloaded after a server restart (NOSCRIPT).
+            self.scripts.renew_claims(keys=[keys.CLAIMERS], args=[self.worker, CLAIM_TTL])
             popped = self.conn.blmove(active[0].key, self.prefix + active[0].name, timeout)
             return self._claim(queues, limit, (active[0].name, popped)) if popped else got
         # Several queues: no command moves from one of several lists at once, and a job BLPOP hands to a

@@ -42,8 +42,9 @@ from rq.worker import SimpleWorker, WorkerStatus
 from jobs import context, failures, shutdown
 from jobs import queues as queue_names
 from jobs.config import Settings
+from jobs.duties import abandoned
 from jobs.errors import ValidationError
-from jobs.named.history import lost_run_handler
+from jobs.reconnect import REFUSALS
 from jobs.workforce import check_queues
 from workers import HEARTBEAT_GRACE, JOB_MONITORING_INTERVAL, WARM_SHUTDOWN_BUDGET, preload_job_modules
 from workers.channel import ChannelMixin
@@ -78,6 +79,11 @@ class FastWorker(ChannelMixin, DrainMixin, TakeoverMixin, SimpleWorker):
             self._claimer = Claimer(self.connection, self.name, self.pool_name, self.serializer)
         return self._claimer
 
+    def clean_registries(self) -> None:
+        # RQ's maintenance judges heartbeats too: not while writes are refused, nor soon after (jobs/reconnect.py).
+        if not REFUSALS.within():
+            super().clean_registries()  # type: ignore[no-untyped-call]
+
     def reorder_queues(self, reference_queue: Queue) -> None:
         by_name = {q.name: q for q in self.queues}
         current = tuple(q.name for q in self._ordered_queues)
@@ -89,6 +95,8 @@ class FastWorker(ChannelMixin, DrainMixin, TakeoverMixin, SimpleWorker):
         self.bootstrap(logging_level)
         self._install_signal_handlers()  # type: ignore[no-untyped-call]
         self.install_drain_handler()
+        if shutdown.requested.is_set():  # a stop while it started, seen by the start-up handler only
+            self._stop_requested = True
         signal.signal(INTERRUPT_SIGNAL, self._interrupt)
         previous = context.install(self.job_context)  # for the jobs of this process, while it works
         self._names = [q.name for q in self.queues]
@@ -313,7 +321,7 @@ def build_fast_worker(conn: redis.Redis, names: Sequence[str] = FAST_QUEUES, nam
     worker = FastWorker(
         queue_names.queues(conn, queue_names.dequeue_order(tuple(names))), connection=conn, name=name,
         serializer=JSONSerializer, job_monitoring_interval=JOB_MONITORING_INTERVAL,
-        exception_handlers=[failures.exception_handler, lost_run_handler],  # as workers.build_worker
+        exception_handlers=abandoned.HANDLERS,  # as workers.build_worker
     )
     worker.job_context = context.JobContext(settings or context.process_settings())
     worker.pool_name = pool

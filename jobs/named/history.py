@@ -197,14 +197,19 @@ def note_lost_run(conn: redis.Redis, job: Job, ended_ts: float) -> bool:
     task, attempt = job.meta.get("task"), job.meta.get("attempt")
     if not task or not attempt:
         return False
-    exec_id = execution_id(job.id, int(attempt))
+    return end_lost(conn, str(task), execution_id(job.id, int(attempt)), ended_ts, LOST, bool(job.retries_left))
+
+
+def end_lost(conn: redis.Redis, task: str, exec_id: str, ended_ts: float, error: str, retrying: bool = False) -> bool:
+    """End a record that still says RUNNING as FAILED with `error` (its attempt was lost: its worker died, its
+    job vanished), counting the run, in one transaction; False if it had ended (or is gone)."""
 
     def ending(entry: dict[str, Any]) -> None:
         started = float(entry.get("started_ts") or ended_ts)
-        entry.update({"status": FAILED, "error": LOST, "ended_at": iso(ended_ts),
+        entry.update({"status": FAILED, "error": error, "ended_at": iso(ended_ts),
                       "ended_ts": ended_ts, "duration": round(max(0.0, ended_ts - started), 3)})
 
-    return _end_running(conn, str(task), exec_id, ending, bool(job.retries_left))[0] is not None
+    return _end_running(conn, task, exec_id, ending, retrying)[0] is not None
 
 
 def lost_run_handler(job: Job, exc_type: type[BaseException], exc_value: BaseException, tb: Any) -> bool:

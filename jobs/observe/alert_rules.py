@@ -9,7 +9,11 @@
 - stalled (warning): a RUNNING task whose progress has not moved for REFRESHQ_STALL_SECONDS;
 - queue_backlog (warning, for REFRESHQ_ALERT_FOR): the job at a queue's head waited over REFRESHQ_HEALTH_QUEUE_AGE;
 - dead_letters (warning): jobs in the dead-letter registry;
-- no_worker (critical, for REFRESHQ_ALERT_FOR): jobs queued on a queue no live worker listens to.
+- no_worker (critical, for REFRESHQ_ALERT_FOR): jobs queued on a queue no live worker listens to;
+- redis_memory (warning / critical, for REFRESHQ_ALERT_FOR): Redis' used memory near (at) its maxmemory.
+
+While Redis refuses writes no alert can be committed or delivered through the outbox: that one alert,
+redis_refusing_writes, is sent around it (jobs.observe.refusal_alarm).
 
 A dead scheduler cannot alert about itself: that is for `refreshq health` and /metrics.
 """
@@ -91,11 +95,12 @@ def conditions(settings: Settings, shot: snap.Snapshot, counts: dict[str, int],
         *(_from_issue(i, hold) for i in health.queue_backlog(shot, t)),
         *(_from_issue(i) for i in health.dead_letters(shot)),
         *(_from_issue(i, hold) for i in health.no_worker(shot)),
+        *(_from_issue(i, hold) for i in health.memory(shot, t)),
     ]
 
 
 def current_conditions(conn: redis.Redis, settings: Settings) -> tuple[float, list[Condition]]:
     """(now, the conditions that hold now), from a few reads."""
-    shot = snap.take(conn, with_memory=False)
+    shot = snap.take(conn)
     counts = reports.ended_counts(conn, shot.now - 86_400)
     return shot.now, conditions(settings, shot, counts, run_lists.outcomes(conn))

@@ -40,6 +40,8 @@ ALERTS_SENT = "alerts_sent"             # channel, "firing" or "resolved"
 ALERT_FAILURES = "alert_delivery_failures"  # channel
 STALE_WRITES = "stale_writes"           # write (stage, publish, end, progress, walk, ...): refused by a fence
 TOTAL_MISMATCHES = "upstream_total_mismatches"  # leaves taken with a stale `total` (written by STAGE_LEAF)
+RECONCILED = "reconciled"               # province, plan, finish (refresh tasks), run (named): jobs.duties.reconcile
+UPSTREAM_THROTTLED = "upstream_throttled"  # signal: "429", "503" (with Retry-After) or "latency" (jobs.pacing)
 
 
 def name(*parts: str) -> str:
@@ -112,7 +114,8 @@ class UpstreamTally:
         if not counts:
             return
         try:
-            with self.conn.pipeline(transaction=False) as pipe:
+            # MULTI: added all together or not at all, so counts kept after an error are never added twice
+            with self.conn.pipeline() as pipe:
                 pipe.hincrby(keys.METRIC_COUNTERS, name(UPSTREAM_REQUESTS, self.kind), sum(counts.values()))
                 for outcome, count in counts.items():
                     if outcome != "ok":

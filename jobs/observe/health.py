@@ -17,6 +17,7 @@ from jobs import keys
 from jobs.config import HealthThresholds, Settings
 from jobs.observe import metrics as reports
 from jobs.observe import snapshot as snap
+from jobs.reconnect import writes_refused
 from jobs.redis_values import as_text_map
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
@@ -109,7 +110,7 @@ def _scheduler(shot: snap.Snapshot) -> Iterator[Issue]:
                     f"no active scheduler ({seen}): no retries, time limits, schedules or alerts")
 
 
-def _memory(shot: snap.Snapshot, t: HealthThresholds) -> Iterator[Issue]:
+def memory(shot: snap.Snapshot, t: HealthThresholds) -> Iterator[Issue]:
     if shot.memory_max <= 0:
         return
     percent = 100.0 * shot.memory_used / shot.memory_max
@@ -117,6 +118,13 @@ def _memory(shot: snap.Snapshot, t: HealthThresholds) -> Iterator[Issue]:
         severity = CRITICAL if shot.memory_used >= shot.memory_max else WARNING
         yield Issue("redis_memory", severity, "redis", round(percent, 1), t.memory_percent,
                     f"Redis uses {shot.memory_used:,} of its maxmemory {shot.memory_max:,} bytes ({percent:.1f}%)")
+
+
+def _writes(conn: redis.Redis) -> Iterator[Issue]:
+    refused = writes_refused(conn)
+    if refused is not None:
+        yield Issue("redis_refusing_writes", CRITICAL, "redis", refused["reason"], None,
+                    f"{refused['message']}: workers and the scheduler wait, running tasks do not move")
 
 
 def _channels(conn: redis.Redis) -> Iterator[Issue]:
@@ -132,8 +140,8 @@ def issues(conn: redis.Redis, settings: Settings, shot: snap.Snapshot, metrics: 
     t = settings.health
     return [
         *_success_rate(metrics, t), *long_running(shot, t), *_too_many_running(shot, t), *stalled(shot, t),
-        *queue_backlog(shot, t), *no_worker(shot), *_scheduler(shot), *dead_letters(shot), *_memory(shot, t),
-        *_channels(conn),
+        *queue_backlog(shot, t), *no_worker(shot), *_scheduler(shot), *dead_letters(shot), *memory(shot, t),
+        *_writes(conn), *_channels(conn),
     ]
 
 

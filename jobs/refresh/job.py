@@ -58,6 +58,18 @@ def province_job_id(task_id: str, code: str, attempt: str) -> str:
     return f"{task_id}-p{code}-{attempt}"
 
 
+def province_job_options(task_id: str, province: Region, attempt: str, settings: Settings) -> dict[str, Any]:
+    """How a province job is enqueued (by the plan job, and by the reconciler: jobs.duties.reconcile)."""
+    return {
+        "args": [task_id, province["code"]],
+        "job_id": province_job_id(task_id, province["code"], attempt),
+        "timeout": settings.task_timeout,
+        "result_ttl": RESULT_TTL,
+        "failure_ttl": RESULT_TTL,
+        "description": f"refresh {task_id}: {province['name']}",
+    }
+
+
 def enqueue_provinces(
     conn: redis.Redis, task_id: str, attempt: str, provinces: list[Region], settings: Settings,
     fence: Fence | None = None,
@@ -73,11 +85,8 @@ def enqueue_provinces(
             job_id = job_ids[province["code"]]
             if job_id in live:
                 continue  # this plan job is itself a re-run; the province job is already on its way
-            queue.enqueue_call(
-                PROVINCE_FUNC, args=[task_id, province["code"]], job_id=job_id, timeout=settings.task_timeout,
-                result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
-                description=f"refresh {task_id}: {province['name']}", pipeline=pipe,
-            )
+            options = province_job_options(task_id, province, attempt, settings)
+            queue.enqueue_call(PROVINCE_FUNC, pipeline=pipe, **options)
             pipe.sadd(keys.task_jobs(task_id), job_id)
 
     guarded(conn, fence or unfenced(task_id), "enqueue", enqueue)

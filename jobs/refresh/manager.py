@@ -27,10 +27,11 @@ from jobs.refresh import published, records
 from jobs.refresh.finish import BY_USER, end_province
 from jobs.refresh.idempotency import Created, Request
 from jobs.refresh.job import PLAN_FUNCS, enqueue_plan
-from jobs.refresh.provinces import resolve_province
+from jobs.refresh.provinces import resolve_province, upstream_provinces
 from jobs.statuses import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL
 from jobs.upstream import secret_free_spec, spec_from_settings
 from jobs.upstream.base import Region
+from jobs.upstream.identity import check_workers
 
 FULL_LABEL = "全量刷新"
 
@@ -67,11 +68,15 @@ class SyncTaskManager:
         """A new task for `owner` (the CLI's by default), within their limits; with an idempotency key a
         repeat of the same request returns the task the first one made (`replayed`)."""
         request = Request(kind, province_name, owner or Owner(), idempotency_key)
-        if kind == "full":
-            return self._create(request, FULL_LABEL, None)
-        if kind != "province" or province_name is None:
+        if kind not in ("full", "province") or (kind == "province" and province_name is None):
             raise ValidationError(f"unknown kind {kind!r}: expected full, or province with a province name")
-        province = resolve_province(self.conn, self.settings, self.upstream, province_name)
+        # The same checks of the upstream for both kinds, before anything is stored: it is the one the
+        # live workers fetch from, and it answers (its province list, cached briefly).
+        check_workers(self.conn, self.upstream)
+        if kind == "full":
+            upstream_provinces(self.conn, self.settings, self.upstream)
+            return self._create(request, FULL_LABEL, None)
+        province = resolve_province(self.conn, self.settings, self.upstream, province_name or "")
         return self._create(request, province["name"], [province])
 
     def _create(self, request: Request, label: str, provinces: list[Region] | None) -> Created:
@@ -175,6 +180,7 @@ class SyncTaskManager:
         record = records.load_raw(self.conn, task_id)
         if record["status"] not in (FAILED, CANCELLED):
             raise TaskStateError(f"refresh task {task_id} is {record['status']}: only FAILED or CANCELLED ones resume")
+        check_workers(self.conn, json.loads(record.get("upstream") or "{}"))
         attempt = int(record.get("attempt", "1")) + 1
         ended_key = keys.task_provinces_ended(task_id)
         unfinished = [k for k, v in self.conn.hgetall(ended_key).items() if v != b"published"]

@@ -22,7 +22,7 @@ from jobs.refresh.job import enqueue_provinces
 from jobs.refresh.leaves import CANCEL_POLL_SECONDS
 from jobs.refresh.prewalk import prewalk
 from jobs.statuses import PENDING, RUNNING
-from jobs.upstream import open_upstream
+from jobs.upstream import check_upstream, open_upstream
 from jobs.upstream.base import Region
 
 
@@ -44,6 +44,7 @@ def _plan(job: Job, settings: Settings, fence: Fence) -> dict[str, Any]:
         return {"skipped": record["status"]}
     if conn.exists(keys.task_cancel(task_id)):
         return {"cancelled": True}
+    check_upstream(record, settings)  # a worker configured for another upstream refuses the task
     started = limits.start_task(conn, task_id, record, settings.max_concurrent_tasks, "正在获取省份列表")
     if started != "OK":
         return {"waiting": started}

@@ -26,7 +26,7 @@ from jobs.refresh.leaves import LeafRunner
 from jobs.refresh.plan import job_holder
 from jobs.refresh.walk import walk_province
 from jobs.statuses import PENDING, RUNNING
-from jobs.upstream import open_upstream
+from jobs.upstream import check_upstream, open_upstream
 from jobs.upstream.base import Region
 
 log = logging.getLogger("refreshq.refresh")
@@ -54,6 +54,7 @@ def _refresh(job: Job, settings: Settings, fence: Fence) -> dict[str, Any] | Ret
     province = _find_province(record, province_code)
     if conn.exists(keys.task_cancel(task_id)) or record["status"] not in (PENDING, RUNNING):
         return _ended(conn, settings, fence, "cancelled")
+    check_upstream(record, settings)  # a worker configured for another upstream refuses the task
     if record["status"] == PENDING:
         # Retried after its task went PENDING (waiting for this retry): the task runs again only if
         # admitted within the running-task limit, in order. Without a slot the job ends unrun (parked)

@@ -13,9 +13,10 @@ import redis
 
 from jobs import keys, limits
 from jobs.config import Settings
-from jobs.errors import ValidationError
+from jobs.errors import UpstreamError, UpstreamUnavailableError, ValidationError
 from jobs.upstream import open_upstream
 from jobs.upstream.base import Region
+from jobs.upstream.identity import label
 
 # Province lists change rarely; a short cache keeps `refresh province` from asking every time.
 CACHE_SECONDS = 300
@@ -23,6 +24,8 @@ _SUFFIXES = ("省", "市", "自治区", "特别行政区", "壮族自治区", "�
 
 
 def upstream_provinces(conn: redis.Redis, settings: Settings, spec: dict[str, Any]) -> list[Region]:
+    """The provinces the upstream of `spec` lists (cached CACHE_SECONDS); UpstreamUnavailableError when it
+    cannot be asked (unreachable, refusing the credentials, answering garbage)."""
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     cached = conn.get(keys.upstream_provinces(digest))
     if cached is not None:
@@ -30,8 +33,11 @@ def upstream_provinces(conn: redis.Redis, settings: Settings, spec: dict[str, An
         return regions
     # Behind the gate like every job's requests: the global limits count every request refreshq makes.
     holder = limits.holder_id("province-list", socket.gethostname(), os.getpid())
-    with open_upstream(conn, spec, settings, holder) as upstream:
-        regions = upstream.provinces()
+    try:
+        with open_upstream(conn, spec, settings, holder) as upstream:
+            regions = upstream.provinces()
+    except UpstreamError as exc:
+        raise UpstreamUnavailableError(f"the upstream {label(spec)} did not list its provinces: {exc}") from exc
     conn.set(keys.upstream_provinces(digest), json.dumps(regions, ensure_ascii=False), ex=CACHE_SECONDS)
     return regions
 

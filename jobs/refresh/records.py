@@ -16,6 +16,8 @@ import redis
 from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
 from jobs.owners import CLI_OWNER
+from jobs.pacing import pace_fields, pace_view
+from jobs.reconnect import refusal_of
 from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.refresh.progress import COUNTER_FIELDS, Counters
 from jobs.scripts import Scripts
@@ -27,6 +29,7 @@ from jobs.statuses import SUCCEEDED as SUCCEEDED
 from jobs.statuses import TASK_STATUSES as STATUSES
 from jobs.statuses import TERMINAL as TERMINAL
 from jobs.upstream.base import Region
+from jobs.upstream.identity import shown
 
 SORT_FIELDS = ("created_at", "updated_at")
 KINDS = ("full", "province")
@@ -130,10 +133,21 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
     """The status dictionary of the reference design, plus timing, attempts and failed regions."""
     with conn.pipeline(transaction=False) as pipe:
         _queue_status_reads(pipe, task_id)
-        replies = pipe.execute()
-    if not replies[0]:
+        pipe.lpushx(keys.WRITES_PROBE, 0)  # stores nothing; refused while Redis refuses writes (jobs.reconnect)
+        pipe.hmget(keys.UPSTREAM_PACE, pace_fields())
+        *reads, probe, pace = pipe.execute(raise_on_error=False)
+    for reply in (*reads, pace):
+        if isinstance(reply, Exception):
+            raise reply
+    raw, stats, failed, conflicts, mismatches = reads
+    if not raw:
         raise TaskNotFoundError(f"no refresh task {task_id}")
-    return _to_status(*replies)
+    status = _to_status(raw, stats, failed, conflicts, mismatches)
+    # Why an active task may not move: {reason, message}, or None.
+    status["writes_refused"] = refusal_of(probe) if status["status"] in ACTIVE else None
+    # The pacing of every worker's requests now (the same for every task): why a refresh may go slower.
+    status["upstream_pacing"] = pace_view(pace)
+    return status
 
 
 # The counters a status dict shows, read by name: a dozen fields decoded instead of a hundred and more.
@@ -179,6 +193,8 @@ def _to_status(
         "owner": r.get("owner") or CLI_OWNER,
         "hospital_name": r.get("hospital_name"),
         "query": json.loads(r.get("query", "null")),
+        # Which upstream the task is for: kind and URL (never credentials), the model, the sample's scale.
+        "upstream": shown(json.loads(r["upstream"])) if r.get("upstream") else None,
         "status": r["status"],
         "progress": int(r.get("progress", "0")),
         "current_step": r.get("current_step"),
@@ -197,6 +213,7 @@ def _to_status(
         "retry": json.loads(r["retry"]) if r.get("retry") else None,
         "soft_limit_exceeded_at": r.get("soft_limit_exceeded_at") or None,
         "progress_changed_at": progress_changed_at(r),
+        "recovered": json.loads(r["recovered"]) if r.get("recovered") else [],  # jobs.duties.reconcile
     }
 
 

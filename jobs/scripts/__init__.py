@@ -5,10 +5,10 @@ from __future__ import annotations
 import redis
 
 from jobs import keys
-from jobs.scripts.claims import CLAIM, RELEASE_CLAIMS, REQUEUE_ORPHANED_CLAIMS, STEP
+from jobs.scripts.claims import CLAIM, RELEASE_CLAIMS, RENEW_CLAIMS, REQUEUE_ORPHANED_CLAIMS, STEP
 from jobs.scripts.fence import CLAIM as CLAIM_UNIT
 from jobs.scripts.fence import PUBLISH, RELEASE_JOB, STALE_CHECK
-from jobs.scripts.gate import UPSTREAM_HOLD, UPSTREAM_RATE
+from jobs.scripts.gate import UPSTREAM_HOLD, UPSTREAM_PACE_REPORT, UPSTREAM_PACE_TAKE
 from jobs.scripts.staging import STAGE_LEAF
 
 # Upper bounds (seconds) of the run-time histograms (a refresh takes 30-60 minutes; buckets up to 4 h).
@@ -156,10 +156,12 @@ end
 return 'OK'
 """
 
-# Move a job id from anywhere in a queue's list to its head, if it is still there (not yet dequeued).
-# KEYS: queue list. ARGV: job id. Returns 1 when moved.
+# Move a job id from anywhere in a queue's list to its head, if it is still there (not yet dequeued); with
+# a second id still queued (jobs.duties.make_room), right behind that one instead.
+# KEYS: queue list. ARGV: job id, [id to go behind]. Returns 1 when moved.
 MOVE_TO_FRONT = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if ARGV[2] and ARGV[2] ~= '' and redis.call('LINSERT', KEYS[1], 'AFTER', ARGV[2], ARGV[1]) > 0 then return 1 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
 """
@@ -286,7 +288,8 @@ class Scripts:
         self.transition = conn.register_script(TRANSITION)
         self.start = conn.register_script(START)
         self.upstream_hold = conn.register_script(UPSTREAM_HOLD)
-        self.upstream_rate = conn.register_script(UPSTREAM_RATE)
+        self.upstream_pace_take = conn.register_script(UPSTREAM_PACE_TAKE)
+        self.upstream_pace_report = conn.register_script(UPSTREAM_PACE_REPORT)
         self.move_to_front = conn.register_script(MOVE_TO_FRONT)
         self.progress = conn.register_script(PROGRESS)
         self.count_once = conn.register_script(COUNT_ONCE)
@@ -303,3 +306,4 @@ class Scripts:
         self.claim_unit = conn.register_script(CLAIM_UNIT)
         self.release_job = conn.register_script(RELEASE_JOB)
         self.publish = conn.register_script(PUBLISH)
+        self.renew_claims = conn.register_script(RENEW_CLAIMS)

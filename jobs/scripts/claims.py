@@ -36,7 +36,8 @@ end
 
 # Claim up to `limit` jobs from the worker's queues in order, skipping suspended ones (none at all while
 # RQ's global suspension or the worker's pool suspension holds); a job id a blocking wait already moved
-# into the claims list (BLMOVE) is kept, or put back at the front if its queue was suspended meanwhile.
+# into the claims list (BLMOVE) is kept, or put back at the front if its queue was suspended meanwhile,
+# or dropped if it is no longer there (its claim lapsed and went back to the queue).
 # ARGV: claims prefix, worker, pool, limit, claim ttl, queue prefix, job prefix, popped queue, popped id,
 # queue names... Returns {held, {suspended names}, queue, id, job hash, ...}.
 CLAIM = _CLAIMS_PROLOGUE + """
@@ -44,6 +45,9 @@ local prefix, qprefix, limit = ARGV[1], ARGV[6], tonumber(ARGV[4])
 local held = held_all(ARGV[3])
 local out = {}
 local popq, popid = ARGV[8], ARGV[9]
+if popq ~= '' and not redis.call('LPOS', prefix .. popq, popid) then
+  popq = ''  -- given back meanwhile (this worker was frozen past its claims' lapse): another one may run it
+end
 if popq ~= '' then
   if held or suspended(popq) then
     redis.call('LREM', prefix .. popq, 1, popid)
@@ -110,6 +114,14 @@ end
 run(pos + 3, false)
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[2])
 return {waiting, 1}
+"""
+
+# A worker about to wait for a job (BLMOVE straight into its claims list) renews its claims first: if it dies,
+# freezes or loses its machine while the server still holds its wait, a job the wait takes is given back by
+# jobs.duties.claims once the renewal lapses, as any claim of a dead worker. KEYS: claimers. ARGV: worker, ttl.
+RENEW_CLAIMS = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2]), ARGV[1])
 """
 
 # Every claim of one worker back to the front of its queue (a drain, a stop, a long job).

@@ -21,8 +21,11 @@ from jobs.errors import ValidationError
 from jobs.observe.counters import UpstreamTally
 from jobs.redact import mask_url, without_credentials
 from jobs.upstream.base import RequestCounter, RequestGate, Upstream, no_count
+from jobs.upstream.identity import check_upstream, normal_url
 
-__all__ = ["Upstream", "build_upstream", "open_upstream", "secret_free_spec", "spec_from_settings"]
+__all__ = [
+    "Upstream", "build_upstream", "check_upstream", "open_upstream", "secret_free_spec", "spec_from_settings",
+]
 
 KINDS = ("sample", "http", "llm")
 # The URL field of each kind's spec; REFRESHQ_UPSTREAM_URL and REFRESHQ_LLM_BASE_URL hold them with credentials.
@@ -44,11 +47,18 @@ def _configured_url(kind: str, settings: Settings) -> str | None:
 
 
 def _with_credentials(url: str, kind: str, settings: Settings) -> str:
-    """`url` with the userinfo of the configured URL of the same place, if it has any."""
+    """The configured URL, userinfo and all, when `url` names the same place (jobs.upstream.identity);
+    else `url` as it is: a worker fetches from the upstream its own settings name."""
     configured = _configured_url(kind, settings)
-    if configured and without_credentials(configured) == without_credentials(url):
+    if configured and normal_url(configured) == normal_url(url):
         return configured
     return url
+
+
+def _secret_for(url: str, kind: str, settings: Settings, secret: str | None) -> str | None:
+    """The token or API key of the settings, for their own upstream only (or any, when they name none)."""
+    configured = _configured_url(kind, settings)
+    return secret if configured is None or normal_url(configured) == normal_url(url) else None
 
 
 def secret_free_spec(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -112,7 +122,7 @@ def build_upstream(
 
         return HttpDirectoryClient(
             _with_credentials(spec["url"], "http", settings),
-            token=settings.upstream_token,
+            token=_secret_for(spec["url"], "http", settings, settings.upstream_token),
             concurrency=settings.job_concurrency,
             timeout=settings.upstream_timeout,
             max_attempts=settings.upstream_attempts,
@@ -123,7 +133,7 @@ def build_upstream(
 
     return LLMClient(
         _with_credentials(spec["base_url"], "llm", settings),
-        api_key=settings.llm_api_key,
+        api_key=_secret_for(spec["base_url"], "llm", settings, settings.llm_api_key),
         model=spec["model"],
         concurrency=settings.job_concurrency,
         timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s

@@ -18,8 +18,15 @@ class Region(TypedDict):
     level: str
 
 
-# Entered around every upstream request: where global limits plug in (see jobs.limits).
-RequestGate = Callable[[], contextlib.AbstractContextManager[None]]
+class Answered(Protocol):
+    """A request let through a paced gate (jobs.pacing.Admission): told how the upstream answered it."""
+
+    def answered(self, status: int, retry_after: float | None, elapsed: float | None = None) -> None: ...
+
+
+# Entered around every upstream request: where global limits plug in (see jobs.limits); what it gives is
+# told the request's answer (None: a gate that does not pace).
+RequestGate = Callable[[], contextlib.AbstractContextManager[Answered | None]]
 
 # Told the outcome of every request attempt ("ok", "timeout", "transport", "http_429", "http_5xx",
 # "http_4xx", "invalid"): where the upstream counters plug in (see jobs.observe.counters.UpstreamTally).

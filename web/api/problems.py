@@ -1,7 +1,8 @@
 """Errors as `application/problem+json` (RFC 9457): type, title, status, detail.
 
 refreshq's own errors map to statuses by kind: bad input 422 (400 for a bad query string), not found
-404, a state that does not allow it 409, a user over their limits 429 with Retry-After.
+404, a state that does not allow it 409, a user over their limits 429 with Retry-After, Redis refusing
+writes for now (jobs.reconnect) 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
@@ -26,7 +28,9 @@ from jobs.errors import (
     UnknownTaskError,
     ValidationError,
     WorkflowNotFoundError,
+    WritesRefusedError,
 )
+from jobs.reconnect import refusal
 
 MEDIA_TYPE = "application/problem+json"
 # An error's text can quote what the client sent (a province name, a path): never more than this of it.
@@ -45,6 +49,7 @@ _STATUS_OF: tuple[tuple[type[RefreshqError], int], ...] = (
     (WorkflowNotFoundError, 404), (TokenNotFoundError, 404),
     (TaskStateError, 409),
     (TaskCreationError, 503),  # the queue is full: REFRESHQ_MAX_PENDING
+    (WritesRefusedError, 503),
     (ValidationError, 422),
     (ConfigError, 500),
 )
@@ -96,6 +101,13 @@ def install(app: Flask, prefix: str) -> None:
             return BaseResponse(f"{status} {_TITLES.get(status, 'Error')}: {shortened(str(error))}\n", status,
                                 headers, mimetype="text/plain")
         return problem(status, None, str(error), headers)
+
+    @app.errorhandler(redis.ResponseError)
+    def redis_refused(error: redis.ResponseError) -> BaseResponse:
+        reason = refusal(error)  # this process's client is rq-dashboard's: its refusals come as they are
+        if reason is None or not ours():
+            raise error  # as before: a 500
+        return problem(503, None, f"Redis refuses writes for now ({reason}); reads still work", {"Retry-After": "30"})
 
     previous = app.error_handler_spec.get(None, {}).get(None, {}).get(HTTPException)
 

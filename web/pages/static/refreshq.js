@@ -74,6 +74,15 @@
     return outer;
   }
 
+  /* The upstream a task is for, as the server's pages name it (jobs.upstream.identity.label). */
+  function upstreamLabel(u) {
+    if (!u) return "";
+    if (u.kind === "http") return u.url;
+    if (u.kind === "llm") return "LLM " + u.model + " at " + u.base_url;
+    if (u.kind === "sample") return "the built-in sample" + (u.scale === null || u.scale === undefined ? "" : " (scale " + u.scale + ")");
+    return "an unknown upstream";
+  }
+
   /* ---- / : the task list, its bars kept live by polling the list API ---- */
   function taskRow(t) {
     var row = document.createElement("tr");
@@ -101,6 +110,7 @@
     pct.textContent = t.progress + " %";
     progress.appendChild(pct);
     cell(row, t.owner);
+    cell(row, upstreamLabel(t.upstream), "upstream");
     cell(row, t.created_at || "");
     cell(row, t.started_at || "");
     cell(row, t.eta_seconds === null ? "" : t.eta_seconds + " s");
@@ -129,6 +139,17 @@
   }
 
   /* ---- /refreshes/<id> : Server-Sent Events, else polling ---- */
+  /* The upstream's pacing in a few words: as jobs.pacing.pacing_text says it. */
+  function pacingText(p) {
+    if (!p) return "";
+    var text;
+    if (p.mode === "fixed") text = p.rate + "/s (REFRESHQ_UPSTREAM_RPS)";
+    else if (p.rate === null) text = "learning: nothing throttled yet, not limited";
+    else text = p.rate + "/s learned (throttled at " + p.learned_from + "/s)";
+    if (p.paused_until) text += "; paused until " + p.paused_until + " (Retry-After)";
+    return text;
+  }
+
   function drawTask(state) {
     var t = state.task;
     setBar($("#task-fill"), t.progress);
@@ -139,6 +160,7 @@
     $("#task-rate").textContent = t.records_per_second === null ? "" : String(t.records_per_second);
     $("#task-eta").textContent = t.eta_seconds === null ? "" : t.eta_seconds + " s";
     $("#task-hospitals").textContent = String(t.statistics.hospitals_found);
+    $("#task-pacing").textContent = pacingText(t.upstream_pacing);
     $("#task-started").textContent = t.started_at || "";
     $("#task-retry").textContent = t.retry ? JSON.stringify(t.retry) : "";
     $("#task-error").textContent = t.error_message || "";
