@@ -46,6 +46,11 @@ def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]
     if conflicts.get("count"):
         shown = ", ".join(f"{e['id']} ({' / '.join(e['leaves'])})" for e in conflicts["examples"][:3])
         lines.append(f"  conflicts: {conflicts['count']} id(s) listed under two leaves, kept once: {shown}")
+    mismatches = status.get("total_mismatches") or {}
+    if mismatches.get("count"):
+        shown = ", ".join(f"{e['leaf']} (total {e['total']}, listed {e['listed']})" for e in mismatches["examples"][:3])
+        lines.append(f"  stale totals: {mismatches['count']} leaf/leaves listed the same twice against their "
+                     f"total, taken: {shown}")
     if status.get("error_message"):
         lines.append(f"  error: {status['error_message']}")
     if status.get("writes_refused"):

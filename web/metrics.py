@@ -56,6 +56,8 @@ COUNTERS = {
                               ("channel",)),
     counters.STALE_WRITES: ("refreshq_stale_writes_refused", "Writes refused because the job execution making "
                             "them no longer owned the work (paused, abandoned or taken over).", ("write",)),
+    counters.TOTAL_MISMATCHES: ("refreshq_upstream_total_mismatches", "Leaves taken with a stale total: their "
+                                "listing, the same twice, disagreed with the count the upstream stated.", ()),
     counters.RECONCILED: ("refreshq_reconciled", "Lost work the scheduler took up again (its job was gone), by kind.",
                           ("kind",)),
     counters.UPSTREAM_THROTTLED: ("refreshq_upstream_throttled", "Throttling answers from the upstream (429; 503 "
@@ -70,6 +72,7 @@ def _counter_families(conn: redis.Redis) -> Iterator[Metric]:
         for status in TERMINAL:  # every series from the first scrape, so rate() sees its start
             stored.setdefault((counters.TASKS_ENDED, kind, status), 0.0)
     stored.setdefault((counters.RECORDS_WRITTEN,), 0.0)
+    stored.setdefault((counters.TOTAL_MISMATCHES,), 0.0)
     for stored_name, (metric, doc, labels) in COUNTERS.items():
         family = CounterMetricFamily(metric, doc, labels=list(labels))
         for field, value in sorted(stored.items()):

@@ -139,10 +139,10 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
     for reply in (*reads, pace):
         if isinstance(reply, Exception):
             raise reply
-    raw, stats, failed, conflicts = reads
+    raw, stats, failed, conflicts, mismatches = reads
     if not raw:
         raise TaskNotFoundError(f"no refresh task {task_id}")
-    status = _to_status(raw, stats, failed, conflicts)
+    status = _to_status(raw, stats, failed, conflicts, mismatches)
     # Why an active task may not move: {reason, message}, or None.
     status["writes_refused"] = refusal_of(probe) if status["status"] in ACTIVE else None
     # The pacing of every worker's requests now (the same for every task): why a refresh may go slower.
@@ -151,7 +151,8 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
 
 
 # The counters a status dict shows, read by name: a dozen fields decoded instead of a hundred and more.
-_STATUS_STATS = (*COUNTER_FIELDS, keys.CONFLICTS)
+_STATUS_STATS = (*COUNTER_FIELDS, keys.CONFLICTS, keys.TOTAL_MISMATCHES)
+_STATUS_READS = 5  # the replies _queue_status_reads queues, the arguments of _to_status
 
 
 def _queue_status_reads(pipe: redis.client.Pipeline, task_id: str) -> None:
@@ -159,6 +160,7 @@ def _queue_status_reads(pipe: redis.client.Pipeline, task_id: str) -> None:
     pipe.hmget(keys.task_stats(task_id), _STATUS_STATS)
     pipe.hgetall(keys.task_failed_regions(task_id))
     pipe.hgetall(keys.task_conflicts(task_id))
+    pipe.hgetall(keys.task_total_mismatches(task_id))
 
 
 def _conflicts(stats: dict[str, str], examples: dict[bytes, bytes]) -> dict[str, Any]:
@@ -167,8 +169,19 @@ def _conflicts(stats: dict[str, str], examples: dict[bytes, bytes]) -> dict[str,
     return {"count": int(stats.get(keys.CONFLICTS, "0")), "examples": shown}
 
 
+def _total_mismatches(stats: dict[str, str], examples: dict[bytes, bytes]) -> dict[str, Any]:
+    """Leaves taken with a stale `total` (their listing, the same twice, held another number of ids): how many,
+    and a few of them."""
+    shown = []
+    for leaf, said in sorted(examples.items()):
+        total, _, listed = as_text(said).partition(",")
+        shown.append({"leaf": as_text(leaf), "total": int(total), "listed": int(listed)})
+    return {"count": int(stats.get(keys.TOTAL_MISMATCHES, "0")), "examples": shown}
+
+
 def _to_status(
-    raw: dict[bytes, bytes], stats: list[bytes | None], failed: dict[bytes, bytes], conflicts: dict[bytes, bytes]
+    raw: dict[bytes, bytes], stats: list[bytes | None], failed: dict[bytes, bytes], conflicts: dict[bytes, bytes],
+    mismatches: dict[bytes, bytes],
 ) -> dict[str, Any]:
     r = as_text_map(raw)
     counters = {name: value.decode() for name, value in zip(_STATUS_STATS, stats, strict=True) if value is not None}
@@ -195,6 +208,7 @@ def _to_status(
         "statistics": Counters.from_hash(counters).statistics(),
         "failed_regions": [{"code": as_text(k), **json.loads(v)} for k, v in sorted(failed.items())],
         "conflicts": _conflicts(counters, conflicts),
+        "total_mismatches": _total_mismatches(counters, mismatches),
         "attempt": int(r.get("attempt", "1")),
         "retry": json.loads(r["retry"]) if r.get("retry") else None,
         "soft_limit_exceeded_at": r.get("soft_limit_exceeded_at") or None,
@@ -245,7 +259,7 @@ def list_page(
             _queue_status_reads(pipe, task_id)
         replies = pipe.execute()
     items = [
-        _to_status(*replies[i : i + 4]) for i in range(0, len(replies), 4) if replies[i]
+        _to_status(*replies[i : i + _STATUS_READS]) for i in range(0, len(replies), _STATUS_READS) if replies[i]
     ]
     return {"items": items, "total": total, "page": page, "page_size": page_size}
 

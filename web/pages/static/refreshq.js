@@ -175,6 +175,7 @@
       regions.appendChild(li);
     });
     $("#failed-regions").replaceChildren(regions);
+    drawMismatches(t.total_mismatches);
     var rows = document.createDocumentFragment();
     state.provinces.forEach(function (p) {
       var row = document.createElement("tr");
@@ -187,6 +188,21 @@
       rows.appendChild(row);
     });
     $("#provinces tbody").replaceChildren(rows);
+  }
+
+  function drawMismatches(mismatches) {
+    var summary = $("#total-mismatches");
+    if (!summary || !mismatches) return;
+    summary.setAttribute("data-count", String(mismatches.count));
+    summary.textContent = mismatches.count ? mismatches.count + " leaf/leaves listed the same twice against " +
+      "the total the upstream stated: taken, the count is stale." : "none";
+    var examples = document.createDocumentFragment();
+    mismatches.examples.forEach(function (e) {
+      var li = document.createElement("li");
+      li.textContent = e.leaf + ": total " + e.total + ", listed " + e.listed;
+      examples.appendChild(li);
+    });
+    $("#total-mismatch-examples").replaceChildren(examples);
   }
 
   function ended(state) {
