@@ -22,12 +22,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import crash_recovery, full_refresh, report, short_jobs, status_latency, web_clients
+from bench import crash_recovery, full_refresh, rate_limited, report, short_jobs, status_latency, web_clients
 from bench.harness import REPO, Bench, Upstream
 from bench.sizes import Sizes, choose
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("full_refresh", "status_cancel", "list_tasks", "short_jobs", "web_clients", "crash_recovery")
+SCENARIOS = (
+    "full_refresh", "status_cancel", "list_tasks", "short_jobs", "web_clients", "crash_recovery", "rate_limited",
+)
 NEEDS_UPSTREAM = ("full_refresh", "status_cancel", "short_jobs")
 
 
@@ -147,6 +149,7 @@ def _scenario(
         "short_jobs": lambda: {"short_jobs": short_jobs.run(bench, up(), sizes)},
         "web_clients": lambda: {"web_clients": web_clients.run(bench, sizes)},
         "crash_recovery": lambda: {"crash_recovery": crash_recovery.run(bench, sizes)},  # its own upstream
+        "rate_limited": lambda: {"rate_limited": rate_limited.run(bench, sizes)},
     }
     return calls[name]
 

@@ -4,6 +4,13 @@ The floor and the refresh run one after the other against the same upstream proc
 run, so the ratio between them holds even on a busy machine. The refresh is timed from the
 create call to the moment the task record says SUCCEEDED (polled every 50 ms); workers are
 started and registered before the clock starts, as they would be in production.
+
+Both run four times in the same run: against the sample with its own ids (H110101000123, which carry
+their leaf's code: the staging script's fast path), and against a second upstream process serving the
+same records with opaque ids (a uuid's hex digits, `refreshq upstream serve --id-format opaque`), as
+most real directories' are, in the order coded, opaque, opaque, coded. The first run of each format is
+reported whole (the opaque one under "opaque"), every run's times under "runs", and the ratios of the
+formats' means under "opaque_vs_coded".
 """
 
 from __future__ import annotations
@@ -87,6 +94,14 @@ def wait_terminal(
         time.sleep(POLL_SECONDS)
 
 
+def _wait_lazy_free(bench: Bench, timeout: float = 10.0) -> None:
+    """Until the server has freed what the task's end unlinked (its id set and strings, freed aside): the
+    memory figures are of the data, not of what is being freed."""
+    deadline = time.monotonic() + timeout
+    while int(bench.conn.info("memory").get("lazyfree_pending_objects", 0)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _leaf_keys(conn: redis.Redis, task_id: str) -> list[bytes]:
     # Staged data of this task (its version) in every province: data:<province>@<task_id>:leaf:<code>
     pattern = f"{keys.PREFIX}data:*@{task_id}:leaf:*"
@@ -114,6 +129,69 @@ def record_sizes(conn: redis.Redis, task_id: str) -> dict[str, Any]:
 
 
 def run(bench: Bench, upstream: Upstream, sizes: Sizes, profile_dir: Path | None = None) -> dict[str, Any]:
+    """The floor and the refresh with the sample's ids (`upstream`) and with opaque ones, in the order coded,
+    opaque, opaque, coded (ABBA: a load that rises or falls during the run weighs on both alike). The first
+    run of each is reported whole; the comparisons are of each format's means."""
+    opaque_upstream = bench.start_upstream(sizes.scale, sizes.latency_ms, id_format="opaque")
+    try:
+        runs: list[tuple[str, dict[str, Any]]] = []
+        for id_format in ID_ORDER:
+            source = upstream if id_format == "coded" else opaque_upstream
+            first = all(f != id_format for f, _ in runs)
+            where = profile_dir / id_format if profile_dir and first else None
+            runs.append((id_format, run_one(bench, source, sizes, where)))
+    finally:
+        opaque_upstream.close()
+        bench.stop(opaque_upstream.proc, grace=2)
+    coded = next(r for f, r in runs if f == "coded")
+    opaque = next(r for f, r in runs if f == "opaque")
+    return {**coded, "id_format": "coded", "opaque": {**opaque, "id_format": "opaque"},
+            "runs": [_summary(f, r) for f, r in runs], "opaque_vs_coded": compare(runs)}
+
+
+ID_ORDER = ("coded", "opaque", "opaque", "coded")
+
+
+def _summary(id_format: str, run: dict[str, Any]) -> dict[str, Any]:
+    return {"id_format": id_format, "floor_seconds": run["floor"]["seconds"], "seconds": run["refresh"]["seconds"],
+            "ratio_to_floor": run["refresh"]["ratio_to_floor"], "status": run["refresh"]["status"],
+            "cpu_seconds": run["refresh"]["cpu_seconds"]}
+
+
+def compare(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The opaque runs' mean figures as ratios to the coded runs' means."""
+    def mean(id_format: str, *path: str) -> float:
+        values = []
+        for f, run in runs:
+            value: Any = run
+            for key in path:
+                value = value[key]
+            if f == id_format:
+                values.append(float(value))
+        return sum(values) / len(values)
+
+    def ratio(*path: str) -> float | None:
+        theirs = mean("coded", *path)
+        return round(mean("opaque", *path) / theirs, 3) if theirs else None
+
+    return {
+        "runs_each": len(runs) // 2,
+        "coded_seconds": round(mean("coded", "refresh", "seconds"), 2),
+        "opaque_seconds": round(mean("opaque", "refresh", "seconds"), 2),
+        "coded_ratio_to_floor": round(mean("coded", "refresh", "ratio_to_floor"), 3),
+        "opaque_ratio_to_floor": round(mean("opaque", "refresh", "ratio_to_floor"), 3),
+        "refresh_seconds": ratio("refresh", "seconds"),
+        "floor_seconds": ratio("floor", "seconds"),
+        "ratio_to_floor": ratio("refresh", "ratio_to_floor"),
+        "worker_cpu_seconds": ratio("refresh", "cpu_seconds", "workers"),
+        "upstream_cpu_seconds": ratio("refresh", "cpu_seconds", "upstream"),
+        "server_cpu_seconds": ratio("refresh", "cpu_seconds", "server"),
+        "commands_per_leaf": ratio("orchestration", "commands_per_leaf"),
+    }
+
+
+def run_one(bench: Bench, upstream: Upstream, sizes: Sizes, profile_dir: Path | None = None) -> dict[str, Any]:
+    """The fetch floor, then a refresh, against one upstream, from an empty server."""
     bench.flush()
     floor = run_floor(bench, upstream, sizes.workers, max(1, sizes.concurrency // sizes.workers), sizes.province)
     workers = bench.start_workers(sizes.workers, "refresh", sizes.concurrency)
@@ -145,6 +223,7 @@ def _measure(
             task_id = manager.create_full_refresh_task()
         final, polls = wait_terminal(bench, task_id, sizes.refresh_timeout, workers)
         seconds = time.perf_counter() - started
+    _wait_lazy_free(bench)
     server_after, upstream_after = orchestration_cost.snapshot(bench.conn), upstream.stats()
     return {
         "task_id": task_id, "final": final, "polls": polls, "seconds": seconds, "memory": memory.results(),

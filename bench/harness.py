@@ -148,13 +148,13 @@ class Bench:
 
     # -- the upstream --------------------------------------------------------------------------
 
-    def start_upstream(self, scale: int, latency_ms: float) -> Upstream:
+    def start_upstream(self, scale: int, latency_ms: float, id_format: str = "coded") -> Upstream:
         """`refreshq upstream serve` in its own process, so its GIL is not the bench's."""
         for attempt in range(3):
             port = free_port()
-            proc = self.spawn(f"upstream-{attempt}", [
+            proc = self.spawn(f"upstream-{id_format}-{attempt}", [
                 *REFRESHQ, "upstream", "serve", "--host", LOOPBACK, "--port", str(port),
-                "--scale", str(scale), "--latency-ms", f"{latency_ms:g}",
+                "--scale", str(scale), "--latency-ms", f"{latency_ms:g}", "--id-format", id_format,
             ])
             upstream = Upstream(f"http://{LOOPBACK}:{port}/v1", proc)
             if upstream.wait_ready(60):

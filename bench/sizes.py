@@ -29,6 +29,9 @@ class Sizes:
     web_idle: int = 1000  # scenario 6: TCP connections that send nothing, held while /healthz is probed
     web_streams: int = 300  # ...and event-stream clients of a pending refresh (past the cap: 503, kept alive)
     web_rounds: int = 200  # probes of /healthz and of an API GET, each on a new connection
+    limited_rps: int = 100  # scenario 7: the rate-limited upstream's requests per rolling second
+    limited_scale: int = 3000  # ...its directory (a full refresh: about 3,300 requests whatever the scale)
+    limited_province: str | None = None  # ...only this province, else a full refresh
 
 
 FULL = Sizes(
@@ -45,7 +48,7 @@ QUICK = Sizes(
     name="quick", scale=20_000, latency_ms=20, workers=2, concurrency=32, load_concurrency=4,
     api_seconds=1.5, api_interval=0.01, cli_calls=2, quiet_seconds=1, list_records=2_000, list_calls=50,
     short_jobs=100, latency_jobs=30, enqueue_n=200, refresh_timeout=120, province="440000",
-    web_idle=200, web_streams=100, web_rounds=30,
+    web_idle=200, web_streams=100, web_rounds=30, limited_rps=10, limited_province="640000",
 )
 
 

@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from jobs.pacing import pacing_text
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import TERMINAL
 from jobs.upstream.identity import label
@@ -45,11 +46,20 @@ def render(status: dict[str, Any], provinces: list[dict[str, Any]]) -> list[str]
     if conflicts.get("count"):
         shown = ", ".join(f"{e['id']} ({' / '.join(e['leaves'])})" for e in conflicts["examples"][:3])
         lines.append(f"  conflicts: {conflicts['count']} id(s) listed under two leaves, kept once: {shown}")
+    mismatches = status.get("total_mismatches") or {}
+    if mismatches.get("count"):
+        shown = ", ".join(f"{e['leaf']} (total {e['total']}, listed {e['listed']})" for e in mismatches["examples"][:3])
+        lines.append(f"  stale totals: {mismatches['count']} leaf/leaves listed the same twice against their "
+                     f"total, taken: {shown}")
     if status.get("error_message"):
         lines.append(f"  error: {status['error_message']}")
     if status.get("writes_refused"):
         lines.append(f"  waiting: {status['writes_refused']['message']}; it goes on once they are taken again")
+    pacing = pacing_text(status.get("upstream_pacing"))
+    if pacing:
+        lines.append(f"  upstream rate: {pacing}")
     return lines
+
 
 
 def _province_rows(provinces: list[dict[str, Any]]) -> list[str]:

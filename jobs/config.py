@@ -19,6 +19,8 @@ MAX_TASKS = 10_000
 MAX_TASK_TIMEOUT = 30 * 86_400
 MAX_UPSTREAM_CONCURRENCY = 1024
 MAX_UPSTREAM_RPS = 1_000_000.0
+MAX_RPS_MARGIN = 0.5
+MAX_UPSTREAM_PAUSE = 3600.0
 MAX_UPSTREAM_TIMEOUT = 3600.0
 MAX_ATTEMPTS = 100
 MAX_RETRY_BASE = 3600.0
@@ -69,6 +71,17 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float, ma
     return value
 
 
+def _rps(env: Mapping[str, str]) -> float | None:
+    """REFRESHQ_UPSTREAM_RPS: a number (a hard cap, 0 for none) or `auto` (unset: auto) -> None."""
+    name, raw = "REFRESHQ_UPSTREAM_RPS", env.get("REFRESHQ_UPSTREAM_RPS")
+    if raw is None or raw.strip().lower() in ("", "auto"):
+        return None
+    try:
+        return _float(env, name, 0.0, 0.0, MAX_UPSTREAM_RPS)
+    except ConfigError as error:
+        raise ConfigError(f"{error}, or auto") from None
+
+
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -114,7 +127,13 @@ class Settings:
     task_timeout: int = 7200
     upstream_concurrency: int = 16
     job_concurrency_max: int = DEFAULT_JOB_CONCURRENCY
-    upstream_rps: float = 0.0
+    # Requests per second to the upstream: a hard cap, paced by send time; 0: no per-second limit at all;
+    # None (REFRESHQ_UPSTREAM_RPS unset or `auto`): learned from the upstream's answers (jobs.pacing).
+    upstream_rps: float | None = None
+    # The share of a configured cap left unused, room for the time between sending and arriving.
+    upstream_rps_margin: float = 0.03
+    # The longest a Retry-After pauses every worker's requests (a longer one is cut to this).
+    upstream_pause_max: float = 60.0
     upstream_timeout: float = 30.0
     upstream_attempts: int = 5
     retry_base: float = 1.0
@@ -164,7 +183,9 @@ class Settings:
             job_concurrency_max=_int(
                 env, "REFRESHQ_JOB_CONCURRENCY", DEFAULT_JOB_CONCURRENCY, maximum=MAX_UPSTREAM_CONCURRENCY
             ),
-            upstream_rps=_float(env, "REFRESHQ_UPSTREAM_RPS", 0.0, 0.0, MAX_UPSTREAM_RPS),
+            upstream_rps=_rps(env),
+            upstream_rps_margin=_float(env, "REFRESHQ_UPSTREAM_RPS_MARGIN", 0.03, 0.0, MAX_RPS_MARGIN),
+            upstream_pause_max=_float(env, "REFRESHQ_UPSTREAM_PAUSE_MAX", 60.0, 0.0, MAX_UPSTREAM_PAUSE),
             upstream_timeout=_float(env, "REFRESHQ_UPSTREAM_TIMEOUT", 30.0, 0.1, MAX_UPSTREAM_TIMEOUT),
             upstream_attempts=_int(env, "REFRESHQ_UPSTREAM_ATTEMPTS", 5, maximum=MAX_ATTEMPTS),
             retry_base=_float(env, "REFRESHQ_RETRY_BASE", 1.0, 0.0, MAX_RETRY_BASE),

@@ -123,6 +123,7 @@ PROVINCES_TOTAL, PROVINCES_WALKED, PROVINCES_PROCESSED = "provinces_total", "pro
 CITIES_TOTAL, CITIES_PROCESSED = "cities_total", "cities_processed"
 DISTRICTS_TOTAL, DISTRICTS_PROCESSED = "districts_total", "districts_processed"
 LEAVES_TOTAL, LEAVES_DONE, HOSPITALS_FOUND, CONFLICTS = "leaves_total", "leaves_done", "hospitals_found", "conflicts"
+TOTAL_MISMATCHES = "total_mismatches"  # leaves taken with a stale `total` (see task_total_mismatches)
 # ... and, per province, PROVINCE_LEAVES_TOTAL, PROVINCE_LEAVES_DONE and PROVINCE_HOSPITALS under `province_stat`.
 PROVINCE_LEAVES_TOTAL, PROVINCE_LEAVES_DONE, PROVINCE_HOSPITALS = "leaves_total", "leaves_done", "hospitals"
 
@@ -171,21 +172,35 @@ def task_failed_regions(task_id: str) -> str:
 
 
 def task_ids(task_id: str) -> str:
-    """HASH hospital id -> the leaf code that staged it, for ids not at home in their leaf (see
-    task_home_ids): ids are unique by contract, so a second leaf listing one keeps nothing of it (kept
-    until the task succeeds, for resumes and retries)."""
+    """HASH hospital id -> the leaf code that staged it: the id index of tasks staged by versions before
+    2026-12 (ids not at home in their leaf), still read when such a task is resumed; new tasks keep
+    task_seen_ids instead (jobs/scripts STAGE_LEAF)."""
     return f"{PREFIX}task:{task_id}:ids"
 
 
 def task_home_ids(task_id: str) -> str:
-    """HASH leaf code -> the ids it staged at home (characters 2-7 of the id are its code), each between
-    newlines: the rest of the id index (jobs/scripts STAGE_LEAF), kept as long as task_ids."""
+    """HASH leaf code -> the ids it kept, each between newlines (one string a leaf): at home in it (characters
+    2-7 of the id are its code) or not. An id is another leaf's when it is in the string of its home, or in
+    task_seen_ids (jobs/scripts STAGE_LEAF); kept until the task succeeds, for resumes and retries."""
     return f"{PREFIX}task:{task_id}:ids:home"
+
+
+def task_seen_ids(task_id: str) -> str:
+    """SET of the hospital ids the task kept that are not in a leaf whose ids are all at home (opaque ids,
+    all of them): ids are unique by contract, so a second leaf listing one keeps nothing of it (kept as
+    long as task_home_ids)."""
+    return f"{PREFIX}task:{task_id}:ids:seen"
 
 
 def task_conflicts(task_id: str) -> str:
     """HASH hospital id -> "kept_leaf,dropped_leaf": a bounded sample of ids listed under two leaves."""
     return f"{PREFIX}task:{task_id}:conflicts"
+
+
+def task_total_mismatches(task_id: str) -> str:
+    """HASH leaf code -> "total,listed": a bounded sample of leaves whose complete listing, the same twice,
+    disagreed with the `total` the upstream stated (a stale count, taken; jobs.upstream.listing)."""
+    return f"{PREFIX}task:{task_id}:mismatches"
 
 
 def checkpoint_leaves(task_id: str, province: str) -> str:
@@ -269,9 +284,9 @@ TASKS_WAITING = PREFIX + "limits:tasks:waiting"     # ZSET task_id -> created_at
 UPSTREAM_HOLDERS = PREFIX + "limits:upstream:holders"   # ZSET holder -> lease expiry (Redis clock, epoch)
 UPSTREAM_SLOTS = PREFIX + "limits:upstream:slots"       # HASH holder -> in-flight slots it holds
 UPSTREAM_WANTS = PREFIX + "limits:upstream:wants"       # HASH holder -> in-flight slots it asks for
-# ZSET "<holder>|<n>" -> when the request stops counting against the per-second cap: +inf while in
-# flight, one second after its answer once it has one.
-UPSTREAM_RATE = PREFIX + "limits:upstream:rate"
+# HASH: the per-second pacing shared by every worker (jobs.pacing): the next free send time (tat), the
+# pause a Retry-After asked for (paused_until), the learned rate and what it was learned from.
+UPSTREAM_PACE = PREFIX + "limits:upstream:pace"
 
 
 # ZSET upstream identity (JSON, secret-free) -> expiry (epoch, the worker's clock): what the live workers

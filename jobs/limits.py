@@ -9,13 +9,11 @@ httpx limits one process's connections; only Redis sees every machine's, so the 
   the slots of a work-horse that died under it back at once (workers.RefreshqWorker). Holders
   share the limit max-min fairly: while another waits, nobody keeps more than an even share, and a
   holder above it shrinks as its requests end.
-- Per second (REFRESHQ_UPSTREAM_RPS): one round trip per request, only when set. A request counts
-  from before it is sent until one second after its answer, both on Redis' clock, so no one-second
-  window the upstream counts in sees more than the cap, whatever the delays on the way.
-- A limit *could bind* only when it is set: with REFRESHQ_UPSTREAM_CONCURRENCY=0 (no global
-  in-flight limit) and REFRESHQ_UPSTREAM_RPS=0 there is no gate and no Redis at all; a gate that
-  never sees a request (the built-in sample upstream, a resumed job with nothing left to fetch)
-  never talks to Redis either.
+- Per second (REFRESHQ_UPSTREAM_RPS: a cap, or unset/`auto`: learned) and Retry-After for every worker:
+  jobs.pacing, one round trip per batch of send times. A request takes its slot first, then its send time.
+- With REFRESHQ_UPSTREAM_CONCURRENCY=0 (no global in-flight limit) and REFRESHQ_UPSTREAM_RPS=0 there is no
+  gate and no Redis at all; a gate that never sees a request (the built-in sample upstream, a resumed job
+  with nothing left to fetch) never talks to Redis either.
 
 The running-task limit (REFRESHQ_MAX_CONCURRENT_TASKS) is the START script: every way of a refresh task
 into RUNNING goes through `start_task`, first come first served.
@@ -24,7 +22,6 @@ into RUNNING goes through `start_task`, first come first served.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import threading
 import time
@@ -37,6 +34,7 @@ import redis
 from jobs import keys
 from jobs.config import Settings
 from jobs.errors import UpstreamGateClosed
+from jobs.pacing import Admission, PacePolicy, Pacer
 from jobs.redis_values import as_text
 from jobs.scripts import Scripts
 
@@ -52,10 +50,8 @@ POLL_SECONDS = 0.5
 MIN_GAP_SECONDS = 0.05
 # The local side stops using its slots this long before Redis could count its lease as lapsed.
 SAFETY_SECONDS = 1.0
-# Between tries of a per-second admission when every counted request is still in flight.
-RATE_RETRY_SECONDS = 0.02
 
-_KEYS = [keys.UPSTREAM_HOLDERS, keys.UPSTREAM_SLOTS, keys.UPSTREAM_WANTS, keys.UPSTREAM_RATE]
+_KEYS = [keys.UPSTREAM_HOLDERS, keys.UPSTREAM_SLOTS, keys.UPSTREAM_WANTS]
 
 
 def start_task(conn: redis.Redis, task_id: str, record: dict[str, str], max_tasks: int, step: str) -> str:
@@ -89,23 +85,27 @@ def release_holder(conn: redis.Redis, holder: str) -> None:
 
 def gate_for(conn: redis.Redis, settings: Settings, holder: str) -> UpstreamGate | None:
     """The gate of one job execution, or None when no global limit is set that could bind."""
-    if settings.upstream_concurrency == 0 and settings.upstream_rps == 0:
+    pace = PacePolicy.from_settings(settings)
+    if settings.upstream_concurrency == 0 and pace is None:
         return None
-    return UpstreamGate(conn, holder, settings.upstream_concurrency, settings.upstream_rps,
-                        settings.job_concurrency)
+    return UpstreamGate(conn, holder, settings.upstream_concurrency, pace, settings.job_concurrency)
 
 
 class UpstreamGate:
-    """A request gate for the upstream clients of one job: `with gate(): send one request`.
+    """A request gate for the upstream clients of one job: `with gate() as admission: send one request`, then
+    `admission.answered(status, retry_after)` when it is paced (admission is None when it is not).
 
     Thread-safe; `close()` when the job ends gives its slots back (requests still waiting raise
-    UpstreamGateClosed). Nothing touches Redis before the first request.
+    UpstreamGateClosed). Nothing touches Redis before the first request. `pace`: the per-second side
+    (jobs.pacing), None for none.
     """
 
-    def __init__(self, conn: redis.Redis, holder: str, concurrency: int, rps: float, threads: int) -> None:
+    def __init__(
+        self, conn: redis.Redis, holder: str, concurrency: int, pace: PacePolicy | None, threads: int
+    ) -> None:
         self.holder = holder
         self._conn = conn
-        self._limit, self._rps, self._threads = concurrency, rps, max(1, threads)
+        self._limit, self._threads = concurrency, max(1, threads)
         self._scripts = Scripts(conn)
         self._cond = threading.Condition()
         # Guarded by _cond: the local semaphore and what the heartbeat reports.
@@ -121,25 +121,14 @@ class UpstreamGate:
         self._beat: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        # The per-second cap: one admission at a time per holder (the cap is global anyway, and
-        # waiters sleep until the earliest counted request stops counting instead of polling).
-        self._rate_lock = threading.Lock()
-        self._rate_state = threading.Lock()
-        self._answered: list[str] = []  # tokens of answered requests not yet recorded in Redis
-        self._admitting = 0
-        self._tokens = itertools.count(1)
         self._outage_logged = False
+        self._pacer = Pacer(conn, holder, pace, self._stop, self._wake.set) if pace is not None else None
 
     @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
+    def __call__(self) -> Iterator[Admission | None]:
         self._take()
         try:
-            token = self._admit() if self._rps > 0 else None
-            try:
-                yield
-            finally:
-                if token is not None:
-                    self._answer(token)
+            yield self._pacer.admit() if self._pacer is not None else None
         finally:
             self._give()
 
@@ -153,13 +142,14 @@ class UpstreamGate:
             self._cond.notify_all()
         self._stop.set()
         self._wake.set()
+        if self._pacer is not None and self._pacer.sent:
+            log.info("upstream gate %s: %d requests paced, %d send times dropped (taken late)", self.holder,
+                     self._pacer.sent, self._pacer.dropped)
         if beat is None:
             return  # never leased anything
         beat.join(timeout=2.0)  # a renewal in flight must not land after the release
-        with self._rate_state:
-            answered, self._answered = self._answered, []
         try:
-            self._scripts.upstream_hold(keys=_KEYS, args=[self.holder, 0, 0, 0, 0, *answered])
+            self._scripts.upstream_hold(keys=_KEYS, args=[self.holder, 0, 0, 0, 0])
         except redis.RedisError as exc:
             log.warning("upstream gate: could not release %s (%s); it lapses within %.0f s",
                         self.holder, exc, LEASE_SECONDS)
@@ -215,16 +205,10 @@ class UpstreamGate:
             saturated = self._starved or self._waiting > 0 or self._asked == 0
             want = self._threads if saturated else max(1, self._peak)
             self._starved, self._peak = False, self._active
-        with self._rate_state:
-            answered, self._answered = self._answered, []
         sent = time.monotonic()
         try:
-            reply = self._scripts.upstream_hold(
-                keys=_KEYS, args=[self.holder, self._limit, want, bound, LEASE_SECONDS, *answered]
-            )
+            reply = self._scripts.upstream_hold(keys=_KEYS, args=[self.holder, self._limit, want, bound, LEASE_SECONDS])
         except redis.RedisError as exc:
-            with self._rate_state:
-                self._answered.extend(answered)
             self._log_outage(exc)
             return 1.0
         self._outage_logged = False
@@ -244,50 +228,3 @@ class UpstreamGate:
             self._outage_logged = True
             log.warning("upstream gate: cannot renew %s (%s); requests pause once its lease may have lapsed",
                         self.holder, exc)
-
-    # The per-second cap
-
-    def _admit(self) -> str:
-        token = f"{self.holder}|{next(self._tokens)}"
-        with self._rate_state:
-            self._admitting += 1
-        try:
-            with self._rate_lock:
-                while True:
-                    if self._closed:
-                        raise UpstreamGateClosed(f"the job holding {self.holder} has ended")
-                    wait = self._rate_call(token)
-                    if wait == 0:
-                        return token
-                    pause = wait / 1000 if wait > 0 else RATE_RETRY_SECONDS if wait == -1 else POLL_SECONDS
-                    if wait == -2:
-                        self._wake.set()  # the lease lapsed (Redis was away): renew it first
-                    self._stop.wait(pause)
-        finally:
-            with self._rate_state:
-                self._admitting -= 1
-
-    def _rate_call(self, token: str) -> int:
-        with self._rate_state:
-            answered, self._answered = self._answered, []
-        try:
-            return int(self._scripts.upstream_rate(keys=_KEYS, args=[self.holder, self._rps, token, *answered]))
-        except redis.RedisError as exc:
-            with self._rate_state:
-                self._answered.extend(answered)
-            self._log_outage(exc)
-            return -2
-
-    def _answer(self, token: str) -> None:
-        """Record that a request was answered: it stops counting one second from now. An admission in
-        progress carries the record with it; until recorded, the request counts as in flight (safe)."""
-        with self._rate_state:
-            self._answered.append(token)
-            if self._admitting or self._closed:
-                return
-            answered, self._answered = self._answered, []
-        try:
-            self._scripts.upstream_rate(keys=_KEYS, args=[self.holder, self._rps, "", *answered])
-        except redis.RedisError:
-            with self._rate_state:
-                self._answered.extend(answered)

@@ -2,9 +2,11 @@
 
 It serves a SampleDirectory (the truth) with jobs.upstream.serve's handler, in small pages (so a
 leaf of a few dozen hospitals spans several), and tells the lies it is given: a `total` lower or
-higher than what it serves, one that changes between pages, the same page forever, an item with a
-field dropped or of the wrong type, an id listed twice in a leaf or under a second leaf, a body cut
-mid-way, an answer later than the client's timeout, invalid JSON, a wrong shape. Provinces can be
+higher than what it serves (a count cache that lags), one that changes between pages, the same page
+forever, pages past a depth served empty (a truncating proxy), a listing that gains a record or
+changes one every time it is read, an item with a field dropped or of the wrong type, an id listed
+twice in a leaf or under a second leaf, a body cut mid-way, an answer later than the client's
+timeout, invalid JSON, a wrong shape. Provinces can be
 made to disappear (gone from /regions, their regions 404), and the whole server can go away for a
 while (connections refused) and come back on the same port.
 """
@@ -28,9 +30,14 @@ from jobs.upstream.serve import DirectoryHandler, DirectoryServer, RunningUpstre
 # Lies about a leaf's listing (its hospitals pages) or any one response.
 LISTING_LIES = (
     "total_low", "total_high", "total_drift", "repeat", "hide_cap", "drop_field", "wrong_type", "dup", "foreign",
+    "depth_limit", "growing", "edited",
 )
+# Lies that leave each listing complete and the same every time: only the count is wrong (a stale count).
+STALE_COUNT_LIES = ("total_low", "total_high")
 RESPONSE_LIES = ("cut", "slow", "invalid_json", "wrong_shape", "503")
-LIES = LISTING_LIES + RESPONSE_LIES
+# Not lies: ways a server may have that the contract allows ("range_404": a page past the last is a 404).
+MANNERS = ("range_404",)
+LIES = LISTING_LIES + RESPONSE_LIES + MANNERS
 REPEATED_TOTAL = 1_000_000  # what a server repeating its first page says it holds
 
 
@@ -41,6 +48,10 @@ class Lie:
     `times`: how many listings of the leaf it spoils (a listing starts with each request of page 1),
     or for children and /regions how many requests; None for every one. `page`: only that page.
     `other`: for "foreign", the leaf whose first hospital is listed here too. `code` "" is /regions.
+    `by`: how far "total_low" and "total_high" are off; for "depth_limit", the pages served before the
+    empty ones. "growing" serves one invented record more on each listing, "edited" changes a field of
+    the first record on each one; both with a total one low. "range_404" answers a page past the last
+    with 404, as servers that refuse out-of-range pages do (not a lie: a way of saying "nothing there").
     """
 
     kind: str
@@ -49,6 +60,7 @@ class Lie:
     page: int | None = None
     other: str = ""
     seconds: float = 3.0  # for "slow"
+    by: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in LIES:
@@ -154,8 +166,13 @@ class LyingHandler(DirectoryHandler):
         size = min(int(query.get("page_size", ["500"])[0]), state.page_cap)
         lies = state.active(code, "hospitals", page)
         items, total = state.directory.hospital_page(code, page, size)
+        if not items and page > 1 and any(lie.kind == "range_404" for lie in lies):
+            self._send(404, {"error": f"page {page} is out of range"})
+            return
         items = copy.deepcopy(items)
         for lie in lies:
+            if lie.kind in ("growing", "edited"):
+                items, total = _unsteady_page(state, lie, page, size)
             items, total = _lie_about_page(state.directory, lie, items, total, page, size)
         # "hide_cap": serve the server's own page size, but echo the one asked, as if all were served.
         echoed = int(query.get("page_size", ["500"])[0]) if any(lie.kind == "hide_cap" for lie in lies) else size
@@ -203,9 +220,11 @@ def _lie_about_page(
 ) -> tuple[list[Any], int]:
     kind = lie.kind
     if kind == "total_low":
-        return items, max(0, total - 1)
+        return items, max(0, total - lie.by)
     if kind == "total_high":
-        return items, total + 1
+        return items, total + lie.by
+    if kind == "depth_limit":
+        return (items if page <= lie.by else []), total
     if kind == "total_drift":
         return items, total + (page - 1)  # a directory growing while it is paged
     if kind == "repeat":
@@ -220,6 +239,20 @@ def _lie_about_page(
         stranger = directory.hospital_page(lie.other, 1, 1)[0]
         return (items + stranger if page == 1 else items), total + len(stranger)
     return items, total
+
+
+def _unsteady_page(state: LyingState, lie: Lie, page: int, size: int) -> tuple[list[Any], int]:
+    """A page of a leaf that differs on every listing (the n-th since the server started): "growing" serves
+    n invented records after the true ones, "edited" renames the first one; the total stays one low."""
+    with state.lock:
+        listing = state.listings[lie.code]
+    truth, total = state.directory.hospital_page(lie.code, 1, max(1, state.directory.hospital_count(lie.code)))
+    listed = copy.deepcopy(truth)
+    if lie.kind == "growing" and listed:
+        listed += [{**listed[0], "id": f"{listed[0]['id']}-{n}"} for n in range(1, listing + 1)]
+    elif listed:
+        listed[0]["name"] = f"{listed[0]['name']} ({listing})"
+    return listed[(page - 1) * size : page * size], max(0, total - 1)
 
 
 class LyingUpstream:

@@ -6,14 +6,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from typing import Any
 
 import pytest
 import redis
+from flask import Flask
 
 from jobs import keys, tokens
 from tests.api_helpers import PASSWORD, Api, is_problem, make_api
 from tests.conftest import run_cli
 from tests.helpers import redis_keys_holding
+from web import access
 
 # Every route of the API: (method, rule, the least role that may).
 ROUTES = [
@@ -34,6 +37,22 @@ ROUTES = [
     ("POST", "/workers/drain", "admin"), ("POST", "/workers/stop", "admin"), ("POST", "/workers/scale", "admin"),
 ]
 RANK = {"read": 0, "operate": 1, "admin": 2}
+# rq-dashboard's actions (admin); its other routes need read.
+DASHBOARD_ACTIONS = {
+    ("POST", "/rq/job/<job_id>/delete"), ("POST", "/rq/job/<job_id>/requeue"),
+    ("POST", "/rq/queue/<queue_name>/<registry_name>/empty"), ("POST", "/rq/queue/<queue_name>/compact"),
+    ("GET", "/rq/requeue/<queue_name>"), ("POST", "/rq/requeue/<queue_name>"),  # the GET answers 405
+}
+# The pages, the sign-in, the health check and /metrics.
+OTHER_ROUTES = {
+    ("GET", "/"): "read", ("GET", "/refreshes/<task_id>"): "read", ("GET", "/tasks"): "read",
+    ("GET", "/tasks/<name>"): "read", ("GET", "/schedules"): "read", ("GET", "/failed"): "read",
+    ("GET", "/workers"): "read", ("GET", "/health"): "read",
+    ("GET", "/login"): "public", ("POST", "/login"): "public", ("POST", "/logout"): "public",
+    ("GET", "/assets/<path:filename>"): "public", ("GET", "/static/<path:filename>"): "public",
+    ("GET", "/healthz"): "public",
+    ("GET", "/metrics"): "password or metrics token",
+}
 
 
 @pytest.fixture
@@ -41,10 +60,50 @@ def api(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, conn: redis.Redis,
     return make_api(env, monkeypatch, conn, redis_url)
 
 
-def test_the_route_table_is_every_api_route(api: Api) -> None:
-    served = {(m, r.rule) for r in api.app.url_map.iter_rules() if r.rule.startswith("/api/v1/")
-              for m in r.methods - {"HEAD", "OPTIONS"}}
-    assert served == {(m, "/api/v1" + rule) for m, rule, _ in ROUTES}
+def test_the_route_table_is_every_api_route_with_the_role_its_view_declares(api: Api) -> None:
+    declared = {(r.method, r.rule): r.access for r in access.table(api.app) if r.rule.startswith("/api/v1/")}
+    assert declared == {(m, "/api/v1" + rule): role for m, rule, role in ROUTES}
+
+
+def test_every_route_outside_the_api_declares_who_may_call_it(api: Api) -> None:
+    declared = {(r.method, r.rule): r.access for r in access.table(api.app) if not r.rule.startswith("/api/")}
+    dashboard = {key: role for key, role in declared.items() if key[1].startswith("/rq/")}
+    assert {key for key, role in dashboard.items() if role == "admin"} == DASHBOARD_ACTIONS
+    assert {role for key, role in dashboard.items() if key not in DASHBOARD_ACTIONS} == {"read"}
+    assert len(dashboard) > 15  # its pages, its JSON, its assets
+    assert {key: role for key, role in declared.items() if key not in dashboard} == OTHER_ROUTES
+
+
+def test_the_dashboard_asks_the_roles_the_table_says(api: Api) -> None:
+    def call(method: str, path: str, role: str | None = None) -> Any:
+        headers = {"Sec-Fetch-Site": "same-origin"}  # its own pages: only the role decides
+        if role is not None:
+            headers["Authorization"] = f"Bearer {api.tokens[role]}"
+        return api.client.open(path, method=method, headers=headers)
+
+    for method, rule in sorted(DASHBOARD_ACTIONS):
+        path = rule.replace("<job_id>", "x").replace("<queue_name>", "refresh").replace("<registry_name>", "failed")
+        assert call(method, path).status_code == 401, (method, path)
+        assert call(method, path, "operate").status_code == 403, (method, path)
+        assert call(method, path, "admin").status_code in (200, 404, 405), (method, path)  # never a 500
+    for path in ("/rq/", "/rq/0/view/workers", "/rq/0/data/queues.json", "/rq/0/data/workers.json"):
+        assert call("GET", path).status_code == 401
+        assert call("GET", path, "read").status_code == 200, path
+
+
+def test_a_route_without_an_access_rule_stops_the_app(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    from jobs.config import Settings
+    from web import metrics
+    from web.app import create_app
+
+    def mount_unguarded(app: Flask, _settings: Settings) -> None:
+        app.add_url_rule("/metrics", view_func=lambda: "every figure, to anyone", endpoint="metrics")
+
+    monkeypatch.setattr(metrics, "mount", mount_unguarded)
+    with pytest.raises(RuntimeError, match=r"routes without an access rule.*GET /metrics \(metrics\)"):
+        create_app(Settings.from_env(env), redis_url)
 
 
 @pytest.mark.parametrize(("method", "path", "least"), ROUTES)

@@ -60,6 +60,7 @@ OPTION_CASES = [
     (("upstream", "serve", "--hang-rate", "2"), "--hang-rate"),
     (("upstream", "serve", "--scale", HUGE), "--scale"),
     (("upstream", "serve", "--port", "70000"), "--port"),
+    (("upstream", "serve", "--id-format", "uuid"), "--id-format"),
 ]
 
 

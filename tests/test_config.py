@@ -82,12 +82,13 @@ def test_a_job_keeps_in_flight_its_own_cap_within_the_global_limit() -> None:
 
 
 FLOAT_SETTINGS = ("REFRESHQ_UPSTREAM_RPS", "REFRESHQ_UPSTREAM_TIMEOUT", "REFRESHQ_RETRY_BASE", "REFRESHQ_RETRY_FACTOR",
-                  "REFRESHQ_RETRY_CAP", "REFRESHQ_STALL_SECONDS")
+                  "REFRESHQ_RETRY_CAP", "REFRESHQ_STALL_SECONDS", "REFRESHQ_UPSTREAM_RPS_MARGIN",
+                  "REFRESHQ_UPSTREAM_PAUSE_MAX")
 
 
 def test_every_float_setting_is_read_by_the_finite_check() -> None:
     """The list below covers every float field of Settings, so a new one cannot skip the tests."""
-    floats = {f.name for f in dataclasses.fields(Settings) if f.type in ("float", float)}
+    floats = {f.name for f in dataclasses.fields(Settings) if f.type in ("float", float, "float | None")}
     assert {name.removeprefix("REFRESHQ_").lower() for name in FLOAT_SETTINGS} == floats
 
 

@@ -36,8 +36,8 @@ from tests.web_helpers import (
 )
 from tests.web_helpers import value_count as scanned_values
 from web.app import create_app
-from web.dashboard_views import REGISTRIES
-from web.templates import PatchError, patched_source
+from web.dashboard.templates import PatchError, patched_source
+from web.dashboard.views import REGISTRIES
 
 REFRESH_SCALE = 400
 
@@ -196,6 +196,21 @@ def test_delete_and_empty_work_on_json_jobs(conn: redis.Redis, base_url: str) ->
         assert client.post(f"/rq/queue/{queues.LOW}/queued/empty").json() == {"status": "OK"}
         assert queues.queue(conn, queues.LOW).count == 0
     assert pickled_values(conn) == []
+
+
+def test_compact_drops_only_dead_entries_in_place_and_answers_an_empty_queue(
+    conn: redis.Redis, base_url: str
+) -> None:
+    low = queues.queue(conn, queues.LOW)
+    first, gone, last = (low.enqueue("tests.job_functions.add", i, 1) for i in range(3))
+    conn.delete(gone.key)  # its entry stays in the queue: a dead entry
+    with httpx.Client(base_url=base_url, timeout=10, headers=same_origin(base_url)) as client:
+        assert client.post(f"/rq/queue/{queues.LOW}/compact").json() == {"status": "OK"}
+        assert low.get_job_ids() == [first.id, last.id]
+        assert [k for k in conn.scan_iter("rq:queue:_compact:*")] == []  # no copy of the queue left anywhere
+        assert queues.queue(conn, queues.HIGH).count == 0
+        empty = client.post(f"/rq/queue/{queues.HIGH}/compact")  # RQ's compact: RENAME of no key, a 500
+        assert (empty.status_code, empty.json()) == (200, {"status": "OK"})
 
 
 def _state(conn: redis.Redis) -> tuple[object, ...]:

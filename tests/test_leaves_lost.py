@@ -47,6 +47,7 @@ class LosingUpstream(SampleDirectory):
             pipe.delete(data)
             if ids:
                 pipe.hdel(keys.task_ids(TASK), *ids)
+                pipe.srem(keys.task_seen_ids(TASK), *ids)
             pipe.hdel(keys.task_home_ids(TASK), self.victim)
             pipe.hdel(keys.data_leaves(PROVINCE, TASK), self.victim)
             pipe.hdel(keys.data_sizes(PROVINCE, TASK), self.victim)

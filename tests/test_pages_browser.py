@@ -1,7 +1,8 @@
 """The live pages in a real headless Chromium (Debian's, through Debian's chromedriver, as the dashboard's
 browser tests) against a real `refreshq web`, a real worker and a slow loopback upstream: sign in with the
 form, start a province refresh from the form and watch its bar move to 100 % without a reload, open
-another task's page, watch its 34 province bars, cancel it there; screenshots saved and checked."""
+another task's page, watch its 34 province bars and the upstream's pacing, cancel it there; screenshots saved
+and checked."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from jobs import tokens
+from jobs import keys, tokens
 from jobs.upstream.serve import RunningUpstream, start_background
 from tests.conftest import REPO
 from tests.helpers import wait_until, with_credentials, worker_process
@@ -131,6 +132,12 @@ def test_start_watch_and_cancel_refreshes_in_the_browser(
         wait_for(browser, "return [].filter.call(document.querySelectorAll('#provinces .outcome'),"
                           " function (c) { return c.textContent === 'published'; }).length >= 2",
                  "two provinces published, live", 120)
+        # The upstream's pacing, live: nothing throttled yet, then a rate learned (as a 429 would leave it).
+        pacing = "return document.getElementById('task-pacing').textContent"
+        wait_for(browser, f"{pacing}.indexOf('learning: nothing throttled yet') === 0", "the pacing shown")
+        conn.hset(keys.UPSTREAM_PACE, mapping={"rate": 42.5, "ceiling": 50})
+        wait_for(browser, f"return /^[0-9.]+\\/s learned \\(throttled at 50\\/s\\)$/.test({pacing[7:]})",
+                 "the learned rate shown, live")
         page = shot(browser, tmp_path / "refresh-page.png")
         if os.environ.get("DOCS_SCREENSHOTS"):
             DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)

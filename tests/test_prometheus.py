@@ -13,14 +13,16 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs import keys, queues
+from jobs import keys, limits, queues
 from jobs.config import Settings
+from jobs.pacing import PacePolicy
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import CANCELLED, PENDING, SUCCEEDED
 from jobs.upstream.serve import start_background
 from tests.helpers import (
     drain,
     exported,
+    run_cli,
     scheduler_running,
     wait_status,
     wait_until,
@@ -137,3 +139,32 @@ def test_metrics_are_open_without_password_or_token(conn: redis.Redis, settings:
         samples = scrape(base)
     assert value(samples, "refreshq_queue_jobs", queue="low") == 1
     assert value(samples, "refreshq_queue_live_workers", queue="low") == 0
+
+
+def test_the_upstreams_pacing_is_scraped_and_shown_in_the_status(
+    conn: redis.Redis, settings: Settings, env: dict[str, str]
+) -> None:
+    manager = SyncTaskManager(settings, conn)
+    task_id = manager.create_province_refresh_task("北京")
+    with served(create_app(settings, env["REDIS_URL"])) as base:
+        assert not any(name.startswith("refreshq_upstream_rate") for name, _ in scrape(base))  # nothing paced yet
+        assert manager.get_task_status(task_id)["upstream_pacing"] is None
+        gate = limits.UpstreamGate(conn, "job-a", 0, PacePolicy.from_settings(settings), threads=1)
+        try:
+            with gate() as admission:  # nothing learned: let through at once
+                assert admission is not None
+            assert value(scrape(base), "refreshq_upstream_rate_limit", mode="auto") == float("inf")
+            with gate() as admission:
+                assert admission is not None
+                admission.answered(429, 30.0)  # the upstream throttles: every worker waits 30 s
+        finally:
+            gate.close()
+        samples = scrape(base)
+    pacing = manager.get_task_status(task_id)["upstream_pacing"]
+    assert pacing["mode"] == "auto" and pacing["paused_until"] is not None and 28 < pacing["paused_seconds"] <= 30
+    assert value(samples, "refreshq_upstream_rate_limit", mode="auto") == pacing["rate"] > 0
+    assert value(samples, "refreshq_upstream_throttled_total", signal="429") == 1
+    assert 28 < value(samples, "refreshq_upstream_paused_seconds") <= 30
+    shown = run_cli("status", task_id, env=env)
+    assert f"upstream rate: {pacing['rate']:g}/s learned (throttled at {pacing['learned_from']:g}/s); paused until" \
+        in shown.stdout, shown.stdout

@@ -255,3 +255,10 @@ def test_retry_after_parsing_and_cap() -> None:
     assert call_with_retries(attempt, what="x", max_attempts=2, backoff=Backoff(), sleep=slept.append) == "done"
     assert slept == [60.0]  # an hour-long Retry-After is capped
 
+
+
+def test_the_sample_served_with_opaque_ids(sample: SampleDirectory) -> None:
+    with start_background(sample.scale, id_format="opaque") as server, HttpDirectoryClient(server.url) as upstream:
+        regions, hospitals = walk(upstream, ["440000"])
+    assert (regions, hospitals) == walk(SampleDirectory(sample.scale, id_format="opaque"), ["440000"])
+    assert hospitals and all(len(h["id"]) == 32 and not h["id"].startswith("H") for h in hospitals)

@@ -2,6 +2,8 @@
 
 Every leaf comes back whole and exact, or the client says which region it could not get: never a
 short list presented as a complete one, and never thousands of requests for a server going round.
+A listing complete and the same twice whose only fault is its `total` (a stale count) is taken, and
+the client says so (`take_total_mismatch`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from jobs.errors import PermanentUpstreamError, RegionFailedError, TransientUpstreamError
-from jobs.upstream.base import Region
+from jobs.upstream.base import Region, TotalMismatch
 from jobs.upstream.http import HttpDirectoryClient
 from jobs.upstream.retry import Backoff
 from jobs.upstream.sample import SampleDirectory
@@ -25,6 +27,7 @@ PAGE_CAP = 5  # the server's own page size: the leaves of 北京 below span 2 to
 FAST = Backoff(base=0.001, cap=0.005)
 CHAOYANG = Region(code="110105", name="朝阳区", level="district")  # 18 hospitals at this scale: 4 pages
 HAIDIAN = Region(code="110108", name="海淀区", level="district")
+DONGCHENG = Region(code="110101", name="东城区", level="district")  # 15 hospitals: 3 whole pages, then an empty one
 BEIJING_CITY = Region(code="110100", name="北京市", level="city")
 
 
@@ -55,33 +58,106 @@ def test_an_honest_server_with_small_pages_gives_every_leaf_exactly(
 
 
 @pytest.mark.parametrize(
-    ("lie", "why"),
+    ("lie", "why", "most"),
     [
-        ("total_low", "18 items served by page 4, more than total 17"),
-        ("total_high", "total says 19, the pages served 18"),
-        ("total_drift", "total changed from 18 to 19 at page 2"),
-        ("repeat", "page 2 brings no new id"),
-        ("hide_cap", "total says 18, the pages served 5"),
-        ("drop_field", "'phone' is missing"),
-        ("wrong_type", "'phone' is int"),
-        ("dup", "page 1 lists 1 id"),
+        # A count overstating by a whole page, or a listing that ends on an empty page short of its total: what a
+        # truncating proxy or a pagination depth limit looks like, never taken for a stale count.
+        (Lie("total_high", "110105", by=PAGE_CAP), "total says 23, the pages served 18", 15),
+        (Lie("depth_limit", "110105", by=2), "total says 18, the pages served 10", 12),
+        (Lie("total_drift", "110105"), "total changed from 18 to 19 at page 2", 6),
+        (Lie("repeat", "110105"), "page 2 brings no new id", 6),
+        # Each short page ends the listing: the second listing's page past its end shows the hidden cap.
+        (Lie("hide_cap", "110105"), "page 1 ended the listing, but page 2 lists 5 item", 9),
+        (Lie("drop_field", "110105"), "'phone' is missing", 3),
+        (Lie("wrong_type", "110105"), "'phone' is int", 3),
+        (Lie("dup", "110105"), "page 1 lists 1 id", 3),
+        # The total is off and the two listings differ: not a stale count.
+        (Lie("growing", "110105"), "two listings differ", 33),
+        (Lie("edited", "110105"), "two listings differ", 27),
     ],
+    ids=lambda value: value.kind if isinstance(value, Lie) else "",
 )
 def test_a_leaf_the_upstream_keeps_lying_about_fails_that_region(
-    sample: SampleDirectory, lie: str, why: str
+    sample: SampleDirectory, lie: Lie, why: str, most: int
 ) -> None:
-    with LyingUpstream(sample, (Lie(lie, "110105"),), page_cap=PAGE_CAP) as lying, client(lying.url) as upstream:
+    with LyingUpstream(sample, (lie,), page_cap=PAGE_CAP) as lying, client(lying.url) as upstream:
         with pytest.raises(RegionFailedError, match=why) as failed:
             upstream.hospitals(CHAOYANG)
         assert "110105" in str(failed.value) and f"after {ATTEMPTS} attempts" in str(failed.value)
         # The other leaves are unaffected.
         assert upstream.hospitals(HAIDIAN) == sample.hospitals(HAIDIAN)
         asked = lying.state.requests["110105"]
-    # Each of the 3 listings stops at the page that shows the lie (a bad item is asked for 3 times).
-    assert asked <= {"total_low": 12, "total_high": 12, "total_drift": 6, "repeat": 6, "hide_cap": 3}.get(lie, 3)
+    # Each listing stops at the page that shows the lie (a bad item is asked for once an attempt).
+    assert asked <= most
 
 
-@pytest.mark.parametrize("lie", ["total_low", "total_high", "total_drift", "repeat", "hide_cap", "dup", "drop_field"])
+@pytest.mark.parametrize(("lie", "by"), [("total_low", 1), ("total_low", 5), ("total_low", 18), ("total_high", 1),
+                                         ("total_high", PAGE_CAP - 1)])
+def test_a_stale_total_on_a_complete_listing_the_same_twice_is_taken_and_told(
+    sample: SampleDirectory, lie: str, by: int
+) -> None:
+    """The pages end properly (a short page) and give the same records twice; the page after the end is
+    empty: only the count is wrong. A count that overstates is believed only when less than a page off."""
+    total = 18 - by if lie == "total_low" else 18 + by
+    with (
+        LyingUpstream(sample, (Lie(lie, "110105", by=by),), page_cap=PAGE_CAP) as lying,
+        client(lying.url) as upstream,
+    ):
+        assert upstream.hospitals(CHAOYANG) == sample.hospitals(CHAOYANG)
+        assert upstream.take_total_mismatch(CHAOYANG) == TotalMismatch(total=total, listed=18)
+        assert upstream.take_total_mismatch(CHAOYANG) is None  # told once
+        assert lying.state.listings["110105"] == 2
+        # Two listings of 4 pages (one of them perhaps asked ahead of the end), and the page after the second.
+        assert 9 <= lying.state.requests["110105"] <= 11
+        # A leaf whose count is right costs one listing and tells nothing.
+        assert upstream.hospitals(HAIDIAN) == sample.hospitals(HAIDIAN)
+        assert upstream.take_total_mismatch(HAIDIAN) is None and lying.state.listings["110108"] == 1
+
+
+def test_a_count_one_over_a_listing_that_ends_on_an_empty_page_is_refused(sample: SampleDirectory) -> None:
+    """15 hospitals in pages of 5 end on an empty page 4: a total of 16 may be stale, or the listing cut
+    at a page boundary (a depth limit), and the two look the same. Refused: the province is not published."""
+    with (
+        LyingUpstream(sample, (Lie("total_high", "110101"),), page_cap=PAGE_CAP) as lying,
+        client(lying.url) as upstream,
+    ):
+        with pytest.raises(RegionFailedError, match="total says 16, the pages served 15"):
+            upstream.hospitals(DONGCHENG)
+        assert lying.state.listings["110101"] == ATTEMPTS  # never listed twice in an attempt
+
+
+def test_a_hidden_page_cap_behind_a_low_total_is_not_a_stale_count(sample: SampleDirectory) -> None:
+    """The server serves 5 where 500 were asked and says it served 500, and its total (4) is below even that:
+    the listing ends at page 1, the same twice, more ids than total -- but page 2 is not empty."""
+    lies = (Lie("hide_cap", "110105"), Lie("total_low", "110105", by=14))
+    with LyingUpstream(sample, lies, page_cap=PAGE_CAP) as lying, client(lying.url) as upstream:
+        with pytest.raises(RegionFailedError, match="page 2 lists 5 item"):
+            upstream.hospitals(CHAOYANG)
+        assert upstream.take_total_mismatch(CHAOYANG) is None
+
+
+def test_a_server_refusing_the_page_past_the_end_has_nothing_there(sample: SampleDirectory) -> None:
+    """The second listing asks the page past its end; a server that answers an out-of-range page with 404 says
+    there is nothing there, as an empty page would: the stale count is taken."""
+    lies = (Lie("range_404", "110105"), Lie("total_low", "110105", by=2))
+    with LyingUpstream(sample, lies, page_cap=PAGE_CAP) as lying, client(lying.url) as upstream:
+        assert upstream.hospitals(CHAOYANG) == sample.hospitals(CHAOYANG)
+        assert upstream.take_total_mismatch(CHAOYANG) == TotalMismatch(total=16, listed=18)
+        assert lying.state.told["range_404"] >= 1
+
+
+def test_a_stale_count_that_catches_up_on_the_second_listing_is_no_mismatch(sample: SampleDirectory) -> None:
+    with (
+        LyingUpstream(sample, (Lie("total_low", "110105", times=1, by=3),), page_cap=PAGE_CAP) as lying,
+        client(lying.url) as upstream,
+    ):
+        assert upstream.hospitals(CHAOYANG) == sample.hospitals(CHAOYANG)
+        assert upstream.take_total_mismatch(CHAOYANG) is None
+        assert lying.state.listings["110105"] == 2
+
+
+@pytest.mark.parametrize("lie", ["total_low", "total_high", "total_drift", "repeat", "hide_cap", "dup", "drop_field",
+                                 "depth_limit", "growing", "edited"])
 def test_a_lie_told_twice_then_the_truth_gives_the_exact_leaf(sample: SampleDirectory, lie: str) -> None:
     with (
         LyingUpstream(sample, (Lie(lie, "110105", times=2),), page_cap=PAGE_CAP) as lying,

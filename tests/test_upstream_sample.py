@@ -165,3 +165,23 @@ def test_chinese_ordinals() -> None:
 def test_import_loads_nothing() -> None:
     script = "import jobs.upstream.sample as s; assert s.load_tree.cache_info().currsize == 0"
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_opaque_ids_are_a_deterministic_mapping_of_the_same_records(sample: SampleDirectory) -> None:
+    """`id_format="opaque"`: the same records, each id 32 hex digits that say nothing of its leaf, unique across
+    the directory and the same in every process."""
+    opaque = SampleDirectory(20_000, id_format="opaque")
+    coded_records, opaque_records = list(sample.all_hospitals()), list(opaque.all_hospitals())
+    assert [{**h, "id": ""} for h in coded_records] == [{**h, "id": ""} for h in opaque_records]
+    ids = [h["id"] for h in opaque_records]
+    assert len(set(ids)) == 20_000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert sum(i[1:7] == h["region_code"] for i, h in zip(ids, opaque_records, strict=True)) == 0  # none at home
+    assert ids[:40] != sorted(ids[:40])  # served in index order: not in id order, as a real directory may
+    script = (
+        "from jobs.upstream.sample import SampleDirectory;import json;"
+        "print(json.dumps(SampleDirectory(20000, 'opaque').hospital_page('440104', 1, 5)[0], ensure_ascii=False))"
+    )
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(other.stdout) == opaque.hospital_page("440104", 1, 5)[0]
+    with pytest.raises(ValueError, match="id_format must be one of coded, opaque"):
+        SampleDirectory(10, id_format="uuid")

@@ -1,20 +1,21 @@
-"""The Flask app: the API, the live pages and rq-dashboard under /rq, behind one authentication (web.auth)."""
+"""The Flask app: the API (web.api), the live pages (web.pages) and rq-dashboard under /rq (web.dashboard), behind
+one authentication (web.auth), every route with its access rule (web.access)."""
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import redis
-from flask import Flask, request
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.config import Settings
 from jobs.errors import ConfigError
 from jobs.queues import register_queues
 from jobs.reconnect import writes_refused
 from jobs.refresh.manager import SyncTaskManager
-from web import api, auth, dashboard, metrics, pages
+from web import access, api, auth, dashboard, metrics, pages, security
 from web.streams import SharedReads, StreamSlots
 
 
@@ -37,38 +38,33 @@ def check_exposure(settings: Settings, host: str) -> None:
 
 
 def create_app(settings: Settings, redis_url: str) -> Flask:
-    """The web process: the API (/api/v1), the live pages, rq-dashboard under /rq, a health check."""
-    app = Flask("refreshq")
+    """The web process: the API (/api/v1), the live pages, rq-dashboard under /rq, a health check.
+
+    Every route declares who may call it on its view (web.access): the app refuses to start otherwise."""
+    # Its root is this package, not the working directory: the app's own /static (rq-dashboard's pages link
+    # its favicon there) serves web/static, which does not exist, whatever directory the process runs in.
+    app = Flask("refreshq", root_path=str(Path(__file__).parent))
     app.extensions["refreshq.settings"] = settings
     if settings.web_trust_proxy:
         # The client's address (sign-in throttling) and scheme (the session cookie's Secure flag) as the
         # proxies in front say; never believed from a client that is not one (REFRESHQ_WEB_TRUST_PROXY=0).
         hops = settings.web_trust_proxy
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    dashboard.mount(app, redis_url)
+    dashboard.mount(app, redis_url)  # first: it makes app.redis_conn (its guards run before any other hook)
+    security.install(app)
     conn: redis.Redis = app.redis_conn  # type: ignore[attr-defined]
     register_queues(conn)
     app.secret_key = auth.session_secret(conn)
-    guard = auth.Auth(settings, conn)
-    auth.install(app, guard)
+    auth.install(app, auth.Auth(settings, conn))
     app.extensions["refreshq.manager"] = SyncTaskManager(settings, conn)
     app.extensions["refreshq.streams"] = StreamSlots(settings.web_streams)
     app.extensions["refreshq.shared_reads"] = SharedReads()
     metrics.mount(app, settings)  # checks its own credentials: the password or the scrape token
-
-    # First of the request hooks: rq-dashboard has no auth of its own; its pages need the read role,
-    # its actions admin (they are POST-only and same-origin: web.security).
-    @app.before_request
-    def guard_dashboard() -> BaseResponse | None:
-        if request.blueprint != dashboard.BLUEPRINT:
-            return None
-        return guard.check("admin" if request.endpoint in dashboard.MUTATING else "read")
-
-    app.before_request_funcs[None].insert(0, app.before_request_funcs[None].pop())
     api.install(app)
     pages.install(app)
 
     @app.get("/healthz")
+    @auth.public
     def healthz() -> tuple[dict[str, str], int]:
         try:
             refused = writes_refused(conn)  # also answers whether the server answers at all
@@ -78,4 +74,5 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
             return {"status": "ok", "redis": "ok", "writes": f"refused ({refused['reason']})"}, 200
         return {"status": "ok", "redis": "ok"}, 200
 
+    access.check(app)
     return app

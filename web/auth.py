@@ -49,6 +49,8 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 LOCAL_USER = "local"
 PASSWORD_USER = "admin"
 F = TypeVar("F", bound=Callable[..., Any])
+ACCESS = "access"  # the attribute of a view that holds its access rule: a role, or what `declares` says
+PUBLIC = "public"
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def _password_digest(password: str) -> str:
 
 
 class Auth:
-    """The app's authentication: `require(role)` guards a view, `check(role)` answers for a request hook."""
+    """The app's authentication: `check(role)` answers for a view (`requires`) or a request hook."""
 
     def __init__(self, settings: Settings, conn: redis.Redis) -> None:
         self.settings, self.conn = settings, conn
@@ -147,8 +149,12 @@ class Auth:
         return None if outcome is None else outcome
 
 
-def guard(role: str) -> Callable[[F], F]:
-    """A view guard: authenticated with `role`, and same-origin when it changes state from a browser."""
+def requires(role: str) -> Callable[[F], F]:
+    """A view's access rule, on the view: authenticated with `role` (read, operate or admin), and
+    same-origin when it changes state from a browser. web.access reads the rule back from the view."""
+    if role not in ROLE_GRANTS:
+        raise ValueError(f"no role {role!r}: one of {', '.join(ROLE_GRANTS)}")
+
     def wrap(view: F) -> F:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -156,8 +162,23 @@ def guard(role: str) -> Callable[[F], F]:
             if refused is not None:
                 return refused
             return view(*args, **kwargs)
+        setattr(guarded, ACCESS, role)
         return guarded  # type: ignore[return-value]
     return wrap
+
+
+def declares(access: str) -> Callable[[F], F]:
+    """The access rule of a view that checks its caller itself or is open to anyone, said on the view (a
+    view without any rule stops the app: web.access)."""
+    def wrap(view: F) -> F:
+        setattr(view, ACCESS, access)
+        return view
+    return wrap
+
+
+def public(view: F) -> F:
+    """Open to anyone (the sign-in form, /healthz), said on the view."""
+    return declares(PUBLIC)(view)
 
 
 def _allowed() -> BaseResponse | None:

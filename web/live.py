@@ -43,10 +43,11 @@ def fingerprint(conn: redis.Redis, task_id: str, stall_seconds: float) -> tuple[
         pipe.hget(keys.task_stats(task_id), "leaves_done")
         pipe.hlen(keys.task_provinces_ended(task_id))
         pipe.hlen(keys.task_failed_regions(task_id))
-        fields, leaves, ended, failed = pipe.execute()
+        pipe.hmget(keys.UPSTREAM_PACE, ["mode", "rate", "paused_until"])  # the upstream's pacing, shown too
+        fields, leaves, ended, failed, pacing = pipe.execute()
     if fields[0] is None:
         return None
     record = {name: as_text(v) for name, v in zip(_FINGERPRINT_FIELDS, fields, strict=True) if v is not None}
     changed = progress_changed_at(record)
     stalled = is_stalled({"status": record.get("status"), "progress_changed_at": changed}, stall_seconds, time.time())
-    return (*fields, leaves, ended, failed, stalled)
+    return (*fields, leaves, ended, failed, stalled, *pacing)

@@ -30,10 +30,12 @@ from jobs import keys
 from jobs.config import Settings
 from jobs.observe import counters, snapshot
 from jobs.observe import runs as run_lists
+from jobs.pacing import pace_fields, pace_view
 from jobs.redis_values import as_text_map, as_texts
 from jobs.statuses import TASK_STATUSES, TERMINAL
 
 PATH = "/metrics"
+SCRAPE_ACCESS = "password or metrics token"  # checked by the view itself (_gate)
 
 # Stored counter name -> (metric name without _total, help, label names).
 COUNTERS = {
@@ -54,8 +56,13 @@ COUNTERS = {
                               ("channel",)),
     counters.STALE_WRITES: ("refreshq_stale_writes_refused", "Writes refused because the job execution making "
                             "them no longer owned the work (paused, abandoned or taken over).", ("write",)),
+    counters.TOTAL_MISMATCHES: ("refreshq_upstream_total_mismatches", "Leaves taken with a stale total: their "
+                                "listing, the same twice, disagreed with the count the upstream stated.", ()),
     counters.RECONCILED: ("refreshq_reconciled", "Lost work the scheduler took up again (its job was gone), by kind.",
                           ("kind",)),
+    counters.UPSTREAM_THROTTLED: ("refreshq_upstream_throttled", "Throttling answers from the upstream (429; 503 "
+                                  "with Retry-After), and clear rises in its answer time that backed the learned "
+                                  "rate off (latency).", ("signal",)),
 }
 
 
@@ -65,6 +72,7 @@ def _counter_families(conn: redis.Redis) -> Iterator[Metric]:
         for status in TERMINAL:  # every series from the first scrape, so rate() sees its start
             stored.setdefault((counters.TASKS_ENDED, kind, status), 0.0)
     stored.setdefault((counters.RECORDS_WRITTEN,), 0.0)
+    stored.setdefault((counters.TOTAL_MISMATCHES,), 0.0)
     for stored_name, (metric, doc, labels) in COUNTERS.items():
         family = CounterMetricFamily(metric, doc, labels=list(labels))
         for field, value in sorted(stored.items()):
@@ -126,6 +134,21 @@ def _gauge_families(conn: redis.Redis) -> Iterator[Metric]:
                  [((), 1.0 if beat is not None and beat <= 30 else 0.0)])
     yield _gauge("refreshq_redis_memory_used_bytes", "Redis used_memory.", (), [((), shot.memory_used)])
     yield _gauge("refreshq_redis_memory_max_bytes", "Redis maxmemory (0: none).", (), [((), shot.memory_max)])
+    yield from _pacing_families(conn)
+
+
+def _pacing_families(conn: redis.Redis) -> Iterator[Metric]:
+    """The upstream's pacing (jobs.pacing), once a worker has paced: the rate every worker sends at, by mode
+    (+Inf: learning, nothing throttled yet), and the seconds a Retry-After still pauses them."""
+    view = pace_view(conn.hmget(keys.UPSTREAM_PACE, pace_fields()))
+    if view is None:
+        return
+    rate = float("inf") if view["rate"] is None else float(view["rate"])
+    yield _gauge("refreshq_upstream_rate_limit", "Requests per second every worker together sends the upstream "
+                 "at most: REFRESHQ_UPSTREAM_RPS (fixed) or the rate learned (auto).", ("mode",),
+                 [((view["mode"],), rate)])
+    yield _gauge("refreshq_upstream_paused_seconds", "Seconds a Retry-After still pauses every worker's requests.",
+                 (), [((), view["paused_seconds"])])
 
 
 def _alert_families(conn: redis.Redis) -> Iterator[Metric]:
@@ -204,7 +227,10 @@ def _gate(settings: Settings, header: str | None) -> Response | None:
 
 
 def mount(app: Flask, settings: Settings) -> None:
+    from web.auth import declares
+
     @app.get(PATH)
+    @declares(SCRAPE_ACCESS)
     def metrics() -> Response:
         refused = _gate(settings, request.headers.get("Authorization"))
         if refused is not None:

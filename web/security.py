@@ -4,20 +4,19 @@
   per-response nonce, so markup that reached a page anyway (an `onerror=` attribute, a `<script>`)
   does not run. 'unsafe-eval' stays because rq-dashboard's pages build their rows with underscore's
   `_.template`, which compiles with `new Function`; what it compiles is the pages' own static
-  `text/template` blocks, never data (data goes through `_.escape`, see web.templates).
-- State-changing routes answer POST only, from the dashboard's own pages: HTTP Basic credentials are
-  sent by the browser with any request to this host, a forged cross-site form included, so the
-  password alone does not tell the dashboard's own requests from another site's.
+  `text/template` blocks, never data (data goes through `_.escape`, see web.dashboard.templates).
+- Whether a request comes from this site's pages (`is_same_origin`): HTTP Basic credentials and cookies
+  are sent by the browser with any request to this host, a forged cross-site form included, so they
+  alone do not tell this site's own requests from another site's. Requests that change state must
+  (web.auth for the API and the pages, web.dashboard.guards for rq-dashboard's actions).
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-from collections.abc import Collection
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, g, request
+from flask import Flask, g
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -58,27 +57,12 @@ def is_same_origin(headers: Headers, host: str) -> bool:
     return bool(netloc) and netloc.lower() == host.lower()
 
 
-def _refuse(status: int, error: str, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps({"status": "ERROR", "error": error})
-    return Response(body + "\n", status, headers, mimetype="application/json")
-
-
-def install(app: Flask, mutating: Collection[str]) -> None:
-    """Security headers on every response; POST and same-origin for the endpoints in `mutating`."""
+def install(app: Flask) -> None:
+    """Security headers on every response, and the nonce in every template's context."""
 
     @app.context_processor
     def nonce() -> dict[str, str]:
         return {"csp_nonce": csp_nonce()}
-
-    @app.before_request
-    def guard_mutations() -> BaseResponse | None:
-        if request.endpoint not in mutating:
-            return None
-        if request.method != "POST":
-            return _refuse(405, "this route changes state: POST only", {"Allow": "POST"})
-        if not is_same_origin(request.headers, request.host):
-            return _refuse(403, "refused: the request does not come from this dashboard's pages")
-        return None
 
     @app.after_request
     def security_headers(response: BaseResponse) -> BaseResponse:

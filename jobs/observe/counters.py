@@ -39,7 +39,9 @@ DEAD_LETTERS = "dead_letters"           # "refresh", "task" or "other"
 ALERTS_SENT = "alerts_sent"             # channel, "firing" or "resolved"
 ALERT_FAILURES = "alert_delivery_failures"  # channel
 STALE_WRITES = "stale_writes"           # write (stage, publish, end, progress, walk, ...): refused by a fence
+TOTAL_MISMATCHES = "upstream_total_mismatches"  # leaves taken with a stale `total` (written by STAGE_LEAF)
 RECONCILED = "reconciled"               # province, plan, finish (refresh tasks), run (named): jobs.duties.reconcile
+UPSTREAM_THROTTLED = "upstream_throttled"  # signal: "429", "503" (with Retry-After) or "latency" (jobs.pacing)
 
 
 def name(*parts: str) -> str:

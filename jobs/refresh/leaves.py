@@ -26,7 +26,7 @@ from jobs.refresh.fence import Fence, guarded, unfenced
 from jobs.refresh.progress import ProgressReporter
 from jobs.refresh.published import Leaf
 from jobs.scripts import Scripts
-from jobs.upstream.base import Hospital, Region, Upstream
+from jobs.upstream.base import Hospital, Region, TotalMismatch, Upstream, total_mismatch
 
 log = logging.getLogger("refreshq.refresh")
 
@@ -59,6 +59,7 @@ class Fetched:
     leaf: Leaf
     hospitals: list[Hospital] | None  # None: refused (recorded already), cancelled, or failed
     error: BaseException | None = None
+    mismatch: TotalMismatch | None = None  # the stale `total` its listing was taken with
 
 
 class LeafRunner:
@@ -153,8 +154,8 @@ class LeafRunner:
 
     def _fetch_leaf(self, leaf: Leaf, fetched: queue.Queue[Fetched]) -> None:
         try:
-            hospitals: list[Hospital] | None = self._fetch(leaf)
-            arrival = Fetched(leaf, hospitals)
+            hospitals, mismatch = self._fetch(leaf)
+            arrival = Fetched(leaf, hospitals, mismatch=mismatch)
         except PermanentUpstreamError as exc:
             try:
                 self._refused(leaf, str(exc))
@@ -172,27 +173,33 @@ class LeafRunner:
             except queue.Full:
                 continue
 
-    def _fetch(self, leaf: Leaf) -> list[Hospital]:
+    def _fetch(self, leaf: Leaf) -> tuple[list[Hospital], TotalMismatch | None]:
         if self._cancel.is_set():
             raise Cancelled()
         region: Region = {"code": leaf.code, "name": leaf.name, "level": leaf.level}
         # The client returns a leaf whole or not at all; one abandoned by a cancel is not staged.
         # (A cancel that lands mid-leaf stops its paging too: the job closes the client.)
         hospitals = self.upstream.hospitals(region)
+        mismatch = total_mismatch(self.upstream, region)
         if self._cancel.is_set():
             raise Cancelled()
-        return hospitals
+        return hospitals, mismatch
 
     def _stage(self, batch: list[Fetched]) -> None:
         if not batch:
             return
         code = self.province["code"]
         batch_leaves = [(f.leaf, f.hospitals or []) for f in batch]
-        staged = published.stage_leaves(self._scripts, code, self.task_id, batch_leaves, self.fence)
+        mismatches = {f.leaf.code: f.mismatch for f in batch if f.mismatch is not None}
+        staged = published.stage_leaves(self._scripts, code, self.task_id, batch_leaves, self.fence, mismatches)
         for arrival, outcome in zip(batch, staged, strict=True):
             if outcome is not None and outcome.conflicts:
                 log.warning("refresh %s: %d hospital id(s) of leaf %s were staged under another leaf already; "
                             "kept once", self.task_id, outcome.conflicts, arrival.leaf.code)
+            if outcome is not None and arrival.mismatch is not None:
+                log.warning("refresh %s: leaf %s taken with a stale total: the upstream said %d, its listing (the "
+                            "same twice) held %d", self.task_id, arrival.leaf.code, arrival.mismatch.total,
+                            arrival.mismatch.listed)
         last = batch[-1].leaf
         self.reporter.report(_STEP.get(last.level, "正在处理：{}").format(last.name))
 

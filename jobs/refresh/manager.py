@@ -238,7 +238,8 @@ class SyncTaskManager:
                 keys.task(task_id), keys.task_stats(task_id), keys.task_cancel(task_id),
                 keys.task_provinces_ended(task_id), keys.task_walked(task_id), keys.task_jobs(task_id),
                 keys.task_failed_regions(task_id), keys.task_ids(task_id), keys.task_home_ids(task_id),
-                keys.task_conflicts(task_id),
+                keys.task_seen_ids(task_id),
+                keys.task_conflicts(task_id), keys.task_total_mismatches(task_id),
                 *(keys.checkpoint_leaves(task_id, c) for c in provinces),
                 *(keys.province_plan(task_id, c) for c in provinces),
             )

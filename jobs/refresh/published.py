@@ -22,7 +22,7 @@ from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.refresh.fence import Fence, unfenced
 from jobs.refresh.records import now_iso
 from jobs.scripts import Scripts
-from jobs.upstream.base import Hospital
+from jobs.upstream.base import Hospital, TotalMismatch
 
 # How long a replaced version stays readable for exports that started before the switch.
 OLD_VERSION_GRACE_SECONDS = 600
@@ -105,8 +105,9 @@ def leaf_sizes(conn: redis.Redis, province: str, version: str, codes: list[str])
     return [int(size) if size is not None else int(counted[code]) for code, size in zip(codes, sizes, strict=True)]
 
 
-# How many ids listed under two leaves a task keeps as examples (the count is exact).
-CONFLICT_EXAMPLES = 20
+# How many examples a task keeps of ids listed under two leaves, and of leaves taken with a stale `total`
+# (the counts are exact); one limit for both, passed to STAGE_LEAF once.
+CONFLICT_EXAMPLES = MISMATCH_EXAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,16 @@ def stage_leaf(
 
 
 def stage_leaves(
-    scripts: Scripts, province: str, version: str, batch: list[tuple[Leaf, list[Hospital]]], fence: Fence | None = None
+    scripts: Scripts, province: str, version: str, batch: list[tuple[Leaf, list[Hospital]]], fence: Fence | None = None,
+    mismatches: dict[str, TotalMismatch] | None = None,
 ) -> list[Staged | None]:
     """Stage leaves of `province` for the task `version` in one atomic step, each with its records (those
     whose id no other leaf of the task staged), its checkpoint entry and its counters. None for a leaf
     staged already: a re-run after a crash, a retry or a resume writes and counts nothing twice. Only while
-    `fence` (the job execution's claim on the province) holds: StaleExecutionError, nothing written, if not."""
+    `fence` (the job execution's claim on the province) holds: StaleExecutionError, nothing written, if not.
+    `mismatches`: leaf code -> the stale `total` its listing was taken with, counted with the leaf (once)."""
     fence = fence or unfenced(version)
+    mismatches = mismatches or {}
     args: list[str | bytes | int] = [
         keys.province_stat(province, keys.PROVINCE_LEAVES_DONE), keys.province_stat(province, keys.PROVINCE_HOSPITALS),
         CONFLICT_EXAMPLES, *fence.args(),
@@ -139,13 +143,16 @@ def stage_leaves(
     data_keys = []
     for leaf, hospitals in batch:
         ids, records = pack_leaf(hospitals)
-        args += (leaf.code, leaf.to_json(), 1 if leaf.level == "district" else 0, *_ids_args(ids, records))
+        said = mismatches.get(leaf.code)
+        args += (leaf.code, leaf.to_json(), 1 if leaf.level == "district" else 0,
+                 f"{said.total},{said.listed}" if said else "", *_ids_args(ids, records))
         data_keys.append(keys.data_leaf(province, version, leaf.code))
     outcome = scripts.stage_leaf(
         keys=[
             keys.checkpoint_leaves(version, province), keys.task_stats(version), keys.task_ids(version),
             keys.task_conflicts(version), keys.data_leaves(province, version), keys.data_sizes(province, version),
-            keys.task_home_ids(version), fence.owners, *data_keys,
+            keys.task_home_ids(version), fence.owners, keys.task_total_mismatches(version), keys.task_seen_ids(version),
+            *data_keys,
         ],
         args=args,
     )

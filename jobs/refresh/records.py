@@ -16,6 +16,7 @@ import redis
 from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
 from jobs.owners import CLI_OWNER
+from jobs.pacing import pace_fields, pace_view
 from jobs.reconnect import refusal_of
 from jobs.redis_values import as_text, as_text_map, as_texts
 from jobs.refresh.progress import COUNTER_FIELDS, Counters
@@ -133,21 +134,25 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
     with conn.pipeline(transaction=False) as pipe:
         _queue_status_reads(pipe, task_id)
         pipe.lpushx(keys.WRITES_PROBE, 0)  # stores nothing; refused while Redis refuses writes (jobs.reconnect)
-        *reads, probe = pipe.execute(raise_on_error=False)
-    for reply in reads:
+        pipe.hmget(keys.UPSTREAM_PACE, pace_fields())
+        *reads, probe, pace = pipe.execute(raise_on_error=False)
+    for reply in (*reads, pace):
         if isinstance(reply, Exception):
             raise reply
-    raw, stats, failed, conflicts = reads
+    raw, stats, failed, conflicts, mismatches = reads
     if not raw:
         raise TaskNotFoundError(f"no refresh task {task_id}")
-    status = _to_status(raw, stats, failed, conflicts)
+    status = _to_status(raw, stats, failed, conflicts, mismatches)
     # Why an active task may not move: {reason, message}, or None.
     status["writes_refused"] = refusal_of(probe) if status["status"] in ACTIVE else None
+    # The pacing of every worker's requests now (the same for every task): why a refresh may go slower.
+    status["upstream_pacing"] = pace_view(pace)
     return status
 
 
 # The counters a status dict shows, read by name: a dozen fields decoded instead of a hundred and more.
-_STATUS_STATS = (*COUNTER_FIELDS, keys.CONFLICTS)
+_STATUS_STATS = (*COUNTER_FIELDS, keys.CONFLICTS, keys.TOTAL_MISMATCHES)
+_STATUS_READS = 5  # the replies _queue_status_reads queues, the arguments of _to_status
 
 
 def _queue_status_reads(pipe: redis.client.Pipeline, task_id: str) -> None:
@@ -155,6 +160,7 @@ def _queue_status_reads(pipe: redis.client.Pipeline, task_id: str) -> None:
     pipe.hmget(keys.task_stats(task_id), _STATUS_STATS)
     pipe.hgetall(keys.task_failed_regions(task_id))
     pipe.hgetall(keys.task_conflicts(task_id))
+    pipe.hgetall(keys.task_total_mismatches(task_id))
 
 
 def _conflicts(stats: dict[str, str], examples: dict[bytes, bytes]) -> dict[str, Any]:
@@ -163,8 +169,19 @@ def _conflicts(stats: dict[str, str], examples: dict[bytes, bytes]) -> dict[str,
     return {"count": int(stats.get(keys.CONFLICTS, "0")), "examples": shown}
 
 
+def _total_mismatches(stats: dict[str, str], examples: dict[bytes, bytes]) -> dict[str, Any]:
+    """Leaves taken with a stale `total` (their listing, the same twice, held another number of ids): how many,
+    and a few of them."""
+    shown = []
+    for leaf, said in sorted(examples.items()):
+        total, _, listed = as_text(said).partition(",")
+        shown.append({"leaf": as_text(leaf), "total": int(total), "listed": int(listed)})
+    return {"count": int(stats.get(keys.TOTAL_MISMATCHES, "0")), "examples": shown}
+
+
 def _to_status(
-    raw: dict[bytes, bytes], stats: list[bytes | None], failed: dict[bytes, bytes], conflicts: dict[bytes, bytes]
+    raw: dict[bytes, bytes], stats: list[bytes | None], failed: dict[bytes, bytes], conflicts: dict[bytes, bytes],
+    mismatches: dict[bytes, bytes],
 ) -> dict[str, Any]:
     r = as_text_map(raw)
     counters = {name: value.decode() for name, value in zip(_STATUS_STATS, stats, strict=True) if value is not None}
@@ -191,6 +208,7 @@ def _to_status(
         "statistics": Counters.from_hash(counters).statistics(),
         "failed_regions": [{"code": as_text(k), **json.loads(v)} for k, v in sorted(failed.items())],
         "conflicts": _conflicts(counters, conflicts),
+        "total_mismatches": _total_mismatches(counters, mismatches),
         "attempt": int(r.get("attempt", "1")),
         "retry": json.loads(r["retry"]) if r.get("retry") else None,
         "soft_limit_exceeded_at": r.get("soft_limit_exceeded_at") or None,
@@ -241,7 +259,7 @@ def list_page(
             _queue_status_reads(pipe, task_id)
         replies = pipe.execute()
     items = [
-        _to_status(*replies[i : i + 4]) for i in range(0, len(replies), 4) if replies[i]
+        _to_status(*replies[i : i + _STATUS_READS]) for i in range(0, len(replies), _STATUS_READS) if replies[i]
     ]
     return {"items": items, "total": total, "page": page, "page_size": page_size}
 

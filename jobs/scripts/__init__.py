@@ -8,7 +8,7 @@ from jobs import keys
 from jobs.scripts.claims import CLAIM, RELEASE_CLAIMS, RENEW_CLAIMS, REQUEUE_ORPHANED_CLAIMS, STEP
 from jobs.scripts.fence import CLAIM as CLAIM_UNIT
 from jobs.scripts.fence import PUBLISH, RELEASE_JOB, STALE_CHECK
-from jobs.scripts.gate import UPSTREAM_HOLD, UPSTREAM_RATE
+from jobs.scripts.gate import UPSTREAM_HOLD, UPSTREAM_PACE_REPORT, UPSTREAM_PACE_TAKE
 from jobs.scripts.staging import STAGE_LEAF
 
 # Upper bounds (seconds) of the run-time histograms (a refresh takes 30-60 minutes; buckets up to 4 h).
@@ -288,7 +288,8 @@ class Scripts:
         self.transition = conn.register_script(TRANSITION)
         self.start = conn.register_script(START)
         self.upstream_hold = conn.register_script(UPSTREAM_HOLD)
-        self.upstream_rate = conn.register_script(UPSTREAM_RATE)
+        self.upstream_pace_take = conn.register_script(UPSTREAM_PACE_TAKE)
+        self.upstream_pace_report = conn.register_script(UPSTREAM_PACE_REPORT)
         self.move_to_front = conn.register_script(MOVE_TO_FRONT)
         self.progress = conn.register_script(PROGRESS)
         self.count_once = conn.register_script(COUNT_ONCE)

@@ -16,7 +16,7 @@ from jobs.errors import TransientUpstreamError
 from jobs.redact import split_credentials, url_redactor
 from jobs.upstream.base import RequestCounter, RequestGate, no_count
 from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
-from jobs.upstream.statuses import check_status
+from jobs.upstream.statuses import check_status, retry_after_seconds
 
 T = TypeVar("T")
 
@@ -49,6 +49,10 @@ def shared_tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+# Set on a response whose request went through a pacing gate: its Retry-After is the gate's to wait for.
+PACED = "refreshq.paced"
+
+
 class GatedClient(httpx.Client):
     """An httpx.Client that holds the job's request gate (jobs.limits) for each request, from before it
     is sent until its answer is read whole, so the global limits count exactly what is in flight."""
@@ -58,8 +62,21 @@ class GatedClient(httpx.Client):
         self._gate = gate
 
     def send(self, request: httpx.Request, **options: Any) -> httpx.Response:
-        with self._gate():  # may raise UpstreamGateClosed: the job has ended
-            return super().send(request, **options)
+        with self._gate() as admission:  # may raise UpstreamGateClosed: the job has ended
+            response = super().send(request, **options)
+            if admission is not None:  # a throttling answer pauses every worker, not only this thread
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                admission.answered(response.status_code, retry_after, _elapsed(response))
+                response.extensions[PACED] = True
+            return response
+
+
+def _elapsed(response: httpx.Response) -> float | None:
+    """Seconds from sending to the whole answer; None for an answer not read yet (a streamed one)."""
+    try:
+        return response.elapsed.total_seconds()
+    except RuntimeError:
+        return None
 
 
 def pooled_client(
@@ -128,7 +145,14 @@ class PooledClient:
         answer breaks the contract, else "ok"."""
         outcome = status_outcome(response.status_code)
         try:
-            check_status(response, what)
+            try:
+                check_status(response, what)
+            except TransientUpstreamError as error:
+                if response.extensions.get(PACED):
+                    # The gate holds every worker's requests, this one's retry included, until the time
+                    # named (at most REFRESHQ_UPSTREAM_PAUSE_MAX): the thread backs off as for any error.
+                    error.retry_after = None
+                raise
             outcome = "invalid"
             value = read()
             outcome = "ok"

@@ -14,9 +14,9 @@ import httpx
 from jobs import jsonfast
 from jobs.errors import TransientUpstreamError, UpstreamInconsistencyError
 from jobs.upstream import shapes
-from jobs.upstream.base import Hospital, Region
+from jobs.upstream.base import Hospital, Region, TotalMismatch
 from jobs.upstream.base import RequestGate as RequestGate
-from jobs.upstream.client import ClientOptions, PooledClient
+from jobs.upstream.client import ClientOptions, PooledClient, status_outcome
 from jobs.upstream.listing import Listing, Page
 from jobs.upstream.retry import Backoff
 from jobs.upstream.statuses import check_status as check_status
@@ -27,6 +27,9 @@ T = TypeVar("T")
 PAGE_SIZE = 500
 # Pages of one leaf asked at once once its `total` has shown there are more (see _listing).
 AHEAD_PAGES = 8
+# What a server may answer for a page past a listing's last instead of an empty page.
+OUT_OF_RANGE = frozenset({400, 404, 416, 422})
+
 class HttpDirectoryClient(PooledClient):
     """An Upstream over the Directory HTTP API; thread-safe, retries transient failures itself."""
 
@@ -34,6 +37,8 @@ class HttpDirectoryClient(PooledClient):
         super().__init__(base_url, token, options, defaults=(16, 30.0, Backoff()))
         self._page_pool: ThreadPoolExecutor | None = None  # made by the first leaf of more than 2 pages
         self._page_pool_lock = threading.Lock()
+        self._mismatches: dict[str, TotalMismatch] = {}  # region code -> how its listing, taken, disagreed
+        self._mismatches_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"HttpDirectoryClient(base_url={self.base_url!r}, concurrency={self.concurrency})"
@@ -46,32 +51,54 @@ class HttpDirectoryClient(PooledClient):
 
     def hospitals(self, region: Region) -> list[Hospital]:
         """Every hospital of a leaf, its pages checked against each other (see jobs.upstream.listing);
-        an inconsistent listing is read again from page 1, and after the last attempt fails the region."""
+        an inconsistent listing is read again from page 1, and after the last attempt fails the region.
+        One whose `total` disagrees is taken as a stale count only if listed the same twice
+        (`take_total_mismatch` then tells it)."""
         path = f"/regions/{quote(region['code'], safe='')}/hospitals"
         # Only whole-listing contradictions restart it; a failed page was already retried on its own.
-        return self._with_retries(lambda: self._listing(path), f"GET {path}", retry_on=UpstreamInconsistencyError)
+        listing = self._with_retries(lambda: self._confirmed(path), f"GET {path}", retry_on=UpstreamInconsistencyError)
+        mismatch = listing.mismatch
+        with self._mismatches_lock:
+            if mismatch is None:
+                self._mismatches.pop(region["code"], None)
+            else:
+                self._mismatches[region["code"]] = mismatch
+        return listing.hospitals
 
-    def _listing(self, path: str) -> list[Hospital]:
+    def take_total_mismatch(self, region: Region) -> TotalMismatch | None:
+        """The stale `total` the last listing of `region` was taken with (None if it agreed), told once."""
+        with self._mismatches_lock:
+            return self._mismatches.pop(region["code"], None)
+
+    def _confirmed(self, path: str) -> Listing:
+        """A listing that agrees with its total, or the second of two that gave the same records (see
+        Listing.confirm), the page after its end found empty."""
+        first = self._listing(path)
+        if first.mismatch is None:
+            return first
+        again = self._listing(path)
+        past = again.last_page + 1
+        again.past_end(past, self._get(path, {"page": past, "page_size": PAGE_SIZE}, _hospital_page, past_end=True))
+        return first.confirm(again)
+
+    def _listing(self, path: str) -> Listing:
         """Pages 1 and 2 one after the other (a server that ignores `page` shows it at page 2, for two
         requests), then, if `total` says more are left, up to AHEAD_PAGES of them at once: a leaf of n
         pages costs about 3 round trips instead of n. They are checked in order, as if asked one by one;
         past what `total` promised, paging goes on one page at a time until a short page."""
         listing = Listing(f"GET {path}", PAGE_SIZE)
         first = self._page(path, 1)
-        if listing.add(1, first):
-            return listing.hospitals
-        if listing.add(2, self._page(path, 2)):
-            return listing.hospitals
+        if listing.add(1, first) or listing.add(2, self._page(path, 2)):
+            return listing
         number = 3
         promised = -(-first.total // len(first.items))  # pages at the size the server serves
         if promised >= number:
-            ended = self._pages_ahead(path, listing, number, promised)
-            if ended:
-                return listing.hospitals
+            if self._pages_ahead(path, listing, number, promised):
+                return listing
             number = promised + 1
         while not listing.add(number, self._page(path, number)):
             number += 1
-        return listing.hospitals
+        return listing
 
     def _pages_ahead(self, path: str, listing: Listing, first: int, last: int) -> bool:
         """Pages `first`..`last` into `listing`, in order, AHEAD_PAGES at most in flight; True if one ended it."""
@@ -103,16 +130,25 @@ class HttpDirectoryClient(PooledClient):
             pool.shutdown(wait=False, cancel_futures=True)
         super().close()
 
-    def _get(self, path: str, params: dict[str, Any] | None, parse: Callable[[object], T]) -> T:
+    def _get(
+        self, path: str, params: dict[str, Any] | None, parse: Callable[[object], T], past_end: bool = False
+    ) -> T:
+        """`past_end`: a page asked past a listing's end, where a server refusing the page (OUT_OF_RANGE) has
+        nothing to show: an empty page (`parse` of an empty body)."""
         what = f"GET {path}" + (f"?page={params['page']}" if params else "")
-        return self._with_retries(lambda: self._attempt(path, params, parse, what), what)
+        return self._with_retries(lambda: self._attempt(path, params, parse, what, past_end), what)
 
-    def _attempt(self, path: str, query: dict[str, Any] | None, parse: Callable[[object], T], what: str) -> T:
+    def _attempt(
+        self, path: str, query: dict[str, Any] | None, parse: Callable[[object], T], what: str, past_end: bool
+    ) -> T:
         self._counted()
         try:
             response = self._client.get(self.base_url + path, params=query)
         except httpx.TransportError as error:
             raise self._transport_error(what, error) from None
+        if past_end and response.status_code in OUT_OF_RANGE:
+            self._count(status_outcome(response.status_code))
+            return parse({"items": [], "total": 0})
         return self._answer(response, what, lambda: self._read(response, parse, what))
 
     def _read(self, response: httpx.Response, parse: Callable[[object], T], what: str) -> T:

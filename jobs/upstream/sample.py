@@ -120,17 +120,22 @@ class SampleDirectory:
     """The Upstream of the built-in sample; safe to share between threads (its only mutable state is
     a memo of per-leaf address data, where a race merely computes the same value twice)."""
 
-    def __init__(self, scale: int = FULL_SCALE) -> None:
+    def __init__(self, scale: int = FULL_SCALE, id_format: str = "coded") -> None:
+        """`id_format`: "coded" ids carry their leaf's code (H110101000123), "opaque" ones are uuid-shaped
+        (see synth.ID_FORMATS); the same scale gives the same records either way, only the ids differ."""
         if scale < 0:
             raise ValueError(f"scale must be >= 0, got {scale}")
+        if id_format not in synth.ID_FORMATS:
+            raise ValueError(f"id_format must be one of {', '.join(synth.ID_FORMATS)}, got {id_format!r}")
         self.scale = scale
+        self.id_format = id_format
         self._tree = load_tree()
         weights = {code: _weight(self._tree.nodes[code]) for code in self._tree.leaves}
         self._counts = distribute(scale, weights)
         self._leaf_info: dict[str, synth.Leaf] = {}
 
     def __repr__(self) -> str:
-        return f"SampleDirectory(scale={self.scale})"
+        return f"SampleDirectory(scale={self.scale}, id_format={self.id_format!r})"
 
     # -- the Upstream protocol -------------------------------------------------------------------
 
@@ -203,4 +208,4 @@ class SampleDirectory:
         info = self._leaf_info.get(code)
         if info is None:
             info = self._leaf_info[code] = _leaf_info(self._tree, code)
-        return [synth.hospital(info, index) for index in range(start, stop)]
+        return [synth.hospital(info, index, self.id_format) for index in range(start, stop)]

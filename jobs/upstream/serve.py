@@ -23,6 +23,7 @@ from typing import Any, TypedDict, Unpack
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobs.upstream.sample import PAGE_SIZE, SampleDirectory
+from jobs.upstream.synth import ID_FORMATS
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "REFRESHQ_UPSTREAM_TOKEN"
@@ -282,26 +283,29 @@ class FaultOptions(TypedDict, total=False):
 
 def start_background(
     scale: int = 1000, *, host: str = "127.0.0.1", port: int = 0, directory: SampleDirectory | None = None,
-    **options: Unpack[FaultOptions],
+    id_format: str = "coded", **options: Unpack[FaultOptions],
 ) -> RunningUpstream:
-    """Serve on a background thread; port 0 picks a free port (see `.url`)."""
+    """Serve on a background thread; port 0 picks a free port (see `.url`). `id_format`: the sample's ids
+    ("coded", H110101000123, or "opaque", uuid-shaped; see SampleDirectory), unless `directory` is given."""
     faults = Faults(**{f: options[f] for f in Faults.__dataclass_fields__ if f in options})  # type: ignore[literal-required]
     server = DirectoryServer(
-        (host, port), directory or SampleDirectory(scale), options.get("latency_ms", 0.0), faults, options.get("token")
+        (host, port), directory or SampleDirectory(scale, id_format), options.get("latency_ms", 0.0), faults,
+        options.get("token"),
     )
     return RunningUpstream(server)
 
 
 def serve_forever(
-    host: str = "127.0.0.1", port: int = 8000, scale: int = 1_000_000, **faults: Unpack[FaultOptions]
+    host: str = "127.0.0.1", port: int = 8000, scale: int = 1_000_000, id_format: str = "coded",
+    **faults: Unpack[FaultOptions],
 ) -> None:
     """Serve in the foreground until SIGTERM or SIGINT, then stop cleanly (call from the main thread).
     `faults`: the keyword options of `start_background` (latency, fault rates, seed, token)."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with start_background(scale, host=host, port=port, **faults) as running:
-            log.warning("serving the sample directory (scale %d) at %s", scale, running.url)
+        with start_background(scale, host=host, port=port, id_format=id_format, **faults) as running:
+            log.warning("serving the sample directory (scale %d, %s ids) at %s", scale, id_format, running.url)
             while not stop.wait(0.5):
                 pass
     finally:
@@ -314,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--scale", type=int, default=1_000_000, help="total hospitals")
+    parser.add_argument("--id-format", choices=ID_FORMATS, default="coded",
+                        help="ids that carry their leaf's code (H110101000123) or uuid-shaped opaque ones")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     for rate in ("fail-rate", "rate-429", "invalid-json-rate", "hang-rate"):
         parser.add_argument(f"--{rate}", type=float, default=0.0, help="fraction of requests, 0..1")

@@ -1,27 +1,17 @@
 """The HTTP API under /api/v1: JSON, errors as problem+json, lists paginated, every list from an index.
 
-One module per resource; each registers its routes on the blueprint here.
+One module per resource; each declares its routes on web.api.blueprint's `api`, beside their views.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
-
-PREFIX = "/api/v1"
-
-
-def blueprint() -> Blueprint:
-    from web.api import data, failed, observe, refreshes, schedules, system, tasks
-
-    api = Blueprint("api", __name__, url_prefix=PREFIX)
-    for module in (refreshes, data, tasks, schedules, failed, system, observe):
-        module.register(api)
-    return api
+from flask import Flask
 
 
 def install(app: Flask) -> None:
-    from web.api import bounds, problems
+    from web.api import bounds, data, failed, observe, problems, refreshes, schedules, system, tasks  # noqa: F401 (their routes)
+    from web.api.blueprint import PREFIX, api
 
-    app.register_blueprint(blueprint())
+    app.register_blueprint(api)
     problems.install(app, PREFIX + "/")
     bounds.install(app, PREFIX + "/")

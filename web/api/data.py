@@ -8,16 +8,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Response, request, stream_with_context
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.errors import TaskNotFoundError, ValidationError
 from jobs.refresh import published
 from jobs.refresh.provinces import match_province
+from web.api.blueprint import api
 from web.api.bounds import takes
 from web.api.context import as_json, conn
 from web.api.pagination import choice, envelope, page_args, slice_of
-from web.auth import guard
+from web.auth import requires
 
 EXPORT_FLUSH = 500  # records per chunk written to the client
 
@@ -31,6 +32,8 @@ def _province_code(db: redis.Redis, text: str) -> str:
         raise TaskNotFoundError(f"{exc} (among published provinces)") from None
 
 
+@api.get("/data/stats")
+@requires("read")
 @takes("page", "page_size")
 def stats() -> BaseResponse:
     page, page_size = page_args(default_size=100)
@@ -53,6 +56,8 @@ def _leaves(db: redis.Redis, code: str, city: str | None, district: str | None) 
     return version, chosen
 
 
+@api.get("/data/provinces/<province>")
+@requires("read")
 @takes("city", "district", "page", "page_size")
 def hospitals(province: str) -> BaseResponse:
     """One page of a province's (or one city's, one district's) hospitals, in leaf and id order."""
@@ -75,6 +80,8 @@ def hospitals(province: str) -> BaseResponse:
     return as_json(envelope(items, sum(sizes), page, page_size))
 
 
+@api.get("/data/export")
+@requires("read")
 @takes("format", "province")
 def export() -> BaseResponse:
     fmt = choice("format", ("jsonl", "csv"))
@@ -105,9 +112,3 @@ def _chunks(db: redis.Redis, codes: list[str], fmt: str) -> Iterator[str]:
                 buffer.seek(0)
                 buffer.truncate()
     yield buffer.getvalue()
-
-
-def register(api: Blueprint) -> None:
-    api.add_url_rule("/data/stats", view_func=guard("read")(stats))
-    api.add_url_rule("/data/provinces/<province>", view_func=guard("read")(hospitals))
-    api.add_url_rule("/data/export", view_func=guard("read")(export))

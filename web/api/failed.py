@@ -2,43 +2,50 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from typing import Any
+
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.duties import dead_letters
+from web.api.blueprint import api
 from web.api.bounds import takes
 from web.api.context import as_json, conn
 from web.api.pagination import envelope, page_args
-from web.auth import guard
+from web.auth import requires
 
 
-@takes("page", "page_size")
-def list_failed() -> BaseResponse:
-    """A page of dead jobs, newest first, from the registry's sorted set."""
+def page_of_dead_letters() -> dict[str, Any]:
+    """The page of dead jobs `?page=` asks for, newest first, from the registry's sorted set (this list and
+    the /failed page)."""
     page, page_size = page_args()
     start = (page - 1) * page_size
     total, entries = dead_letters.page(conn(), start, start + page_size - 1, newest_first=True)
-    return as_json(envelope(entries, total, page, page_size))
+    return envelope(entries, total, page, page_size)
 
 
+@api.get("/failed")
+@requires("read")
+@takes("page", "page_size")
+def list_failed() -> BaseResponse:
+    return as_json(page_of_dead_letters())
+
+
+@api.get("/failed/<job_id>")
+@requires("read")
 @takes()
 def get_failed(job_id: str) -> BaseResponse:
     return as_json(dead_letters.show_dead(conn(), job_id))
 
 
+@api.post("/failed/<job_id>/retry", endpoint="retry_failed")
+@requires("admin")
 @takes()
 def retry(job_id: str) -> BaseResponse:
     return as_json({"job_id": job_id, "outcome": dead_letters.retry_dead(conn(), job_id)})
 
 
+@api.delete("/failed", endpoint="purge_failed")
+@requires("admin")
 @takes()
 def purge() -> BaseResponse:
     return as_json({"purged": dead_letters.purge_dead(conn())})
-
-
-def register(api: Blueprint) -> None:
-    api.add_url_rule("/failed", view_func=guard("read")(list_failed))
-    api.add_url_rule("/failed", view_func=guard("admin")(purge), methods=["DELETE"], endpoint="purge_failed")
-    api.add_url_rule("/failed/<job_id>", view_func=guard("read")(get_failed))
-    api.add_url_rule("/failed/<job_id>/retry", view_func=guard("admin")(retry), methods=["POST"],
-                     endpoint="retry_failed")

@@ -3,23 +3,27 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.observe import report
 from jobs.observe.health import CRITICAL
+from web.api.blueprint import api
 from web.api.bounds import takes
 from web.api.context import as_json, conn, settings
 from web.api.pagination import choice
-from web.auth import guard
+from web.auth import requires
 
 
+@api.get("/metrics")
+@requires("read")
 @takes("window")
 def metrics() -> BaseResponse:
     window = choice("window", tuple(report.WINDOWS), "24h") or "24h"
     return as_json(report.metrics_report(conn(), settings(), window))
 
 
+@api.get("/health")
+@requires("read")
 @takes()
 def health() -> BaseResponse:
     """503 when critical, so a load balancer or an uptime check can watch the status code alone."""
@@ -27,18 +31,15 @@ def health() -> BaseResponse:
     return as_json(found, 503 if found["status"] == CRITICAL else 200, {"Cache-Control": "no-store"})
 
 
+@api.get("/performance")
+@requires("read")
 @takes()
 def performance() -> BaseResponse:
     return as_json(report.performance_report(conn(), settings()))
 
 
+@api.get("/alerts")
+@requires("read")
 @takes()
 def alerts() -> BaseResponse:
     return as_json(report.alerts_list(conn(), settings()))
-
-
-def register(api: Blueprint) -> None:
-    api.add_url_rule("/metrics", view_func=guard("read")(metrics))
-    api.add_url_rule("/health", view_func=guard("read")(health))
-    api.add_url_rule("/performance", view_func=guard("read")(performance))
-    api.add_url_rule("/alerts", view_func=guard("read")(alerts))

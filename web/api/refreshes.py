@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flask import Blueprint, current_app, request, url_for
+from flask import current_app, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.errors import TaskStateError, ValidationError
@@ -14,9 +14,11 @@ from jobs.statuses import TASK_STATUSES as STATUSES
 from jobs.statuses import TERMINAL
 from web import auth, live, streams
 from web.api import context
+from web.api.blueprint import api
 from web.api.bounds import takes
 from web.api.context import as_json, body, manager, with_etag
 from web.api.pagination import choice, envelope, page_args
+from web.auth import requires
 
 MAX_CLEANUP_DAYS = 36_500
 
@@ -29,6 +31,8 @@ def _view(status: dict[str, Any]) -> dict[str, Any]:
     return live.view(status, _stall())
 
 
+@api.post("/refreshes", endpoint="create_refresh")
+@requires("operate")
 @takes()
 def create() -> BaseResponse:
     data = body(("kind", "province"), ("kind",))
@@ -47,6 +51,8 @@ def create() -> BaseResponse:
     return as_json(_view(manager().get_task_status(created.task_id)), 200 if created.replayed else 201, headers)
 
 
+@api.get("/refreshes")
+@requires("read")
 @takes("status", "kind", "owner", "sort", "order", "page", "page_size")
 def list_refreshes() -> BaseResponse:
     page, page_size = page_args()
@@ -58,11 +64,15 @@ def list_refreshes() -> BaseResponse:
     return as_json(envelope([_view(s) for s in result["items"]], result["total"], page, page_size))
 
 
+@api.get("/refreshes/<task_id>")
+@requires("read")
 @takes()
 def get_refresh(task_id: str) -> BaseResponse:
     return with_etag(_view(manager().get_task_status(task_id)))
 
 
+@api.get("/refreshes/<task_id>/provinces")
+@requires("read")
 @takes("page", "page_size")
 def provinces(task_id: str) -> BaseResponse:
     page, page_size = page_args(default_size=100)
@@ -71,12 +81,16 @@ def provinces(task_id: str) -> BaseResponse:
     return with_etag(envelope(rows[start : start + page_size], len(rows), page, page_size))
 
 
+@api.get("/refreshes/<task_id>/live")
+@requires("read")
 @takes()
 def live_state(task_id: str) -> BaseResponse:
     """The refresh page's whole picture, for polling with If-None-Match when the event stream is down."""
     return with_etag(live.payload(manager(), task_id, _stall()))
 
 
+@api.get("/refreshes/<task_id>/events")
+@requires("read")
 @takes()
 def events(task_id: str) -> BaseResponse:
     the_manager, stall = manager(), _stall()
@@ -99,6 +113,8 @@ def _own(task_id: str) -> dict[str, Any]:
     return status
 
 
+@api.post("/refreshes/<task_id>/cancel", endpoint="cancel_refresh")
+@requires("operate")
 @takes()
 def cancel(task_id: str) -> BaseResponse:
     status = _own(task_id)
@@ -107,6 +123,8 @@ def cancel(task_id: str) -> BaseResponse:
     return as_json(_view(manager().get_task_status(task_id)))
 
 
+@api.post("/refreshes/<task_id>/resume", endpoint="resume_refresh")
+@requires("operate")
 @takes()
 def resume(task_id: str) -> BaseResponse:
     _own(task_id)
@@ -114,6 +132,8 @@ def resume(task_id: str) -> BaseResponse:
     return as_json(_view(manager().get_task_status(task_id)))
 
 
+@api.post("/refreshes/cleanup")
+@requires("admin")
 @takes()
 def cleanup() -> BaseResponse:
     data = body(("older_than_days", "statuses"))
@@ -125,19 +145,3 @@ def cleanup() -> BaseResponse:
     if statuses is not None and (not isinstance(statuses, list) or not all(isinstance(s, str) for s in statuses)):
         raise ValidationError(f"statuses must be a list of: {', '.join(TERMINAL)}")
     return as_json({"removed": manager().cleanup_old_tasks(float(days), statuses or None)})
-
-
-def register(api: Blueprint) -> None:
-    guard = auth.guard
-    api.add_url_rule("/refreshes", view_func=guard("operate")(create), methods=["POST"], endpoint="create_refresh")
-    api.add_url_rule("/refreshes", view_func=guard("read")(list_refreshes), endpoint="list_refreshes")
-    api.add_url_rule("/refreshes/cleanup", view_func=guard("admin")(cleanup), methods=["POST"])
-    api.add_url_rule("/refreshes/<task_id>", view_func=guard("read")(get_refresh), endpoint="get_refresh")
-    api.add_url_rule("/refreshes/<task_id>/provinces", view_func=guard("read")(provinces))
-    api.add_url_rule("/refreshes/<task_id>/live", view_func=guard("read")(live_state))
-    api.add_url_rule("/refreshes/<task_id>/events", view_func=guard("read")(events))
-    api.add_url_rule("/refreshes/<task_id>/cancel", view_func=guard("operate")(cancel), methods=["POST"],
-                     endpoint="cancel_refresh")
-    api.add_url_rule("/refreshes/<task_id>/resume", view_func=guard("operate")(resume), methods=["POST"],
-                     endpoint="resume_refresh")
-

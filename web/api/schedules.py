@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.duties import fire_schedules
@@ -13,10 +12,11 @@ from jobs.errors import ScheduleError, TaskArgumentsError, TaskStateError
 from jobs.named import schedules
 from jobs.named.catalog import TaskCatalog, configured_tasks
 from jobs.named.triggers import DEFAULT_TIMEZONE
+from web.api.blueprint import api
 from web.api.bounds import takes
 from web.api.context import as_json, body, conn, settings
 from web.api.pagination import page_args, slice_of
-from web.auth import guard
+from web.auth import requires
 
 _FIELDS = ("cron", "interval", "args", "timezone", "max_instances", "misfire_grace_time", "coalesce")
 
@@ -25,6 +25,8 @@ def _catalog() -> TaskCatalog:
     return configured_tasks(settings())
 
 
+@api.get("/schedules")
+@requires("read")
 @takes("page", "page_size")
 def list_schedules() -> BaseResponse:
     page, page_size = page_args(default_size=100)
@@ -32,6 +34,8 @@ def list_schedules() -> BaseResponse:
     return as_json(slice_of([schedules.describe(db, name) for name in schedules.names(db)], page, page_size))
 
 
+@api.get("/schedules/<name>")
+@requires("read")
 @takes()
 def get_schedule(name: str) -> BaseResponse:
     return as_json(schedules.describe(conn(), name))
@@ -44,6 +48,8 @@ def _typed(data: dict[str, Any], name: str, kind: type | tuple[type, ...], defau
     return value
 
 
+@api.put("/schedules/<name>")
+@requires("admin")
 @takes()
 def put_schedule(name: str) -> BaseResponse:
     """Add or replace the schedule of task `name`; an empty body installs the task's default schedule."""
@@ -72,24 +78,32 @@ def put_schedule(name: str) -> BaseResponse:
     return as_json(schedules.describe(conn(), name))
 
 
+@api.delete("/schedules/<name>")
+@requires("admin")
 @takes()
 def delete_schedule(name: str) -> BaseResponse:
     schedules.remove(conn(), name)
     return BaseResponse(status=204)
 
 
+@api.post("/schedules/<name>/pause", endpoint="pause_schedule")
+@requires("admin")
 @takes()
 def pause(name: str) -> BaseResponse:
     schedules.set_paused(conn(), _catalog(), name, True, time.time())
     return as_json(schedules.describe(conn(), name))
 
 
+@api.post("/schedules/<name>/resume", endpoint="resume_schedule")
+@requires("admin")
 @takes()
 def resume(name: str) -> BaseResponse:
     schedules.set_paused(conn(), _catalog(), name, False, time.time())
     return as_json(schedules.describe(conn(), name))
 
 
+@api.post("/schedules/<name>/run-now", endpoint="run_schedule_now")
+@requires("admin")
 @takes()
 def run_now(name: str) -> BaseResponse:
     schedules.describe(conn(), name)  # 404 for no such schedule
@@ -97,18 +111,3 @@ def run_now(name: str) -> BaseResponse:
     if not fired.job_ids:
         raise TaskStateError(f"{name}: {fired.note}")
     return as_json({"schedule": name, "run": fired.job_ids[0], "note": fired.note}, 201)
-
-
-def register(api: Blueprint) -> None:
-    api.add_url_rule("/schedules", view_func=guard("read")(list_schedules))
-    api.add_url_rule("/schedules/<name>", view_func=guard("read")(get_schedule))
-    api.add_url_rule("/schedules/<name>", view_func=guard("admin")(put_schedule), methods=["PUT"],
-                     endpoint="put_schedule")
-    api.add_url_rule("/schedules/<name>", view_func=guard("admin")(delete_schedule), methods=["DELETE"],
-                     endpoint="delete_schedule")
-    api.add_url_rule("/schedules/<name>/pause", view_func=guard("admin")(pause), methods=["POST"],
-                     endpoint="pause_schedule")
-    api.add_url_rule("/schedules/<name>/resume", view_func=guard("admin")(resume), methods=["POST"],
-                     endpoint="resume_schedule")
-    api.add_url_rule("/schedules/<name>/run-now", view_func=guard("admin")(run_now), methods=["POST"],
-                     endpoint="run_schedule_now")

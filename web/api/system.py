@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
 from werkzeug.wrappers import Response as BaseResponse
 
 from jobs import workforce
 from jobs.errors import ValidationError
 from jobs.info import queue_report, worker_report
+from web.api.blueprint import api
 from web.api.bounds import takes
 from web.api.context import as_json, body, conn
 from web.api.pagination import page_args, slice_of
-from web.auth import guard
+from web.auth import requires
 
 
+@api.get("/workers")
+@requires("read")
 @takes("page", "page_size")
 def workers() -> BaseResponse:
     page, page_size = page_args(default_size=100)
@@ -25,6 +27,8 @@ def workers() -> BaseResponse:
     return as_json({**listed, "pools": workforce.list_pools(db), "suspended": workforce.suspensions(db)})
 
 
+@api.get("/queues")
+@requires("read")
 @takes("page", "page_size")
 def list_queues() -> BaseResponse:
     page, page_size = page_args(default_size=100)
@@ -45,30 +49,40 @@ def _queues(data: dict[str, Any]) -> list[str]:
     return value
 
 
+@api.post("/workers/suspend", endpoint="workers_suspend")
+@requires("admin")
 @takes()
 def suspend() -> BaseResponse:
     data = body(("queues", "pool"))
     return as_json(workforce.suspend(conn(), _queues(data), _text(data, "pool")))
 
 
+@api.post("/workers/resume", endpoint="workers_resume")
+@requires("admin")
 @takes()
 def resume() -> BaseResponse:
     data = body(("queues", "pool"))
     return as_json(workforce.resume(conn(), _queues(data), _text(data, "pool")))
 
 
+@api.post("/workers/drain", endpoint="workers_drain")
+@requires("admin")
 @takes()
 def drain() -> BaseResponse:
     data = body(("pool", "worker"))
     return as_json(workforce.drain(conn(), _text(data, "pool"), _text(data, "worker")))
 
 
+@api.post("/workers/stop", endpoint="workers_stop")
+@requires("admin")
 @takes()
 def stop() -> BaseResponse:
     data = body(("pool", "worker"))
     return as_json(workforce.stop(conn(), _text(data, "pool"), _text(data, "worker")))
 
 
+@api.post("/workers/scale", endpoint="workers_scale")
+@requires("admin")
 @takes()
 def scale() -> BaseResponse:
     data = body(("pool", "processes"), required=("pool", "processes"))
@@ -76,11 +90,3 @@ def scale() -> BaseResponse:
     if not isinstance(processes, int) or isinstance(processes, bool):
         raise ValidationError("processes must be an integer")
     return as_json(workforce.scale(conn(), _text(data, "pool") or "", processes))
-
-
-def register(api: Blueprint) -> None:
-    api.add_url_rule("/workers", view_func=guard("read")(workers))
-    api.add_url_rule("/queues", view_func=guard("read")(list_queues))
-    for action in (suspend, resume, drain, stop, scale):
-        api.add_url_rule(f"/workers/{action.__name__}", view_func=guard("admin")(action), methods=["POST"],
-                         endpoint=f"workers_{action.__name__}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, request, url_for
+from flask import request, url_for
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -15,9 +15,11 @@ from jobs.errors import TaskArgumentsError, TaskNotFoundError
 from jobs.named import history, runs
 from jobs.named.catalog import TaskCatalog, configured_tasks, summary
 from web import auth
+from web.api.blueprint import api
 from web.api.bounds import takes
 from web.api.context import as_json, body, conn, settings
 from web.api.pagination import envelope, page_args, slice_of, whole
+from web.auth import requires
 
 MAX_HISTORY_LIMIT = 100
 
@@ -26,6 +28,8 @@ def _catalog() -> TaskCatalog:
     return configured_tasks(settings())
 
 
+@api.get("/tasks")
+@requires("read")
 @takes("category", "tag", "page", "page_size")
 def list_tasks() -> BaseResponse:
     page, page_size = page_args(default_size=100)
@@ -33,6 +37,8 @@ def list_tasks() -> BaseResponse:
     return as_json(slice_of(rows, page, page_size))
 
 
+@api.get("/tasks/<name>")
+@requires("read")
 @takes()
 def get_task(name: str) -> BaseResponse:
     definition = _catalog().get(name)
@@ -40,6 +46,8 @@ def get_task(name: str) -> BaseResponse:
     return as_json({**summary(definition), "executions": total})
 
 
+@api.post("/tasks/<name>/run")
+@requires("operate")
 @takes()
 def run_task(name: str) -> BaseResponse:
     definition = _catalog().get(name)
@@ -55,6 +63,8 @@ def run_task(name: str) -> BaseResponse:
     return as_json(_run(job_id), 201, {"Location": url_for("api.get_run", run_id=job_id)})
 
 
+@api.get("/tasks/<name>/history")
+@requires("read")
 @takes("limit", "offset")
 def task_history(name: str) -> BaseResponse:
     _catalog().get(name)
@@ -98,15 +108,8 @@ def _iso(moment: Any) -> str | None:
     return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
+@api.get("/runs/<run_id>")
+@requires("read")
 @takes()
 def get_run(run_id: str) -> BaseResponse:
     return as_json(_run(run_id))
-
-
-def register(api: Blueprint) -> None:
-    guard = auth.guard
-    api.add_url_rule("/tasks", view_func=guard("read")(list_tasks))
-    api.add_url_rule("/tasks/<name>", view_func=guard("read")(get_task))
-    api.add_url_rule("/tasks/<name>/run", view_func=guard("operate")(run_task), methods=["POST"])
-    api.add_url_rule("/tasks/<name>/history", view_func=guard("read")(task_history))
-    api.add_url_rule("/runs/<run_id>", view_func=guard("read")(get_run), endpoint="get_run")

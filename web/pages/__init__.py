@@ -1,5 +1,6 @@
 """The live pages: server-rendered Jinja templates and one small vendored script (static/refreshq.js),
-no build step and no CDN. Their actions call the API from the page (same origin, session cookie)."""
+no build step and no CDN. Their actions call the API from the page (same origin, session cookie).
+Each page's route and role are declared on its view (web.pages.views)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,6 @@ from flask import Flask
 
 
 def install(app: Flask) -> None:
-    from web.pages import views
+    from web.pages.views import pages
 
-    app.register_blueprint(views.blueprint())
+    app.register_blueprint(pages)

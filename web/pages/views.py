@@ -13,20 +13,28 @@ from jobs.errors import RefreshqError
 from jobs.info import queue_report, worker_report
 from jobs.named import history, schedules
 from jobs.named.catalog import configured_tasks, summary
+from jobs.pacing import pacing_text
 from jobs.refresh.provinces import upstream_provinces
 from jobs.statuses import TASK_STATUSES as STATUSES
 from jobs.upstream.identity import label
 from web import auth, live, security
+from web.api.bounds import takes
 from web.api.context import conn, manager, settings
+from web.api.failed import page_of_dead_letters
 from web.api.pagination import choice, envelope, page_args
+from web.auth import public, requires
 
 PAGE_SIZE = 20
+
+pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
 
 
 def _render(template: str, **values: Any) -> str:
     return render_template(f"refreshq/{template}", principal=auth.current(), **values)
 
 
+@pages.get("/")
+@requires("read")
 def index() -> str:
     status = choice("status", STATUSES)
     page, page_size = page_args(default_size=PAGE_SIZE)
@@ -44,40 +52,52 @@ def index() -> str:
                    statuses=STATUSES, provinces=provinces, provinces_error=provinces_error, list_url=list_url)
 
 
+@pages.get("/refreshes/<task_id>")
+@requires("read")
 def refresh(task_id: str) -> str:
     state = live.payload(manager(), task_id, settings().stall_seconds)
     principal = auth.current()
     may_act = principal.may("admin") or (principal.may("operate") and state["task"]["owner"] == principal.user)
     return _render("refresh.html", task=state["task"], provinces=state["provinces"], may_act=may_act,
-                   stall_seconds=settings().stall_seconds)
+                   stall_seconds=settings().stall_seconds, pacing_text=pacing_text(state["task"]["upstream_pacing"]))
 
 
+@pages.get("/tasks")
+@requires("read")
 def tasks() -> str:
     return _render("tasks.html", tasks=[summary(d) for d in configured_tasks(settings())])
 
 
+@pages.get("/tasks/<name>")
+@requires("read")
 def task(name: str) -> str:
     definition = configured_tasks(settings()).get(name)
     total, entries = history.page(conn(), name, 50, 0)
     return _render("task.html", task=summary(definition), total=total, entries=entries)
 
 
+@pages.get("/schedules", endpoint="schedules")
+@requires("read")
 def schedule_list() -> str:
     db = conn()
     return _render("schedules.html", schedules=[schedules.describe(db, n) for n in schedules.names(db)])
 
 
+@pages.get("/failed")
+@requires("read")
+@takes("page", "page_size")
 def failed() -> str:
-    from web.api.failed import list_failed
-
-    page = list_failed().get_json()
-    return _render("failed.html", page=page)
+    return _render("failed.html", page=page_of_dead_letters())
 
 
+@pages.get("/workers")
+@requires("read")
 def workers() -> str:
     return _render("workers.html", queues=queue_report(conn()), workers=worker_report(conn()))
 
 
+@pages.get("/health")
+@requires("read")
 def health() -> str:
     from jobs.observe import report
 
@@ -93,6 +113,8 @@ def _local_path(target: str | None) -> str:
     return target if not parts.scheme and not parts.netloc else url_for("pages.index")
 
 
+@pages.route("/login", methods=["GET", "POST"])
+@public
 def login() -> BaseResponse | str:
     guard = auth.auth_of(current_app)
     next_page = _local_path(request.values.get("next"))
@@ -110,6 +132,8 @@ def login() -> BaseResponse | str:
                                         error="wrong password or token"), 401)
 
 
+@pages.post("/logout")
+@public
 def logout() -> BaseResponse:
     from flask import session
 
@@ -119,23 +143,6 @@ def logout() -> BaseResponse:
     return redirect(url_for("pages.login"), 303)
 
 
+@pages.app_template_filter("upstream_label")
 def _upstream_label(spec: dict[str, Any] | None) -> str:
     return label(spec) if spec else ""
-
-
-def blueprint() -> Blueprint:
-    pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
-                      static_url_path="/assets")
-    pages.add_app_template_filter(_upstream_label, "upstream_label")
-    read = auth.guard("read")
-    pages.add_url_rule("/", view_func=read(index), endpoint="index")
-    pages.add_url_rule("/refreshes/<task_id>", view_func=read(refresh), endpoint="refresh")
-    pages.add_url_rule("/tasks", view_func=read(tasks), endpoint="tasks")
-    pages.add_url_rule("/tasks/<name>", view_func=read(task), endpoint="task")
-    pages.add_url_rule("/schedules", view_func=read(schedule_list), endpoint="schedules")
-    pages.add_url_rule("/failed", view_func=read(failed), endpoint="failed")
-    pages.add_url_rule("/workers", view_func=read(workers), endpoint="workers")
-    pages.add_url_rule("/health", view_func=read(health), endpoint="health")
-    pages.add_url_rule("/login", view_func=login, methods=["GET", "POST"], endpoint="login")
-    pages.add_url_rule("/logout", view_func=logout, methods=["POST"], endpoint="logout")
-    return pages

@@ -139,6 +139,17 @@
   }
 
   /* ---- /refreshes/<id> : Server-Sent Events, else polling ---- */
+  /* The upstream's pacing in a few words: as jobs.pacing.pacing_text says it. */
+  function pacingText(p) {
+    if (!p) return "";
+    var text;
+    if (p.mode === "fixed") text = p.rate + "/s (REFRESHQ_UPSTREAM_RPS)";
+    else if (p.rate === null) text = "learning: nothing throttled yet, not limited";
+    else text = p.rate + "/s learned (throttled at " + p.learned_from + "/s)";
+    if (p.paused_until) text += "; paused until " + p.paused_until + " (Retry-After)";
+    return text;
+  }
+
   function drawTask(state) {
     var t = state.task;
     setBar($("#task-fill"), t.progress);
@@ -149,6 +160,7 @@
     $("#task-rate").textContent = t.records_per_second === null ? "" : String(t.records_per_second);
     $("#task-eta").textContent = t.eta_seconds === null ? "" : t.eta_seconds + " s";
     $("#task-hospitals").textContent = String(t.statistics.hospitals_found);
+    $("#task-pacing").textContent = pacingText(t.upstream_pacing);
     $("#task-started").textContent = t.started_at || "";
     $("#task-retry").textContent = t.retry ? JSON.stringify(t.retry) : "";
     $("#task-error").textContent = t.error_message || "";
@@ -163,6 +175,7 @@
       regions.appendChild(li);
     });
     $("#failed-regions").replaceChildren(regions);
+    drawMismatches(t.total_mismatches);
     var rows = document.createDocumentFragment();
     state.provinces.forEach(function (p) {
       var row = document.createElement("tr");
@@ -175,6 +188,21 @@
       rows.appendChild(row);
     });
     $("#provinces tbody").replaceChildren(rows);
+  }
+
+  function drawMismatches(mismatches) {
+    var summary = $("#total-mismatches");
+    if (!summary || !mismatches) return;
+    summary.setAttribute("data-count", String(mismatches.count));
+    summary.textContent = mismatches.count ? mismatches.count + " leaf/leaves listed the same twice against " +
+      "the total the upstream stated: taken, the count is stale." : "none";
+    var examples = document.createDocumentFragment();
+    mismatches.examples.forEach(function (e) {
+      var li = document.createElement("li");
+      li.textContent = e.leaf + ": total " + e.total + ", listed " + e.listed;
+      examples.appendChild(li);
+    });
+    $("#total-mismatch-examples").replaceChildren(examples);
   }
 
   function ended(state) {

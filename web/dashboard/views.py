@@ -1,11 +1,13 @@
-"""refreshq's handlers for the rq-dashboard routes that load or change jobs without a serializer.
+"""refreshq's views in place of rq-dashboard's, for the routes that load or change jobs without a serializer
+(and its compact, which can lose jobs).
 
 rq-dashboard 0.9 passes its configured serializer to some loads only: its job page, delete, requeue,
 requeue-all, empty and workers list fetch jobs with RQ's default, pickle. Loading refreshq's JSON
 jobs with pickle fails (the workers list answers 500 whenever a worker is busy) or, worse, succeeds
 half-way (the meta becomes `{"unserialized": ...}`) and a requeue then saves that meta back pickled.
 These handlers do the same things with RQ's JSON serializer on every load and save, and answer 404
-for a job that does not exist.
+for a job that does not exist. Two of its views are kept inside a wrapper: the job's JSON (404 for a job
+gone meanwhile, not 500) and the jobs page without a queue (to refreshq's refresh queue, not RQ's default).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import Response, abort, current_app, jsonify, make_response, render_template, url_for
+from flask import Flask, Response, abort, current_app, jsonify, make_response, redirect, render_template, url_for
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job
@@ -31,8 +33,12 @@ from rq.serializers import JSONSerializer
 from rq.version import VERSION as rq_version
 from rq.worker import BaseWorker
 from rq_dashboard.version import VERSION as rq_dashboard_version
-from rq_dashboard.web import escape_format_instance_list, format_job_description, serialize_date
+from rq_dashboard.web import blueprint, escape_format_instance_list, format_job_description, serialize_date
 
+from jobs import queues
+from jobs.redis_values import as_texts
+
+BLUEPRINT = blueprint.name
 # The registries rq-dashboard shows, by the name in its URLs ("queued" is the queue itself).
 REGISTRIES: dict[str, type[BaseRegistry] | None] = {
     "queued": None,
@@ -170,6 +176,46 @@ def empty_queue(queue_name: str, registry_name: str) -> tuple[Response, int | di
     return _ok()
 
 
+COMPACT_CHUNK = 1000  # queue entries read (and jobs checked) per round trip
+
+
+def compact_queue(queue_name: str) -> tuple[Response, dict[str, str]]:
+    """Remove the queue's entries whose job no longer exists, in place. RQ's Queue.compact renames the queue
+    away and pushes the live ids back one by one: on an empty queue the RENAME fails (a 500), jobs enqueued
+    meanwhile end up ahead of older ones, and the ids still in the copy are lost if the process stops there.
+    Here the live entries never leave the queue; each dead id is removed with LREM."""
+    conn = _conn()
+    key = Queue(queue_name, connection=conn, serializer=JSONSerializer).key
+    dead: set[str] = set()
+    for start in range(0, int(conn.llen(key)), COMPACT_CHUNK):  # a worker may pop meanwhile: skipped is harmless
+        ids = as_texts(conn.lrange(key, start, start + COMPACT_CHUNK - 1))
+        with conn.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.exists(Job.key_for(job_id))
+            dead.update(job_id for job_id, found in zip(ids, pipe.execute(), strict=True) if not found)
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in dead:
+            pipe.lrem(key, 0, job_id)
+        pipe.execute()
+    return _ok()
+
+
+def _job_info(original: Callable[..., Any], **kw: Any) -> Any:
+    try:
+        return original(**kw)
+    except NoSuchJobError:  # it expired or was deleted after the arguments were checked
+        abort(404, f"no job {kw['job_id']}")
+
+
+def _jobs_overview(original: Callable[..., Any], **kw: Any) -> Any:
+    if kw["queue_name"] is None:  # /view/jobs shows RQ's "default" queue, which refreshq does not use
+        return redirect(url_for(
+            f"{BLUEPRINT}.jobs_overview", instance_number=kw["instance_number"], queue_name=queues.REFRESH,
+            registry_name="queued", per_page=8, order="asc", page=1,
+        ))
+    return original(**kw)
+
+
 # endpoint name in rq-dashboard's blueprint -> refreshq's handler
 REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "job_view": job_view,
@@ -178,4 +224,37 @@ REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "requeue_job_view": requeue_job,
     "requeue_all": requeue_all,
     "empty_queue": empty_queue,
+    "compact_queue": compact_queue,
 }
+# endpoint name -> refreshq's wrapper around rq-dashboard's own view
+WRAPPED: dict[str, Callable[..., Any]] = {"job_info": _job_info, "jobs_overview": _jobs_overview}
+
+
+def install(app: Flask) -> None:
+    """Route rq-dashboard's endpoints to refreshq's views, once its blueprint is registered on `app`."""
+    for name, handler in REPLACEMENTS.items():
+        _replace(app, name, _instead(handler))
+    for name, wrapper in WRAPPED.items():
+        _replace(app, name, _around(wrapper))
+
+
+def _replace(app: Flask, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Route rq-dashboard's endpoint `name` to `make(its original view)`."""
+    endpoint = f"{BLUEPRINT}.{name}"
+    if endpoint not in app.view_functions:  # another rq-dashboard version: its view would stay in place
+        raise RuntimeError(f"rq-dashboard has no endpoint {endpoint} for refreshq to replace")
+    app.view_functions[endpoint] = make(app.view_functions[endpoint])
+
+
+def _instead(handler: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(_original: Callable[..., Any]) -> Callable[..., Any]:
+        return handler
+
+    return make
+
+
+def _around(wrapper: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda **kw: wrapper(original, **kw)
+
+    return make
