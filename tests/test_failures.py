@@ -14,12 +14,15 @@ from jobs import keys, queues
 from jobs.config import Settings
 from jobs.duties import dead_letters
 from jobs.duties.retries import NEVER, PERMANENT, TRANSIENT, RetryPolicy, classify, sweep_failed_jobs
+from jobs.errors import TransientUpstreamError
 from jobs.redis_values import as_text_map
 from jobs.refresh.manager import SyncTaskManager
+from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
 from tests.conftest import run_cli
 from tests.faulty_upstream import FaultyProxy
-from tests.helpers import drain, wait_until
+from tests.helpers import checksum, drain, exported, wait_until, worker_process
+from workers import build_worker
 
 FAST = RetryPolicy(base=0.2, factor=2, cap=0.5, max_retries=3)
 
@@ -156,3 +159,35 @@ def test_a_refresh_out_of_retries_fails_and_failed_retry_resumes_from_the_checkp
     # Only the leaf that never got in was fetched again.
     assert [p for p in proxy.paths if p.endswith("/hospitals")] == ["/v1/regions/440104/hospitals"]
     assert leaves_fetched > 100
+
+
+
+def test_a_plan_job_retried_while_its_provinces_run_leaves_the_task_running_and_exact(
+    conn: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The plan job hands provinces out as it walks them (all of them, whatever happens); when it fails after
+    some are under way, the task is not waiting for that retry alone: it stays RUNNING, and the provinces
+    running meanwhile publish. Before, the task went PENDING, their publish found it not RUNNING, and the task
+    ended CANCELLED with nobody cancelling it (seen when a worker was SIGKILLed mid-plan)."""
+
+    def walk_fails(*args: object, **kwargs: object) -> None:
+        raise TransientUpstreamError("the walk failed half-way")
+
+    with start_background(3000, latency_ms=30) as upstream:
+        manager = SyncTaskManager(Settings.from_env(), conn, upstream={"kind": "http", "url": upstream.url})
+        task_id = manager.create_full_refresh_task()
+        with monkeypatch.context() as patched:
+            patched.setattr("jobs.refresh.plan.prewalk", walk_fails)  # in this process and its work-horse
+            build_worker(conn, [queues.REFRESH]).work(burst=True, max_jobs=1, logging_level="WARNING")
+        assert len(queues.queue(conn, queues.REFRESH)) > 10  # the failed plan handed every province out
+        with worker_process(env):
+            wait_until(lambda: int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0) > 0, 60, 0.02,
+                       "a province under way")
+            assert sweep_failed_jobs(conn, FAST) == 0  # the plan job's failure seen: its retry waits
+            assert manager.get_task_status(task_id)["status"] == "RUNNING"
+            final = wait_until(
+                lambda: sweep_failed_jobs(conn, FAST) >= 0 and (s := manager.get_task_status(task_id))["status"]
+                in ("SUCCEEDED", "FAILED", "CANCELLED") and s, 120, 0.1, "the refresh to end")
+    assert final["status"] == "SUCCEEDED", final
+    assert final["statistics"]["hospitals_found"] == 3000
+    assert checksum(exported(conn)) == checksum(SampleDirectory(3000).all_hospitals())

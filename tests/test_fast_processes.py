@@ -108,6 +108,9 @@ def test_a_sigkilled_fast_worker_s_job_is_abandoned_then_retried(conn: redis.Red
     with pool_process(env, "--processes", "1", "--pool", "f", "--fast") as proc, scheduler_running(env):
         job = q.enqueue("tests.job_functions.hang_once", "hung")
         _running(conn, job)
+        # Killed inside the function, not between RQ's start and its call: a first run killed before it set
+        # its mark would leave the retry to hang instead (seen on a loaded machine).
+        wait_until(lambda: conn.exists("hung"), 30, 0.01, "the first run to hang")
         killed_at = time.monotonic()
         os.kill(live_children(proc)[0], signal.SIGKILL)
         wait_until(lambda: _fetch(conn, job.id).get_status() == JobStatus.FINISHED, 60, what="the retry")

@@ -31,10 +31,10 @@ from jobs.failures import PERMANENT as PERMANENT
 from jobs.failures import TRANSIENT as TRANSIENT
 from jobs.named.runs import RUN_FUNCS
 from jobs.observe import counters
-from jobs.redis_values import as_text_map
+from jobs.redis_values import as_text, as_text_map
 from jobs.refresh import records
 from jobs.refresh.finish import end_province
-from jobs.refresh.job import PLAN_FUNCS, PROVINCE_FUNCS, REFRESH_FUNCS
+from jobs.refresh.job import PLAN_FUNCS, PROVINCE_FUNCS, REFRESH_FUNCS, live_jobs
 from jobs.statuses import ACTIVE, FAILED, PENDING, RUNNING
 
 log = logging.getLogger("refreshq.retries")
@@ -196,10 +196,13 @@ def _mark_task_retrying(conn: redis.Redis, job: Job, state: dict[str, str], requ
 
 
 def _waits_alone(conn: redis.Redis, job: Job, task_id: str) -> bool:
-    """True when the failed job is all the task is doing (its plan, or a one-province task)."""
-    if job.func_name in PLAN_FUNCS:
-        return True
-    return conn.hget(keys.task(task_id), "kind") == b"province"
+    """True when the failed job is all the task is doing (its plan, or a one-province task) and none of the
+    task's other jobs is queued or running: the plan hands provinces out as it walks them, and a province
+    running while its task is PENDING would find the task ended when it publishes."""
+    if job.func_name not in PLAN_FUNCS and conn.hget(keys.task(task_id), "kind") != b"province":
+        return False
+    others = [as_text(j) for j in conn.smembers(keys.task_jobs(task_id)) if as_text(j) != job.id]
+    return not live_jobs(conn, others)
 
 
 def _counted_kind(job: Job) -> str:

@@ -78,7 +78,7 @@ def enqueue_provinces(
     whose job is still on its way is skipped."""
     queue = queues.queue(conn, queues.REFRESH)
     job_ids = {p["code"]: province_job_id(task_id, p["code"], attempt) for p in provinces}
-    live = _live_jobs(conn, list(job_ids.values()))
+    live = live_jobs(conn, list(job_ids.values()))
 
     def enqueue(pipe: redis.client.Pipeline) -> None:  # in MULTI: RQ joins it instead of starting its own
         for province in provinces:
@@ -92,7 +92,7 @@ def enqueue_provinces(
     guarded(conn, fence or unfenced(task_id), "enqueue", enqueue)
 
 
-def _live_jobs(conn: redis.Redis, job_ids: list[str]) -> set[str]:
+def live_jobs(conn: redis.Redis, job_ids: list[str]) -> set[str]:
     """The ids among `job_ids` of jobs still queued or running (one round trip for all of them). A job
     parked for want of a running slot is not live once it has ended, which it does at once."""
     jobs = Job.fetch_many(job_ids, connection=conn, serializer=JSONSerializer)
