@@ -29,7 +29,7 @@ from tests.test_dashboard_browser import browser, wait_for
 pytestmark = pytest.mark.slow  # real processes over seconds: out of the quick loop
 
 __all__ = ["browser"]  # the module-scoped Chromium of the dashboard's browser tests
-# DOCS_SCREENSHOTS=1 also writes the refresh page's screenshot to docs/ (the README shows it).
+# DOCS_SCREENSHOTS=1 also writes the refresh page's screenshot to docs/ (docs/api.md shows it).
 DOCS_SCREENSHOT = REPO / "docs" / "refresh-page.png"
 UPSTREAM_PASSWORD = "pages-upstream-pw-5521"
 
