@@ -65,7 +65,7 @@ class WorkFailedError(RefreshqError):
 
 
 class _EngineError(RefreshqError):
-    """Raised inside a job execution by the engine, which handles it there (it stops, retries or records it)."""
+    """Raised when a job execution meets a condition the engine handles itself (it stops, retries or records it)."""
 
 
 # Kept importable: the old root of every task error (not found, state, creation, failure), now grouped by handling.
