@@ -140,6 +140,10 @@ class DuplicateTaskError(ConfigError):
     """Raised when two different functions register the same named-task name."""
 
 
+class ServerRefusedError(ConfigError):
+    """Raised when the Redis server in use refuses the credentials, or what REDIS_URL names does not speak Redis."""
+
+
 # Unavailable.
 
 
@@ -148,7 +152,7 @@ class ServerError(UnavailableError):
 
 
 class ServerUnreachableError(UnavailableError):
-    """Raised when the Redis server in use cannot be reached, refuses the credentials or does not speak Redis."""
+    """Raised when the Redis server in use cannot be reached (refused, no answer, unknown host) or is still loading."""
 
 
 class WritesRefusedError(UnavailableError, redis.ConnectionError):

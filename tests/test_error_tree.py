@@ -57,6 +57,7 @@ def test_every_error_descends_from_exactly_one_handling_base() -> None:
     # The names callers and tests import stay importable, ServerUnreachableError now an unavailable server's.
     assert issubclass(errors.ServerUnreachableError, errors.UnavailableError)
     assert not issubclass(errors.ServerUnreachableError, errors.ConfigError)
+    assert issubclass(errors.ServerRefusedError, errors.ConfigError)  # credentials or a port to fix: not "try later"
     for name in ("TaskNotFoundError", "UnknownTaskError", "ScheduleNotFoundError", "WorkflowNotFoundError",
                  "TokenNotFoundError"):
         assert issubclass(getattr(errors, name), errors.NotFoundError), name
