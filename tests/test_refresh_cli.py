@@ -196,7 +196,7 @@ def test_status_command(ended_tasks: dict[str, str], sample_env: dict[str, str])
 
     for unknown in ("task_20990101_000000_ffffff", "unknown"):
         missing = run_cli("status", unknown, "--json", env=sample_env)
-        assert missing.returncode == 1, missing.stderr
+        assert missing.returncode == 2, missing.stderr  # not found: bad input, as an unknown schedule
         assert unknown in missing.stderr and missing.stdout == ""
 
 
@@ -236,7 +236,7 @@ def test_cancel_and_resume_commands(ended_tasks: dict[str, str], sample_env: dic
     assert finished.returncode == 1
     assert "SUCCEEDED" in finished.stderr and "nothing to cancel" in finished.stderr
     missing = run_cli("cancel", "task_20990101_000000_ffffff", env=sample_env)
-    assert missing.returncode == 1 and "task_20990101_000000_ffffff" in missing.stderr
+    assert missing.returncode == 2 and "task_20990101_000000_ffffff" in missing.stderr
 
     resumed = run_cli("resume", succeeded, env=sample_env)
     assert resumed.returncode == 1, resumed.stderr
