@@ -274,7 +274,7 @@ def test_cleanup_command(ended_tasks: dict[str, str], sample_env: dict[str, str]
     rest = run_cli("cleanup", "--older-than", "0s", env=sample_env)
     assert rest.returncode == 0 and "removed 2 tasks" in rest.stdout, rest.stderr
     assert json.loads(run_cli("list", "--json", env=sample_env).stdout)["total"] == 0
-    assert run_cli("status", ended_tasks["SUCCEEDED"], env=sample_env).returncode == 1
+    assert run_cli("status", ended_tasks["SUCCEEDED"], env=sample_env).returncode == 2
     # The published data stays.
     assert conn.hget(keys.PUBLISHED, "110000") == ended_tasks["SUCCEEDED"].encode()
     assert checksum(exported(conn, "110000")) == checksum(province_hospitals(SampleDirectory(SCALE), "11"))

@@ -156,7 +156,7 @@ def test_the_api_refuses_a_full_refresh_whose_upstream_does_not_answer(
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}/v1"
     api = make_api(env, monkeypatch, conn, redis_url, REFRESHQ_UPSTREAM_URL=closed, REFRESHQ_UPSTREAM_ATTEMPTS="1")
-    detail = is_problem(api.post("/refreshes", "operate", json={"kind": "full"}), 422)["detail"]
+    detail = is_problem(api.post("/refreshes", "operate", json={"kind": "full"}), 502)["detail"]  # Bad Gateway
     assert f"the upstream {closed} did not list its provinces" in detail
     assert nothing_created(conn)
 
