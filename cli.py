@@ -10,7 +10,43 @@ import redis
 
 from commands.runtime import Runtime
 from jobs.config import Settings
-from jobs.errors import ConfigError, RefreshqError, UnsupportedRQError, ValidationError
+from jobs.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    RefreshqError,
+    UnavailableError,
+    UnsupportedRQError,
+    UpstreamError,
+    ValidationError,
+    WorkFailedError,
+    _EngineError,
+)
+
+# The one exit code of each way of handling an error (jobs.errors): 2, fix the command or the settings and run
+# it again; 3, the server is away or refuses work for now, run it again later (`refreshq health` exits 3 then
+# too); 1, it did not succeed.
+EXIT_CODES: dict[type[RefreshqError], int] = {
+    NotFoundError: 2,
+    ValidationError: 2,
+    ConfigError: 2,
+    ConflictError: 1,
+    UnavailableError: 3,
+    UpstreamError: 1,
+    WorkFailedError: 1,
+    _EngineError: 1,
+}
+FAILED = 1  # any other error
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code of a command that ended with `error`; a Redis lost half-way is unavailable too."""
+    code = next((code for base, code in EXIT_CODES.items() if isinstance(error, base)), None)
+    if code is not None:
+        return code
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        return EXIT_CODES[UnavailableError]
+    return FAILED
 
 
 @click.group()
@@ -59,7 +95,7 @@ try:
     _check_rq()
 except UnsupportedRQError as exc:
     click.echo(f"refreshq: error: {exc}", err=True)
-    sys.exit(2)
+    sys.exit(exit_code(exc))
 _register()
 
 
@@ -72,19 +108,16 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (ConfigError, ValidationError) as exc:
-        click.echo(f"refreshq: error: {exc}", err=True)
-        sys.exit(2)
     except RefreshqError as exc:
         click.echo(f"refreshq: error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(exit_code(exc))
     except redis.ConnectionError as exc:
         # The server was reachable when the command started (jobs/connection.py checks it) and went away.
         click.echo(f"refreshq: error: lost the connection to Redis: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(exit_code(exc))
     except redis.RedisError as exc:
         click.echo(f"refreshq: error: Redis failed: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(exit_code(exc))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import click
 import redis
 
 from commands.runtime import Runtime, pass_runtime
-from jobs.errors import ServerUnreachableError
+from jobs.errors import ServerRefusedError, ServerUnreachableError
 from jobs.observe import report
 from jobs.observe.health import CRITICAL, OK, WARNING, unreachable_report
 
@@ -76,7 +76,7 @@ def metrics(rt: Runtime, window: str, as_json: bool) -> None:
 def _health_data(rt: Runtime) -> dict[str, Any]:
     try:
         return report.health_report(rt.conn, rt.settings)
-    except (ServerUnreachableError, redis.ConnectionError, redis.TimeoutError) as exc:
+    except (ServerUnreachableError, ServerRefusedError, redis.ConnectionError, redis.TimeoutError) as exc:
         return unreachable_report(str(exc), datetime.now(UTC).timestamp())
 
 

@@ -20,7 +20,7 @@ from redis.connection import UnixDomainSocketConnection
 
 from jobs import shutdown
 from jobs.config import Settings
-from jobs.errors import ConfigError, RefreshqError, ServerUnreachableError, WritesRefusedError
+from jobs.errors import ConfigError, RefreshqError, ServerRefusedError, ServerUnreachableError, WritesRefusedError
 from jobs.queues import register_queues
 from jobs.reconnect import COMMAND_RETRIES, Client, Outage, ServerRetry
 from jobs.redact import mask_url
@@ -84,7 +84,8 @@ def server_url(settings: Settings) -> str:
 
 
 def connect(settings: Settings, patient: bool = False) -> redis.Redis:
-    """A client (bytes responses, as RQ needs), checked first: ServerUnreachableError if it cannot work.
+    """A client (bytes responses, as RQ needs), checked first: ServerUnreachableError if it cannot be reached now,
+    ServerRefusedError if it refuses the credentials or is not a Redis server.
 
     `patient`: the client of a long-running process, which rides out an outage of any length.
     It also registers refreshq's queues, so RQ's own tools list them before any job exists.
@@ -129,7 +130,7 @@ def _check(conn: redis.Redis, settings: Settings) -> None:
     try:
         conn.ping()
     except redis.AuthenticationError as exc:
-        raise ServerUnreachableError(f"Redis at {where}: authentication failed ({_auth_hint(settings, exc)})") from None
+        raise ServerRefusedError(f"Redis at {where}: authentication failed ({_auth_hint(settings, exc)})") from None
     except redis.BusyLoadingError:
         raise ServerUnreachableError(f"Redis at {where} is loading its data set; try again when it is done") from None
     except redis.TimeoutError:
@@ -141,9 +142,9 @@ def _check(conn: redis.Redis, settings: Settings) -> None:
     except redis.ConnectionError as exc:
         raise ServerUnreachableError(f"cannot reach Redis at {where}: {exc}") from None
     except redis.ResponseError as exc:
-        raise ServerUnreachableError(f"Redis at {where} refused PING: {exc}") from None
+        raise ServerRefusedError(f"Redis at {where} refused PING: {exc}") from None
     except redis.RedisError as exc:
-        raise ServerUnreachableError(
+        raise ServerRefusedError(
             f"{where} does not answer as a Redis server (is it the right port?): {exc}"
         ) from None
 

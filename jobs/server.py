@@ -25,7 +25,7 @@ from typing import IO
 
 import redis
 
-from jobs.errors import DataDirError, ServerError
+from jobs.errors import DataDirError, ServerError, ServerRunningError
 
 # A unix socket path longer than this does not fit sockaddr_un on Linux and macOS.
 _MAX_SOCKET_PATH = 100
@@ -100,7 +100,8 @@ class EmbeddedServer:
             with self._start_lock():
                 pid = self.pid()
                 if self.ping() or (pid is not None and self._is_alive(pid)):
-                    raise ServerError(f"a server is already running (pid {pid}); stop it with 'refreshq server stop'")
+                    raise ServerRunningError(
+                        f"a server is already running (pid {pid}); stop it with 'refreshq server stop'")
                 if received:
                     return 0  # stopped before it started
                 self._remove_stale_files()

@@ -1,5 +1,6 @@
 """A Redis that cannot be used stops every command at once: one line naming the URL (password masked)
-and the cause, exit 2, nothing stored. Measured on the installed `refreshq` script, start-up included."""
+and the cause, nothing stored; exit 3 for a server it cannot reach (try later), 2 for settings to fix.
+Measured on the installed `refreshq` script, start-up included."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def _timed(*args: str, env: dict[str, str]) -> tuple[Any, float]:
     return result, time.monotonic() - started - startup
 
 
-def _assert_one_clear_line(result: Any, *needles: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr)
+def _assert_one_clear_line(result: Any, *needles: str, code: int = 2) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("refreshq: error:")]
     assert len(errors) == 1, result.stderr
@@ -62,7 +63,7 @@ def test_every_command_fails_fast_on_a_closed_port(args: tuple[str, ...], tmp_pa
     if args == ("web",):
         args = ("web", "--port", str(free_port()))
     result, seconds = _timed(*args, env=_env(tmp_path, url))
-    _assert_one_clear_line(result, "cannot reach Redis at", "redis://:***@127.0.0.1:", "Connection refused")
+    _assert_one_clear_line(result, "cannot reach Redis at", "redis://:***@127.0.0.1:", "Connection refused", code=3)
     assert "s3cret" not in result.stderr + result.stdout
     assert seconds < FAIL_WITHIN, f"{' '.join(args)} took {seconds:.2f} s to fail"
 
@@ -80,7 +81,7 @@ def test_a_missing_socket_or_an_unknown_host_fails_fast(
     args: tuple[str, ...], url: str, cause: str, tmp_path: Path
 ) -> None:
     result, seconds = _timed(*args, env=_env(tmp_path, url))
-    _assert_one_clear_line(result, f"cannot reach Redis at {url}", cause)
+    _assert_one_clear_line(result, f"cannot reach Redis at {url}", cause, code=3)
     assert seconds < FAIL_WITHIN, f"{' '.join(args)} took {seconds:.2f} s to fail"
 
 

@@ -100,7 +100,7 @@ def test_a_permanent_failure_is_buried_at_once_and_can_be_retried(conn: redis.Re
     assert retried.returncode == 0, retried.stderr
     assert job_id in queues.queue(conn, queues.NORMAL).job_ids
     assert dead_letters.list_dead(conn) == []
-    assert run_cli("failed", "retry", "nope", env=env).returncode == 1
+    assert run_cli("failed", "retry", "nope", env=env).returncode == 2
 
 
 def test_purge_empties_the_dead_letter_registry(conn: redis.Redis, env: dict[str, str]) -> None:

@@ -110,7 +110,7 @@ def test_a_failed_refresh_with_wait_still_prints_one_document(conn: redis.Redis,
 
 
 def test_an_error_leaves_stdout_empty(conn: redis.Redis, jenv: dict[str, str]) -> None:
-    for args, code in ((("refresh", "province", "火星", "--wait"), 2), (("status", "task_20990101_000000_ffffff"), 1),
+    for args, code in ((("refresh", "province", "火星", "--wait"), 2), (("status", "task_20990101_000000_ffffff"), 2),
                        (("data", "show", "北京"), 2)):
         result = run_cli(*args, "--json", env=jenv)
         assert (result.returncode, result.stdout) == (code, ""), (args, result.stderr)

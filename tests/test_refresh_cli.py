@@ -196,7 +196,7 @@ def test_status_command(ended_tasks: dict[str, str], sample_env: dict[str, str])
 
     for unknown in ("task_20990101_000000_ffffff", "unknown"):
         missing = run_cli("status", unknown, "--json", env=sample_env)
-        assert missing.returncode == 1, missing.stderr
+        assert missing.returncode == 2, missing.stderr  # not found: bad input, as an unknown schedule
         assert unknown in missing.stderr and missing.stdout == ""
 
 
@@ -236,7 +236,7 @@ def test_cancel_and_resume_commands(ended_tasks: dict[str, str], sample_env: dic
     assert finished.returncode == 1
     assert "SUCCEEDED" in finished.stderr and "nothing to cancel" in finished.stderr
     missing = run_cli("cancel", "task_20990101_000000_ffffff", env=sample_env)
-    assert missing.returncode == 1 and "task_20990101_000000_ffffff" in missing.stderr
+    assert missing.returncode == 2 and "task_20990101_000000_ffffff" in missing.stderr
 
     resumed = run_cli("resume", succeeded, env=sample_env)
     assert resumed.returncode == 1, resumed.stderr
@@ -274,7 +274,7 @@ def test_cleanup_command(ended_tasks: dict[str, str], sample_env: dict[str, str]
     rest = run_cli("cleanup", "--older-than", "0s", env=sample_env)
     assert rest.returncode == 0 and "removed 2 tasks" in rest.stdout, rest.stderr
     assert json.loads(run_cli("list", "--json", env=sample_env).stdout)["total"] == 0
-    assert run_cli("status", ended_tasks["SUCCEEDED"], env=sample_env).returncode == 1
+    assert run_cli("status", ended_tasks["SUCCEEDED"], env=sample_env).returncode == 2
     # The published data stays.
     assert conn.hget(keys.PUBLISHED, "110000") == ended_tasks["SUCCEEDED"].encode()
     assert checksum(exported(conn, "110000")) == checksum(province_hospitals(SampleDirectory(SCALE), "11"))

@@ -25,6 +25,7 @@ from jobs import (
     keys,
 )
 from jobs.config import Settings
+from jobs.errors import NotFoundError
 from jobs.refresh import published as store
 from jobs.refresh import records
 from jobs.upstream.sample import SampleDirectory
@@ -399,7 +400,7 @@ def test_unknown_task_ids_raise_task_not_found(manager: SyncTaskManager, setting
         asyncio.run(tm.get_task_status(unknown))
     with pytest.raises(TaskNotFoundError):
         asyncio.run(tm.cancel_task(unknown))
-    assert issubclass(TaskNotFoundError, TaskError) and issubclass(TaskError, RefreshqError)
+    assert issubclass(TaskNotFoundError, NotFoundError) and issubclass(TaskError, RefreshqError)
     assert issubclass(ValidationError, RefreshqError) and issubclass(TaskTimeoutError, TaskError)
     assert conn.zcard(keys.TASKS_BY_CREATED) == 0
 

@@ -126,7 +126,7 @@ def test_a_full_refresh_is_refused_at_creation_when_its_upstream_does_not_answer
                     (run_cli("refresh", "province", "广东", env=unreachable), closed, "ConnectError"),
                     (run_cli("refresh", "full", env=wrong_token), upstream.url, "401")]
     for refused, url, why in outcomes:
-        assert refused.returncode == 2, (refused.stdout, refused.stderr)
+        assert refused.returncode == 1, (refused.stdout, refused.stderr)  # the upstream failed, not the input
         assert f"the upstream {url} did not list its provinces" in refused.stderr and why in refused.stderr
         assert "Traceback" not in refused.stderr and TOKEN not in refused.stderr
     assert nothing_created(conn)
@@ -156,7 +156,7 @@ def test_the_api_refuses_a_full_refresh_whose_upstream_does_not_answer(
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}/v1"
     api = make_api(env, monkeypatch, conn, redis_url, REFRESHQ_UPSTREAM_URL=closed, REFRESHQ_UPSTREAM_ATTEMPTS="1")
-    detail = is_problem(api.post("/refreshes", "operate", json={"kind": "full"}), 422)["detail"]
+    detail = is_problem(api.post("/refreshes", "operate", json={"kind": "full"}), 502)["detail"]  # Bad Gateway
     assert f"the upstream {closed} did not list its provinces" in detail
     assert nothing_created(conn)
 

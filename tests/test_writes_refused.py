@@ -225,7 +225,7 @@ def test_a_command_fails_at_once_while_writes_are_refused_and_reads_work(
     assert shown.status_code == 200 and shown.get_json()["writes_refused"]["reason"] == "OOM"
     assert posted.status_code == 503 and posted.headers["Retry-After"], posted.get_data(as_text=True)
     assert "refuses writes" in posted.get_json()["detail"]
-    assert created.returncode == 1, created.stdout + created.stderr
+    assert created.returncode == 3, created.stdout + created.stderr  # unavailable for now: try again later
     errors = [line for line in created.stderr.splitlines() if line.startswith("refreshq: error:")]
     assert len(errors) == 1 and "Traceback" not in created.stderr, created.stderr
     assert "refuses writes" in errors[0] and "out of memory" in errors[0] and "OOM" in errors[0], errors[0]
@@ -341,7 +341,7 @@ def test_a_server_that_cannot_persist_is_waited_out_too_and_commands_say_why(
     writer.join(15)
     assert not writer.is_alive() and client.get("written") == b"once"
     assert listed.returncode == 0, listed.stderr
-    assert created.returncode == 1 and "cannot persist to disk" in created.stderr, created.stderr
+    assert created.returncode == 3 and "cannot persist to disk" in created.stderr, created.stderr
     assert "MISCONF" in created.stderr
 
 

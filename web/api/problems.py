@@ -1,8 +1,9 @@
 """Errors as `application/problem+json` (RFC 9457): type, title, status, detail.
 
-refreshq's own errors map to statuses by kind: bad input 422 (400 for a bad query string), not found
-404, a state that does not allow it 409, a user over their limits 429 with Retry-After, Redis refusing
-writes for now (jobs.reconnect) 503 with Retry-After.
+refreshq's own errors map to statuses by how they are handled (STATUS_OF): not found 404, a state that does
+not allow it 409, bad input 422 (400 for a bad query string), the server away or refusing writes for now
+(jobs.reconnect) or the queue full 503 with Retry-After, a user over their limits 429 with Retry-After, an
+upstream that failed 502, the deployment's settings 500.
 """
 
 from __future__ import annotations
@@ -17,18 +18,15 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.errors import (
     ConfigError,
-    IdempotencyConflictError,
+    ConflictError,
     LimitExceededError,
+    NotFoundError,
     RefreshqError,
-    ScheduleNotFoundError,
-    TaskCreationError,
-    TaskNotFoundError,
-    TaskStateError,
-    TokenNotFoundError,
-    UnknownTaskError,
+    UnavailableError,
+    UpstreamError,
     ValidationError,
-    WorkflowNotFoundError,
-    WritesRefusedError,
+    WorkFailedError,
+    _EngineError,
 )
 from jobs.reconnect import refusal
 
@@ -40,23 +38,28 @@ TYPE_BASE = "https://refreshq.invalid/problems/"
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
            409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
            429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-           501: "Not Implemented", 503: "Service Unavailable"}
-# Most specific first: the first class an error is an instance of decides its status.
-_STATUS_OF: tuple[tuple[type[RefreshqError], int], ...] = (
-    (LimitExceededError, 429),
-    (IdempotencyConflictError, 422),
-    (TaskNotFoundError, 404), (UnknownTaskError, 404), (ScheduleNotFoundError, 404),
-    (WorkflowNotFoundError, 404), (TokenNotFoundError, 404),
-    (TaskStateError, 409),
-    (TaskCreationError, 503),  # the queue is full: REFRESHQ_MAX_PENDING
-    (WritesRefusedError, 503),
-    (ValidationError, 422),
-    (ConfigError, 500),
-)
+           501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 class BadQuery(ValidationError):
     """Raised when a query-string parameter of an API request is not valid (answered 400)."""
+
+
+# The one status of each way of handling an error (jobs.errors), after the two refinements of a base: a bad
+# query string is a 400 and a user over their limits a 429 (with its own Retry-After). The first class an
+# error is an instance of decides its status.
+STATUS_OF: tuple[tuple[type[RefreshqError], int], ...] = (
+    (BadQuery, 400),
+    (LimitExceededError, 429),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (ValidationError, 422),
+    (ConfigError, 500),
+    (UnavailableError, 503),
+    (UpstreamError, 502),
+    (WorkFailedError, 500),
+    (_EngineError, 500),
+)
 
 
 def shortened(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
@@ -80,9 +83,7 @@ def problem(status: int, title: str | None = None, detail: str = "", headers: di
 
 
 def status_of(error: RefreshqError) -> int:
-    if isinstance(error, BadQuery):
-        return 400
-    return next((code for kind, code in _STATUS_OF if isinstance(error, kind)), 500)
+    return next((code for kind, code in STATUS_OF if isinstance(error, kind)), 500)
 
 
 def install(app: Flask, prefix: str) -> None:
