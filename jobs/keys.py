@@ -394,6 +394,6 @@ def status_indexes(statuses: list[str], owner: str | None) -> list[str]:
 # - the observe keys of a run's end (jobs.observe.run_ended): transition; METRIC_COUNTERS also with every fenced
 #   script (stale writes), stage_leaf, step, upstream_pace_report
 # - the upstream gate (UPSTREAM_*): upstream_hold, upstream_pace_take, upstream_pace_report
-# - one queue ({queue}): RQ's queue, its bell, the workers' claims on it: release_claims, requeue_orphaned_claims,
-#   move_to_front; with the guards (RQ_SUSPENDED, SUSPENDED_*, CLAIMERS): claim, step, renew_claims
+# - one queue ({queue}): RQ's queue, its bell, the workers' claims on it: move_to_front; claim, step, release_claims,
+#   requeue_orphaned_claims take every queue of a worker, with the guards (RQ_SUSPENDED, SUSPENDED_*, CLAIMERS)
 # - one named task's history, one schedule, the alert outbox: trim_history and end_if_running, note_run, claim_due
