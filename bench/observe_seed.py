@@ -1,5 +1,5 @@
-"""Refresh tasks taken through their life at chosen times, by the real task-status scripts (START,
-PROGRESS, TRANSITION), so every index, counter, hourly sum and run list is what a real run leaves:
+"""Refresh tasks taken through their life at chosen times, by the real task-status scripts (start,
+progress, transition: jobs/scripts/*.lua), so every index, counter, hourly sum and run list is what a real run leaves:
 the records the observability bench and tests measure against."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import redis
 
-from jobs import keys
+from jobs import keys, limits
 from jobs.refresh import records
 from jobs.scripts import Scripts
-from jobs.statuses import ACTIVE, FAILED, SUCCEEDED
+from jobs.statuses import ACTIVE, FAILED, RUNNING, SUCCEEDED
 
 SPEC = {"kind": "http", "url": "http://127.0.0.1:9/v1"}  # never contacted
 
@@ -48,19 +48,20 @@ def queue_fake_run(pipe: redis.client.Pipeline, run: FakeRun) -> None:
     task_key = keys.task(run.task_id)
     if run.started is not None:
         at = iso(run.started)
-        scripts.start(keys=[task_key, keys.TASKS_WAITING],
-                      args=[10**6, at, run.started, keys.PREFIX, "started_at", at, "attempt_started_at", at])
+        owner = record["owner"]
+        scripts.start(keys=limits.start_keys(run.task_id, owner),
+                      args=[10**6, at, run.started, owner, "started_at", at, "attempt_started_at", at])
         if run.hospitals:
             pipe.hset(keys.task_stats(run.task_id), "hospitals_found", run.hospitals)
         if run.progress:
-            scripts.progress(keys=[task_key, keys.task_owners(run.task_id)],  # an unfenced write: no unit, no token
-                             args=[run.progress, "正在处理", at, run.started, "", keys.PREFIX, "", ""])
+            scripts.progress(keys=[task_key, keys.task_owners(run.task_id), keys.METRIC_COUNTERS, keys.TASKS_BY_UPDATED,
+                                   keys.tasks_with_status_by_updated(RUNNING)],
+                             args=[run.progress, "正在处理", at, run.started, "", "", ""])  # unfenced: no token
     if run.ended is not None:
-        fields = ["finished_at", iso(run.ended)]
+        fields = {"finished_at": iso(run.ended)}
         if run.status == FAILED:
-            fields += ["error_message", "1 of 1 provinces failed: 110000 404 not found"]
-        scripts.transition(keys=[task_key], args=[",".join(ACTIVE), run.status, iso(run.ended), run.ended,
-                                                  keys.PREFIX, *fields])
+            fields["error_message"] = "1 of 1 provinces failed: 110000 404 not found"
+        records.queue_transition(pipe, run.task_id, ACTIVE, run.status, fields, record=record, at=run.ended)
 
 
 def fake_run(conn: redis.Redis, run: FakeRun) -> str:

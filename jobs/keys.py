@@ -77,7 +77,7 @@ def tasks_with_status(status: str) -> str:
 
 
 def tasks_with_status_by_updated(status: str) -> str:
-    """ZSET task_id -> updated_at, one per status (names must match the TRANSITION script)."""
+    """ZSET task_id -> updated_at, one per status."""
     return f"{PREFIX}tasks:status:{status}:updated"
 
 
@@ -92,9 +92,9 @@ def tasks_of_owner(owner: str) -> str:
 
 
 def tasks_with_status_of_owner(status: str, owner: str) -> str:
-    """ZSET task_id -> created_at, per status and owner (names must match the TRANSITION and START
-    scripts): the per-user limits count these. The status comes first: statuses hold no colon, so no
-    owner name can make two of these keys, or one of them and an owner's index, the same."""
+    """ZSET task_id -> created_at, per status and owner: the per-user limits count these. The status comes
+    first: statuses hold no colon, so no owner name can make two of these keys, or one of them and an owner's
+    index, the same."""
     return f"{PREFIX}tasks:status:{status}:owner:{owner}"
 
 
@@ -174,14 +174,14 @@ def task_failed_regions(task_id: str) -> str:
 def task_ids(task_id: str) -> str:
     """HASH hospital id -> the leaf code that staged it: the id index of tasks staged by versions before
     2026-12 (ids not at home in their leaf), still read when such a task is resumed; new tasks keep
-    task_seen_ids instead (jobs/scripts STAGE_LEAF)."""
+    task_seen_ids instead (jobs/scripts/stage_leaf.lua)."""
     return f"{PREFIX}task:{task_id}:ids"
 
 
 def task_home_ids(task_id: str) -> str:
     """HASH leaf code -> the ids it kept, each between newlines (one string a leaf): at home in it (characters
     2-7 of the id are its code) or not. An id is another leaf's when it is in the string of its home, or in
-    task_seen_ids (jobs/scripts STAGE_LEAF); kept until the task succeeds, for resumes and retries."""
+    task_seen_ids (jobs/scripts/stage_leaf.lua); kept until the task succeeds, for resumes and retries."""
     return f"{PREFIX}task:{task_id}:ids:home"
 
 
@@ -336,8 +336,7 @@ def workflow(workflow_id: str) -> str:
 
 
 # Observability (jobs/observe): written where the events happen (the task-status scripts, staging, the
-# end of a named run, the sweeper, alert deliveries), so every figure survives any process. The names
-# built inside the TRANSITION and STAGE_LEAF scripts (jobs/scripts.py) must match these.
+# end of a named run, the sweeper, alert deliveries), so every figure survives any process.
 METRIC_COUNTERS = PREFIX + "metrics:counters"       # HASH "name|label|label" -> int, monotonic (Prometheus counters)
 METRIC_TOTALS = PREFIX + "metrics:total"            # HASH sums of every ended refresh run (see metric_hour)
 RUN_KINDS = PREFIX + "runs:kinds"                   # SET of the kinds with a run list ("full", "province", "task:NAME")
@@ -374,3 +373,27 @@ ALERT_CHANNELS = PREFIX + "alerts:channels"         # HASH channel -> JSON {last
 def alert_notice(notice_id: str) -> str:
     """HASH: one notice (its alerts as JSON, created at, each channel's state, attempts, last error)."""
     return f"{PREFIX}alerts:notice:{notice_id}"
+
+
+
+def status_indexes(statuses: list[str], owner: str | None) -> list[str]:
+    """Per status: its index by creation, by update and (with an owner) the owner's (transition.lua, start.lua)."""
+    out: list[str] = []
+    for status in statuses:
+        out += [tasks_with_status(status), tasks_with_status_by_updated(status)]
+        out += [tasks_with_status_of_owner(status, owner)] if owner else []
+    return out
+
+
+# The keys each Lua script (jobs/scripts/*.lua: their headers list them) takes together, where a hash tag would
+# go for Redis Cluster (a script's keys share one slot):
+# - one task ({task_id}): task*, checkpoint_leaves, its version's data_*: stage_leaf, count_once, province_ended,
+#   claim_unit, release_job; publish too, with the province's published hashes and the old version's data_*
+# - the task indexes (TASKS_BY_UPDATED, tasks_with_status*, TASKS_WAITING) with one task's keys: transition,
+#   start, progress (no per-task tag holds them: the indexes would leave the scripts, or all share one slot)
+# - the observe keys of a run's end (jobs.observe.run_ended): transition; METRIC_COUNTERS also with every fenced
+#   script (stale writes), stage_leaf, step, upstream_pace_report
+# - the upstream gate (UPSTREAM_*): upstream_hold, upstream_pace_take, upstream_pace_report
+# - one queue ({queue}): RQ's queue, its bell, the workers' claims on it: move_to_front; claim, step, release_claims,
+#   requeue_orphaned_claims take every queue of a worker, with the guards (RQ_SUSPENDED, SUSPENDED_*, CLAIMERS)
+# - one named task's history, one schedule, the alert outbox: trim_history and end_if_running, note_run, claim_due

@@ -15,7 +15,7 @@ httpx limits one process's connections; only Redis sees every machine's, so the 
   gate and no Redis at all; a gate that never sees a request (the built-in sample upstream, a resumed job
   with nothing left to fetch) never talks to Redis either.
 
-The running-task limit (REFRESHQ_MAX_CONCURRENT_TASKS) is the START script: every way of a refresh task
+The running-task limit (REFRESHQ_MAX_CONCURRENT_TASKS) is start.lua (jobs/scripts): every way of a refresh task
 into RUNNING goes through `start_task`, first come first served.
 """
 
@@ -37,6 +37,7 @@ from jobs.errors import UpstreamGateClosed
 from jobs.pacing import Admission, PacePolicy, Pacer
 from jobs.redis_values import as_text
 from jobs.scripts import Scripts
+from jobs.statuses import PENDING, RUNNING
 
 log = logging.getLogger("refreshq.limits")
 
@@ -61,15 +62,23 @@ def start_task(conn: redis.Redis, task_id: str, record: dict[str, str], max_task
     fields = {"current_step": step, "attempt_started_at": now.isoformat(timespec="seconds")}
     if not record.get("started_at"):
         fields["started_at"] = fields["attempt_started_at"]
-    args: list[Any] = [max_tasks, fields["attempt_started_at"], now.timestamp(), keys.PREFIX]
+    owner = record.get("owner") or ""  # never changes: its indexes are passed
+    args: list[Any] = [max_tasks, fields["attempt_started_at"], now.timestamp(), owner]
     for name, value in fields.items():
         args += [name, value]
-    outcome = as_text(Scripts(conn).start(keys=[keys.task(task_id), keys.TASKS_WAITING], args=args))
+    outcome = as_text(Scripts(conn).start(keys=start_keys(task_id, owner), args=args))
     if outcome == "WAIT":
         position = conn.zrank(keys.TASKS_WAITING, task_id)
         place = position + 1 if isinstance(position, int) else 1
         conn.hset(keys.task(task_id), "current_step", f"排队等待执行（第 {place} 位）")
     return outcome
+
+
+def start_keys(task_id: str, owner: str) -> list[str]:
+    """The keys start.lua takes for a task of `owner` ('' for a record without one)."""
+    return [keys.task(task_id), keys.TASKS_WAITING, keys.task_stats(task_id), keys.TASKS_BY_UPDATED,
+            *keys.status_indexes([PENDING, RUNNING], None),
+            *(keys.tasks_with_status_of_owner(s, owner) for s in (PENDING, RUNNING) if owner)]
 
 
 def holder_id(job_id: str, worker_name: str, pid: int) -> str:

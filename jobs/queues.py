@@ -53,6 +53,14 @@ def ring(client: Any, names: Iterable[str]) -> None:
         client.ltrim(keys.bell(name), -BELL_TOKENS, -1)
 
 
+def claim_keys(worker: str, names: Iterable[str]) -> list[str]:
+    """Per queue, the keys release_claims.lua and requeue_orphaned_claims.lua take: the worker's claims, the
+    queue, its bell."""
+    out: list[str] = []
+    for name in names:
+        out += [keys.claims(worker, name), keys.RQ_QUEUE_PREFIX + name, keys.bell(name)]
+    return out
+
 class BellQueue(NotifyingQueue):
     """RQ's queue, ringing the queue's bell with every job it pushes, in the same transaction."""
 

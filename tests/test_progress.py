@@ -118,8 +118,9 @@ def test_the_stored_progress_never_goes_backwards(conn: redis.Redis) -> None:
     progress = Scripts(conn).progress
     highest = 0
     for value, step in ((10, "a"), (40, "b"), (25, "c"), (40, "d"), (41, "e"), (3, "f")):
-        written = progress(keys=[record, keys.task_owners(task_id)],
-                           args=[value, step, "2026-01-01T00:00:00+00:00", 1.0, 7, keys.PREFIX, "", ""])
+        written = progress(keys=[record, keys.task_owners(task_id), keys.METRIC_COUNTERS, keys.TASKS_BY_UPDATED,
+                                 keys.tasks_with_status_by_updated("RUNNING")],
+                           args=[value, step, "2026-01-01T00:00:00+00:00", 1.0, 7, "", ""])
         assert written == 1
         highest = max(highest, value)
         assert conn.hmget(record, "progress", "current_step") == [str(highest).encode(), step.encode()]

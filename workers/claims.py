@@ -23,6 +23,7 @@ from rq import Queue
 from rq.job import Job
 
 from jobs import keys
+from jobs.queues import BELL_TOKENS, claim_keys
 from jobs.scripts import Scripts
 
 # Seconds a claim outlives its worker's last renewal (each claim and each start renews it).
@@ -82,18 +83,25 @@ class Claimer:
         return got
 
     def _claim(self, queues: Sequence[Queue], limit: int, popped: tuple[str, Any] = ("", "")) -> Claimed:
-        reply = self.scripts.claim(keys=self.guard_keys, args=[
-            self.prefix, self.worker, self.pool, limit, CLAIM_TTL, keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX,
-            *popped, *(q.name for q in queues)])
+        names = [q.name for q in queues]
+        queue_keys = [key for name in names for key in (keys.RQ_QUEUE_PREFIX + name, keys.claims(self.worker, name))]
+        reply = self.scripts.claim(keys=[*self.guard_keys, *queue_keys], args=[
+            self.worker, self.pool, limit, CLAIM_TTL, *popped, *names])
         by_name = {q.name: q for q in queues}
         got = Claimed(held=bool(reply[0]), suspended=tuple(n.decode() for n in reply[1]))
-        for i in range(2, len(reply), 3):
-            name, job_id, flat = reply[i].decode(), reply[i + 1].decode(), reply[i + 2]
-            if not flat:  # deleted since it was enqueued: RQ's dequeue skips these too
+        claimed = [(reply[i].decode(), reply[i + 1].decode()) for i in range(2, len(reply), 2)]
+        if not claimed:
+            return got
+        with self.conn.pipeline(transaction=False) as pipe:  # claimed, their hashes are read (their keys known now)
+            for _, job_id in claimed:
+                pipe.hgetall(keys.RQ_JOB_PREFIX + job_id)
+            hashes = pipe.execute()
+        for (name, job_id), mapping in zip(claimed, hashes, strict=True):
+            if not mapping:  # deleted since it was enqueued: RQ's dequeue skips these too
                 self.forget(name, job_id)
                 continue
             job = Job(job_id, connection=self.conn, serializer=self.serializer)
-            job.restore(dict(zip(flat[::2], flat[1::2], strict=True)))
+            job.restore(mapping)
             got.jobs.append((job, by_name[name]))
         return got
 
@@ -108,7 +116,7 @@ class Claimer:
         (or is none), then start `start` = (queue, job id) with `start_commands` unless its queue or pool is
         suspended. Returns (dependents waiting, or -1; started)."""
         queue, job_id = start or ("", "")
-        reply = self.scripts.step(keys=self.guard_keys, args=[
+        reply = self.scripts.step(keys=[*self.guard_keys, keys.METRIC_COUNTERS], args=[
             self.prefix, self.worker, self.pool, CLAIM_TTL, keys.RQ_QUEUE_PREFIX, len(names), *names,
             *ended_execution, *(ended or [0]), dependents_key, queue, job_id, *(start_commands or [0])])
         return int(reply[0]), bool(reply[1])
@@ -116,4 +124,4 @@ class Claimer:
     def release(self, names: Sequence[str]) -> int:
         """Every claim back to the front of its queue, in order."""
         return int(self.scripts.release_claims(
-            keys=[keys.CLAIMERS], args=[self.prefix, self.worker, keys.RQ_QUEUE_PREFIX, *names]))
+            keys=[keys.CLAIMERS, *claim_keys(self.worker, names)], args=[self.worker, BELL_TOKENS]))

@@ -9,6 +9,7 @@ import redis
 
 from jobs import keys, queues
 from jobs.reconnect import REFUSALS
+from jobs.redis_values import as_texts
 from jobs.scripts import Scripts
 
 
@@ -16,5 +17,11 @@ def requeue_orphaned_claims(conn: redis.Redis) -> int:
     """Put the claims of dead workers back at the front of their queues, in order; returns how many."""
     if REFUSALS.within():
         return 0
-    return int(Scripts(conn).requeue_orphaned_claims(
-        keys=[keys.CLAIMERS], args=[keys.CLAIMS_PREFIX, keys.RQ_QUEUE_PREFIX, *queues.ALL_QUEUES]))
+    seconds, micros = conn.time()
+    lapsed = as_texts(conn.zrangebyscore(keys.CLAIMERS, "-inf", seconds + micros / 1_000_000))
+    scripts, n = Scripts(conn), 0
+    for worker in lapsed:  # the script checks again that the worker's claims are still lapsed
+        n += int(scripts.requeue_orphaned_claims(
+            keys=[keys.CLAIMERS, *queues.claim_keys(worker, queues.ALL_QUEUES)], args=[worker, queues.BELL_TOKENS]))
+    return n
+

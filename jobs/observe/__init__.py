@@ -7,7 +7,8 @@
 - health: the health rules; performance: per task type over the last runs
 - alert_rules, alert_state: what should alert, and Alertmanager-like state (for, repeat, resolved)
 - channels, delivery: the webhook and email channels, and the outbox they are delivered from
+- run_ended: what ending a refresh run records, as keys and numbers given to the scripts
 
-Refresh runs are recorded by the TRANSITION and START scripts (jobs/scripts.py) in the same script as the
-status change; nothing here reads task records one by one.
+Refresh runs are recorded by transition.lua and start.lua (jobs/scripts) in the same script as the status
+change; nothing here reads task records one by one.
 """

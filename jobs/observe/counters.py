@@ -18,8 +18,8 @@ from collections.abc import Mapping
 import redis
 
 from jobs import keys
+from jobs.observe.run_ended import RUN_SECONDS_BUCKETS
 from jobs.redis_values import as_text_map
-from jobs.scripts import RUN_SECONDS_BUCKETS
 
 log = logging.getLogger("refreshq.observe")
 
@@ -29,9 +29,9 @@ INF = "+Inf"
 # commands every few seconds, never one per request.
 TALLY_FLUSH_SECONDS = 5.0
 
-TASKS_ENDED = "tasks_ended"             # kind, status (refresh tasks; written by the TRANSITION script)
+TASKS_ENDED = "tasks_ended"             # kind, status (refresh tasks; written by transition.lua)
 TASK_RUNS = "task_runs"                 # task name, status (named-task attempts)
-RECORDS_WRITTEN = "records_written"     # hospitals staged (written by the STAGE_LEAF script)
+RECORDS_WRITTEN = "records_written"     # hospitals staged (written by stage_leaf.lua)
 UPSTREAM_REQUESTS = "upstream_requests"  # upstream kind
 UPSTREAM_ERRORS = "upstream_errors"     # upstream kind, error kind
 RETRIES = "retries"                     # "refresh" (the sweeper) or "task" (a named task's own retries)
@@ -39,7 +39,7 @@ DEAD_LETTERS = "dead_letters"           # "refresh", "task" or "other"
 ALERTS_SENT = "alerts_sent"             # channel, "firing" or "resolved"
 ALERT_FAILURES = "alert_delivery_failures"  # channel
 STALE_WRITES = "stale_writes"           # write (stage, publish, end, progress, walk, ...): refused by a fence
-TOTAL_MISMATCHES = "upstream_total_mismatches"  # leaves taken with a stale `total` (written by STAGE_LEAF)
+TOTAL_MISMATCHES = "upstream_total_mismatches"  # leaves taken with a stale `total` (written by stage_leaf.lua)
 RECONCILED = "reconciled"               # province, plan, finish (refresh tasks), run (named): jobs.duties.reconcile
 UPSTREAM_THROTTLED = "upstream_throttled"  # signal: "429", "503" (with Retry-After) or "latency" (jobs.pacing)
 

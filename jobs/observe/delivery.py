@@ -1,7 +1,7 @@
 """The alert outbox, delivered from the scheduler process, never from a worker: the "no worker" alert
 must arrive with every worker down.
 
-A delivery thread of the active scheduler claims due notices (jobs/scripts CLAIM_DUE: a lease, recorded with
+A delivery thread of the active scheduler claims due notices (jobs/scripts/claim_due.lua: a lease, recorded with
 the scheduler lock's token, so a scheduler that dies mid-delivery leaves the notice to the next active one at
 once) and tries each channel still pending, each attempt bounded by REFRESHQ_ALERT_TIMEOUT. A channel that
 fails is tried again with the scheduler's backoff (REFRESHQ_RETRY_BASE, _FACTOR, _CAP), until it succeeds

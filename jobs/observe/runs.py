@@ -1,6 +1,6 @@
 """Runs as they end: the per-kind run lists (the last 200 of each kind) and the latest outcome per subject.
 
-Refresh runs are recorded by the TRANSITION script (jobs/scripts.py) when a task ends; named-task runs here,
+Refresh runs are recorded by transition.lua (jobs/scripts) when a task ends; named-task runs here,
 in the transaction that completes their history record (jobs.named.history), or, when their worker died
 and the record was still RUNNING, by `jobs.named.history.note_lost_run`. A run summary: status,
 run_seconds (from its start), queue_wait_seconds (from its enqueueing to its start), records (refreshes), ended_ts.

@@ -1,5 +1,5 @@
 """Fencing tokens: a write a job execution makes for a refresh task is accepted only from the execution that
-owns that part of the task's work now (the scripts' side is jobs/scripts/fence.py).
+owns that part of the task's work now (the scripts' side is jobs/scripts/_stale_check.lua).
 
 A work-horse that was paused -- a long GC pause, a VM stall, SIGSTOP, a network partition -- is not dead: it
 wakes and carries on with whatever it believed it owned, possibly after the scheduler declared its job
@@ -75,7 +75,7 @@ def claim(conn: redis.Redis, job: Job, context: JobContext, task_id: str, unit: 
     registry = context.started_registry or f"rq:wip:{job.origin}"
     fence = Fence(task_id, unit, token)
     answer = Scripts(conn).claim_unit(
-        keys=[fence.owners, keys.task(task_id), registry], args=[unit, token, context.execution]
+        keys=[fence.owners, keys.task(task_id), registry, keys.METRIC_COUNTERS], args=[unit, token, context.execution]
     )
     if answer != b"OK":
         log.warning("refresh %s: execution %s cannot claim %s (%s)", task_id, token, unit, answer.decode())

@@ -34,7 +34,7 @@ def end_province(
     the province ends with it."""
     fence = fence or unfenced(task_id)
     last = Scripts(conn).province_ended(
-        keys=[keys.task_provinces_ended(task_id), keys.task_stats(task_id), fence.owners],
+        keys=[keys.task_provinces_ended(task_id), keys.task_stats(task_id), fence.owners, keys.METRIC_COUNTERS],
         args=[code, outcome, "1" if published else "0", *fence.args()],
     )
     if fence.checked(last, "end") == 1:
@@ -93,7 +93,7 @@ def _succeed(conn: redis.Redis, task_id: str, outcomes: dict[str, str], now: str
                 if full:
                     result["unpublished"] = sorted(gone)
                 pipe.multi()
-                records.queue_transition(pipe, task_id, (RUNNING,), SUCCEEDED, {
+                records.queue_transition(pipe, task_id, (RUNNING,), SUCCEEDED, record=record, fields={
                     "finished_at": now, "progress": "100", "current_step": "刷新完成",
                     "result": json.dumps(result, ensure_ascii=False), "retry": "",
                 })

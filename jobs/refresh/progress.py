@@ -23,6 +23,7 @@ from jobs import keys
 from jobs.redis_values import as_text
 from jobs.refresh.fence import Fence, unfenced
 from jobs.scripts import Scripts
+from jobs.statuses import RUNNING
 
 # Full refresh: province 10%, city 20%, district 30%, hospital 40%. Province refresh: 20/30/50.
 FULL_WEIGHTS = {"provinces": 10, "cities": 20, "districts": 30, "hospitals": 40}
@@ -155,9 +156,10 @@ class ProgressReporter:
         moment = datetime.now(UTC)
         eta = eta_seconds(progress, (moment - self._started).total_seconds())
         written = self._scripts.progress(
-            keys=[keys.task(self.task_id), self.fence.owners],
+            keys=[keys.task(self.task_id), self.fence.owners, keys.METRIC_COUNTERS, keys.TASKS_BY_UPDATED,
+                  keys.tasks_with_status_by_updated(RUNNING)],
             args=[progress, step, moment.isoformat(timespec="seconds"), moment.timestamp(),
-                  "" if eta is None else eta, keys.PREFIX, *self.fence.args()],
+                  "" if eta is None else eta, *self.fence.args()],
         )
         self.fence.checked(written, "progress")  # a stale execution writes no progress, nor its job's meta
         if self.job is not None and now - self._last_meta >= META_INTERVAL:

@@ -72,7 +72,7 @@ def pack_leaf(hospitals: list[Hospital]) -> tuple[list[str], bytes]:
 
 
 def _ids_args(ids: list[str], records: bytes) -> tuple[str | bytes | int, ...]:
-    """How STAGE_LEAF takes a leaf's records and ids: the ids in one value unless one holds a newline."""
+    """How stage_leaf.lua takes a leaf's records and ids: the ids in one value unless one holds a newline."""
     joined = "\n".join(ids)
     if joined.count("\n") == max(0, len(ids) - 1) and "" not in ids:
         return len(ids), records, joined
@@ -106,7 +106,7 @@ def leaf_sizes(conn: redis.Redis, province: str, version: str, codes: list[str])
 
 
 # How many examples a task keeps of ids listed under two leaves, and of leaves taken with a stale `total`
-# (the counts are exact); one limit for both, passed to STAGE_LEAF once.
+# (the counts are exact); one limit for both, passed to stage_leaf.lua once.
 CONFLICT_EXAMPLES = MISMATCH_EXAMPLES = 20
 
 
@@ -152,7 +152,7 @@ def stage_leaves(
             keys.checkpoint_leaves(version, province), keys.task_stats(version), keys.task_ids(version),
             keys.task_conflicts(version), keys.data_leaves(province, version), keys.data_sizes(province, version),
             keys.task_home_ids(version), fence.owners, keys.task_total_mismatches(version), keys.task_seen_ids(version),
-            *data_keys,
+            keys.METRIC_COUNTERS, *data_keys,
         ],
         args=args,
     )
@@ -163,7 +163,7 @@ def stage_leaves(
 
 def publish(conn: redis.Redis, province: str, version: str, name: str, fence: Fence | None = None) -> Publication:
     """Make `version` the published data of `province` while `fence` holds and its task runs (see
-    PUBLISH in jobs/scripts/fence.py): "published" with its record count, "superseded" when a version of a
+    jobs/scripts/publish.lua): "published" with its record count, "superseded" when a version of a
     task created later is published already (this one's staging is dropped), or "ended" when the task was
     cancelled or ended meanwhile. StaleExecutionError when the execution no longer owns the province."""
     fence = fence or unfenced(version)
@@ -183,7 +183,7 @@ def publish(conn: redis.Redis, province: str, version: str, name: str, fence: Fe
             keys=[
                 fence.owners, keys.task(version), keys.task_cancel(version), keys.PUBLISHED, keys.PUBLISHED_META,
                 keys.PUBLISHED_ORDER, keys.data_leaves(province, version), keys.data_sizes(province, version),
-                keys.data_leaves(province, old), keys.data_sizes(province, old),
+                keys.data_leaves(province, old), keys.data_sizes(province, old), keys.METRIC_COUNTERS,
                 *(keys.data_leaf(province, version, code) for code in leaf_codes),
                 *(keys.data_leaf(province, old, code) for code in old_codes),
             ],

@@ -15,6 +15,7 @@ import redis
 
 from jobs import keys
 from jobs.errors import TaskNotFoundError, ValidationError
+from jobs.observe.run_ended import run_ended_args, run_ended_keys
 from jobs.owners import CLI_OWNER
 from jobs.pacing import pace_fields, pace_view
 from jobs.reconnect import refusal_of
@@ -87,29 +88,41 @@ def add_record(pipe: redis.client.Pipeline, record: dict[str, str]) -> None:
     pipe.zadd(keys.tasks_with_status_of_owner(PENDING, owner), {task_id: ts})
 
 
-def _transition_args(allowed: Iterable[str], to: str, fields: dict[str, str] | None) -> list[Any]:
-    now = datetime.now(UTC)
-    args: list[Any] = [",".join(allowed), to, now.isoformat(timespec="seconds"), now.timestamp(), keys.PREFIX]
+def _transition(
+    client: redis.Redis | redis.client.Pipeline, task_id: str, allowed: Iterable[str], to: str,
+    fields: dict[str, str] | None, kind: str, owner: str, at: float | None = None,
+) -> Any:
+    """Run transition.lua on `client` (at epoch `at`, default now): the task's kind and owner (which never
+    change) name the indexes and the observe keys it may touch."""
+    ts = datetime.now(UTC).timestamp() if at is None else at
+    statuses = list(allowed)
+    script_keys = [keys.task(task_id), keys.task_stats(task_id), keys.task_owners(task_id), keys.TASKS_BY_UPDATED,
+                   *run_ended_keys(kind, ts), *keys.status_indexes([*statuses, to], owner)]
+    iso = datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    args: list[Any] = [",".join(statuses), to, iso, ts, kind, owner, *run_ended_args()]
     for name, value in (fields or {}).items():
         args += [name, value]
-    return args
+    return Scripts(client).transition(keys=script_keys, args=args)
 
 
 def transition(
     conn: redis.Redis, task_id: str, allowed: Iterable[str], to: str, fields: dict[str, str] | None = None
 ) -> bool:
     """Move a task to status `to` if its status is one of `allowed`; False if it is not."""
-    outcome = Scripts(conn).transition(keys=[keys.task(task_id)], args=_transition_args(allowed, to, fields))
+    kind, owner = conn.hmget(keys.task(task_id), ["kind", "owner"])
+    outcome = _transition(conn, task_id, allowed, to, fields, as_text(kind or b"full"), as_text(owner or b""))
     if outcome is None:
         raise TaskNotFoundError(f"no refresh task {task_id}")
     return bool(outcome == b"OK")
 
 
 def queue_transition(
-    pipe: redis.client.Pipeline, task_id: str, allowed: Iterable[str], to: str, fields: dict[str, str] | None = None
+    pipe: redis.client.Pipeline, task_id: str, allowed: Iterable[str], to: str, fields: dict[str, str] | None = None,
+    *, record: dict[str, str], at: float | None = None,
 ) -> None:
-    """`transition` queued in the caller's MULTI, so other writes commit with it (its reply: b"OK" or why not)."""
-    Scripts(pipe).transition(keys=[keys.task(task_id)], args=_transition_args(allowed, to, fields))
+    """`transition` queued in the caller's MULTI, so other writes commit with it (its reply: b"OK" or why not).
+    `record`: the task's record as read before (its kind and owner, which never change); `at`: epoch, default now."""
+    _transition(pipe, task_id, allowed, to, fields, record.get("kind") or "full", record.get("owner") or "", at)
 
 
 def failed_region(

@@ -1,42 +1,44 @@
-"""The Lua script that stages a refresh's leaves (jobs.refresh.published.stage_leaves): part of jobs.scripts,
-which registers it, in a file of its own for size."""
-
-from __future__ import annotations
-
-from jobs import keys
-from jobs.scripts.fence import STALE_CHECK
-
-# Stage one or more leaves of a province, each once, with its checkpoint entry, keeping only the records
-# whose id no other leaf of the task staged before (ids are unique by contract; a lying upstream may list
-# one under two leaves); counters once per call. A leaf's records arrive as one value and are stored as
-# one string: a hash field per record cost the server 3.6 against 1.5 us per record (measured), and what
-# reads a leaf reads it whole.
-#
-# Which ids the task holds: every leaf's kept ids are one string in the leaf ids hash (KEYS[7]). An id "at
-# home" in its leaf (characters 2-7 are the leaf's code, as in H110101000123 of 110101: one leaf at most can
-# be an id's home) needs nothing else: while nothing is in the seen set, a leaf whose ids are all at home is
-# staged with one pattern pass and no per-id work. Every other leaf's ids (opaque ones, all of them) also go
-# to the seen set (KEYS[10]), added in one SADD a chunk: when it adds them all, none was there, and nothing
-# else is done per id (a per-id HMGET and HSET into an id -> leaf index cost the server twice as much,
-# measured). When it adds fewer, the leaf ids hash says which were there and whose (one pass over it), and
-# from then on the task looks before it adds (SMISMEMBER, stats field ids_careful), finding an owner only
-# for the bounded examples. An id away from home is also looked for in its home's string while a leaf kept
-# ids at home only (stats field ids_at_home, settled when the seen set starts: no such leaf comes after).
-# Tasks staged by versions before 2026-12 kept an id -> leaf index (KEYS[3]): read, never written.
-#
-# KEYS: checkpoint set, stats, the earlier versions' id index, conflicts, data leaves hash, data sizes hash,
-# leaf ids hash, the task's owners hash (the fence), total mismatches, seen ids set, then each leaf's data
-# key. ARGV: the province's leaves-done and hospitals counters, max examples (of conflicts, and of
-# mismatches), the fence's unit and token, then per leaf: code, JSON, 1 if a district, its total mismatch
-# ('' or "total,listed": a stale count the client took), n, its n records joined by newlines (compact JSON
-# has none) in id order, and the n ids (distinct, in the same order) joined by newlines in one value -- or,
-# when an id holds a newline, -n and the ids one value each (none of them then at home; packing a value per
-# id cost the worker more than the rest of staging). Returns per leaf {kept, conflicts}, or {-1, -1} if
-# staged already (a re-run writes and counts nothing), or 'STALE' when the execution no longer owns the
-# province (nothing written).
-STAGE_LEAF = STALE_CHECK + """
-if stale(KEYS[8], ARGV[4], ARGV[5], 'stage') then return 'STALE' end
-local FIXED = 10
+-- stage_leaf: stage one or more leaves of a province (jobs.refresh.published.stage_leaves), each once, with its
+-- checkpoint entry, keeping only the records whose id no other leaf of the task staged before (ids are unique by
+-- contract; a lying upstream may list one under two leaves); counters once per call. A leaf's records arrive as one
+-- value and are stored as one string: a hash field per record cost the server 3.6 against 1.5 us per record
+-- (measured), and what reads a leaf reads it whole.
+--
+-- Which ids the task holds: every leaf's kept ids are one string in the leaf ids hash (KEYS[7]). An id "at
+-- home" in its leaf (characters 2-7 are the leaf's code, as in H110101000123 of 110101: one leaf at most can
+-- be an id's home) needs nothing else: while nothing is in the seen set, a leaf whose ids are all at home is
+-- staged with one pattern pass and no per-id work. Every other leaf's ids (opaque ones, all of them) also go
+-- to the seen set (KEYS[10]), added in one SADD a chunk: when it adds them all, none was there, and nothing
+-- else is done per id (a per-id HMGET and HSET into an id -> leaf index cost the server twice as much,
+-- measured). When it adds fewer, the leaf ids hash says which were there and whose (one pass over it), and
+-- from then on the task looks before it adds (SMISMEMBER, stats field ids_careful), finding an owner only
+-- for the bounded examples. An id away from home is also looked for in its home's string while a leaf kept
+-- ids at home only (stats field ids_at_home, settled when the seen set starts: no such leaf comes after).
+-- Tasks staged by versions before 2026-12 kept an id -> leaf index (KEYS[3]): read, never written.
+--
+-- KEYS[1] = the province's checkpoint set (keys.checkpoint_leaves)
+-- KEYS[2] = stats hash (keys.task_stats)
+-- KEYS[3] = the earlier versions' id index (keys.task_ids)
+-- KEYS[4] = conflicts hash (keys.task_conflicts)
+-- KEYS[5] = the version's data leaves hash (keys.data_leaves)
+-- KEYS[6] = the version's data sizes hash (keys.data_sizes)
+-- KEYS[7] = leaf ids hash (keys.task_home_ids)
+-- KEYS[8] = the task's owners hash, the fence (keys.task_owners)
+-- KEYS[9] = total mismatches hash (keys.task_total_mismatches)
+-- KEYS[10] = seen ids set (keys.task_seen_ids)
+-- KEYS[11] = metric counters hash (keys.METRIC_COUNTERS)
+-- KEYS[12..] = each leaf's data key (keys.data_leaf)
+-- ARGV[1] = the province's leaves-done counter field; ARGV[2] = its hospitals counter field; ARGV[3] = max
+-- examples (of conflicts, and of mismatches); ARGV[4] = the fence's unit; ARGV[5] = its token; ARGV[6..] = per
+-- leaf: code, JSON, 1 if a district, its total mismatch ('' or "total,listed": a stale count the client took),
+-- n, its n records joined by newlines (compact JSON has none) in id order, and the n ids (distinct, in the same
+-- order) joined by newlines in one value -- or, when an id holds a newline, -n and the ids one value each (none
+-- of them then at home; packing a value per id cost the worker more than the rest of staging).
+-- include: stale_check, stats_fields
+-- Returns per leaf {kept, conflicts}, or {-1, -1} if staged already (a re-run writes and counts nothing), or
+-- 'STALE' when the execution no longer owns the province (nothing written).
+if stale(KEYS[8], KEYS[11], ARGV[4], ARGV[5], 'stage') then return 'STALE' end
+local FIXED = 11
 local chunk, limit, pos, out, described, sizes = 2000, tonumber(ARGV[3]), 6, {}, {}, {}
 local leaves, districts, kept_all, conflicts_all, examples = 0, 0, 0, 0, nil
 local mismatches, mismatch_examples = 0, nil
@@ -73,7 +75,7 @@ end
 -- True when every one of the n ids joined in `joined` is at home in `leaf`: one pattern pass, no id split.
 local function all_at_home(leaf, n, joined)
   if #leaf ~= 6 or n == 0 then return false end
-  local _, found = string.gsub('\\n' .. joined, '\\n.' .. string.gsub(leaf, '%W', '%%%0'), '')
+  local _, found = string.gsub('\n' .. joined, '\n.' .. string.gsub(leaf, '%W', '%%%0'), '')
   return found == n
 end
 -- The leaf other than `leaf` that kept each id of `wanted` (id -> true): one pass over every leaf's ids.
@@ -81,7 +83,7 @@ local function owners_of(wanted, leaf)
   local found = {}
   local function look(owner, held)
     if owner ~= leaf and held then
-      for id in string.gmatch(held, '[^\\n]+') do if wanted[id] then found[id] = owner end end
+      for id in string.gmatch(held, '[^\n]+') do if wanted[id] then found[id] = owner end end
     end
   end
   for owner, held in pairs(homes) do look(owner, held) end
@@ -149,7 +151,7 @@ local function check_chunk(leaf, ids, from, to, framed, dropped)
     for k = 1, to - from + 1 do
       local home, id = of[k], ids[from + k - 1]
       if not owners[k] and home ~= leaf and home ~= '' and homes[home]
-          and string.find(homes[home], '\\n' .. id .. '\\n', 1, true) then
+          and string.find(homes[home], '\n' .. id .. '\n', 1, true) then
         owners[k] = home
       end
     end
@@ -185,10 +187,10 @@ local function stage_ids(leaf, n, ids, framed, whole, joined, records)
   if conflicts > 0 then
     local kept, rest, i = {}, {}, 0
     for k = 1, n do if not dropped[k] then kept[#kept + 1] = ids[k] end end
-    for record in string.gmatch(records, '[^\\n]+') do
+    for record in string.gmatch(records, '[^\n]+') do
       i = i + 1; if not dropped[i] then rest[#rest + 1] = record end
     end
-    joined, records, n = table.concat(kept, '\\n'), table.concat(rest, '\\n'), #kept
+    joined, records, n = table.concat(kept, '\n'), table.concat(rest, '\n'), #kept
   end
   return n, conflicts, records, framed and joined or nil
 end
@@ -205,7 +207,7 @@ for l = 1, #KEYS - FIXED do
   if n >= 0 then
     whole = nothing_seen and all_at_home(leaf, n, ARGV[pos + 6]) and ARGV[pos + 6]
     if not whole and n > 0 then
-      for id in string.gmatch(ARGV[pos + 6], '[^\\n]+') do ids[#ids + 1] = id end
+      for id in string.gmatch(ARGV[pos + 6], '[^\n]+') do ids[#ids + 1] = id end
     end
     pos = pos + 7
   else
@@ -220,7 +222,7 @@ for l = 1, #KEYS - FIXED do
     kept, conflicts, records, joined = stage_ids(leaf, n, ids, framed, whole, framed and ARGV[pos - 1] or nil, records)
     if kept > 0 then redis.call('SET', KEYS[FIXED + l], records) end
     if kept > 0 and joined then  -- an unframed leaf's ids are in the id index instead
-      homes[leaf] = '\\n' .. joined .. '\\n'
+      homes[leaf] = '\n' .. joined .. '\n'
       homes_new[#homes_new + 1] = leaf; homes_new[#homes_new + 1] = homes[leaf]
     end
     if said ~= '' then mismatched(leaf, said) end
@@ -241,14 +243,13 @@ if districts > 0 then redis.call('HINCRBY', KEYS[2], 'districts_processed', dist
 if kept_all > 0 then
   redis.call('HINCRBY', KEYS[2], 'hospitals_found', kept_all)
   redis.call('HINCRBY', KEYS[2], ARGV[2], kept_all)
-  -- the records-written counter (its name is fixed, so callers pass no extra key): one command per call
-  redis.call('HINCRBY', '""" + keys.METRIC_COUNTERS + """', 'records_written', kept_all)
+  -- the records-written counter: one command per call
+  redis.call('HINCRBY', KEYS[11], 'records_written', kept_all)
 end
 if conflicts_all > 0 then redis.call('HINCRBY', KEYS[2], 'conflicts', conflicts_all) end
 if mismatches > 0 then
-  redis.call('HINCRBY', KEYS[2], '""" + keys.TOTAL_MISMATCHES + """', mismatches)
-  -- the counter jobs.observe.counters names TOTAL_MISMATCHES (a fixed name, like records_written's)
-  redis.call('HINCRBY', '""" + keys.METRIC_COUNTERS + """', 'upstream_total_mismatches', mismatches)
+  redis.call('HINCRBY', KEYS[2], TOTAL_MISMATCHES, mismatches)
+  -- the counter jobs.observe.counters names TOTAL_MISMATCHES
+  redis.call('HINCRBY', KEYS[11], 'upstream_total_mismatches', mismatches)
 end
 return out
-"""
