@@ -146,7 +146,7 @@ def test_the_old_builtin_task_module_name_still_loads_and_runs_the_builtin_tasks
     conn: redis.Redis, tenv: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REFRESHQ_TASK_MODULES", "jobs.builtin_tasks")
-    tasks = configured_tasks()
+    tasks = configured_tasks(Settings.from_env())
     assert {d.name for d in tasks} == {"refresh-full", "cleanup", "data-snapshot"}
     run_id = tasks.get("data-snapshot").delay()  # accepted: the workers (same setting) find it
     drain(conn, (queues.NORMAL,))
