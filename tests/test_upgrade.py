@@ -43,7 +43,7 @@ def manager(settings: Settings, conn: redis.Redis) -> SyncTaskManager:
 def _old_record(manager: SyncTaskManager, kind: str, label: str, provinces: list[dict[str, str]] | None) -> str:
     """A task record as the previous layout stored it (the record format did not change)."""
     task_id = records.new_task_id()
-    record = records.new_record(task_id, kind, label, None, manager.upstream, manager.settings.task_timeout)
+    record = records.new_record(task_id, kind, label, None, manager.upstream, manager.settings.limits.task_timeout)
     if provinces is not None:
         record["provinces"] = json.dumps(provinces, ensure_ascii=False)
     with manager.conn.pipeline() as pipe:

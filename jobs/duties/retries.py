@@ -65,7 +65,7 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(settings.retry_base, settings.retry_factor, settings.retry_cap, settings.retry_max)
+        return cls(settings.retry.base, settings.retry.factor, settings.retry.cap, settings.retry.max)
 
 
 # Per job function; others get the default. Named tasks retry through RQ's `Retry` by their own policy

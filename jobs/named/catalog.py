@@ -105,7 +105,7 @@ def load_tasks(modules: Sequence[str]) -> TaskCatalog:
 
 def configured_tasks(settings: Settings) -> TaskCatalog:
     """The tasks of REFRESHQ_TASK_MODULES of `settings`."""
-    return load_tasks(settings.task_modules)
+    return load_tasks(settings.server.task_modules)
 
 
 def summary(d: TaskDefinition) -> dict[str, Any]:

@@ -158,7 +158,7 @@ def default_connection(settings: Settings) -> redis.Redis:
     job = get_current_job()
     if job is not None:
         return job.connection
-    key = settings.redis_url or str(settings.data_dir)
+    key = settings.server.redis_url or str(settings.server.data_dir)
     if key not in _default_conns:
         from jobs.connection import connect
 

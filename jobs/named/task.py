@@ -37,7 +37,7 @@ class TaskHandle(TaskDefinition):
         # A library entry point: the settings are read once, here, and passed down.
         settings = process_settings()
         return runs.enqueue_task(conn or runs.default_connection(settings), self, args, kwargs or {},
-                                 modules=settings.task_modules)
+                                 modules=settings.server.task_modules)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with these arguments, for `chain()` and `batch()`."""
