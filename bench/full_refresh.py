@@ -30,6 +30,7 @@ from bench.measure import rate
 from bench.sizes import Sizes
 from bench.worker_memory import MemorySampler
 from jobs import keys
+from jobs.config import LimitSettings, PacingSettings
 from jobs.redis_values import as_text
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import TERMINAL
@@ -195,7 +196,8 @@ def run_one(bench: Bench, upstream: Upstream, sizes: Sizes, profile_dir: Path | 
     bench.flush()
     floor = run_floor(bench, upstream, sizes.workers, max(1, sizes.concurrency // sizes.workers), sizes.province)
     workers = bench.start_workers(sizes.workers, "refresh", sizes.concurrency)
-    settings = bench.settings(upstream_concurrency=sizes.concurrency, max_pending=10**6)
+    settings = bench.settings(pacing=PacingSettings(concurrency=sizes.concurrency),
+                              limits=LimitSettings(max_pending=10**6))
     manager = SyncTaskManager(settings, bench.conn, upstream={"kind": "http", "url": upstream.url})
     measured = _measure(bench, upstream, sizes, manager, workers, profile_dir)
     for worker in workers:

@@ -9,6 +9,7 @@ any REDIS_URL the caller has set: their environment is rebuilt from scratch for 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ import httpx
 import redis
 from rq import Worker
 
-from jobs.config import Settings
+from jobs.config import ServerSettings, Settings
 from jobs.server import EmbeddedServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,11 +81,11 @@ class Bench:
         env.update(extra)
         return env
 
-    def settings(self, **overrides: Any) -> Settings:
-        """Settings of the bench's own in-process clients (same server, temp data dir)."""
-        values: dict[str, Any] = {"redis_url": self.url, "data_dir": self.root / "data-client"}
-        values.update(overrides)
-        return Settings(**values)
+    def settings(self, **groups: Any) -> Settings:
+        """Settings of the bench's own in-process clients (same server, temp data dir); `groups` replace
+        the defaults' (e.g. limits=LimitSettings(max_pending=...))."""
+        server = ServerSettings(redis_url=self.url, data_dir=self.root / "data-client")
+        return dataclasses.replace(Settings(server=server), **groups)
 
     def flush(self) -> None:
         """Start a scenario from an empty server (no workers may be running).

@@ -23,6 +23,7 @@ from rq import Worker
 from bench.full_refresh import wait_terminal
 from bench.harness import LOOPBACK, REFRESHQ, Bench, Upstream, free_port
 from bench.sizes import Sizes
+from jobs.config import LimitSettings, PacingSettings
 from jobs.refresh.manager import SyncTaskManager
 
 # name: (REFRESHQ_UPSTREAM_RPS (None: the limit itself), workers). The runs had two workers; with
@@ -66,7 +67,8 @@ def run_one(bench: Bench, sizes: Sizes, name: str, rps: str, workers_count: int 
     processes = start_processes(bench, rps, workers_count, name)
     workers = processes[:workers_count]
     try:
-        settings = bench.settings(max_pending=10**6, upstream_rps=None if rps == "auto" else float(rps))
+        settings = bench.settings(limits=LimitSettings(max_pending=10**6),
+                                  pacing=PacingSettings(rps=None if rps == "auto" else float(rps)))
         manager = SyncTaskManager(settings, bench.conn, upstream={"kind": "http", "url": upstream.url})
         started = time.perf_counter()
         if sizes.limited_province:

@@ -21,6 +21,7 @@ from bench.measure import rate
 from bench.noop import noop
 from bench.sizes import Sizes
 from bench.start_latency import LATENCY_KINDS, start_latency
+from jobs.config import LimitSettings
 from jobs.refresh.manager import SyncTaskManager
 
 QUEUE = "normal"  # one of refreshq's queues, so its worker drains it without options
@@ -98,7 +99,7 @@ def drain(bench: Bench, kind: str, processes: int, count: int) -> dict[str, Any]
 def enqueue_rates(bench: Bench, upstream: Upstream | None, count: int) -> dict[str, Any]:
     """Jobs (or tasks) per second onto a queue no worker drains; the server is flushed after each."""
     manager = SyncTaskManager(
-        bench.settings(max_pending=10**6), bench.conn,
+        bench.settings(limits=LimitSettings(max_pending=10**6)), bench.conn,
         upstream={"kind": "http", "url": upstream.url if upstream else "http://127.0.0.1:9/v1"},
     )
     queue = _queue(bench)

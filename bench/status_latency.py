@@ -20,6 +20,7 @@ from bench.harness import REFRESHQ, Bench, Upstream
 from bench.measure import rate, summary_ms, timed
 from bench.sizes import Sizes
 from jobs import keys
+from jobs.config import LimitSettings, PacingSettings
 from jobs.redis_values import as_text
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import RUNNING, SUCCEEDED
@@ -98,7 +99,8 @@ def run_under_load(bench: Bench, upstream: Upstream, sizes: Sizes) -> dict[str, 
     """Start a full refresh; once leaves are flowing, probe the status, then cancel the task."""
     bench.flush()
     workers = bench.start_workers(sizes.workers, "refresh", sizes.load_concurrency)
-    settings = bench.settings(upstream_concurrency=sizes.load_concurrency, max_pending=10**6)
+    settings = bench.settings(pacing=PacingSettings(concurrency=sizes.load_concurrency),
+                              limits=LimitSettings(max_pending=10**6))
     manager = SyncTaskManager(settings, bench.conn, upstream={"kind": "http", "url": upstream.url})
     with http_status.web(bench) as (url, headers):
         try:
@@ -150,7 +152,7 @@ def run_list(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     memory_before = int(bench.conn.info("memory")["used_memory"])
     seeded = observe_latency.seed_history(bench, sizes.list_records)
     memory_after = int(bench.conn.info("memory")["used_memory"])
-    settings = bench.settings(max_pending=10**6)
+    settings = bench.settings(limits=LimitSettings(max_pending=10**6))
     manager = SyncTaskManager(settings, bench.conn)
     latencies: list[float] = []
     for _ in range(sizes.list_calls):

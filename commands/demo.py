@@ -137,12 +137,12 @@ def _start_web(rt: Runtime, port: int) -> Background:
     from web.server import listen
 
     return Background(listen(create_app(rt.settings, server_url(rt.settings)), "127.0.0.1", port,
-                             rt.settings.web_streams)).start()
+                             rt.settings.web.streams)).start()
 
 
 def _run(rt: Runtime, scale: int, worker_count: int, stop: _Stop, web_url: str | None = None) -> int:
     click.echo(f"server: {mask_url(server_url(rt.settings))}")
-    log_dir = rt.settings.data_dir / "logs"
+    log_dir = rt.settings.server.data_dir / "logs"
     workers = _start_workers(worker_count, log_dir)
     click.echo(f"started {worker_count} workers (logs in {log_dir})")
     manager = SyncTaskManager(rt.settings, rt.conn, upstream={"kind": "sample", "scale": scale})

@@ -99,7 +99,7 @@ def web(rt: Runtime, host: str | None, port: int | None) -> None:
     from web.app import check_exposure, create_app
     from web.server import limits, listen
 
-    host, port = host or rt.settings.web_host, port or rt.settings.port
+    host, port = host or rt.settings.web.host, port or rt.settings.web.port
 
     def stop(_signum: int, _frame: object) -> None:
         shutdown.requested.set()
@@ -109,7 +109,7 @@ def web(rt: Runtime, host: str | None, port: int | None) -> None:
     start_process(rt.settings, load_tasks=False, stop_handlers=False)
     check_exposure(rt.settings, host)
     app = create_app(rt.settings, url_of(rt.settings))
-    server = listen(app, host, port, rt.settings.web_streams, trust_proxy=rt.settings.web_trust_proxy > 0)
+    server = listen(app, host, port, rt.settings.web.streams, trust_proxy=rt.settings.web.trust_proxy > 0)
     click.echo(f"refreshq: pages on http://{host}:{port}/, API on /api/v1, dashboard on http://{host}:{port}/rq/",
                err=True)
     bounds = limits(server)

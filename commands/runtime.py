@@ -77,10 +77,10 @@ def start_process(settings: Settings, load_tasks: bool, stop_handlers: bool = Tr
 
 
 def _secrets(settings: Settings) -> list[str | None]:
-    alerts = settings.alerts
-    urls = (settings.redis_url, settings.upstream_url, settings.llm_base_url, alerts.webhook_url, alerts.smtp_url)
-    return [settings.upstream_token, settings.llm_api_key, settings.web_password, settings.metrics_token,
-            alerts.webhook_secret, *(part for url in urls for part in credential_parts(url))]
+    server, upstream, web, delivery = settings.server, settings.upstream, settings.web, settings.alerts.delivery
+    urls = (server.redis_url, upstream.url, upstream.llm_base_url, delivery.webhook_url, delivery.smtp_url)
+    return [upstream.token, upstream.llm_api_key, web.password, web.metrics_token,
+            delivery.webhook_secret, *(part for url in urls for part in credential_parts(url))]
 
 
 class FiniteFloat(click.FloatRange):

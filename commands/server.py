@@ -20,9 +20,9 @@ def server(ctx: click.Context) -> None:
     from jobs.server import EmbeddedServer
 
     settings = ctx.find_object(Runtime).settings  # type: ignore[union-attr]
-    if settings.redis_url:
+    if settings.server.redis_url:
         raise ConfigError("REDIS_URL is set: refreshq uses that server and runs no embedded one")
-    embedded = EmbeddedServer(settings.data_dir)
+    embedded = EmbeddedServer(settings.server.data_dir)
     click.echo(f"refreshq: embedded server at {embedded.url}", err=True)
     sys.exit(embedded.run_foreground())
 
@@ -44,7 +44,7 @@ def server_stop(rt: Runtime) -> None:
     """Stop the embedded server, flushing its data to disk."""
     from jobs.server import EmbeddedServer
 
-    if rt.settings.redis_url:
+    if rt.settings.server.redis_url:
         raise ConfigError("REDIS_URL is set: there is no embedded server to stop")
-    stopped = EmbeddedServer(rt.settings.data_dir).stop()
+    stopped = EmbeddedServer(rt.settings.server.data_dir).stop()
     click.echo("stopped" if stopped else "not running")

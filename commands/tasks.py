@@ -69,7 +69,7 @@ def run(rt: Runtime, name: str, args_json: str | None, wait: bool, timeout: floa
 
     definition = configured_tasks(rt.settings).get(name)
     args, kwargs = parse_args_option(args_json)
-    task_id = runs.enqueue_task(rt.conn, definition, args, kwargs)
+    task_id = runs.enqueue_task(rt.conn, definition, args, kwargs, modules=rt.settings.server.task_modules)
     click.echo(task_id)
     if wait:
         result = runs.get_result(task_id, timeout=timeout, conn=rt.conn)

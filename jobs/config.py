@@ -1,16 +1,30 @@
-"""Settings: one frozen object built from the environment when a command starts, never at import."""
+"""Settings: one frozen object built from the environment when a process starts, never at import.
+
+Each variable is declared once, below, by the field that holds it: its name, its default and its bounds
+(`variable(...)`). `from_env()` reads every one of them through those declarations, and
+`Settings.variables()` lists them (the configuration reference); a field's default is the value of an
+unset variable. Settings are grouped by what they configure; the groups are small frozen dataclasses.
+"""
 
 from __future__ import annotations
 
-import math
 import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from functools import partial
 from pathlib import Path
+from typing import Any, Self
 
+from jobs import env_values
+from jobs.env_values import WHSEC_PREFIX, plain
 from jobs.errors import ConfigError
 from jobs.redact import mask_url
+
+__all__ = [
+    "HTTP_SCHEMES", "MAX_SAMPLE_SCALE", "WHSEC_PREFIX", "AlertSettings", "DeliverySettings", "HealthThresholds",
+    "LimitSettings", "PacingSettings", "RetrySettings", "ServerSettings", "Settings", "UpstreamSettings",
+    "WebSettings",
+]
 
 # Upper bounds of the numeric settings: far beyond any sane use, low enough that no computation made
 # with them (timestamps, backoff powers, thread pools, Redis expiry times) overflows or exhausts memory.
@@ -27,194 +41,129 @@ MAX_RETRY_BASE = 3600.0
 MAX_RETRY_FACTOR = 10.0
 MAX_RETRY_CAP = 86_400.0
 MAX_PENDING = 10_000_000
-MAX_STALL_SECONDS = 30 * 86_400.0
+MAX_SECONDS = 30 * 86_400.0
 MAX_WEB_STREAMS = 1000
 MAX_PROXY_HOPS = 5
-_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
-def _default_data_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".local" / "share")
-    return Path(base) / "refreshq"
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    expected = f"a whole number >= {minimum}" if maximum is None else f"a whole number from {minimum} to {maximum}"
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}")
-    return value
-
-
-def _plain(x: float) -> str:
-    return str(int(x)) if x == int(x) else f"{x:g}"  # 1000000, not 1e+06
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    expected = f"a number from {_plain(minimum)} to {_plain(maximum)}"
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}") from None
-    # float() reads "nan" and "inf": neither is a usable limit, delay or rate.
-    if not math.isfinite(value) or not minimum <= value <= maximum:
-        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}")
-    return value
-
-
-def _rps(env: Mapping[str, str]) -> float | None:
-    """REFRESHQ_UPSTREAM_RPS: a number (a hard cap, 0 for none) or `auto` (unset: auto) -> None."""
-    name, raw = "REFRESHQ_UPSTREAM_RPS", env.get("REFRESHQ_UPSTREAM_RPS")
-    if raw is None or raw.strip().lower() in ("", "auto"):
-        return None
-    try:
-        return _float(env, name, 0.0, 0.0, MAX_UPSTREAM_RPS)
-    except ConfigError as error:
-        raise ConfigError(f"{error}, or auto") from None
-
-
-def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return None
-    if not raw.startswith(tuple(f"{s}://" for s in schemes)):
-        allowed = ", ".join(f"{s}://" for s in schemes)
-        raise ConfigError(f"{name}={mask_url(raw)!r} is not valid: expected a URL starting with {allowed}")
-    return raw.rstrip("/")
-
-
-def _modules(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
-    modules = tuple(m.strip() for m in (env.get(name) or default).split(",") if m.strip())
-    for module in modules:
-        if not _MODULE_NAME.fullmatch(module):
-            raise ConfigError(f"{name}: {module!r} is not a module name: expected e.g. jobs.named.builtin,myapp.tasks")
-    return modules
-
-
-def _str(env: Mapping[str, str], name: str) -> str | None:
-    raw = (env.get(name) or "").strip()
-    return raw or None
-
-
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+HTTP_SCHEMES = ("http", "https")
+SMTP_SCHEMES = ("smtp", "smtps")
 # Requests one job keeps in flight by default (REFRESHQ_JOB_CONCURRENCY), within the global limit if any.
 DEFAULT_JOB_CONCURRENCY = 16
-HTTP_SCHEMES = ("http", "https")
+
+Reader = Callable[[Mapping[str, str], str, Any], Any]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything refreshq reads from the environment. Secrets are kept out of repr()."""
+def variable(name: str, default: Any, reader: Reader, *, secret: bool = False,
+             factory: Callable[[], Any] | None = None) -> Any:
+    """A field set from the environment variable `name` by `reader`; `default` (or `factory`, for a
+    default that depends on the process) is the value of an unset variable, written nowhere else."""
+    meta = {"env": name, "read": reader}
+    if factory is not None:
+        return field(default_factory=factory, repr=not secret, metadata=meta)
+    return field(default=default, repr=not secret, metadata=meta)
 
-    redis_url: str | None = None
-    data_dir: Path = field(default_factory=lambda: _default_data_dir(os.environ))
-    upstream_url: str | None = None
-    upstream_token: str | None = field(default=None, repr=False)
-    llm_base_url: str | None = None
-    llm_api_key: str | None = field(default=None, repr=False)
-    llm_model: str | None = None
-    sample_scale: int = 1_000_000
-    max_concurrent_tasks: int = 5
-    task_timeout: int = 7200
-    upstream_concurrency: int = 16
-    job_concurrency_max: int = DEFAULT_JOB_CONCURRENCY
-    # Requests per second to the upstream: a hard cap, paced by send time; 0: no per-second limit at all;
-    # None (REFRESHQ_UPSTREAM_RPS unset or `auto`): learned from the upstream's answers (jobs.pacing).
-    upstream_rps: float | None = None
-    # The share of a configured cap left unused, room for the time between sending and arriving.
-    upstream_rps_margin: float = 0.03
-    # The longest a Retry-After pauses every worker's requests (a longer one is cut to this).
-    upstream_pause_max: float = 60.0
-    upstream_timeout: float = 30.0
-    upstream_attempts: int = 5
-    retry_base: float = 1.0
-    retry_factor: float = 2.0
-    retry_cap: float = 60.0
-    retry_max: int = 3
-    max_pending: int = 1000
-    port: int = 5000
-    web_host: str = "127.0.0.1"
-    web_password: str | None = field(default=None, repr=False)
-    # A RUNNING task whose progress has not moved for this long is flagged stalled (web, observability).
-    stall_seconds: float = 600.0
-    # Server-Sent Event streams the web process keeps open at once (its threads: this many plus headroom).
-    web_streams: int = 64
-    # Proxies in front of the web process whose X-Forwarded-For / -Proto it believes (0: none, headers ignored).
-    web_trust_proxy: int = 0
-    task_modules: tuple[str, ...] = ("jobs.named.builtin",)
-    metrics_token: str | None = field(default=None, repr=False)
-    # Defined below: thresholds of the health rules, and the alert rules' settings and channels.
-    health: HealthThresholds = field(default_factory=lambda: HealthThresholds())
-    alerts: AlertSettings = field(default_factory=lambda: AlertSettings())
+
+def _int(minimum: int = 1, maximum: int | None = None) -> Reader:
+    return partial(env_values.whole, minimum=minimum, maximum=maximum)
+
+
+def _float(minimum: float, maximum: float) -> Reader:
+    return partial(env_values.number, minimum=minimum, maximum=maximum)
+
+
+def _url(schemes: tuple[str, ...]) -> Reader:
+    return partial(env_values.url, schemes=schemes)
+
+
+def _declared(cls: type[Any]) -> Iterator[Field[Any]]:
+    return (f for f in fields(cls) if "env" in f.metadata)
+
+
+class _Group:
+    """What every group shares: reading its variables, and a repr that keeps secrets and credentials out."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build the settings; raise ConfigError naming the first bad variable."""
-        env = os.environ if environ is None else environ
-        data_dir = _str(env, "REFRESHQ_DATA_DIR")
-        llm_base_url = _url(env, "REFRESHQ_LLM_BASE_URL", HTTP_SCHEMES)
-        llm_model = _str(env, "REFRESHQ_LLM_MODEL")
-        if llm_base_url and not llm_model:
-            raise ConfigError("REFRESHQ_LLM_MODEL is not set: expected a model name when REFRESHQ_LLM_BASE_URL is set")
-        return cls(
-            redis_url=_url(env, "REDIS_URL", REDIS_SCHEMES),
-            # Relative to the directory the command starts in, resolved once so the whole process agrees.
-            data_dir=Path(data_dir).expanduser().absolute() if data_dir else _default_data_dir(env),
-            upstream_url=_url(env, "REFRESHQ_UPSTREAM_URL", HTTP_SCHEMES),
-            upstream_token=_str(env, "REFRESHQ_UPSTREAM_TOKEN"),
-            llm_base_url=llm_base_url,
-            llm_api_key=_str(env, "REFRESHQ_LLM_API_KEY"),
-            llm_model=llm_model,
-            sample_scale=_int(env, "REFRESHQ_SAMPLE_SCALE", 1_000_000, minimum=0, maximum=MAX_SAMPLE_SCALE),
-            max_concurrent_tasks=_int(env, "REFRESHQ_MAX_CONCURRENT_TASKS", 5, maximum=MAX_TASKS),
-            task_timeout=_int(env, "REFRESHQ_TASK_TIMEOUT", 7200, maximum=MAX_TASK_TIMEOUT),
-            upstream_concurrency=_int(  # 0: no global limit (see job_concurrency)
-                env, "REFRESHQ_UPSTREAM_CONCURRENCY", 16, minimum=0, maximum=MAX_UPSTREAM_CONCURRENCY
-            ),
-            job_concurrency_max=_int(
-                env, "REFRESHQ_JOB_CONCURRENCY", DEFAULT_JOB_CONCURRENCY, maximum=MAX_UPSTREAM_CONCURRENCY
-            ),
-            upstream_rps=_rps(env),
-            upstream_rps_margin=_float(env, "REFRESHQ_UPSTREAM_RPS_MARGIN", 0.03, 0.0, MAX_RPS_MARGIN),
-            upstream_pause_max=_float(env, "REFRESHQ_UPSTREAM_PAUSE_MAX", 60.0, 0.0, MAX_UPSTREAM_PAUSE),
-            upstream_timeout=_float(env, "REFRESHQ_UPSTREAM_TIMEOUT", 30.0, 0.1, MAX_UPSTREAM_TIMEOUT),
-            upstream_attempts=_int(env, "REFRESHQ_UPSTREAM_ATTEMPTS", 5, maximum=MAX_ATTEMPTS),
-            retry_base=_float(env, "REFRESHQ_RETRY_BASE", 1.0, 0.0, MAX_RETRY_BASE),
-            retry_factor=_float(env, "REFRESHQ_RETRY_FACTOR", 2.0, 1.0, MAX_RETRY_FACTOR),
-            retry_cap=_float(env, "REFRESHQ_RETRY_CAP", 60.0, 0.0, MAX_RETRY_CAP),
-            retry_max=_int(env, "REFRESHQ_RETRY_MAX", 3, minimum=0, maximum=MAX_ATTEMPTS),
-            max_pending=_int(env, "REFRESHQ_MAX_PENDING", 1000, maximum=MAX_PENDING),
-            port=_int(env, "PORT", 5000, maximum=65535),
-            web_host=_str(env, "REFRESHQ_WEB_HOST") or "127.0.0.1",
-            web_password=_str(env, "REFRESHQ_WEB_PASSWORD"),
-            stall_seconds=_float(env, "REFRESHQ_STALL_SECONDS", 600.0, 1.0, MAX_STALL_SECONDS),
-            web_streams=_int(env, "REFRESHQ_WEB_STREAMS", 64, maximum=MAX_WEB_STREAMS),
-            web_trust_proxy=_int(env, "REFRESHQ_WEB_TRUST_PROXY", 0, minimum=0, maximum=MAX_PROXY_HOPS),
-            task_modules=_modules(env, "REFRESHQ_TASK_MODULES", "jobs.named.builtin"),
-            metrics_token=_str(env, "REFRESHQ_METRICS_TOKEN"),
-            health=HealthThresholds.from_env(env),
-            alerts=AlertSettings.from_env(env),
-        )
+    def _values(cls, env: Mapping[str, str]) -> dict[str, Any]:
+        """Each declared variable's value, by field name, read in declaration order."""
+        values = {}
+        for f in _declared(cls):
+            default = f.default if f.default is not MISSING else None
+            values[f.name] = f.metadata["read"](env, f.metadata["env"], default)
+        return values
+
+    @classmethod
+    def read(cls, env: Mapping[str, str]) -> Self:
+        """The group, from `env` (Settings.from_env reads every group)."""
+        return cls(**cls._values(env))
 
     def __repr__(self) -> str:
         # A repr ends up in tracebacks and logs: secrets are left out, credentials inside URLs masked.
         parts = []
-        for f in fields(self):
-            if not f.repr:
-                continue
+        for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            shown = repr(mask_url(value)) if f.name.endswith("_url") and isinstance(value, str) else repr(value)
-            parts.append(f"{f.name}={shown}")
-        return f"Settings({', '.join(parts)})"
+            if f.repr:
+                shown = mask_url(value) if f.name.endswith("url") and isinstance(value, str) else value
+                parts.append(f"{f.name}={shown!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+@dataclass(frozen=True, repr=False)
+class ServerSettings(_Group):
+    """What every process of a deployment must agree on: its Redis, its data directory, its task modules."""
+
+    redis_url: str | None = variable("REDIS_URL", None, _url(REDIS_SCHEMES))
+    # Unset: $XDG_DATA_HOME/refreshq, read when the settings are made (a default of the process, not a constant).
+    data_dir: Path = variable("REFRESHQ_DATA_DIR", None, env_values.data_dir,  # noqa: RUF009 - a field declaration
+                              factory=lambda: env_values.default_data_dir(os.environ))
+    task_modules: tuple[str, ...] = variable("REFRESHQ_TASK_MODULES", ("jobs.named.builtin",), env_values.modules)
+
+
+@dataclass(frozen=True, repr=False)
+class UpstreamSettings(_Group):
+    """Which upstream a new refresh talks to (the HTTP API, an LLM or the built-in sample) and how one
+    request to it is made."""
+
+    url: str | None = variable("REFRESHQ_UPSTREAM_URL", None, _url(HTTP_SCHEMES))
+    token: str | None = variable("REFRESHQ_UPSTREAM_TOKEN", None, env_values.text, secret=True)
+    llm_base_url: str | None = variable("REFRESHQ_LLM_BASE_URL", None, _url(HTTP_SCHEMES))
+    llm_api_key: str | None = variable("REFRESHQ_LLM_API_KEY", None, env_values.text, secret=True)
+    llm_model: str | None = variable("REFRESHQ_LLM_MODEL", None, env_values.text)
+    sample_scale: int = variable("REFRESHQ_SAMPLE_SCALE", 1_000_000, _int(0, MAX_SAMPLE_SCALE))
+    timeout: float = variable("REFRESHQ_UPSTREAM_TIMEOUT", 30.0, _float(0.1, MAX_UPSTREAM_TIMEOUT))
+    attempts: int = variable("REFRESHQ_UPSTREAM_ATTEMPTS", 5, _int(1, MAX_ATTEMPTS))
+
+    @classmethod
+    def read(cls, env: Mapping[str, str]) -> Self:
+        values = cls._values(env)
+        if values["llm_base_url"] and not values["llm_model"]:
+            raise ConfigError("REFRESHQ_LLM_MODEL is not set: expected a model name when REFRESHQ_LLM_BASE_URL is set")
+        return cls(**values)
+
+    @property
+    def kind(self) -> str:
+        """Which upstream a new task talks to: the HTTP API, an LLM, or the built-in sample."""
+        if self.url:
+            return "http"
+        if self.llm_base_url:
+            return "llm"
+        return "sample"
+
+
+@dataclass(frozen=True, repr=False)
+class PacingSettings(_Group):
+    """How many requests the workers keep in flight and send per second (jobs.pacing, jobs.limits)."""
+
+    # 0: no global limit (see job_concurrency).
+    concurrency: int = variable("REFRESHQ_UPSTREAM_CONCURRENCY", 16, _int(0, MAX_UPSTREAM_CONCURRENCY))
+    job_concurrency_max: int = variable("REFRESHQ_JOB_CONCURRENCY", DEFAULT_JOB_CONCURRENCY,
+                                        _int(1, MAX_UPSTREAM_CONCURRENCY))
+    # Requests per second to the upstream: a hard cap, paced by send time; 0: no per-second limit at all;
+    # None (REFRESHQ_UPSTREAM_RPS unset or `auto`): learned from the upstream's answers (jobs.pacing).
+    rps: float | None = variable("REFRESHQ_UPSTREAM_RPS", None, partial(env_values.rate, maximum=MAX_UPSTREAM_RPS))
+    # The share of a configured cap left unused, room for the time between sending and arriving.
+    rps_margin: float = variable("REFRESHQ_UPSTREAM_RPS_MARGIN", 0.03, _float(0.0, MAX_RPS_MARGIN))
+    # The longest a Retry-After pauses every worker's requests (a longer one is cut to this).
+    pause_max: float = variable("REFRESHQ_UPSTREAM_PAUSE_MAX", 60.0, _float(0.0, MAX_UPSTREAM_PAUSE))
 
     @property
     def job_concurrency(self) -> int:
@@ -223,155 +172,157 @@ class Settings:
         they gain (a full refresh, 2 workers, 32 in flight: 1.63x the fetch floor with 32 threads a
         job, 1.44-1.51x with 16, 1.48x with 12, 1.61x with 8, side by side); raise it for an upstream
         that answers slowly but cheaply."""
-        return min(self.upstream_concurrency or self.job_concurrency_max, self.job_concurrency_max)
-
-    @property
-    def upstream_kind(self) -> str:
-        """Which upstream a new task talks to: the HTTP API, an LLM, or the built-in sample."""
-        if self.upstream_url:
-            return "http"
-        if self.llm_base_url:
-            return "llm"
-        return "sample"
+        return min(self.concurrency or self.job_concurrency_max, self.job_concurrency_max)
 
 
-MAX_SECONDS = 30 * 86_400.0
+@dataclass(frozen=True, repr=False)
+class LimitSettings(_Group):
+    """How many refresh tasks run and wait at once, and how long one may run."""
+
+    max_concurrent_tasks: int = variable("REFRESHQ_MAX_CONCURRENT_TASKS", 5, _int(1, MAX_TASKS))
+    task_timeout: int = variable("REFRESHQ_TASK_TIMEOUT", 7200, _int(1, MAX_TASK_TIMEOUT))
+    max_pending: int = variable("REFRESHQ_MAX_PENDING", 1000, _int(1, MAX_PENDING))
 
 
-@dataclass(frozen=True)
-class HealthThresholds:
+@dataclass(frozen=True, repr=False)
+class RetrySettings(_Group):
+    """The scheduler's retries of failed refresh jobs: delay base * factor ** n, at most cap, max times."""
+
+    base: float = variable("REFRESHQ_RETRY_BASE", 1.0, _float(0.0, MAX_RETRY_BASE))
+    factor: float = variable("REFRESHQ_RETRY_FACTOR", 2.0, _float(1.0, MAX_RETRY_FACTOR))
+    cap: float = variable("REFRESHQ_RETRY_CAP", 60.0, _float(0.0, MAX_RETRY_CAP))
+    max: int = variable("REFRESHQ_RETRY_MAX", 3, _int(0, MAX_ATTEMPTS))
+
+
+@dataclass(frozen=True, repr=False)
+class WebSettings(_Group):
+    """The web process: where it listens, who may use it, and what it holds open."""
+
+    port: int = variable("PORT", 5000, _int(1, 65535))
+    host: str = variable("REFRESHQ_WEB_HOST", "127.0.0.1", env_values.text)
+    password: str | None = variable("REFRESHQ_WEB_PASSWORD", None, env_values.text, secret=True)
+    # Server-Sent Event streams the web process keeps open at once (its threads: this many plus headroom).
+    streams: int = variable("REFRESHQ_WEB_STREAMS", 64, _int(1, MAX_WEB_STREAMS))
+    # Proxies in front of the web process whose X-Forwarded-For / -Proto it believes (0: none, headers ignored).
+    trust_proxy: int = variable("REFRESHQ_WEB_TRUST_PROXY", 0, _int(0, MAX_PROXY_HOPS))
+    metrics_token: str | None = variable("REFRESHQ_METRICS_TOKEN", None, env_values.text, secret=True)
+
+
+def _at_least(values: Mapping[str, Any], low: str, high: str, names: tuple[str, str]) -> None:
+    if values[high] < values[low]:
+        raise ConfigError(f"{names[1]}={plain(values[high])!r} is not valid: expected at least "
+                          f"{names[0]} ({plain(values[low])})")
+
+
+@dataclass(frozen=True, repr=False)
+class HealthThresholds(_Group):
     """Thresholds of the health rules (`refreshq health`), the reference design's by default; the alert
     rules share the run-time, stall and queue-age ones."""
 
-    min_success_rate: float = 90.0      # percent of the refreshes ended in 24 h that succeeded
-    run_warning: float = 3600.0         # seconds a task may run before a warning...
-    run_critical: float = 7200.0        # ...and before it is critical
-    max_running: int = 5                # running tasks before a warning
-    stall_seconds: float = 600.0        # a running task's progress unmoved this long: stalled
-    queue_age: float = 600.0            # seconds the oldest job of a queue may wait
-    memory_percent: float = 90.0        # Redis used_memory as a share of maxmemory
+    # Percent of the refreshes ended in 24 h that succeeded.
+    min_success_rate: float = variable("REFRESHQ_HEALTH_MIN_SUCCESS_RATE", 90.0, _float(0.0, 100.0))
+    # Seconds a task may run before a warning, and before it is critical.
+    run_warning: float = variable("REFRESHQ_HEALTH_RUN_WARNING", 3600.0, _float(1.0, MAX_SECONDS))
+    run_critical: float = variable("REFRESHQ_HEALTH_RUN_CRITICAL", 7200.0, _float(1.0, MAX_SECONDS))
+    max_running: int = variable("REFRESHQ_HEALTH_MAX_RUNNING", 5, _int(0, MAX_TASKS))
+    # A RUNNING task whose progress has not moved for this long is stalled (health, alerts, web).
+    stall_seconds: float = variable("REFRESHQ_STALL_SECONDS", 600.0, _float(1.0, MAX_SECONDS))
+    queue_age: float = variable("REFRESHQ_HEALTH_QUEUE_AGE", 600.0, _float(1.0, MAX_SECONDS))
+    # Redis used_memory as a share of maxmemory.
+    memory_percent: float = variable("REFRESHQ_HEALTH_MEMORY_PERCENT", 90.0, _float(1.0, 100.0))
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> HealthThresholds:
-        warning = _float(env, "REFRESHQ_HEALTH_RUN_WARNING", 3600.0, 1.0, MAX_SECONDS)
-        critical = _float(env, "REFRESHQ_HEALTH_RUN_CRITICAL", 7200.0, 1.0, MAX_SECONDS)
-        if critical < warning:
-            raise ConfigError(
-                f"REFRESHQ_HEALTH_RUN_CRITICAL={_plain(critical)!r} is not valid: expected at least "
-                f"REFRESHQ_HEALTH_RUN_WARNING ({_plain(warning)})"
-            )
-        return cls(
-            min_success_rate=_float(env, "REFRESHQ_HEALTH_MIN_SUCCESS_RATE", 90.0, 0.0, 100.0),
-            run_warning=warning,
-            run_critical=critical,
-            max_running=_int(env, "REFRESHQ_HEALTH_MAX_RUNNING", 5, minimum=0, maximum=MAX_TASKS),
-            stall_seconds=_float(env, "REFRESHQ_STALL_SECONDS", 600.0, 1.0, MAX_SECONDS),
-            queue_age=_float(env, "REFRESHQ_HEALTH_QUEUE_AGE", 600.0, 1.0, MAX_SECONDS),
-            memory_percent=_float(env, "REFRESHQ_HEALTH_MEMORY_PERCENT", 90.0, 1.0, 100.0),
-        )
+    def read(cls, env: Mapping[str, str]) -> Self:
+        values = cls._values(env)
+        _at_least(values, "run_warning", "run_critical",
+                  ("REFRESHQ_HEALTH_RUN_WARNING", "REFRESHQ_HEALTH_RUN_CRITICAL"))
+        return cls(**values)
 
 
-SMTP_SCHEMES = ("smtp", "smtps")
-WHSEC_PREFIX = "whsec_"
+@dataclass(frozen=True, repr=False)
+class DeliverySettings(_Group):
+    """Where alert notices go (each channel optional) and how long one delivery attempt may take."""
 
-
-def _webhook_secret(env: Mapping[str, str]) -> str | None:
-    """A Standard Webhooks secret: `whsec_<base64>` (the key is the decoded bytes) or any other text (its bytes)."""
-    secret = _str(env, "REFRESHQ_ALERT_WEBHOOK_SECRET")
-    if secret is not None and secret.startswith(WHSEC_PREFIX):
-        import base64
-        import binascii
-
-        try:
-            key = base64.b64decode(secret.removeprefix(WHSEC_PREFIX), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if not key:
-            raise ConfigError("REFRESHQ_ALERT_WEBHOOK_SECRET is not valid: after whsec_ expected base64 of the key")
-    return secret
-
-
-def _smtp_url(env: Mapping[str, str]) -> str | None:
-    from urllib.parse import urlsplit
-
-    url = _url(env, "REFRESHQ_SMTP_URL", SMTP_SCHEMES)
-    if url is None:
-        return None
-    try:
-        parts = urlsplit(url)
-        host, _port = parts.hostname, parts.port
-    except ValueError:
-        host = None
-    if not host or parts.path not in ("", "/"):
-        raise ConfigError(f"REFRESHQ_SMTP_URL={mask_url(url)!r} is not valid: expected smtp[s]://[user:password@]host[:port]")
-    return url
-
-
-def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    addresses = tuple(a.strip() for a in (env.get(name) or "").split(",") if a.strip())
-    for address in addresses:
-        if address.count("@") != 1 or address.startswith("@") or address.endswith("@") or " " in address:
-            raise ConfigError(f"{name}: {address!r} is not an email address: expected e.g. ops@example.com")
-    return addresses
-
-
-@dataclass(frozen=True)
-class AlertSettings:
-    """The alert rules' timing and thresholds, and the channels notices go to (each optional)."""
-
-    interval: float = 60.0              # seconds between two evaluations by the active scheduler
-    repeat: float = 14_400.0            # a still-firing alert is sent again after this many seconds
-    for_seconds: float = 60.0           # how long a backlog, a missing worker or a failure rate must hold
-    failure_rate_warning: float = 10.0  # percent of the refreshes ended in 24 h that failed
-    failure_rate_critical: float = 20.0
-    failure_rate_min_tasks: int = 5     # ended refreshes in 24 h before a rate means anything
-    timeout: float = 10.0               # seconds one delivery attempt may take, per channel
-    webhook_url: str | None = None
-    webhook_secret: str | None = field(default=None, repr=False)
-    smtp_url: str | None = None
-    email_from: str = "refreshq@localhost"
-    email_to: tuple[str, ...] = ()
+    timeout: float = variable("REFRESHQ_ALERT_TIMEOUT", 10.0, _float(0.1, 300.0))
+    webhook_url: str | None = variable("REFRESHQ_ALERT_WEBHOOK_URL", None, _url(HTTP_SCHEMES))
+    webhook_secret: str | None = variable("REFRESHQ_ALERT_WEBHOOK_SECRET", None, env_values.webhook_secret, secret=True)
+    smtp_url: str | None = variable("REFRESHQ_SMTP_URL", None, partial(env_values.smtp_url, schemes=SMTP_SCHEMES))
+    email_from: str = variable("REFRESHQ_ALERT_EMAIL_FROM", "refreshq@localhost", env_values.address)
+    email_to: tuple[str, ...] = variable("REFRESHQ_ALERT_EMAIL_TO", (), env_values.addresses)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> AlertSettings:
-        warning = _float(env, "REFRESHQ_ALERT_FAILURE_RATE_WARNING", 10.0, 0.0, 100.0)
-        critical = _float(env, "REFRESHQ_ALERT_FAILURE_RATE_CRITICAL", 20.0, 0.0, 100.0)
-        if critical < warning:
-            raise ConfigError(
-                f"REFRESHQ_ALERT_FAILURE_RATE_CRITICAL={_plain(critical)!r} is not valid: expected at least "
-                f"REFRESHQ_ALERT_FAILURE_RATE_WARNING ({_plain(warning)})"
-            )
-        smtp_url = _smtp_url(env)
-        email_to = _addresses(env, "REFRESHQ_ALERT_EMAIL_TO")
-        if smtp_url and not email_to:
+    def read(cls, env: Mapping[str, str]) -> Self:
+        values = cls._values(env)
+        if values["smtp_url"] and not values["email_to"]:
             raise ConfigError("REFRESHQ_ALERT_EMAIL_TO is not set: expected the recipients (comma list) of "
                               "REFRESHQ_SMTP_URL's alert emails")
-        sender = _addresses(env, "REFRESHQ_ALERT_EMAIL_FROM")
-        if len(sender) > 1:
-            raise ConfigError("REFRESHQ_ALERT_EMAIL_FROM is not valid: expected one address")
-        return cls(
-            interval=_float(env, "REFRESHQ_ALERT_INTERVAL", 60.0, 1.0, 86_400.0),
-            repeat=_float(env, "REFRESHQ_ALERT_REPEAT", 14_400.0, 1.0, MAX_SECONDS),
-            for_seconds=_float(env, "REFRESHQ_ALERT_FOR", 60.0, 0.0, 86_400.0),
-            failure_rate_warning=warning,
-            failure_rate_critical=critical,
-            failure_rate_min_tasks=_int(env, "REFRESHQ_ALERT_FAILURE_RATE_MIN_TASKS", 5, maximum=1_000_000),
-            timeout=_float(env, "REFRESHQ_ALERT_TIMEOUT", 10.0, 0.1, 300.0),
-            webhook_url=_url(env, "REFRESHQ_ALERT_WEBHOOK_URL", HTTP_SCHEMES),
-            webhook_secret=_webhook_secret(env),
-            smtp_url=smtp_url,
-            email_from=sender[0] if sender else "refreshq@localhost",
-            email_to=email_to,
-        )
-
-    def __repr__(self) -> str:
-        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
-        for name in ("webhook_url", "smtp_url"):
-            if shown[name] is not None:
-                shown[name] = mask_url(shown[name])
-        return f"AlertSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+        return cls(**values)
 
     @property
     def channels(self) -> tuple[str, ...]:
         """The configured channels, by name: "webhook", "email"."""
         return (("webhook",) if self.webhook_url else ()) + (("email",) if self.smtp_url else ())
+
+
+@dataclass(frozen=True, repr=False)
+class AlertSettings(_Group):
+    """The alert rules' timing and thresholds, and where their notices go (`delivery`)."""
+
+    # Seconds between two evaluations by the active scheduler.
+    interval: float = variable("REFRESHQ_ALERT_INTERVAL", 60.0, _float(1.0, 86_400.0))
+    # A still-firing alert is sent again after this many seconds.
+    repeat: float = variable("REFRESHQ_ALERT_REPEAT", 14_400.0, _float(1.0, MAX_SECONDS))
+    # How long a backlog, a missing worker or a failure rate must hold.
+    for_seconds: float = variable("REFRESHQ_ALERT_FOR", 60.0, _float(0.0, 86_400.0))
+    # Percent of the refreshes ended in 24 h that failed.
+    failure_rate_warning: float = variable("REFRESHQ_ALERT_FAILURE_RATE_WARNING", 10.0, _float(0.0, 100.0))
+    failure_rate_critical: float = variable("REFRESHQ_ALERT_FAILURE_RATE_CRITICAL", 20.0, _float(0.0, 100.0))
+    # Ended refreshes in 24 h before a rate means anything.
+    failure_rate_min_tasks: int = variable("REFRESHQ_ALERT_FAILURE_RATE_MIN_TASKS", 5, _int(1, 1_000_000))
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+
+    @classmethod
+    def read(cls, env: Mapping[str, str]) -> Self:
+        values = cls._values(env)
+        _at_least(values, "failure_rate_warning", "failure_rate_critical",
+                  ("REFRESHQ_ALERT_FAILURE_RATE_WARNING", "REFRESHQ_ALERT_FAILURE_RATE_CRITICAL"))
+        return cls(**values, delivery=DeliverySettings.read(env))
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The configured channels, by name (see DeliverySettings)."""
+        return self.delivery.channels
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything refreshq reads from the environment, by group. Secrets are kept out of repr()."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    pacing: PacingSettings = field(default_factory=PacingSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    health: HealthThresholds = field(default_factory=HealthThresholds)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings; raise ConfigError naming the first bad variable."""
+        env = os.environ if environ is None else environ
+        return cls(
+            server=ServerSettings.read(env), upstream=UpstreamSettings.read(env),
+            pacing=PacingSettings.read(env), limits=LimitSettings.read(env),
+            retry=RetrySettings.read(env), web=WebSettings.read(env),
+            health=HealthThresholds.read(env), alerts=AlertSettings.read(env),
+        )
+
+    @staticmethod
+    def variables() -> Iterator[tuple[str, str, Field[Any]]]:
+        """Every environment variable the settings read: (name, where it lands, e.g. "pacing.rps", its field)."""
+        groups: list[tuple[str, type[Any]]] = [(f.name, f.default_factory) for f in fields(Settings)]  # type: ignore[misc]
+        groups.append(("alerts.delivery", DeliverySettings))
+        for prefix, group in groups:
+            for f in _declared(group):
+                yield f.metadata["env"], f"{prefix}.{f.name}", f

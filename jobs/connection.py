@@ -70,17 +70,17 @@ class _EmbeddedConnection(UnixDomainSocketConnection):
 
 def describe(settings: Settings) -> str:
     """The server in use, fit to print: REDIS_URL with its password masked, or the embedded socket."""
-    if settings.redis_url:
-        return mask_url(settings.redis_url)
-    return EmbeddedServer(settings.data_dir).url
+    if settings.server.redis_url:
+        return mask_url(settings.server.redis_url)
+    return EmbeddedServer(settings.server.data_dir).url
 
 
 def server_url(settings: Settings) -> str:
     """The URL of the server in use, starting the embedded one if needed."""
     connect(settings).close()
-    if settings.redis_url:
-        return settings.redis_url
-    return EmbeddedServer(settings.data_dir).url
+    if settings.server.redis_url:
+        return settings.server.redis_url
+    return EmbeddedServer(settings.server.data_dir).url
 
 
 def connect(settings: Settings, patient: bool = False) -> redis.Redis:
@@ -109,16 +109,17 @@ def connect(settings: Settings, patient: bool = False) -> redis.Redis:
 
 def _client(settings: Settings, retry: ServerRetry, **options: Any) -> redis.Redis:
     options = {"retry": retry, "socket_connect_timeout": CONNECT_TIMEOUT, **_DRIVER, **options}
-    if not (settings.redis_url or "").startswith(("redis://", "rediss://")):
+    url = settings.server.redis_url
+    if not (url or "").startswith(("redis://", "rediss://")):
         options.pop("socket_keepalive", None)  # a unix socket has no keepalive
-    if settings.redis_url:
+    if url:
         try:
-            return Client.from_url(settings.redis_url, **options)
+            return Client.from_url(url, **options)
         except ValueError as exc:
             # redis-py's message may quote a piece of a password that broke the parse.
-            detail = "expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" if "@" in settings.redis_url else str(exc)
-            raise ConfigError(f"REDIS_URL={mask_url(settings.redis_url)!r} is not valid: {detail}") from None
-    server = EmbeddedServer(settings.data_dir)
+            detail = "expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" if "@" in url else str(exc)
+            raise ConfigError(f"REDIS_URL={mask_url(url)!r} is not valid: {detail}") from None
+    server = EmbeddedServer(settings.server.data_dir)
     server.ensure_running()
     connection_class = type("EmbeddedConnection", (_EmbeddedConnection,), {"server": server})
     pool = redis.ConnectionPool(connection_class=connection_class, path=str(server.socket_path), **options)
@@ -150,7 +151,7 @@ def _check(conn: redis.Redis, settings: Settings) -> None:
 
 
 def _auth_hint(settings: Settings, exc: Exception) -> str:
-    url = settings.redis_url or ""
+    url = settings.server.redis_url or ""
     if urlsplit(url).password is None and "password=" not in url.lower():
         return "the server requires a password and REDIS_URL has none: use redis://:PASSWORD@HOST:PORT"
     return f"wrong user name or password: {exc}"

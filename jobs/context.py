@@ -1,9 +1,9 @@
 """The job context: what a job needs from its process, built once per worker process (like arq's `ctx`).
 
 A refreshq worker builds it from the settings it was started with, before it forks: every work-horse
-runs its job with it (workers.RefreshqWorker), so no job function reads the environment. Outside a
-worker -- library use (`TaskManager()`, `some_task.delay()`) or a job run by another RQ worker -- the
-settings are read from the environment at that entry point, here: besides the CLI's, the one place.
+runs its job with it (workers.RefreshqWorker), so no job function reads the environment. Settings are
+read from the environment only where a process or a library call starts (tests/test_settings_reads.py
+lists those places); everything below them takes the settings it is given.
 """
 
 from __future__ import annotations
@@ -39,13 +39,16 @@ def install(context: JobContext | None) -> JobContext | None:
 
 
 def current() -> JobContext:
-    """The worker's context inside a work-horse; elsewhere one built from the environment now."""
-    return _installed if _installed is not None else JobContext(process_settings())
+    """The worker's context inside a work-horse. A job run by a worker that is not refreshq's (RQ's own
+    `rq worker`) found none installed: there the job function is where refreshq's code starts, and the
+    settings are read from the environment for it."""
+    return _installed if _installed is not None else JobContext(Settings.from_env())
 
 
 def process_settings() -> Settings:
-    """The settings of this process: the worker's in a work-horse, else read from the environment (a
-    library call's entry point: each call sees the environment as it is then)."""
+    """The settings of a library call made without any (`TaskManager()`, `some_task.delay()`): the worker's
+    in a work-horse, else read from the environment now (each call sees the environment as it is then).
+    Only the library's entry points call it, once per call, and pass the result down."""
     return _installed.settings if _installed is not None else Settings.from_env()
 
 

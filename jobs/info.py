@@ -53,9 +53,9 @@ def collect_info(settings: Settings, conn: redis.Redis) -> InfoReport:
 
 
 def _describe(settings: Settings) -> str:
-    if settings.redis_url:
-        return f"{mask_url(settings.redis_url)} (REDIS_URL)"
-    return f"{server_url(settings)} (embedded, data in {settings.data_dir})"
+    if settings.server.redis_url:
+        return f"{mask_url(settings.server.redis_url)} (REDIS_URL)"
+    return f"{server_url(settings)} (embedded, data in {settings.server.data_dir})"
 
 
 def queue_report(conn: redis.Redis, now: float | None = None) -> list[dict[str, Any]]:

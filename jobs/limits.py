@@ -95,9 +95,9 @@ def release_holder(conn: redis.Redis, holder: str) -> None:
 def gate_for(conn: redis.Redis, settings: Settings, holder: str) -> UpstreamGate | None:
     """The gate of one job execution, or None when no global limit is set that could bind."""
     pace = PacePolicy.from_settings(settings)
-    if settings.upstream_concurrency == 0 and pace is None:
+    if settings.pacing.concurrency == 0 and pace is None:
         return None
-    return UpstreamGate(conn, holder, settings.upstream_concurrency, pace, settings.job_concurrency)
+    return UpstreamGate(conn, holder, settings.pacing.concurrency, pace, settings.pacing.job_concurrency)
 
 
 class UpstreamGate:

@@ -66,14 +66,14 @@ class PacePolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> PacePolicy | None:
         """None for REFRESHQ_UPSTREAM_RPS=0 (no per-second limit)."""
-        cap, margin = settings.upstream_rps, settings.upstream_rps_margin
+        cap, margin = settings.pacing.rps, settings.pacing.rps_margin
         if cap is None:
-            return cls(AUTO, pause_max=settings.upstream_pause_max)
+            return cls(AUTO, pause_max=settings.pacing.pause_max)
         if cap == 0:
             return None
         # A window of one second then holds at most floor(cap * (1 - margin) * (1 + late)) + 1 <= cap sends.
         late = max(0.005, min(0.1, 0.8 * margin / (1 - margin)))
-        return cls(FIXED, cap * (1 - margin), cap, late, settings.upstream_pause_max)
+        return cls(FIXED, cap * (1 - margin), cap, late, settings.pacing.pause_max)
 
 
 class LatencyWatch:

@@ -221,7 +221,7 @@ def get_when_up(url: str, timeout: float = 30, server: subprocess.Popen[Any] | N
 def settle(conn: redis.Redis, manager: SyncTaskManager, task_id: str, timeout: float = 60) -> dict[str, Any]:
     """Drain the refresh queue in this process, and let the retry sweeper requeue (or bury) failed jobs,
     until the task ends: what workers and the scheduler do together, without their start-up time."""
-    policy = RetryPolicy.from_settings(manager.settings)
+    policy, settings = RetryPolicy.from_settings(manager.settings), manager.settings
     deadline = time.monotonic() + timeout
     while True:
         drain(conn)
@@ -229,7 +229,7 @@ def settle(conn: redis.Redis, manager: SyncTaskManager, task_id: str, timeout: f
         if status["status"] in TERMINAL:
             return status
         wait_until(
-            lambda: sweep_failed_jobs(conn, policy) or manager.get_task_status(task_id)["status"] in TERMINAL,
+            lambda: sweep_failed_jobs(conn, policy, settings) or manager.get_task_status(task_id)["status"] in TERMINAL,
             max(0.1, deadline - time.monotonic()), 0.02, f"a retry of task {task_id} to fall due",
         )
 

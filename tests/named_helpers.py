@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from jobs import queues
+from jobs.config import Settings
 from jobs.named.catalog import TaskCatalog, configured_tasks
 from tests.helpers import REPO, drain
 from tests.named_task_functions import TRACE
@@ -23,7 +24,7 @@ def named_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str,
 
 
 def registry() -> TaskCatalog:
-    return configured_tasks()
+    return configured_tasks(Settings.from_env())
 
 
 def drain_all(conn: redis.Redis) -> None:

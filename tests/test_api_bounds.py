@@ -122,7 +122,7 @@ def test_run_and_schedule_arguments_over_64_kib_are_refused_every_way(
     put = is_problem(api.call("PUT", "/schedules/t-add", json={"interval": 60, "args": huge}), 422)["detail"]
     assert "at most 65,536" in put
     with pytest.raises(TaskArgumentsError, match="64 KiB"):
-        runs.enqueue_task(conn, registry().get("t-add"), huge)
+        runs.enqueue_task(conn, registry().get("t-add"), huge, modules=registry().modules)
     cli = run_cli("tasks", "run", "t-add", "--args", json.dumps(huge), env=tenv)
     assert cli.returncode == 2 and "at most 65,536" in cli.stderr, cli.stderr[-500:]
     schedule = run_cli("schedule", "add", "t-add", "--interval", "60", "--args", json.dumps(huge), env=tenv)

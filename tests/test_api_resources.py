@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from jobs import keys, queues
+from jobs.config import Settings
 from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
 from jobs.refresh.manager import SyncTaskManager
 from tests.api_helpers import Api, is_problem, make_api
@@ -156,7 +157,7 @@ def test_failed_jobs_list_show_retry_purge(api: Api) -> None:
         job = queues.queue(api.conn, queues.NORMAL).enqueue("tests.job_functions.broken")
         drain(api.conn, [queues.NORMAL])
         ids.append(job.id)
-    assert sweep_failed_jobs(api.conn, RetryPolicy(base=0, factor=1, cap=0, max_retries=0)) == 2
+    assert sweep_failed_jobs(api.conn, RetryPolicy(base=0, factor=1, cap=0, max_retries=0), Settings.from_env()) == 2
     listed = api.get("/failed?page_size=1", "read").get_json()
     assert listed["total"] == 2 and len(listed["items"]) == 1 and listed["has_next"]
     shown = api.get(f"/failed/{ids[0]}").get_json()

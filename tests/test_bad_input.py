@@ -126,7 +126,8 @@ def _bad_module_dir(tmp_path: Path) -> Path:
 def test_a_bad_task_module_stops_the_worker_and_the_scheduler_at_start(
     conn: redis.Redis, tenv: dict[str, str], tmp_path: Path, modules: str, message: str, command: tuple[str, ...]
 ) -> None:
-    job_id = runs.enqueue_task(conn, registry().get("t-add"), [1, 2])  # waiting for a worker that can run it
+    # waiting for a worker that can run it
+    job_id = runs.enqueue_task(conn, registry().get("t-add"), [1, 2], modules=registry().modules)
     before = stored_keys(conn)
     bad_env = {**tenv, "REFRESHQ_TASK_MODULES": modules,
                "PYTHONPATH": f"{_bad_module_dir(tmp_path)}:{tenv['PYTHONPATH']}"}
@@ -139,7 +140,7 @@ def test_a_bad_task_module_stops_the_worker_and_the_scheduler_at_start(
 
 
 def test_good_task_modules_still_start_a_worker(conn: redis.Redis, tenv: dict[str, str]) -> None:
-    job_id = runs.enqueue_task(conn, registry().get("t-add"), [1, 2])
+    job_id = runs.enqueue_task(conn, registry().get("t-add"), [1, 2], modules=registry().modules)
     result = run_cli("worker", "--burst", "--queue", "normal", env=tenv)
     assert result.returncode == 0, result.stderr
     assert runs.get_result(job_id, timeout=5, conn=conn) == 3

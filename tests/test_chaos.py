@@ -116,7 +116,7 @@ def test_killing_the_embedded_server_mid_refresh_loses_nothing(short_dir: Path, 
     settings = Settings.from_env(server_env)
     scale = 15_000
     conn = connect(settings)
-    server = EmbeddedServer(settings.data_dir)
+    server = EmbeddedServer(settings.server.data_dir)
     with start_background(scale, latency_ms=30) as upstream:
         manager = SyncTaskManager(settings, conn, upstream={"kind": "http", "url": upstream.url})
         task_id = manager.create_full_refresh_task()

@@ -109,7 +109,7 @@ def test_a_relative_data_dir_is_resolved_against_the_working_directory(short_dir
         assert refreshq("server", "stop").stdout.strip() == "stopped"
     finally:
         EmbeddedServer(short_dir / "rel" / "data").stop()
-    assert Settings.from_env({"REFRESHQ_DATA_DIR": "rel/data"}).data_dir == Path.cwd() / "rel" / "data"
+    assert Settings.from_env({"REFRESHQ_DATA_DIR": "rel/data"}).server.data_dir == Path.cwd() / "rel" / "data"
 
 
 def test_a_data_dir_too_long_for_a_socket_exits_2(short_dir: Path) -> None:

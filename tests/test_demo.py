@@ -58,5 +58,5 @@ def test_a_stopped_demo_cancels_its_task_and_leaves_no_worker(
     assert queues.queue(conn, queues.REFRESH).count == 0  # nothing a later worker would resume
     # The workers unregistered: they stopped, not died (their logs say how they ended if one did not).
     logs = "".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
-                   for log in sorted((Settings.from_env(env).data_dir / "logs").glob("demo-worker-*.log")))
+                   for log in sorted((Settings.from_env(env).server.data_dir / "logs").glob("demo-worker-*.log")))
     assert conn.smembers("rq:workers") == set(), messages + logs

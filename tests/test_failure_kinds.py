@@ -23,6 +23,7 @@ from rq.timeouts import JobTimeoutException
 
 from jobs import failures, keys, queues
 from jobs.backoff import backoff
+from jobs.config import Settings
 from jobs.duties import abandoned, dead_letters
 from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
 from jobs.errors import (
@@ -67,7 +68,7 @@ def test_a_permanent_error_whose_message_names_transient_errors_is_not_retried(c
     recorded = as_text_map(conn.hgetall(keys.job_failure(job.id)))
     assert recorded["kind"] == failures.PERMANENT
     assert recorded["exception"] == "jobs.errors.ValidationError"
-    assert sweep_failed_jobs(conn, FAST) == 1
+    assert sweep_failed_jobs(conn, FAST, Settings.from_env()) == 1
     [dead] = dead_letters.list_dead(conn)
     assert (dead["job_id"], dead["kind"], dead["attempts"]) == (job.id, failures.PERMANENT, 1)
     assert not conn.exists(keys.job_failure(job.id))  # taken by the sweeper: a later failure is never mistaken for it
@@ -78,7 +79,7 @@ def test_a_failure_nobody_recorded_is_classified_from_rqs_text(conn: redis.Redis
     job = queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.flaky", "never-set")
     drain(conn, [queues.NORMAL])
     conn.delete(keys.job_failure(job.id))
-    assert sweep_failed_jobs(conn, FAST) == 0
+    assert sweep_failed_jobs(conn, FAST, Settings.from_env()) == 0
     state = as_text_map(conn.hgetall(keys.job_retry(job.id)))
     assert (state["kind"], state["decision"]) == (failures.TRANSIENT, "retry")
     assert "TransientUpstreamError" in state["last_error"]
@@ -106,7 +107,7 @@ def test_the_scheduler_records_a_dead_workers_job_as_transient_and_it_resumes_fi
     recorded = as_text_map(conn.hgetall(keys.job_failure(job.id)))
     assert (recorded["kind"], recorded["exception"]) == (failures.TRANSIENT, failures.ABANDONED)
     assert job.id in queue.failed_job_registry.get_job_ids()
-    assert sweep_failed_jobs(conn, RetryPolicy(base=0, max_retries=3)) == 1  # a retry, due at once
+    assert sweep_failed_jobs(conn, RetryPolicy(base=0, max_retries=3), Settings.from_env()) == 1  # a retry, due at once
     assert as_text_map(conn.hgetall(keys.job_retry(job.id)))["kind"] == failures.TRANSIENT
     assert queue.job_ids == [job.id, waiting.id]  # at the front: a lost worker's job resumes first
 
@@ -133,7 +134,7 @@ def test_a_stopped_run_is_recorded_by_its_worker_as_never_retried(conn: redis.Re
     _wait_failed(conn, job)
     recorded = as_text_map(conn.hgetall(keys.job_failure(job.id)))
     assert recorded["kind"] == failures.NEVER and "stopped" in recorded["error"]
-    assert sweep_failed_jobs(conn, FAST) == 1
+    assert sweep_failed_jobs(conn, FAST, Settings.from_env()) == 1
     assert dead_letters.list_dead(conn)[0]["kind"] == failures.NEVER
 
 

@@ -66,7 +66,7 @@ def test_a_transient_failure_is_retried_after_its_backoff_then_buried(conn: redi
     registry = queues.queue(conn, queues.NORMAL).failed_job_registry
     for attempt in (1, 2, 3):
         before = datetime.now(UTC).timestamp()
-        assert sweep_failed_jobs(conn, FAST) == 0  # recorded, not yet due
+        assert sweep_failed_jobs(conn, FAST, Settings.from_env()) == 0  # recorded, not yet due
         after = datetime.now(UTC).timestamp()
         state = as_text_map(conn.hgetall(keys.job_retry(job_id)))
         assert (state["attempt"], state["decision"], state["kind"]) == (str(attempt), "retry", TRANSIENT)
@@ -74,11 +74,11 @@ def test_a_transient_failure_is_retried_after_its_backoff_then_buried(conn: redi
         due = float(state["next_retry_ts"])
         assert 0.8 * FAST.nominal(attempt) - 0.05 <= due - before and due - after <= FAST.nominal(attempt) + 0.05
         assert "TransientUpstreamError" in state["last_error"]
-        wait_until(lambda: sweep_failed_jobs(conn, FAST) == 1, 5, 0.02, "the retry to fall due")
+        wait_until(lambda: sweep_failed_jobs(conn, FAST, Settings.from_env()) == 1, 5, 0.02, "the retry to fall due")
         assert job_id not in registry.get_job_ids()
         assert job_id in queues.queue(conn, queues.NORMAL).job_ids
         drain(conn, [queues.NORMAL])
-    assert sweep_failed_jobs(conn, FAST) == 1  # the 4th failure: out of retries
+    assert sweep_failed_jobs(conn, FAST, Settings.from_env()) == 1  # the 4th failure: out of retries
     assert job_id not in registry.get_job_ids()
     [entry] = dead_letters.list_dead(conn)
     assert entry["job_id"] == job_id
@@ -88,7 +88,7 @@ def test_a_transient_failure_is_retried_after_its_backoff_then_buried(conn: redi
 
 def test_a_permanent_failure_is_buried_at_once_and_can_be_retried(conn: redis.Redis, env: dict[str, str]) -> None:
     job_id = _failed_once(conn, "tests.job_functions.broken")
-    assert sweep_failed_jobs(conn, FAST) == 1
+    assert sweep_failed_jobs(conn, FAST, Settings.from_env()) == 1
     [entry] = dead_letters.list_dead(conn)
     assert (entry["job_id"], entry["kind"], entry["attempts"]) == (job_id, PERMANENT, 1)
     shown = run_cli("failed", "show", job_id, env=env)
@@ -105,7 +105,7 @@ def test_a_permanent_failure_is_buried_at_once_and_can_be_retried(conn: redis.Re
 
 def test_purge_empties_the_dead_letter_registry(conn: redis.Redis, env: dict[str, str]) -> None:
     _failed_once(conn, "tests.job_functions.broken")
-    sweep_failed_jobs(conn, FAST)
+    sweep_failed_jobs(conn, FAST, Settings.from_env())
     result = run_cli("failed", "purge", "--yes", env=env)
     assert result.stdout.strip() == "purged 1 dead jobs"
     assert dead_letters.list_dead(conn) == []
@@ -132,16 +132,16 @@ def test_a_refresh_out_of_retries_fails_and_failed_retry_resumes_from_the_checkp
     status = manager.get_task_status(task_id)
     assert status["status"] == "RUNNING"
     for attempt in (1, 2, 3):
-        sweep_failed_jobs(conn, FAST)
+        sweep_failed_jobs(conn, FAST, Settings.from_env())
         retrying = manager.get_task_status(task_id)
         assert retrying["status"] == "PENDING"  # the automatic retry the reference design shows
         # The attempt the retry makes (the first one failed), of 1 + 3 retries: as the error message counts.
         assert (retrying["retry"]["attempt"], retrying["retry"]["max_attempts"]) == (attempt + 1, 4)
         assert retrying["retry"]["next_retry_at"]
         assert "503" in retrying["retry"]["last_error"]
-        wait_until(lambda: sweep_failed_jobs(conn, FAST) == 1, 5, 0.02, "the retry to fall due")
+        wait_until(lambda: sweep_failed_jobs(conn, FAST, Settings.from_env()) == 1, 5, 0.02, "the retry to fall due")
         drain(conn)
-    sweep_failed_jobs(conn, FAST)
+    sweep_failed_jobs(conn, FAST, Settings.from_env())
     failed = manager.get_task_status(task_id)
     assert failed["status"] == "FAILED", failed
     assert "440000" in failed["error_message"] and "(after 4 attempt(s))" in failed["error_message"]

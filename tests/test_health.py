@@ -115,7 +115,7 @@ def test_success_rate_too_many_running_and_dead_letters(
         fake_run(conn, FakeRun(f"t_run_{i}", "full", now - 30, now - 20, progress=10))
     job = queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.broken")
     drain(conn, [queues.NORMAL])
-    sweep_failed_jobs(conn, RetryPolicy(max_retries=0))  # a permanent failure: buried at once
+    sweep_failed_jobs(conn, RetryPolicy(max_retries=0), Settings.from_env())  # a permanent failure: buried at once
     assert conn.zscore(keys.DEAD_LETTER, job.id) is not None
     code, data = _health(env, REFRESHQ_HEALTH_MAX_RUNNING="1")
     found = _rules(data)

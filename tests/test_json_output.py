@@ -79,7 +79,7 @@ def test_every_json_output_is_one_parseable_document(conn: redis.Redis, jenv: di
     assert out.one("data", "stats", path=2)["110000"]["records"] == len(everything)
 
     assert {t["name"] for t in out.one("tasks", "list", path=2)} >= {"cleanup", "t-add"}
-    job_id = runs.enqueue_task(conn, registry().get("t-add"), [2, 3])
+    job_id = runs.enqueue_task(conn, registry().get("t-add"), [2, 3], modules=registry().modules)
     drain(conn, [queues.NORMAL])
     assert runs.get_result(job_id, timeout=5, conn=conn) == 5
     assert out.one("tasks", "history", "t-add", path=2)["total"] == 1

@@ -118,8 +118,8 @@ def test_performance_covers_named_tasks_and_flags_what_the_reference_design_flag
     named_env(env, monkeypatch)
     tasks = registry()
     for a in range(3):
-        named_runs.enqueue_task(conn, tasks.get("t-add"), [a, 1])
-    named_runs.enqueue_task(conn, tasks.get("t-fail"), ["x"])
+        named_runs.enqueue_task(conn, tasks.get("t-add"), [a, 1], modules=tasks.modules)
+    named_runs.enqueue_task(conn, tasks.get("t-fail"), ["x"], modules=tasks.modules)
     drain_all(conn)
     now = time.time()
     fake_run(conn, FakeRun("t_slow", "full", now - 5000, now - 4900, now - 100, SUCCEEDED, hospitals=10))

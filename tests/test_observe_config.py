@@ -61,7 +61,7 @@ def test_defaults_are_the_reference_designs() -> None:
     assert (h.stall_seconds, h.queue_age, h.memory_percent) == (600, 600, 90)
     assert (a.interval, a.repeat, a.failure_rate_warning, a.failure_rate_critical) == (60, 14400, 10, 20)
     assert a.channels == ()
-    assert s.metrics_token is None
+    assert s.web.metrics_token is None
 
 
 def test_secrets_stay_out_of_repr() -> None:
@@ -73,7 +73,7 @@ def test_secrets_stay_out_of_repr() -> None:
         "REFRESHQ_METRICS_TOKEN": "scrape-token-123",
     })
     assert s.alerts.channels == ("webhook", "email")
-    assert s.alerts.email_to == ("ops@example.com", "oncall@example.com")
+    assert s.alerts.delivery.email_to == ("ops@example.com", "oncall@example.com")
     shown = repr(s)
     for secret in ("s3cret-smtp-pw", "hook-pw", "c2VjcmV0LWtleS1ieXRlcw", "scrape-token-123"):
         assert secret not in shown

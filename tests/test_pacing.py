@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from jobs import keys
-from jobs.config import Settings
+from jobs.config import PacingSettings, Settings
 from jobs.errors import ConfigError, UpstreamGateClosed
 from jobs.limits import UpstreamGate
 from jobs.pacing import (
@@ -54,8 +54,8 @@ def close_every_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         gate.close()
 
 
-def policy(rps: float | None, **settings: Any) -> PacePolicy:
-    made = PacePolicy.from_settings(Settings(upstream_rps=rps, **settings))
+def policy(rps: float | None, **pacing: Any) -> PacePolicy:
+    made = PacePolicy.from_settings(Settings(pacing=PacingSettings(rps=rps, **pacing)))
     assert made is not None
     return made
 
@@ -119,10 +119,10 @@ def middle_rate(times: list[float]) -> float:
 
 
 def test_rps_is_a_cap_zero_or_auto_and_auto_is_the_default() -> None:
-    assert Settings.from_env({}).upstream_rps is None
-    assert Settings.from_env({"REFRESHQ_UPSTREAM_RPS": " Auto "}).upstream_rps is None
-    assert Settings.from_env({"REFRESHQ_UPSTREAM_RPS": "0"}).upstream_rps == 0
-    assert PacePolicy.from_settings(Settings(upstream_rps=0)) is None
+    assert Settings.from_env({}).pacing.rps is None
+    assert Settings.from_env({"REFRESHQ_UPSTREAM_RPS": " Auto "}).pacing.rps is None
+    assert Settings.from_env({"REFRESHQ_UPSTREAM_RPS": "0"}).pacing.rps == 0
+    assert PacePolicy.from_settings(Settings(pacing=PacingSettings(rps=0))) is None
     assert policy(None).mode == AUTO
     capped = policy(100)
     assert (capped.mode, capped.cap, round(capped.rate, 6)) == (FIXED, 100, 97.0)
@@ -155,7 +155,7 @@ def test_a_configured_cap_is_used_to_the_full_whatever_the_latency(conn: redis.R
 def _pause_seen(conn: redis.Redis, answer: tuple[int, float | None], pause_max: float, pause: float) -> float:
     """One request of holder A answered `answer` while holder B keeps sending: the seconds from the answer
     to B's first send after it (tickets handed out before the pause reach 50 ms ahead at most)."""
-    settings = {"upstream_pause_max": pause_max}
+    settings = {"pause_max": pause_max}
     other = Sender(UpstreamGate(conn, "job-b", 0, policy(50, **settings), threads=8), 8, 0.01)
     wait_until(lambda: len(other.sent) >= 20, 30, 0.02, "job-b under way")
     gate = UpstreamGate(conn, "job-a", 0, policy(50, **settings), threads=1)

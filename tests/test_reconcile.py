@@ -175,7 +175,7 @@ def _record(conn: redis.Redis, task: str, job_id: str) -> dict[str, Any] | None:
 def test_a_running_named_run_whose_worker_died_and_whose_job_vanished_ends_failed(
     conn: redis.Redis, tenv: dict[str, str]
 ) -> None:
-    job_id = runs.enqueue_task(conn, registry().get("t-slow"), [60, "gone"])
+    job_id = runs.enqueue_task(conn, registry().get("t-slow"), [60, "gone"], modules=registry().modules)
     with scheduler_running(tenv):
         with refreshq_process(["worker", "--queue", "low"], tenv) as worker:
             wait_until(lambda: (r := _record(conn, "t-slow", job_id)) and r["status"] == "RUNNING", 60,

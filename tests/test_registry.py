@@ -12,6 +12,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
+from jobs.config import Settings
 from jobs.duties import named_retries
 from jobs.errors import (
     ConfigError,
@@ -128,7 +129,7 @@ def test_retries_and_hooks(conn: redis.Redis, tenv: dict[str, str]) -> None:
 def test_a_retry_with_a_delay_is_requeued_by_the_scheduler_duty(conn: redis.Redis, tenv: dict[str, str]) -> None:
     definition = registry().get("t-flaky")
     slow_retry = definition_of(f.flaky.func, "t-flaky", retries=1, retry_delay=30)
-    task_id = runs.enqueue_task(conn, slow_retry, [1])
+    task_id = runs.enqueue_task(conn, slow_retry, [1], modules=Settings.from_env().server.task_modules)
     drain_all(conn)
     job = Job.fetch(task_id, connection=conn, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.SCHEDULED  # parked in RQ's scheduled registry for 30 s

@@ -19,6 +19,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
+from jobs.config import Settings
 from jobs.duties import fire_schedules
 from jobs.errors import ScheduleNotFoundError
 from jobs.named import history, schedules
@@ -117,7 +118,7 @@ def test_two_scheduler_objects_enqueue_each_fire_once(conn: redis.Redis, reg: Ta
     clock = [T0]
 
     def duty(c: redis.Redis) -> None:
-        fire_schedules.run_schedules(c, now=clock[0])
+        fire_schedules.run_schedules(c, now=clock[0], settings=Settings.from_env())
 
     _add(conn, reg, "t-add", interval=1, args=[1, 2], max_instances=100)
     first, second = Scheduler(conn, duties=[duty]), Scheduler(conn, duties=[duty])
@@ -153,7 +154,7 @@ def test_missed_runs_after_a_restart_run_once_within_grace_and_never_outside(
     clock = [T0 + 30]
 
     def duty(c: redis.Redis) -> None:
-        fire_schedules.run_schedules(c, now=clock[0])
+        fire_schedules.run_schedules(c, now=clock[0], settings=Settings.from_env())
 
     _add(conn, reg, "t-add", interval=60, args=[1, 2], misfire_grace_time=300)       # due T0+60, +120, ...
     _add(conn, reg, "t-step", interval=1000, args=["x"], misfire_grace_time=30)     # due T0+1000
@@ -233,7 +234,9 @@ def test_a_bad_task_module_list_does_not_stop_the_scheduler(
     missing = f"no_such_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("REFRESHQ_TASK_MODULES", f"{missing}.module")
     calls: list[str] = []
-    scheduler = Scheduler(conn, duties=[fire_schedules.run_schedules, lambda c: calls.append("next duty")])
+    settings = Settings.from_env()
+    fire = lambda c: fire_schedules.run_schedules(c, settings=settings)  # noqa: E731
+    scheduler = Scheduler(conn, duties=[fire, lambda c: calls.append("next duty")])
     scheduler.run_once()
     scheduler.run_once()
     assert calls == ["next duty", "next duty"]  # the other duties still run

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from jobs import keys
-from jobs.config import Settings
+from jobs.config import Settings, UpstreamSettings
 from jobs.errors import ValidationError
 from jobs.redact import Redactor, mask_url, mask_urls, split_credentials
 from jobs.refresh.manager import SyncTaskManager
@@ -124,7 +124,7 @@ def test_the_llm_client_sends_url_credentials_as_basic_auth() -> None:
 
     with http_server(Handler) as server:
         base = f"http://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{server.server_address[1]}/v1"
-        settings = Settings(llm_base_url=base, llm_model="m")
+        settings = Settings(upstream=UpstreamSettings(llm_base_url=base, llm_model="m"))
         spec = spec_from_settings(settings)
         assert spec == {"kind": "llm", "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1", "model": "m"}
         llm = build_upstream(spec, settings)
@@ -142,8 +142,8 @@ def test_a_spec_with_credentials_the_settings_do_not_hold_is_refused(settings: S
         SyncTaskManager(settings, conn, upstream={"kind": "http", "url": url})
     assert leaks(str(err.value)) == []
     # The same URL as the settings' is stored without its userinfo.
-    configured = Settings(upstream_url=f"http://u:{quote(PASSWORD, safe='')}@127.0.0.1:9/v1")
-    manager = SyncTaskManager(configured, conn, upstream={"kind": "http", "url": configured.upstream_url})
+    configured = Settings(upstream=UpstreamSettings(url=f"http://u:{quote(PASSWORD, safe='')}@127.0.0.1:9/v1"))
+    manager = SyncTaskManager(configured, conn, upstream={"kind": "http", "url": configured.upstream.url})
     assert manager.upstream == {"kind": "http", "url": "http://127.0.0.1:9/v1"}
 
 

@@ -94,7 +94,7 @@ def test_concurrent_starts_start_one_server(embedded: EmbeddedServer) -> None:
         "import sys, time; from jobs.config import Settings; from jobs.connection import connect;"
         "from jobs.server import EmbeddedServer;"
         f"s = Settings.from_env({{'REFRESHQ_DATA_DIR': {str(embedded.data_dir)!r}}});"
-        "connect(s).ping(); print(EmbeddedServer(s.data_dir).pid())"
+        "connect(s).ping(); print(EmbeddedServer(s.server.data_dir).pid())"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)

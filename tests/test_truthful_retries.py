@@ -61,7 +61,7 @@ def _not_retried(api: Api, env: dict[str, str], run_id: str, task: str, error: s
     assert error in entries[0]["error"]
     shown = run_cli("tasks", "history", task, env=env).stdout
     assert "FAILED" in shown and error in shown and "will retry" not in shown, shown
-    assert sweep_failed_jobs(api.conn, BURY) == 1  # permanent: buried at once
+    assert sweep_failed_jobs(api.conn, BURY, Settings.from_env()) == 1  # permanent: buried at once
     (dead,) = api.get("/failed", "read").get_json()["items"]
     assert (dead["job_id"], dead["kind"], dead["attempts"]) == (run_id, "permanent", 1)
 
@@ -90,7 +90,7 @@ def test_a_named_run_out_of_retries_is_buried_with_every_attempt_counted(api: Ap
     run_id = registry().get("t-flaky").delay(5)  # 3 attempts (2 retries, no delay), all failing
     drain_all(api.conn)
     assert api.get(f"/runs/{run_id}").get_json()["attempt"] == 3
-    assert sweep_failed_jobs(api.conn, BURY) == 1
+    assert sweep_failed_jobs(api.conn, BURY, Settings.from_env()) == 1
     (listed,) = api.get("/failed").get_json()["items"]
     shown = api.get(f"/failed/{run_id}").get_json()
     cli_list = json.loads(run_cli("failed", "list", "--json", env=tenv).stdout)

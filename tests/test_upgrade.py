@@ -43,7 +43,7 @@ def manager(settings: Settings, conn: redis.Redis) -> SyncTaskManager:
 def _old_record(manager: SyncTaskManager, kind: str, label: str, provinces: list[dict[str, str]] | None) -> str:
     """A task record as the previous layout stored it (the record format did not change)."""
     task_id = records.new_task_id()
-    record = records.new_record(task_id, kind, label, None, manager.upstream, manager.settings.task_timeout)
+    record = records.new_record(task_id, kind, label, None, manager.upstream, manager.settings.limits.task_timeout)
     if provinces is not None:
         record["provinces"] = json.dumps(provinces, ensure_ascii=False)
     with manager.conn.pipeline() as pipe:
@@ -146,7 +146,7 @@ def test_the_old_builtin_task_module_name_still_loads_and_runs_the_builtin_tasks
     conn: redis.Redis, tenv: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REFRESHQ_TASK_MODULES", "jobs.builtin_tasks")
-    tasks = configured_tasks()
+    tasks = configured_tasks(Settings.from_env())
     assert {d.name for d in tasks} == {"refresh-full", "cleanup", "data-snapshot"}
     run_id = tasks.get("data-snapshot").delay()  # accepted: the workers (same setting) find it
     drain(conn, (queues.NORMAL,))

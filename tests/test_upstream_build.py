@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from jobs.config import Settings
+from jobs.config import PacingSettings, Settings, UpstreamSettings
 from jobs.errors import ValidationError
 from jobs.upstream import build_upstream, spec_from_settings
 from jobs.upstream.http import HttpDirectoryClient
@@ -25,16 +25,17 @@ SECRET = "never-store-me-123"
 
 
 def test_spec_follows_the_settings() -> None:
-    assert spec_from_settings(Settings(sample_scale=42)) == {"kind": "sample", "scale": 42}
-    http = Settings(upstream_url="http://127.0.0.1:9/v1", upstream_token=SECRET)
+    assert spec_from_settings(Settings(upstream=UpstreamSettings(sample_scale=42))) == {"kind": "sample", "scale": 42}
+    http = Settings(upstream=UpstreamSettings(url="http://127.0.0.1:9/v1", token=SECRET))
     assert spec_from_settings(http) == {"kind": "http", "url": "http://127.0.0.1:9/v1"}
-    llm = Settings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_api_key=SECRET)
+    llm = Settings(upstream=UpstreamSettings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_api_key=SECRET))
     assert spec_from_settings(llm) == {"kind": "llm", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
     assert SECRET not in json.dumps([spec_from_settings(http), spec_from_settings(llm)])
 
 
 def test_build_each_kind() -> None:
-    settings = Settings(upstream_token=SECRET, llm_api_key=SECRET, upstream_concurrency=3)
+    upstream = UpstreamSettings(token=SECRET, llm_api_key=SECRET)
+    settings = Settings(upstream=upstream, pacing=PacingSettings(concurrency=3))
     sample = build_upstream({"kind": "sample", "scale": 5}, settings)
     assert isinstance(sample, SampleDirectory) and sample.scale == 5
     http = build_upstream({"kind": "http", "url": "http://127.0.0.1:9/v1"}, settings)
@@ -65,7 +66,7 @@ def test_invalid_specs_are_refused(spec: dict[str, object]) -> None:
 
 def test_built_http_client_reaches_the_server_with_the_token() -> None:
     with start_background(50, token=SECRET) as server:
-        settings = Settings(upstream_url=server.url, upstream_token=SECRET)
+        settings = Settings(upstream=UpstreamSettings(url=server.url, token=SECRET))
         upstream = build_upstream(spec_from_settings(settings), settings)
         assert len(upstream.provinces()) == 34
         upstream.close()

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from jobs import keys, queues
-from jobs.config import Settings
+from jobs.config import Settings, UpstreamSettings
 from jobs.errors import UpstreamError, UpstreamMismatchError
 from jobs.refresh import records
 from jobs.refresh.manager import SyncTaskManager
@@ -67,18 +67,18 @@ def test_two_specs_are_the_same_upstream_when_they_name_the_same_data(
 def test_an_advertisement_lapses_without_heartbeats_and_a_worker_configured_for_none_makes_none(
     conn: redis.Redis,
 ) -> None:
-    configured = Settings(upstream_url=f"http://{USER}:{PASSWORD}@127.0.0.1:9/v1/")
+    configured = Settings(upstream=UpstreamSettings(url=f"http://{USER}:{PASSWORD}@127.0.0.1:9/v1/"))
     now = time.time()
     assert advertise(conn, configured, now) is True
     assert advertised(conn, now + 1) == [{"kind": "http", "url": "http://127.0.0.1:9/v1"}]
     assert advertised(conn, now + 61) == []
     assert PASSWORD not in repr(conn.zrange(keys.UPSTREAM_WORKERS, 0, -1))
-    assert advertise(conn, Settings(sample_scale=SCALE), now) is False
+    assert advertise(conn, Settings(upstream=UpstreamSettings(sample_scale=SCALE)), now) is False
 
 
 def test_a_client_fetches_with_the_settings_credentials_only_from_their_own_upstream() -> None:
     with start_basic_auth(SCALE, USER, PASSWORD) as own, start_background(SCALE, token=TOKEN) as other:
-        configured = Settings(upstream_url=own.url_with(USER, PASSWORD), upstream_token=TOKEN)
+        configured = Settings(upstream=UpstreamSettings(url=own.url_with(USER, PASSWORD), token=TOKEN))
         # Spelled otherwise, it is still the settings' upstream: fetched with their credentials.
         spelled = own.url + "/"
         with closing(build_upstream({"kind": "http", "url": spelled}, configured)) as client:
@@ -138,7 +138,7 @@ def api(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, conn: redis.Redis,
 
 
 def test_the_api_refuses_a_refresh_for_an_upstream_no_live_worker_fetches_from(api: Api) -> None:
-    workers = Settings(upstream_url=f"http://{USER}:{PASSWORD}@127.0.0.1:9/v1")
+    workers = Settings(upstream=UpstreamSettings(url=f"http://{USER}:{PASSWORD}@127.0.0.1:9/v1"))
     advertise(api.conn, workers)
     for body in ({"kind": "full"}, {"kind": "province", "province": "广东"}):
         detail = is_problem(api.post("/refreshes", "operate", json=body), 422)["detail"]
@@ -181,7 +181,7 @@ def test_a_task_for_an_upstream_no_live_worker_fetches_from_is_not_resumed(
     task_id = manager.create_province_refresh_task("广东")
     assert records.transition(conn, task_id, ("PENDING",), "FAILED")
     queued = queues.queue(conn, queues.REFRESH).count
-    advertise(conn, Settings(upstream_url="http://127.0.0.1:9/v1"))
+    advertise(conn, Settings(upstream=UpstreamSettings(url="http://127.0.0.1:9/v1")))
     with pytest.raises(UpstreamMismatchError) as refused:
         manager.resume_task(task_id)
     assert "the workers here fetch from http://127.0.0.1:9/v1; " in str(refused.value)

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from jobs import keys
-from jobs.config import Settings
+from jobs.config import PacingSettings, Settings
 from jobs.errors import UpstreamGateClosed
 from jobs.limits import LEASE_SECONDS, POLL_SECONDS, UpstreamGate, gate_for, release_holder
 from tests.conftest import REPO
@@ -328,8 +328,8 @@ def test_waiting_for_a_slot_costs_a_bounded_number_of_redis_commands(conn: redis
 
 
 def test_with_no_limit_that_could_bind_there_is_no_gate() -> None:
-    assert gate_for(redis.Redis(), Settings(upstream_concurrency=0, upstream_rps=0), "job") is None
-    assert Settings(upstream_concurrency=0).job_concurrency == 16
-    assert gate_for(redis.Redis(), Settings(upstream_concurrency=0, upstream_rps=5), "job") is not None
+    assert gate_for(redis.Redis(), Settings(pacing=PacingSettings(concurrency=0, rps=0)), "job") is None
+    assert PacingSettings(concurrency=0).job_concurrency == 16
+    assert gate_for(redis.Redis(), Settings(pacing=PacingSettings(concurrency=0, rps=5)), "job") is not None
     # Unset (auto): the rate is learned, so there is a gate even with no in-flight limit.
-    assert gate_for(redis.Redis(), Settings(upstream_concurrency=0), "job") is not None
+    assert gate_for(redis.Redis(), Settings(pacing=PacingSettings(concurrency=0)), "job") is not None

@@ -30,7 +30,7 @@ def is_loopback(host: str) -> bool:
 
 def check_exposure(settings: Settings, host: str) -> None:
     """Refuse to serve the dashboard (which can delete jobs) beyond this machine without a password."""
-    if not is_loopback(host) and not settings.web_password:
+    if not is_loopback(host) and not settings.web.password:
         raise ConfigError(
             f"refusing to listen on {host} without a password: set REFRESHQ_WEB_PASSWORD "
             "(or bind 127.0.0.1)"
@@ -45,10 +45,10 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
     # its favicon there) serves web/static, which does not exist, whatever directory the process runs in.
     app = Flask("refreshq", root_path=str(Path(__file__).parent))
     app.extensions["refreshq.settings"] = settings
-    if settings.web_trust_proxy:
+    if settings.web.trust_proxy:
         # The client's address (sign-in throttling) and scheme (the session cookie's Secure flag) as the
         # proxies in front say; never believed from a client that is not one (REFRESHQ_WEB_TRUST_PROXY=0).
-        hops = settings.web_trust_proxy
+        hops = settings.web.trust_proxy
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     dashboard.mount(app, redis_url)  # first: it makes app.redis_conn (its guards run before any other hook)
     security.install(app)
@@ -57,7 +57,7 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
     app.secret_key = auth.session_secret(conn)
     auth.install(app, auth.Auth(settings, conn))
     app.extensions["refreshq.manager"] = SyncTaskManager(settings, conn)
-    app.extensions["refreshq.streams"] = StreamSlots(settings.web_streams)
+    app.extensions["refreshq.streams"] = StreamSlots(settings.web.streams)
     app.extensions["refreshq.shared_reads"] = SharedReads()
     metrics.mount(app, settings)  # checks its own credentials: the password or the scrape token
     api.install(app)

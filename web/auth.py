@@ -101,7 +101,7 @@ class Auth:
         return Principal(info.user, info.role, "bearer", info.owner)
 
     def _verify_password(self, _username: str, password: str) -> Principal | None:
-        expected = self.settings.web_password
+        expected = self.settings.web.password
         if request.authorization is not None and expected is not None:
             self.throttle.check(PASSWORD_USER)
             if hmac.compare_digest(password.encode(), expected.encode()):
@@ -117,8 +117,8 @@ class Auth:
 
     def session_principal(self) -> Principal | None:
         kind = session.get("via")
-        if kind == "password" and self.settings.web_password is not None:
-            if hmac.compare_digest(str(session.get("pw", "")), _password_digest(self.settings.web_password)):
+        if kind == "password" and self.settings.web.password is not None:
+            if hmac.compare_digest(str(session.get("pw", "")), _password_digest(self.settings.web.password)):
                 return Principal(PASSWORD_USER, "admin", "session", Owner(PASSWORD_USER))
         elif kind == "token":
             info = tokens.lookup(self.conn, str(session.get("sha", "")))
@@ -129,7 +129,7 @@ class Auth:
     def sign_in(self, password: str | None, token: str | None) -> bool:
         """Start a browser session from the password or a token; False if neither is right, TooManyRequests
         (werkzeug's 429) while this address or the password's user is throttled (web.throttle)."""
-        expected = self.settings.web_password
+        expected = self.settings.web.password
         user = PASSWORD_USER if password else None
         self.throttle.check(user)
         if password and expected and hmac.compare_digest(password.encode(), expected.encode()):

@@ -190,17 +190,17 @@ def render(conn: redis.Redis, accept: str | None = None) -> tuple[bytes, str]:
 
 def authorized(settings: Settings, header: str | None) -> bool:
     """A scrape shows the web password (HTTP Basic, any user) or the metrics token (Bearer), when either is set."""
-    if settings.web_password is None and settings.metrics_token is None:
+    if settings.web.password is None and settings.web.metrics_token is None:
         return True
     scheme, _, credentials = (header or "").partition(" ")
-    if scheme.lower() == "bearer" and settings.metrics_token is not None:
-        return hmac.compare_digest(credentials.strip().encode(), settings.metrics_token.encode())
-    if scheme.lower() == "basic" and settings.web_password is not None:
+    if scheme.lower() == "bearer" and settings.web.metrics_token is not None:
+        return hmac.compare_digest(credentials.strip().encode(), settings.web.metrics_token.encode())
+    if scheme.lower() == "basic" and settings.web.password is not None:
         try:
             _user, _, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return hmac.compare_digest(password.encode(), settings.web_password.encode())
+        return hmac.compare_digest(password.encode(), settings.web.password.encode())
     return False
 
 
@@ -208,7 +208,7 @@ def _gate(settings: Settings, header: str | None) -> Response | None:
     """None when the scrape may go on; else 401 (the failure counted when credentials were shown, against
     the password's user for Basic: web.throttle), or 429 with Retry-After while the address or that user
     is throttled, the right credentials included."""
-    if settings.web_password is None and settings.metrics_token is None:
+    if settings.web.password is None and settings.web.metrics_token is None:
         return None
     from web.auth import PASSWORD_USER, auth_of
 

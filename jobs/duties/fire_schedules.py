@@ -49,7 +49,7 @@ class Fired:
     note: str = ""
 
 
-def run_schedules(conn: redis.Redis, now: float | None = None, settings: Settings | None = None) -> None:
+def run_schedules(conn: redis.Redis, now: float | None = None, *, settings: Settings) -> None:
     """Scheduler duty: on the first active tick install defaults and repair templates, then fire what is due."""
     now = time.time() if now is None else now
     try:
@@ -211,8 +211,9 @@ def _enqueue(
 ) -> str:
     _name, args, kwargs = task_args
     meta = {"schedule": schedule.name, "fire_at": fire}
+    # The registry of the scheduler's settings (configured_tasks) knows its modules; a hand-made one refuses.
     return runs.enqueue_task(conn, registry.get(schedule.task), args, kwargs, meta=meta, pipeline=pipe,
-                             callbacks=schedules.CALLBACKS, modules=registry.modules)
+                             callbacks=schedules.CALLBACKS, modules=registry.modules or ())
 
 
 def _bookkeep(

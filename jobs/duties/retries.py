@@ -25,7 +25,6 @@ from rq.serializers import JSONSerializer
 from jobs import failures, keys, queues
 from jobs.backoff import backoff
 from jobs.config import Settings
-from jobs.context import process_settings
 from jobs.failures import NEVER as NEVER
 from jobs.failures import PERMANENT as PERMANENT
 from jobs.failures import TRANSIENT as TRANSIENT
@@ -66,7 +65,7 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(settings.retry_base, settings.retry_factor, settings.retry_cap, settings.retry_max)
+        return cls(settings.retry.base, settings.retry.factor, settings.retry.cap, settings.retry.max)
 
 
 # Per job function; others get the default. Named tasks retry through RQ's `Retry` by their own policy
@@ -94,7 +93,7 @@ def _last_exception_line(exc_string: str) -> str:
     return lines[-1] if lines else ""
 
 
-def sweep_failed_jobs(conn: redis.Redis, default: RetryPolicy | None = None, settings: Settings | None = None) -> int:
+def sweep_failed_jobs(conn: redis.Redis, default: RetryPolicy | None, settings: Settings) -> int:
     """One pass over the failed registries: retry what is due, dead-letter what is done. Returns moves."""
     default = default or RetryPolicy()
     moved = 0
@@ -111,7 +110,7 @@ def sweep_failed_jobs(conn: redis.Redis, default: RetryPolicy | None = None, set
 
 
 def _handle(
-    conn: redis.Redis, registry: FailedJobRegistry, job: Job, default: RetryPolicy, settings: Settings | None
+    conn: redis.Redis, registry: FailedJobRegistry, job: Job, default: RetryPolicy, settings: Settings
 ) -> int:
     state = as_text_map(conn.hgetall(keys.job_retry(job.id)))
     failure_id = _failure_id(job)
@@ -119,7 +118,7 @@ def _handle(
         policy = POLICIES.get(job.func_name or "", default)
         state = _record_failure(conn, job, failure_id, policy)
     if state["decision"] == "dead":
-        _bury(conn, registry, job, state, settings or process_settings())
+        _bury(conn, registry, job, state, settings)
         return 1
     if float(state["next_retry_ts"]) <= datetime.now(UTC).timestamp():
         # A job whose worker died was running: it goes back to the front of its queue, so that in a

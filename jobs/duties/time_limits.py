@@ -13,7 +13,6 @@ import redis
 
 from jobs import keys
 from jobs.config import Settings
-from jobs.context import process_settings
 from jobs.redis_values import as_text, as_texts
 from jobs.refresh import records
 from jobs.refresh.finish import BY_TIMEOUT, finish_task
@@ -26,9 +25,8 @@ SOFT_LIMIT_FRACTION = 0.9
 GRACE_SECONDS = 30.0
 
 
-def enforce_time_limits(conn: redis.Redis, settings: Settings | None = None) -> None:
+def enforce_time_limits(conn: redis.Redis, settings: Settings) -> None:
     """Record a soft limit passed; stop a task past its hard limit, and end it if its jobs do not."""
-    settings = settings or process_settings()
     now = datetime.now(UTC)
     task_ids = as_texts(conn.zrange(keys.tasks_with_status(RUNNING), 0, -1))
     with conn.pipeline(transaction=False) as pipe:

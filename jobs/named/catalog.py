@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from jobs.config import Settings
-from jobs.context import process_settings
 from jobs.errors import ConfigError, DuplicateTaskError, UnknownTaskError
 from jobs.named.definitions import TaskDefinition, check_definition
 
@@ -104,9 +103,9 @@ def load_tasks(modules: Sequence[str]) -> TaskCatalog:
     return _loaded[key]
 
 
-def configured_tasks(settings: Settings | None = None) -> TaskCatalog:
-    """The tasks of REFRESHQ_TASK_MODULES (of this process's settings when none are given: jobs.context)."""
-    return load_tasks((settings or process_settings()).task_modules)
+def configured_tasks(settings: Settings) -> TaskCatalog:
+    """The tasks of REFRESHQ_TASK_MODULES of `settings`."""
+    return load_tasks(settings.server.task_modules)
 
 
 def summary(d: TaskDefinition) -> dict[str, Any]:

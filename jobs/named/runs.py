@@ -113,13 +113,13 @@ def job_options(
 def enqueue_task(
     conn: redis.Redis, definition: TaskDefinition, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
     *, meta: Mapping[str, Any] | None = None, pipeline: redis.client.Pipeline | None = None,
-    callbacks: RunCallbacks | None = None, modules: Sequence[str] | None = None, owner: Owner | None = None,
+    callbacks: RunCallbacks | None = None, modules: Sequence[str], owner: Owner | None = None,
 ) -> str:
     """Enqueue one run; with `pipeline` (already in MULTI) it is queued inside the caller's transaction.
-    `modules`: REFRESHQ_TASK_MODULES of the workers (default: this process's settings). A run records its
+    `modules`: REFRESHQ_TASK_MODULES of the workers (the caller's settings say which). A run records its
     owner (the CLI's by default); a limited owner's is checked against their limits in the transaction
     that enqueues it (jobs.owners)."""
-    _check_configured(definition, modules if modules is not None else process_settings().task_modules)
+    _check_configured(definition, modules)
     plain_args, plain_kwargs = check_arguments(definition, args, kwargs or {})
     owner = owner or Owner()
     options = job_options(definition, new_job_id(definition.name), {"owner": owner.name, **(meta or {})}, callbacks)
@@ -153,13 +153,12 @@ def _check_configured(definition: TaskDefinition, modules: Sequence[str]) -> Non
 _default_conns: dict[str, redis.Redis] = {}
 
 
-def default_connection() -> redis.Redis:
-    """Inside a job: the worker's connection. Elsewhere: one built from the environment (kept per server)."""
+def default_connection(settings: Settings) -> redis.Redis:
+    """Inside a job: the worker's connection. Elsewhere: one to the server of `settings` (kept per server)."""
     job = get_current_job()
     if job is not None:
         return job.connection
-    settings = process_settings()
-    key = settings.redis_url or str(settings.data_dir)
+    key = settings.server.redis_url or str(settings.server.data_dir)
     if key not in _default_conns:
         from jobs.connection import connect
 
@@ -294,8 +293,9 @@ def failure_entry(
 
 
 def get_result(task_id: str, timeout: float = 60, conn: redis.Redis | None = None, poll: float = 0.1) -> Any:
-    """Wait for a run and return its result; TaskExecutionError if it failed, TaskTimeoutError if still going."""
-    conn = conn or default_connection()
+    """Wait for a run and return its result; TaskExecutionError if it failed, TaskTimeoutError if still going.
+    A library entry point: without `conn`, this process's settings say which server (read once, here)."""
+    conn = conn or default_connection(process_settings())
     job = Job.fetch(task_id, connection=conn, serializer=JSONSerializer)
     deadline = time.monotonic() + timeout
     while True:

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from jobs.context import process_settings
 from jobs.named import runs
 from jobs.named.catalog import CATALOG
 from jobs.named.definitions import TaskDefinition, definition_of
@@ -33,7 +34,10 @@ class TaskHandle(TaskDefinition):
     def enqueue(
         self, conn: redis.Redis | None = None, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
     ) -> str:
-        return runs.enqueue_task(conn or runs.default_connection(), self, args, kwargs or {})
+        # A library entry point: the settings are read once, here, and passed down.
+        settings = process_settings()
+        return runs.enqueue_task(conn or runs.default_connection(settings), self, args, kwargs or {},
+                                 modules=settings.server.task_modules)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with these arguments, for `chain()` and `batch()`."""

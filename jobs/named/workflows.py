@@ -25,6 +25,7 @@ from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
+from jobs.context import process_settings
 from jobs.errors import TaskTimeoutError, ValidationError, WorkflowNotFoundError
 from jobs.named import runs
 from jobs.named.catalog import TaskCatalog, configured_tasks
@@ -57,7 +58,10 @@ class Chain:
 
     def delay(self, conn: redis.Redis | None = None, registry: TaskCatalog | None = None) -> str:
         """Enqueue the chain; returns its id (see `get_workflow`)."""
-        return _start_chain(conn or runs.default_connection(), registry or configured_tasks(), self.steps)
+        settings = process_settings()  # a library entry point: read once, here, and passed down
+        return _start_chain(
+            conn or runs.default_connection(settings), registry or configured_tasks(settings), self.steps
+        )
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ class Batch:
 
     def delay(self, conn: redis.Redis | None = None, registry: TaskCatalog | None = None) -> str:
         """Enqueue the batch; returns its id (see `get_workflow`)."""
-        return _start_batch(conn or runs.default_connection(), registry or configured_tasks(), self)
+        settings = process_settings()  # a library entry point: read once, here, and passed down
+        return _start_batch(conn or runs.default_connection(settings), registry or configured_tasks(settings), self)
 
 
 def chain(*steps: Signature) -> Chain:

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from jobs.config import WHSEC_PREFIX, AlertSettings
+from jobs.config import WHSEC_PREFIX, DeliverySettings
 from jobs.errors import AlertDeliveryError
 from jobs.redact import mask_urls, without_credentials
 
@@ -81,7 +81,7 @@ def signature_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> 
             "webhook-signature": f"v1,{base64.b64encode(digest).decode()}"}
 
 
-def send_webhook(settings: AlertSettings, notice: Notice) -> str | None:
+def send_webhook(settings: DeliverySettings, notice: Notice) -> str | None:
     if not settings.webhook_url:
         raise AlertDeliveryError("webhook: REFRESHQ_ALERT_WEBHOOK_URL is not set")
     body = webhook_body(notice)
@@ -102,7 +102,7 @@ def send_webhook(settings: AlertSettings, notice: Notice) -> str | None:
     return None
 
 
-def email_message(settings: AlertSettings, notice: Notice) -> EmailMessage:
+def email_message(settings: DeliverySettings, notice: Notice) -> EmailMessage:
     first = notice.alerts[0]
     more = f" (+{len(notice.alerts) - 1} more)" if len(notice.alerts) > 1 else ""
     message = EmailMessage()
@@ -124,7 +124,7 @@ def email_message(settings: AlertSettings, notice: Notice) -> EmailMessage:
     return message
 
 
-def _smtp(settings: AlertSettings) -> tuple[smtplib.SMTP, tuple[str, str] | None]:
+def _smtp(settings: DeliverySettings) -> tuple[smtplib.SMTP, tuple[str, str] | None]:
     """A connected SMTP client (TLS from the start for smtps://, STARTTLS when offered for smtp://)."""
     url = urlsplit(settings.smtp_url or "")
     host, context = url.hostname or "", ssl.create_default_context()
@@ -141,7 +141,7 @@ def _smtp(settings: AlertSettings) -> tuple[smtplib.SMTP, tuple[str, str] | None
     return client, login
 
 
-def send_email(settings: AlertSettings, notice: Notice) -> str | None:
+def send_email(settings: DeliverySettings, notice: Notice) -> str | None:
     """Send the notice; a note when some (not all) recipients were refused: sending again would repeat it
     to the others, so that counts as delivered."""
     if not settings.smtp_url:
@@ -175,6 +175,6 @@ def _text(value: bytes | str) -> str:
 SENDERS = {WEBHOOK: send_webhook, EMAIL: send_email}
 
 
-def send(channel: str, settings: AlertSettings, notice: Notice) -> str | None:
+def send(channel: str, settings: DeliverySettings, notice: Notice) -> str | None:
     """Deliver the notice on one channel (a note if only partly); AlertDeliveryError if it was not."""
     return SENDERS[channel](settings, notice)

@@ -47,12 +47,12 @@ TEST_PREFIX = "test-"
 
 def lease_seconds(settings: Settings) -> float:
     """Longer than any delivery of one notice can take (each network step of each channel is bounded)."""
-    return 4 * settings.alerts.timeout * max(1, len(settings.alerts.channels)) + 30
+    return 4 * settings.alerts.delivery.timeout * max(1, len(settings.alerts.channels)) + 30
 
 
 def retry_delay(settings: Settings, attempt: int) -> float:
     """The scheduler's backoff (REFRESHQ_RETRY_BASE * _FACTOR ** (attempt - 1), capped), with jitter."""
-    return max(0.05, backoff(attempt, settings.retry_base, settings.retry_factor, settings.retry_cap, jitter=0.2))
+    return max(0.05, backoff(attempt, settings.retry.base, settings.retry.factor, settings.retry.cap, jitter=0.2))
 
 
 def _channel_state(conn: redis.Redis, channel: str, ok: bool, note: str | None, now: float) -> str:
@@ -100,7 +100,7 @@ def _attempt(conn: redis.Redis, settings: Settings, notice: Notice, channel: str
         record_attempt(conn, notice, channel, DROPPED, "the channel is no longer configured", started)
         return
     try:
-        note = channel_senders.send(channel, settings.alerts, notice)
+        note = channel_senders.send(channel, settings.alerts.delivery, notice)
     except AlertDeliveryError as exc:
         record_attempt(conn, notice, channel, PENDING, str(exc), started)
         return
@@ -226,7 +226,7 @@ def send_test(conn: redis.Redis, settings: Settings) -> dict[str, str | None]:
     for channel in settings.alerts.channels:
         started = time.time()
         try:
-            note = channel_senders.send(channel, settings.alerts, notice)
+            note = channel_senders.send(channel, settings.alerts.delivery, notice)
         except AlertDeliveryError as exc:
             results[channel] = str(exc)
             record_attempt(conn, notice, channel, PENDING, str(exc), started, stored=False)

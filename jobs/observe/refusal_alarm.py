@@ -91,7 +91,7 @@ class RefusalAlarm:
         for channel in self.settings.alerts.channels:
             started = time.time()
             try:
-                note = channel_senders.send(channel, self.settings.alerts, notice)
+                note = channel_senders.send(channel, self.settings.alerts.delivery, notice)
             except AlertDeliveryError as exc:
                 log.warning("alerts: %s notice (%s) not delivered by %s: %s", RULE, status, channel, exc)
                 self._attempts.append((notice, channel, GAVE_UP, str(exc), started))  # not tried again

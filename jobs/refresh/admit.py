@@ -20,7 +20,7 @@ NUDGE_SECONDS = 5
 def admit_waiting(conn: redis.Redis, settings: Settings) -> int:
     """Enqueue the plan job of the first waiting task if a running slot is free; return how many."""
     head = conn.zrange(keys.TASKS_WAITING, 0, 0)
-    if not head or conn.zcard(keys.tasks_with_status(RUNNING)) >= settings.max_concurrent_tasks:
+    if not head or conn.zcard(keys.tasks_with_status(RUNNING)) >= settings.limits.max_concurrent_tasks:
         return 0
     task_id = as_text(head[0])
     if not conn.set(keys.task_admission(task_id), "1", nx=True, ex=NUDGE_SECONDS):

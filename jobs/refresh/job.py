@@ -37,7 +37,7 @@ def plan_job_options(task_id: str, settings: Settings, nonce: str = "") -> dict[
     """How a task's plan job is enqueued (by create, resume and the admission of waiting tasks)."""
     return {
         "job_id": f"{task_id}-plan{nonce}",
-        "timeout": settings.task_timeout,
+        "timeout": settings.limits.task_timeout,
         "result_ttl": RESULT_TTL,
         "failure_ttl": RESULT_TTL,
         "description": f"refresh {task_id}: plan",
@@ -63,7 +63,7 @@ def province_job_options(task_id: str, province: Region, attempt: str, settings:
     return {
         "args": [task_id, province["code"]],
         "job_id": province_job_id(task_id, province["code"], attempt),
-        "timeout": settings.task_timeout,
+        "timeout": settings.limits.task_timeout,
         "result_ttl": RESULT_TTL,
         "failure_ttl": RESULT_TTL,
         "description": f"refresh {task_id}: {province['name']}",

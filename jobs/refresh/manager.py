@@ -82,7 +82,7 @@ class SyncTaskManager:
     def _create(self, request: Request, label: str, provinces: list[Region] | None) -> Created:
         task_id = records.new_task_id()
         record = records.new_record(task_id, request.kind, label, request.province, self.upstream,
-                                    self.settings.task_timeout, owner=request.owner.name)
+                                    self.settings.limits.task_timeout, owner=request.owner.name)
         if provinces is not None:
             record["provinces"] = json.dumps(provinces, ensure_ascii=False)
         pending = keys.tasks_with_status(PENDING)
@@ -108,10 +108,10 @@ class SyncTaskManager:
 
     def _check_room(self, pipe: redis.client.Pipeline, owner: Owner) -> None:
         waiting = int(pipe.zcard(keys.tasks_with_status(PENDING)))
-        if waiting >= self.settings.max_pending:
+        if waiting >= self.settings.limits.max_pending:
             raise TaskCreationError(
                 f"任务队列已满: {waiting} tasks are pending (REFRESHQ_MAX_PENDING="
-                f"{self.settings.max_pending}); try again when some have started"
+                f"{self.settings.limits.max_pending}); try again when some have started"
             )
         owners.admit(self.conn, pipe, owner)
 

@@ -45,7 +45,7 @@ def _plan(job: Job, settings: Settings, fence: Fence) -> dict[str, Any]:
     if conn.exists(keys.task_cancel(task_id)):
         return {"cancelled": True}
     check_upstream(record, settings)  # a worker configured for another upstream refuses the task
-    started = limits.start_task(conn, task_id, record, settings.max_concurrent_tasks, "正在获取省份列表")
+    started = limits.start_task(conn, task_id, record, settings.limits.max_concurrent_tasks, "正在获取省份列表")
     if started != "OK":
         return {"waiting": started}
     provinces, refused = _provinces_of(conn, record, settings, job)
@@ -91,7 +91,7 @@ def _prewalk(
 
     try:
         with open_upstream(conn, json.loads(record["upstream"]), settings, job_holder(job)) as upstream:
-            prewalk(conn, task_id, todo, upstream, settings.job_concurrency, ready, stop, fence)
+            prewalk(conn, task_id, todo, upstream, settings.pacing.job_concurrency, ready, stop, fence)
     finally:
         enqueue_provinces(conn, task_id, attempt, [p for p in todo if p["code"] not in handed], settings, fence)
 

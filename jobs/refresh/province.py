@@ -59,7 +59,7 @@ def _refresh(job: Job, settings: Settings, fence: Fence) -> dict[str, Any] | Ret
         # Retried after its task went PENDING (waiting for this retry): the task runs again only if
         # admitted within the running-task limit, in order. Without a slot the job ends unrun (parked)
         # and the plan job of the task's admission re-enqueues the province (admit_waiting).
-        admitted = limits.start_task(conn, task_id, record, settings.max_concurrent_tasks,
+        admitted = limits.start_task(conn, task_id, record, settings.limits.max_concurrent_tasks,
                                      f"正在处理：{province['name']}")
         if admitted == "WAIT":
             return _park(job, task_id, province_code)
@@ -67,9 +67,9 @@ def _refresh(job: Job, settings: Settings, fence: Fence) -> dict[str, Any] | Ret
             return _ended(conn, settings, fence, "cancelled")
     with open_upstream(conn, json.loads(record["upstream"]), settings, job_holder(job)) as upstream:
         try:
-            leaves, refused = walk_province(conn, task_id, province, upstream, settings.job_concurrency, fence)
+            leaves, refused = walk_province(conn, task_id, province, upstream, settings.pacing.job_concurrency, fence)
             runner = LeafRunner(conn, task_id, record.get("kind", "full"), province, upstream, job, fence)
-            outcome = runner.run(leaves, settings.job_concurrency)
+            outcome = runner.run(leaves, settings.pacing.job_concurrency)
         except PermanentUpstreamError as exc:
             error = str(exc)
             guarded(conn, fence, "region", lambda pipe: records.failed_region(pipe, task_id, province, error))

@@ -34,16 +34,16 @@ _URL_FIELDS = {"http": "url", "llm": "base_url"}
 
 def spec_from_settings(settings: Settings) -> dict[str, Any]:
     """The spec of the upstream the settings configure (http, then llm, else the sample)."""
-    kind = settings.upstream_kind
-    if kind == "http" and settings.upstream_url:
-        return {"kind": "http", "url": without_credentials(settings.upstream_url)}
-    if kind == "llm" and settings.llm_base_url:
-        return {"kind": "llm", "base_url": without_credentials(settings.llm_base_url), "model": settings.llm_model}
-    return {"kind": "sample", "scale": settings.sample_scale}
+    upstream = settings.upstream
+    if upstream.kind == "http" and upstream.url:
+        return {"kind": "http", "url": without_credentials(upstream.url)}
+    if upstream.kind == "llm" and upstream.llm_base_url:
+        return {"kind": "llm", "base_url": without_credentials(upstream.llm_base_url), "model": upstream.llm_model}
+    return {"kind": "sample", "scale": upstream.sample_scale}
 
 
 def _configured_url(kind: str, settings: Settings) -> str | None:
-    return settings.upstream_url if kind == "http" else settings.llm_base_url if kind == "llm" else None
+    return settings.upstream.url if kind == "http" else settings.upstream.llm_base_url if kind == "llm" else None
 
 
 def _with_credentials(url: str, kind: str, settings: Settings) -> str:
@@ -92,7 +92,7 @@ def check_spec(spec: dict[str, Any], settings: Settings) -> None:
     """ValidationError unless `spec` is one build_upstream can build (checked before a task is stored)."""
     kind = spec.get("kind")
     if kind == "sample":
-        scale = spec.get("scale", settings.sample_scale)
+        scale = spec.get("scale", settings.upstream.sample_scale)
         if not isinstance(scale, int) or isinstance(scale, bool) or not 0 <= scale <= MAX_SAMPLE_SCALE:
             raise ValidationError(
                 f"upstream spec 'sample' needs 'scale': a whole number from 0 to {MAX_SAMPLE_SCALE}, got {scale!r}"
@@ -116,16 +116,16 @@ def build_upstream(
     if kind == "sample":
         from jobs.upstream.sample import SampleDirectory
 
-        return SampleDirectory(spec.get("scale", settings.sample_scale))
+        return SampleDirectory(spec.get("scale", settings.upstream.sample_scale))
     if kind == "http":
         from jobs.upstream.http import HttpDirectoryClient
 
         return HttpDirectoryClient(
             _with_credentials(spec["url"], "http", settings),
-            token=_secret_for(spec["url"], "http", settings, settings.upstream_token),
-            concurrency=settings.job_concurrency,
-            timeout=settings.upstream_timeout,
-            max_attempts=settings.upstream_attempts,
+            token=_secret_for(spec["url"], "http", settings, settings.upstream.token),
+            concurrency=settings.pacing.job_concurrency,
+            timeout=settings.upstream.timeout,
+            max_attempts=settings.upstream.attempts,
             request_gate=request_gate,
             count=count,
         )
@@ -133,11 +133,11 @@ def build_upstream(
 
     return LLMClient(
         _with_credentials(spec["base_url"], "llm", settings),
-        api_key=_secret_for(spec["base_url"], "llm", settings, settings.llm_api_key),
+        api_key=_secret_for(spec["base_url"], "llm", settings, settings.upstream.llm_api_key),
         model=spec["model"],
-        concurrency=settings.job_concurrency,
-        timeout=max(settings.upstream_timeout, 60.0),  # model calls take 5-60 s
-        max_attempts=settings.upstream_attempts,
+        concurrency=settings.pacing.job_concurrency,
+        timeout=max(settings.upstream.timeout, 60.0),  # model calls take 5-60 s
+        max_attempts=settings.upstream.attempts,
         request_gate=request_gate,
         count=count,
     )

@@ -95,10 +95,11 @@ def label(spec: Mapping[str, Any]) -> str:
 
 def configured(settings: Settings) -> dict[str, Any] | None:
     """The identity of the upstream the settings configure, or None when they configure none (the sample)."""
-    if settings.upstream_kind == "http":
-        return identity({"kind": "http", "url": settings.upstream_url})
-    if settings.upstream_kind == "llm":
-        return identity({"kind": "llm", "base_url": settings.llm_base_url, "model": settings.llm_model})
+    if settings.upstream.kind == "http":
+        return identity({"kind": "http", "url": settings.upstream.url})
+    if settings.upstream.kind == "llm":
+        upstream = settings.upstream
+        return identity({"kind": "llm", "base_url": upstream.llm_base_url, "model": upstream.llm_model})
     return None
 
 

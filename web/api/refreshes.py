@@ -24,7 +24,7 @@ MAX_CLEANUP_DAYS = 36_500
 
 
 def _stall() -> float:
-    return context.settings().stall_seconds
+    return context.settings().health.stall_seconds
 
 
 def _view(status: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def run_task(name: str) -> BaseResponse:
     else:
         raise TaskArgumentsError("args must be a JSON array (positional) or object (keyword arguments)")
     job_id = runs.enqueue_task(conn(), definition, positional, keywords, owner=auth.current().owner,
-                               modules=settings().task_modules)
+                               modules=settings().server.task_modules)
     return as_json(_run(job_id), 201, {"Location": url_for("api.get_run", run_id=job_id)})
 
 

@@ -39,7 +39,7 @@ def index() -> str:
     status = choice("status", STATUSES)
     page, page_size = page_args(default_size=PAGE_SIZE)
     result = manager().list_tasks(status, page, page_size)
-    items = [live.view(s, settings().stall_seconds) for s in result["items"]]
+    items = [live.view(s, settings().health.stall_seconds) for s in result["items"]]
     provinces: list[Any] = []
     provinces_error = None
     if auth.current().may("operate"):
@@ -55,11 +55,12 @@ def index() -> str:
 @pages.get("/refreshes/<task_id>")
 @requires("read")
 def refresh(task_id: str) -> str:
-    state = live.payload(manager(), task_id, settings().stall_seconds)
+    state = live.payload(manager(), task_id, settings().health.stall_seconds)
     principal = auth.current()
     may_act = principal.may("admin") or (principal.may("operate") and state["task"]["owner"] == principal.user)
     return _render("refresh.html", task=state["task"], provinces=state["provinces"], may_act=may_act,
-                   stall_seconds=settings().stall_seconds, pacing_text=pacing_text(state["task"]["upstream_pacing"]))
+                   stall_seconds=settings().health.stall_seconds,
+                   pacing_text=pacing_text(state["task"]["upstream_pacing"]))
 
 
 @pages.get("/tasks")
