@@ -37,16 +37,16 @@ from jobs.errors import (
     UnknownTaskError,
 )
 from jobs.named import arguments, history
-from jobs.named.catalog import canonical_modules, configured_tasks
+from jobs.named.catalog import configured_tasks
 from jobs.named.definitions import TaskDefinition
 from jobs.owners import Owner
 from jobs.statuses import FAILED, SUCCEEDED, is_live
 
 log = logging.getLogger("refreshq.tasks")
 
-# By the dotted names RQ stores; runs queued by the previous layout carry the old ones (jobs/runs.py).
+# By the dotted name RQ stores.
 RUN_FUNC = "jobs.named.runs.run_named_task"
-RUN_FUNCS = frozenset({RUN_FUNC, "jobs.runs.run_named_task"})
+RUN_FUNCS = frozenset({RUN_FUNC})
 # Results stay readable for get_result and the dashboard for a day; failures as long as RQ's default.
 RESULT_TTL = 86_400
 
@@ -143,7 +143,7 @@ def enqueue_task(
 
 def _check_configured(definition: TaskDefinition, modules: Sequence[str]) -> None:
     """Refuse a task the workers would not find: its module is not in REFRESHQ_TASK_MODULES."""
-    if definition.module not in canonical_modules(modules):
+    if definition.module not in modules:
         raise TaskArgumentsError(
             f"task {definition.name} is defined in {definition.module}, which REFRESHQ_TASK_MODULES "
             f"({','.join(modules)}) does not list: workers would not find it"
