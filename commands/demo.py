@@ -24,7 +24,7 @@ from commands.runtime import Runtime, pass_runtime
 from jobs.config import MAX_SAMPLE_SCALE
 from jobs.connection import server_url
 from jobs.redact import mask_url
-from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.manager import SyncRefreshManager
 from jobs.statuses import TERMINAL
 from jobs.upstream.identity import UPSTREAM_VARIABLES
 from web.server import Background
@@ -92,7 +92,7 @@ def _stop_workers(workers: list[subprocess.Popen[bytes]], stop: _Stop) -> None:
         w.wait()
 
 
-def _cancel(manager: SyncTaskManager, task_id: str, stop: _Stop) -> None:
+def _cancel(manager: SyncRefreshManager, task_id: str, stop: _Stop) -> None:
     name = signal.Signals(stop.signals[0]).name
     manager.cancel_task(task_id)
     click.echo(f"refreshq demo: {name}: cancelling task {task_id}", err=True)
@@ -145,7 +145,7 @@ def _run(rt: Runtime, scale: int, worker_count: int, stop: _Stop, web_url: str |
     log_dir = rt.settings.data_dir / "logs"
     workers = _start_workers(worker_count, log_dir)
     click.echo(f"started {worker_count} workers (logs in {log_dir})")
-    manager = SyncTaskManager(rt.settings, rt.conn, upstream={"kind": "sample", "scale": scale})
+    manager = SyncRefreshManager(rt.settings, rt.conn, upstream={"kind": "sample", "scale": scale})
     task_id: str | None = None
 
     def on_tick() -> None:

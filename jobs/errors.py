@@ -169,3 +169,7 @@ class UpstreamMismatchError(ValidationError):
 
 class UpstreamUnavailableError(ValidationError):
     """Raised when a new task's upstream could not be asked for its provinces (unreachable, refusing)."""
+
+
+# The glossary's name (issue 21): no refresh record has the given id. TaskNotFoundError is the same class.
+RefreshNotFoundError = TaskNotFoundError

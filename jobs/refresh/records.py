@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from jobs import keys
-from jobs.errors import TaskNotFoundError, ValidationError
+from jobs.errors import RefreshNotFoundError, ValidationError
 from jobs.owners import CLI_OWNER
 from jobs.pacing import pace_fields, pace_view
 from jobs.reconnect import refusal_of
@@ -101,7 +101,7 @@ def transition(
     """Move a task to status `to` if its status is one of `allowed`; False if it is not."""
     outcome = Scripts(conn).transition(keys=[keys.task(task_id)], args=_transition_args(allowed, to, fields))
     if outcome is None:
-        raise TaskNotFoundError(f"no refresh task {task_id}")
+        raise RefreshNotFoundError(f"no refresh task {task_id}")
     return bool(outcome == b"OK")
 
 
@@ -125,7 +125,7 @@ def failed_region(
 def load_raw(conn: redis.Redis, task_id: str) -> dict[str, str]:
     raw = conn.hgetall(keys.task(task_id))
     if not raw:
-        raise TaskNotFoundError(f"no refresh task {task_id}")
+        raise RefreshNotFoundError(f"no refresh task {task_id}")
     return as_text_map(raw)
 
 
@@ -141,7 +141,7 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
             raise reply
     raw, stats, failed, conflicts, mismatches = reads
     if not raw:
-        raise TaskNotFoundError(f"no refresh task {task_id}")
+        raise RefreshNotFoundError(f"no refresh task {task_id}")
     status = _to_status(raw, stats, failed, conflicts, mismatches)
     # Why an active task may not move: {reason, message}, or None.
     status["writes_refused"] = refusal_of(probe) if status["status"] in ACTIVE else None
