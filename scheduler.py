@@ -39,7 +39,7 @@ Duty = Callable[[redis.Redis], None]
 def default_duties(settings: Settings | None = None) -> list[Duty]:
     """The duties of every tick, in order, with the settings of the process (read once, when it starts)."""
     settings = settings or process_settings()
-    policy = retries.RetryPolicy.from_settings(settings)
+    policy = retries.policy_of(settings)
 
     def sweep_failed_jobs(conn: redis.Redis) -> None:
         retries.sweep_failed_jobs(conn, policy, settings)

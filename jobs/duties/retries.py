@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
@@ -23,7 +22,6 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from jobs import failures, keys, queues
-from jobs.backoff import backoff
 from jobs.config import Settings
 from jobs.context import process_settings
 from jobs.failures import NEVER as NEVER
@@ -35,6 +33,7 @@ from jobs.redis_values import as_text_map
 from jobs.refresh import records
 from jobs.refresh.finish import end_province
 from jobs.refresh.job import PLAN_FUNCS, PROVINCE_FUNCS, REFRESH_FUNCS
+from jobs.retry_policy import RetryPolicy as RetryPolicy
 from jobs.statuses import ACTIVE, FAILED, PENDING, RUNNING
 
 log = logging.getLogger("refreshq.retries")
@@ -49,24 +48,9 @@ _NEVER_PATTERNS = ("stopped by user", "work-horse terminated")
 STATE_TTL = 30 * 86_400
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff: base * factor**(attempt-1), capped, with jitter; `max_retries` retries."""
-
-    base: float = 1.0
-    factor: float = 2.0
-    cap: float = 60.0
-    max_retries: int = 3
-
-    def nominal(self, attempt: int) -> float:
-        return backoff(attempt, self.base, self.factor, self.cap)
-
-    def delay(self, attempt: int) -> float:
-        return backoff(attempt, self.base, self.factor, self.cap, jitter=0.2)  # spreads jobs that failed together
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(settings.retry_base, settings.retry_factor, settings.retry_cap, settings.retry_max)
+def policy_of(settings: Settings) -> RetryPolicy:
+    """The refresh jobs' retry policy, as the settings say (REFRESHQ_RETRY_*)."""
+    return RetryPolicy(settings.retry_base, settings.retry_factor, settings.retry_cap, settings.retry_max)
 
 
 # Per job function; others get the default. Named tasks retry through RQ's `Retry` by their own policy
@@ -150,7 +134,7 @@ def _record_failure(conn: redis.Redis, job: Job, failure_id: str, policy: RetryP
     attempt = int(conn.hget(keys.job_retry(job.id), "attempt") or 0) + 1
     if job.func_name in RUN_FUNCS:  # RQ's Retry may have run it several times: the run counts each execution
         attempt = max(attempt, int(job.meta.get("attempt") or 0))
-    retry = failure["kind"] == TRANSIENT and attempt <= policy.max_retries
+    retry = failure["kind"] == TRANSIENT and policy.allows(attempt)
     next_ts = datetime.now(UTC).timestamp() + policy.delay(attempt) if retry else 0.0
     state = {
         "failure_id": failure_id, "kind": failure["kind"], "attempt": str(attempt),

@@ -38,7 +38,7 @@ from jobs.errors import (
 )
 from jobs.named import arguments, history
 from jobs.named.catalog import configured_tasks
-from jobs.named.definitions import TaskDefinition
+from jobs.named.definitions import TaskDefinition, rq_retry
 from jobs.owners import Owner
 from jobs.statuses import FAILED, SUCCEEDED, is_live
 
@@ -103,7 +103,7 @@ def job_options(
         "job_id": job_id,
         "timeout": definition.time_limit,
         "result_ttl": RESULT_TTL,
-        "retry": definition.retry.rq_retry(),
+        "retry": rq_retry(definition.retry),
         "meta": {"task": definition.name, "attempt": 0, **(meta or {})},
         "description": f"task {definition.name}",
         **(callbacks.options() if callbacks is not None else {}),
@@ -215,6 +215,8 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     try:
         result = _run_with_hooks(definition, args, kwargs)
     except BaseException as exc:
+        if job.retries_left and not definition.retry.allows(attempt, exc):
+            job.retries_left = 0  # its policy's retry_when says no: this failure is final (RQ reads it after)
         retrying = bool(job.retries_left)
         history.record_end(job.connection, name, exec_id, FAILED, error=f"{type(exc).__name__}: {exc}",
                            traceback=traceback.format_exc(), retrying=retrying)
