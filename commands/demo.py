@@ -27,7 +27,7 @@ from jobs.redact import mask_url
 from jobs.refresh.manager import SyncRefreshManager
 from jobs.statuses import TERMINAL
 from jobs.upstream.identity import UPSTREAM_VARIABLES
-from web.server import Background
+from web.wsgi import Background
 
 DEMO_SCALE = 1_000_000
 # Seconds the workers get to see a cancel and end the task, and then to stop (their warm shutdown).
@@ -134,7 +134,7 @@ def demo(rt: Runtime, scale: int, worker_count: int, with_web: bool, port: int) 
 def _start_web(rt: Runtime, port: int) -> Background:
     """The web process's app on 127.0.0.1 in this process (loopback: no password needed)."""
     from web.app import create_app
-    from web.server import listen
+    from web.wsgi import listen
 
     return Background(listen(create_app(rt.settings, server_url(rt.settings)), "127.0.0.1", port,
                              rt.settings.web_streams)).start()

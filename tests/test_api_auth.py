@@ -99,13 +99,13 @@ def test_a_route_without_an_access_rule_stops_the_app(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     from jobs.config import Settings
-    from web import metrics
+    from web import prometheus
     from web.app import create_app
 
     def mount_unguarded(app: Flask, _settings: Settings) -> None:
         app.add_url_rule("/metrics", view_func=lambda: "every figure, to anyone", endpoint="metrics")
 
-    monkeypatch.setattr(metrics, "mount", mount_unguarded)
+    monkeypatch.setattr(prometheus, "mount", mount_unguarded)
     with pytest.raises(RuntimeError, match=r"routes without an access rule.*GET /metrics \(metrics\)"):
         create_app(Settings.from_env(env), redis_url)
 

@@ -15,7 +15,7 @@ from jobs.errors import ConfigError
 from jobs.queues import register_queues
 from jobs.reconnect import writes_refused
 from jobs.refresh.manager import SyncRefreshManager
-from web import access, api, auth, dashboard, metrics, pages, security
+from web import access, api, auth, dashboard, pages, prometheus, security
 from web.streams import SharedReads, StreamSlots
 
 
@@ -59,7 +59,7 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
     app.extensions["refreshq.manager"] = SyncRefreshManager(settings, conn)
     app.extensions["refreshq.streams"] = StreamSlots(settings.web_streams)
     app.extensions["refreshq.shared_reads"] = SharedReads()
-    metrics.mount(app, settings)  # checks its own credentials: the password or the scrape token
+    prometheus.mount(app, settings)  # checks its own credentials: the password or the scrape token
     api.install(app)
     pages.install(app)
 

@@ -113,7 +113,7 @@ def _handle(
             pipe.hset(keys.job_retry(job.id), "decision", "requeued")
             pipe.hincrby(keys.METRIC_COUNTERS, counters.name(counters.RETRIES, _counted_kind(job)), 1)
             pipe.execute()
-        _mark_task_retrying(conn, job, state, requeued=True)
+        _mark_refresh_retrying(conn, job, state, requeued=True)
         log.info("retry: requeued %s (attempt %s)", job.id, state["attempt"])
         return 1
     return 0
@@ -144,7 +144,7 @@ def _record_failure(conn: redis.Redis, job: Job, failure_id: str, policy: RetryP
     conn.hset(keys.job_retry(job.id), mapping=state)  # type: ignore[arg-type]
     conn.expire(keys.job_retry(job.id), STATE_TTL)
     if retry:
-        _mark_task_retrying(conn, job, state, requeued=False)
+        _mark_refresh_retrying(conn, job, state, requeued=False)
     return state
 
 
@@ -162,8 +162,8 @@ def _exc_string(job: Job) -> str:
     return str(text or job.exc_info or "unknown failure")
 
 
-def _mark_task_retrying(conn: redis.Redis, job: Job, state: dict[str, str], requeued: bool) -> None:
-    task_id = _task_of(job)
+def _mark_refresh_retrying(conn: redis.Redis, job: Job, state: dict[str, str], requeued: bool) -> None:
+    task_id = _refresh_of(job)
     if task_id is None:
         return
     next_at = datetime.fromtimestamp(float(state["next_retry_ts"]), UTC).isoformat(timespec="seconds")
@@ -193,7 +193,7 @@ def _counted_kind(job: Job) -> str:
     return "task" if job.func_name in RUN_FUNCS else "other"
 
 
-def _task_of(job: Job) -> str | None:
+def _refresh_of(job: Job) -> str | None:
     if job.func_name in REFRESH_FUNCS and job.args:
         return str(job.args[0])
     return None
@@ -204,7 +204,7 @@ def _bury(
 ) -> None:
     """Move a job out of RQ's failed registry into refreshq's dead-letter registry, and end its part."""
     entry = {
-        "job_id": job.id, "queue": job.origin, "func": job.func_name or "", "task_id": _task_of(job) or "",
+        "job_id": job.id, "queue": job.origin, "func": job.func_name or "", "task_id": _refresh_of(job) or "",
         "kind": state["kind"], "attempts": state["attempt"], "last_error": state["last_error"],
         "buried_at": records.now_iso(),
     }
@@ -216,11 +216,11 @@ def _bury(
     registry.remove(job)
     conn.hset(keys.job_retry(job.id), "decision", "buried")
     log.warning("retry: %s is dead after %s attempt(s): %s", job.id, state["attempt"], state["last_error"])
-    _end_task_part(conn, job, state, settings)
+    _end_refresh_part(conn, job, state, settings)
 
 
-def _end_task_part(conn: redis.Redis, job: Job, state: dict[str, str], settings: Settings) -> None:
-    task_id = _task_of(job)
+def _end_refresh_part(conn: redis.Redis, job: Job, state: dict[str, str], settings: Settings) -> None:
+    task_id = _refresh_of(job)
     if task_id is None:
         return
     message = f"{state['last_error']} (after {state['attempt']} attempt(s))"

@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys
 from jobs.errors import ValidationError
-from jobs.observe import runs as observed_runs
+from jobs.observe import outcomes as observed_runs
 from jobs.redis_values import as_text, as_texts
 from jobs.scripts import Scripts
 from jobs.statuses import FAILED, RUNNING, SUCCEEDED

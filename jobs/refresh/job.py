@@ -21,7 +21,7 @@ from jobs.statuses import is_live
 from jobs.upstream.base import Region
 
 # The job functions, by the dotted names RQ stores.
-PLAN_FUNC = "jobs.refresh.plan.plan_task"
+PLAN_FUNC = "jobs.refresh.plan.plan_refresh"
 PROVINCE_FUNC = "jobs.refresh.province.refresh_province"
 PLAN_FUNCS = frozenset({PLAN_FUNC})
 PROVINCE_FUNCS = frozenset({PROVINCE_FUNC})

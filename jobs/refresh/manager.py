@@ -83,7 +83,7 @@ class SyncRefreshManager:
         return self._create(request, province["name"], [province])
 
     def _create(self, request: Request, label: str, provinces: list[Region] | None) -> Created:
-        task_id = records.new_task_id()
+        task_id = records.new_refresh_id()
         record = records.new_record(task_id, request.kind, label, request.province, self.upstream,
                                     self.settings.task_timeout, owner=request.owner.name)
         if provinces is not None:
@@ -96,7 +96,7 @@ class SyncRefreshManager:
             while True:
                 try:
                     pipe.watch(pending, *owners.watched_keys(request.owner), *request.watched())  # type: ignore[no-untyped-call]
-                    earlier = request.earlier_task(pipe)
+                    earlier = request.earlier_refresh(pipe)
                     if earlier is not None:
                         return Created(earlier, replayed=True)
                     self._check_room(pipe, request.owner)
@@ -225,10 +225,10 @@ class SyncRefreshManager:
             raise ValidationError(f"older than {older_than_days:g} days is out of range") from None
         ids = records.ids_created_before(self.conn, cutoff, statuses)
         for task_id in ids:
-            self._delete_task(task_id)
+            self._delete_refresh(task_id)
         return len(ids)
 
-    def _delete_task(self, task_id: str) -> None:
+    def _delete_refresh(self, task_id: str) -> None:
         try:
             raw = records.load_raw(self.conn, task_id)
         except RefreshNotFoundError:

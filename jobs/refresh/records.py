@@ -45,7 +45,7 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def new_task_id() -> str:
+def new_refresh_id() -> str:
     """`task_20261122_143052_5f3a9c`: sortable by creation, unique without coordination."""
     return f"task_{datetime.now(UTC):%Y%m%d_%H%M%S}_{secrets.token_hex(3)}"
 

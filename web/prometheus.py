@@ -34,7 +34,7 @@ from prometheus_client.utils import floatToGoString
 from jobs import keys
 from jobs.config import Settings
 from jobs.observe import counters, snapshot
-from jobs.observe import runs as run_lists
+from jobs.observe import outcomes as run_lists
 from jobs.pacing import pace_fields, pace_view
 from jobs.redis_values import as_text_map, as_texts
 from jobs.statuses import TASK_STATUSES, TERMINAL
