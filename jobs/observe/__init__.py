@@ -1,7 +1,8 @@
 """Observability: every figure computed from what Redis holds, so no restart, failover or SIGKILL loses one.
 
 - counters: monotonic counters and run-time histograms, incremented where the events happen
-- runs: what ending a named-task run records; the per-kind run lists; the latest outcome per subject
+- outcomes: what ending a named-task run records; the per-kind lists of ended runs and refreshes; the
+  latest outcome per subject
 - snapshot: the system as it is now (queues, workers, registries, scheduler, memory, running refreshes)
 - report: the metrics report, and the one place the web API and the CLI call for every report
 - health: the health rules; performance: per task type over the last runs
