@@ -67,9 +67,10 @@ def _check_rq() -> None:
 def _register() -> None:
     from commands import (
         alerts,
+        aliases,
         data,
+        dead_letters,
         demo,
-        failed,
         info,
         observe,
         processes,
@@ -84,11 +85,14 @@ def _register() -> None:
 
     for command in [
         server.server, processes.worker, processes.scheduler, processes.web, info.info, demo.demo,
-        refresh.refresh, refresh.status, refresh.list_tasks, refresh.cancel, refresh.resume, refresh.cleanup,
-        data.data, upstream.upstream, failed.failed, tasks.tasks, schedule.schedule, *observe.COMMANDS,
-        alerts.alerts, tokens.tokens_group, workers.workers,
+        refresh.refresh, data.data, upstream.upstream, dead_letters.dead_letters_group, tasks.tasks, schedule.schedule,
+        *observe.COMMANDS, alerts.alerts, tokens.tokens_group, workers.workers,
     ]:
         cli.add_command(command)
+    # The reference design's verbs, and the dead-letter registry's previous name: aliases, marked in --help.
+    for verb in ("list", "status", "cancel", "resume", "cleanup"):
+        cli.add_command(aliases.alias(refresh.refresh.commands[verb], verb, f"refresh {verb}"))
+    cli.add_command(aliases.alias(dead_letters.dead_letters_group, "failed", "dead-letters"))
 
 
 try:

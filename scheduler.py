@@ -23,10 +23,11 @@ import redis
 from jobs import keys, queues, shutdown
 from jobs.config import Settings
 from jobs.context import process_settings
-from jobs.duties import abandoned, admission, alerts, claims, fire_schedules, named_retries, retries, time_limits
+from jobs.duties import abandoned, alerts, fire_schedules, named_retries, orphaned_claims, retries, time_limits
 from jobs.duties.make_room import MakeRoom
 from jobs.duties.reconcile import Reconciler
 from jobs.lock import OwnedLock
+from jobs.refresh.admit import admit_waiting
 
 log = logging.getLogger("refreshq.scheduler")
 
@@ -39,7 +40,7 @@ Duty = Callable[[redis.Redis], None]
 def default_duties(settings: Settings | None = None) -> list[Duty]:
     """The duties of every tick, in order, with the settings of the process (read once, when it starts)."""
     settings = settings or process_settings()
-    policy = retries.RetryPolicy.from_settings(settings)
+    policy = retries.policy_of(settings)
 
     def sweep_failed_jobs(conn: redis.Redis) -> None:
         retries.sweep_failed_jobs(conn, policy, settings)
@@ -47,8 +48,10 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
     def enforce_time_limits(conn: redis.Redis) -> None:
         time_limits.enforce_time_limits(conn, settings)
 
-    def admit_waiting_tasks(conn: redis.Redis) -> None:
-        admission.admit_waiting_tasks(conn, settings)
+    def admit_waiting_refreshes(conn: redis.Redis) -> None:
+        # A refresh that ends admits the next one itself (jobs.refresh.finish); this catches what that cannot:
+        # a slot freed by a refresh whose jobs died, a limit raised, a nudge that was lost.
+        admit_waiting(conn, settings)
 
     def fire_due_schedules(conn: redis.Redis) -> None:
         fire_schedules.run_schedules(conn, settings=settings)
@@ -57,10 +60,10 @@ def default_duties(settings: Settings | None = None) -> list[Duty]:
         named_retries.enqueue_due_retries(conn)
 
     def requeue_orphaned_claims(conn: redis.Redis) -> None:
-        claims.requeue_orphaned_claims(conn)
+        orphaned_claims.requeue_orphaned_claims(conn)
 
     return [abandoned.clean_started_registries, requeue_orphaned_claims, sweep_failed_jobs, MakeRoom(),
-            enforce_time_limits, admit_waiting_tasks, fire_due_schedules, requeue_due_retries, Reconciler(settings),
+            enforce_time_limits, admit_waiting_refreshes, fire_due_schedules, requeue_due_retries, Reconciler(settings),
             alerts.AlertDuty(settings)]
 
 

@@ -27,7 +27,7 @@ import redis
 from rq import Worker
 
 from jobs.config import ServerSettings, Settings
-from jobs.server import EmbeddedServer
+from jobs.embedded_server import EmbeddedServer
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"

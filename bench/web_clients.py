@@ -178,7 +178,7 @@ def run(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     """`refreshq web` (its default stream cap), a refresh that stays PENDING (no worker), the clients held."""
     from bench import http_status
     from jobs.refresh.manager import SyncTaskManager
-    from web.server import raise_open_files_limit
+    from web.wsgi import raise_open_files_limit
 
     bench.flush()
     limit = raise_open_files_limit()  # this process holds every client socket

@@ -24,10 +24,10 @@ from commands.runtime import Runtime, pass_runtime
 from jobs.config import MAX_SAMPLE_SCALE
 from jobs.connection import server_url
 from jobs.redact import mask_url
-from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.manager import SyncRefreshManager
 from jobs.statuses import TERMINAL
 from jobs.upstream.identity import UPSTREAM_VARIABLES
-from web.server import Background
+from web.wsgi import Background
 
 DEMO_SCALE = 1_000_000
 # Seconds the workers get to see a cancel and end the task, and then to stop (their warm shutdown).
@@ -92,7 +92,7 @@ def _stop_workers(workers: list[subprocess.Popen[bytes]], stop: _Stop) -> None:
         w.wait()
 
 
-def _cancel(manager: SyncTaskManager, task_id: str, stop: _Stop) -> None:
+def _cancel(manager: SyncRefreshManager, task_id: str, stop: _Stop) -> None:
     name = signal.Signals(stop.signals[0]).name
     manager.cancel_task(task_id)
     click.echo(f"refreshq demo: {name}: cancelling task {task_id}", err=True)
@@ -134,7 +134,7 @@ def demo(rt: Runtime, scale: int, worker_count: int, with_web: bool, port: int) 
 def _start_web(rt: Runtime, port: int) -> Background:
     """The web process's app on 127.0.0.1 in this process (loopback: no password needed)."""
     from web.app import create_app
-    from web.server import listen
+    from web.wsgi import listen
 
     return Background(listen(create_app(rt.settings, server_url(rt.settings)), "127.0.0.1", port,
                              rt.settings.web.streams)).start()
@@ -145,7 +145,7 @@ def _run(rt: Runtime, scale: int, worker_count: int, stop: _Stop, web_url: str |
     log_dir = rt.settings.server.data_dir / "logs"
     workers = _start_workers(worker_count, log_dir)
     click.echo(f"started {worker_count} workers (logs in {log_dir})")
-    manager = SyncTaskManager(rt.settings, rt.conn, upstream={"kind": "sample", "scale": scale})
+    manager = SyncRefreshManager(rt.settings, rt.conn, upstream={"kind": "sample", "scale": scale})
     task_id: str | None = None
 
     def on_tick() -> None:

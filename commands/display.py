@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from jobs.pacing import pacing_text
-from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.manager import SyncRefreshManager
 from jobs.statuses import TERMINAL
 from jobs.upstream.identity import label
 
@@ -80,7 +80,7 @@ def _province_rows(provinces: list[dict[str, Any]]) -> list[str]:
 
 
 def watch(
-    manager: SyncTaskManager, task_id: str, out: TextIO = sys.stderr, interval: float = 0.5,
+    manager: SyncRefreshManager, task_id: str, out: TextIO = sys.stderr, interval: float = 0.5,
     on_tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Redraw the task's progress until it ends; return its final status."""

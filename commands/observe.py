@@ -64,11 +64,11 @@ def metrics_text(data: dict[str, Any]) -> str:
 
 @click.command()
 @click.option("--window", type=click.Choice(list(report.WINDOWS)), default="24h", show_default=True,
-              help="Count the tasks that ended within it (pending and running ones: now).")
+              help="Count the refreshes that ended within it (pending and running ones: now).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_runtime
 def metrics(rt: Runtime, window: str, as_json: bool) -> None:
-    """Tasks by status, success rate, hospitals, mean run time and queue wait, active tasks."""
+    """Refreshes by status, success rate, hospitals, mean run time and queue wait, active refreshes."""
     data = report.metrics_report(rt.conn, rt.settings, window)
     click.echo(json.dumps(data, ensure_ascii=False) if as_json else metrics_text(data))
 
@@ -115,7 +115,8 @@ def performance_text(data: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_runtime
 def performance(rt: Runtime, as_json: bool) -> None:
-    """Per task type: runs, success rate, run time and queue wait apart, hospitals per second, issues."""
+    """Per kind (full and province refreshes, each named task): how many ended, success rate, run time and
+    queue wait apart, hospitals per second, issues."""
     data = report.performance_report(rt.conn, rt.settings)
     click.echo(json.dumps(data, ensure_ascii=False) if as_json else performance_text(data))
 

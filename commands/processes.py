@@ -97,7 +97,7 @@ def web(rt: Runtime, host: str | None, port: int | None) -> None:
     from jobs import shutdown
     from jobs.connection import server_url as url_of
     from web.app import check_exposure, create_app
-    from web.server import limits, listen
+    from web.wsgi import limits, listen
 
     host, port = host or rt.settings.web.host, port or rt.settings.web.port
 

@@ -1,4 +1,7 @@
-"""Refresh-task commands: `refreshq refresh full | province`, status, list, cancel, resume, cleanup."""
+"""Refresh commands: `refreshq refresh full | province | list | status | cancel | resume | cleanup`.
+
+The reference design's top-level verbs (`refreshq list`, `status`, `cancel`, `resume`, `cleanup`) are
+aliases of the group's (cli.py, commands.aliases)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from jobs.upstream.identity import label
 
 @click.group()
 def refresh() -> None:
-    """Start a refresh task: of the whole directory or of one province."""
+    """Refreshes: start one (of the whole directory or of one province), list, show, cancel, resume, clean up."""
 
 
 def _follow(rt: Runtime, task_id: str, wait: bool, as_json: bool) -> None:
@@ -59,13 +62,13 @@ def refresh_province(rt: Runtime, name_or_code: str, wait: bool, as_json: bool) 
     _follow(rt, rt.manager().create_province_refresh_task(name_or_code), wait, as_json)
 
 
-@click.command()
+@refresh.command("status")
 @click.argument("task_id")
 @click.option("--watch", "follow", is_flag=True, help="Draw live progress bars until the task ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status dict as one JSON object.")
 @pass_runtime
 def status(rt: Runtime, task_id: str, follow: bool, as_json: bool) -> None:
-    """Show a refresh task's status."""
+    """Show a refresh's status."""
     manager = rt.manager()
     if follow:
         final = watch(manager, task_id)
@@ -75,7 +78,7 @@ def status(rt: Runtime, task_id: str, follow: bool, as_json: bool) -> None:
     print_status(manager.get_task_status(task_id), as_json)
 
 
-@click.command("list")
+@refresh.command("list")
 @click.option("--status", "status_", type=click.Choice(STATUSES), default=None)
 @click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--page-size", type=click.IntRange(1, 1000), default=10, show_default=True)
@@ -83,10 +86,10 @@ def status(rt: Runtime, task_id: str, follow: bool, as_json: bool) -> None:
 @click.option("--order", type=click.Choice(["asc", "desc"]), default="desc", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
-def list_tasks(
+def list_refreshes(
     rt: Runtime, status_: str | None, page: int, page_size: int, sort_by: str, order: str, as_json: bool
 ) -> None:
-    """List refresh tasks, newest first."""
+    """List refreshes, newest first."""
     result = rt.manager().list_tasks(status_, page, page_size, sort_by, order)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False))
@@ -104,11 +107,11 @@ def _row(item: dict[str, Any]) -> str:
     )
 
 
-@click.command()
+@refresh.command("cancel")
 @click.argument("task_id")
 @pass_runtime
 def cancel(rt: Runtime, task_id: str) -> None:
-    """Cancel a refresh task: a queued one never starts, a running one stops within seconds (checkpoint kept)."""
+    """Cancel a refresh: a queued one never starts, a running one stops within seconds (checkpoint kept)."""
     manager = rt.manager()
     if not manager.cancel_task(task_id):
         current = manager.get_task_status(task_id)["status"]
@@ -117,23 +120,23 @@ def cancel(rt: Runtime, task_id: str) -> None:
     click.echo(f"cancelling {task_id}")
 
 
-@click.command()
+@refresh.command("resume")
 @click.argument("task_id")
 @pass_runtime
 def resume(rt: Runtime, task_id: str) -> None:
-    """Continue a FAILED or CANCELLED refresh task from its checkpoint."""
+    """Continue a FAILED or CANCELLED refresh from its checkpoint."""
     rt.manager().resume_task(task_id)
     click.echo(f"resumed {task_id}")
 
 
-@click.command()
+@refresh.command("cleanup")
 @click.option("--older-than", "older_than", default="7d", show_default=True, help="Age, e.g. 7d, 12h, 30m.")
 @click.option(
     "--status", "statuses", type=click.Choice(TERMINAL), multiple=True, help="Repeatable; default: all ended."
 )
 @pass_runtime
 def cleanup(rt: Runtime, older_than: str, statuses: tuple[str, ...]) -> None:
-    """Delete ended refresh-task records (and their checkpoints) older than an age."""
+    """Delete ended refreshes' records (and their checkpoints) older than an age."""
     count = rt.manager().cleanup_old_tasks(parse_age_days(older_than), list(statuses) or None)
     click.echo(f"removed {count} tasks")
 

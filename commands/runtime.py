@@ -17,7 +17,7 @@ from jobs.errors import ValidationError
 from jobs.redact import RedactingFormatter, credential_parts
 
 if TYPE_CHECKING:
-    from jobs.refresh.manager import SyncTaskManager
+    from jobs.refresh.manager import SyncRefreshManager
 
 
 @dataclass
@@ -42,10 +42,10 @@ class Runtime:
         self._conn = connect(self.settings, patient=True)
         return self._conn
 
-    def manager(self) -> SyncTaskManager:
-        from jobs.refresh.manager import SyncTaskManager
+    def manager(self) -> SyncRefreshManager:
+        from jobs.refresh.manager import SyncRefreshManager
 
-        return SyncTaskManager(self.settings, self.conn)
+        return SyncRefreshManager(self.settings, self.conn)
 
 
 pass_runtime = click.make_pass_decorator(Runtime)

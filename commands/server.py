@@ -17,7 +17,7 @@ def server(ctx: click.Context) -> None:
     """Run the embedded Valkey server in the foreground (or: server url | server stop)."""
     if ctx.invoked_subcommand is not None:
         return
-    from jobs.server import EmbeddedServer
+    from jobs.embedded_server import EmbeddedServer
 
     settings = ctx.find_object(Runtime).settings  # type: ignore[union-attr]
     if settings.server.redis_url:
@@ -42,7 +42,7 @@ def server_url(rt: Runtime, reveal: bool) -> None:
 @pass_runtime
 def server_stop(rt: Runtime) -> None:
     """Stop the embedded server, flushing its data to disk."""
-    from jobs.server import EmbeddedServer
+    from jobs.embedded_server import EmbeddedServer
 
     if rt.settings.server.redis_url:
         raise ConfigError("REDIS_URL is set: there is no embedded server to stop")

@@ -33,7 +33,7 @@ def parse_args_option(text: str | None) -> tuple[list[Any], dict[str, Any]]:
 
 @click.group("tasks")
 def tasks() -> None:
-    """Named tasks: list them, run one, show its execution history."""
+    """Named tasks: list them, run one, show the history of its attempts."""
 
 
 @tasks.command("list")
@@ -69,10 +69,10 @@ def run(rt: Runtime, name: str, args_json: str | None, wait: bool, timeout: floa
 
     definition = configured_tasks(rt.settings).get(name)
     args, kwargs = parse_args_option(args_json)
-    task_id = runs.enqueue_task(rt.conn, definition, args, kwargs, modules=rt.settings.server.task_modules)
-    click.echo(task_id)
+    run_id = runs.enqueue_task(rt.conn, definition, args, kwargs, modules=rt.settings.server.task_modules)
+    click.echo(run_id)
     if wait:
-        result = runs.get_result(task_id, timeout=timeout, conn=rt.conn)
+        result = runs.get_result(run_id, timeout=timeout, conn=rt.conn)
         click.echo(json.dumps(result, ensure_ascii=False))
 
 
@@ -83,7 +83,7 @@ def run(rt: Runtime, name: str, args_json: str | None, wait: bool, timeout: floa
 @click.option("--json", "as_json", is_flag=True, help="Full records (with tracebacks) as one JSON object.")
 @pass_runtime
 def history_command(rt: Runtime, name: str, limit: int, offset: int, as_json: bool) -> None:
-    """Show a named task's executions, newest first."""
+    """Show a named task's attempts, newest first."""
     from jobs.named import history
     from jobs.named.catalog import configured_tasks
 
@@ -93,7 +93,7 @@ def history_command(rt: Runtime, name: str, limit: int, offset: int, as_json: bo
         click.echo(json.dumps({"task": name, "total": total, "offset": offset, "items": entries}, ensure_ascii=False))
         return
     shown = f"{offset + 1}-{offset + len(entries)}" if entries else "none"
-    click.echo(f"{name}: {total} executions (showing {shown})")
+    click.echo(f"{name}: {total} attempts (showing {shown})")
     for e in entries:
         click.echo(_history_line(e))
 

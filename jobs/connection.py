@@ -20,11 +20,11 @@ from redis.connection import UnixDomainSocketConnection
 
 from jobs import shutdown
 from jobs.config import Settings
+from jobs.embedded_server import EmbeddedServer
 from jobs.errors import ConfigError, RefreshqError, ServerRefusedError, ServerUnreachableError, WritesRefusedError
 from jobs.queues import register_queues
 from jobs.reconnect import COMMAND_RETRIES, Client, Outage, ServerRetry
 from jobs.redact import mask_url
-from jobs.server import EmbeddedServer
 
 # Seconds to open a connection: a local or hosted Redis needs milliseconds, so one second is a
 # generous bound and keeps a blackholed address from stalling a command.

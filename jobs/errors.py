@@ -250,3 +250,7 @@ HANDLING_BASES: tuple[type[RefreshqError], ...] = (
     NotFoundError, ConflictError, ValidationError, ConfigError, UnavailableError, UpstreamError, WorkFailedError,
     _EngineError,
 )
+
+
+# The glossary's name (issue 21): no refresh record has the given id. TaskNotFoundError is the same class.
+RefreshNotFoundError = TaskNotFoundError

@@ -16,7 +16,7 @@ httpx limits one process's connections; only Redis sees every machine's, so the 
   with nothing left to fetch) never talks to Redis either.
 
 The running-task limit (REFRESHQ_MAX_CONCURRENT_TASKS) is start.lua (jobs/scripts): every way of a refresh task
-into RUNNING goes through `start_task`, first come first served.
+into RUNNING goes through `start_refresh`, first come first served.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ SAFETY_SECONDS = 1.0
 _KEYS = [keys.UPSTREAM_HOLDERS, keys.UPSTREAM_SLOTS, keys.UPSTREAM_WANTS]
 
 
-def start_task(conn: redis.Redis, task_id: str, record: dict[str, str], max_tasks: int, step: str) -> str:
+def start_refresh(conn: redis.Redis, task_id: str, record: dict[str, str], max_tasks: int, step: str) -> str:
     """Admit a PENDING task into RUNNING within the running-task limit (every way into RUNNING goes
     through here): "OK", "WAIT" (queued in order for a slot) or the status that stops it."""
     now = datetime.now(UTC)

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from jobs.config import Settings
-from jobs.server import EmbeddedServer
+from jobs.embedded_server import EmbeddedServer
 from jobs.upstream.serve import RunningUpstream, start_background
 from tests.helpers import REFRESHQ, REPO, free_port, listen_on_loopback, run_cli
 from tests.named_helpers import named_env

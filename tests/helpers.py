@@ -27,10 +27,10 @@ import redis
 
 from jobs import queues
 from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
+from jobs.embedded_server import EmbeddedServer
 from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.refresh.records import TERMINAL
-from jobs.server import EmbeddedServer
 from jobs.upstream.base import Region
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import DirectoryHandler, RunningUpstream, start_background

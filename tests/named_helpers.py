@@ -13,7 +13,7 @@ from jobs.named.catalog import TaskCatalog, configured_tasks
 from tests.helpers import REPO, drain
 from tests.named_task_functions import TRACE
 
-TASK_MODULES = "jobs.builtin_tasks,tests.named_task_functions"
+TASK_MODULES = "jobs.named.builtin,tests.named_task_functions"
 
 
 def named_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:

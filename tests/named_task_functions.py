@@ -96,3 +96,13 @@ def typed(
     """Every annotation the argument checker knows; returns what it got."""
     return {"count": count, "ratio": ratio, "label": label, "flags": flags, "weights": weights, "mode": mode,
             "anything": anything, "rest": list(rest), "more": more}
+
+
+def _not_a_key_error(attempt: int, exc: BaseException) -> bool:
+    return not isinstance(exc, KeyError)
+
+
+@task(name="t-picky", retries=2, retry_delay=0, retry_when=_not_a_key_error)
+def picky(kind: str) -> None:
+    """Fails with a KeyError (final: its retry_when says no) or a ValueError (retried)."""
+    raise KeyError(kind) if kind == "key" else ValueError(kind)

@@ -11,7 +11,7 @@ from types import TracebackType
 
 import redis
 
-from jobs.server import valkey_binary
+from jobs.embedded_server import valkey_binary
 from tests.conftest import free_port
 
 

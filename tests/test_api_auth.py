@@ -30,6 +30,9 @@ ROUTES = [
     ("GET", "/schedules", "read"), ("GET", "/schedules/<name>", "read"), ("PUT", "/schedules/<name>", "admin"),
     ("DELETE", "/schedules/<name>", "admin"), ("POST", "/schedules/<name>/pause", "admin"),
     ("POST", "/schedules/<name>/resume", "admin"), ("POST", "/schedules/<name>/run-now", "admin"),
+    ("GET", "/dead-letters", "read"), ("GET", "/dead-letters/<job_id>", "read"),
+    ("POST", "/dead-letters/<job_id>/retry", "admin"), ("DELETE", "/dead-letters", "admin"),
+    # /failed: aliases of /dead-letters (web.api.blueprint.ALIASES)
     ("GET", "/failed", "read"), ("GET", "/failed/<job_id>", "read"), ("POST", "/failed/<job_id>/retry", "admin"),
     ("DELETE", "/failed", "admin"), ("GET", "/workers", "read"), ("GET", "/queues", "read"),
     ("GET", "/metrics", "read"), ("GET", "/health", "read"), ("GET", "/performance", "read"),
@@ -46,7 +49,8 @@ DASHBOARD_ACTIONS = {
 # The pages, the sign-in, the health check and /metrics.
 OTHER_ROUTES = {
     ("GET", "/"): "read", ("GET", "/refreshes/<task_id>"): "read", ("GET", "/tasks"): "read",
-    ("GET", "/tasks/<name>"): "read", ("GET", "/schedules"): "read", ("GET", "/failed"): "read",
+    ("GET", "/tasks/<name>"): "read", ("GET", "/schedules"): "read", ("GET", "/dead-letters"): "read",
+    ("GET", "/failed"): "read",
     ("GET", "/workers"): "read", ("GET", "/health"): "read",
     ("GET", "/login"): "public", ("POST", "/login"): "public", ("POST", "/logout"): "public",
     ("GET", "/assets/<path:filename>"): "public", ("GET", "/static/<path:filename>"): "public",
@@ -95,13 +99,13 @@ def test_a_route_without_an_access_rule_stops_the_app(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     from jobs.config import Settings
-    from web import metrics
+    from web import prometheus
     from web.app import create_app
 
     def mount_unguarded(app: Flask, _settings: Settings) -> None:
         app.add_url_rule("/metrics", view_func=lambda: "every figure, to anyone", endpoint="metrics")
 
-    monkeypatch.setattr(metrics, "mount", mount_unguarded)
+    monkeypatch.setattr(prometheus, "mount", mount_unguarded)
     with pytest.raises(RuntimeError, match=r"routes without an access rule.*GET /metrics \(metrics\)"):
         create_app(Settings.from_env(env), redis_url)
 

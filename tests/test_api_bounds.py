@@ -1,4 +1,4 @@
-"""What the API takes has bounds (web/api/bounds.py, web/server.py, jobs/named/arguments.py): a body of at
+"""What the API takes has bounds (web/api/bounds.py, web/wsgi.py, jobs/named/arguments.py): a body of at
 most 1 MiB (413 before it is read), JSON only (415), nested at most 64 deep (422, never a 500), only the
 query parameters a route names (400), arguments of runs and schedules of at most 64 KiB whichever way
 they come, and error texts cut short however long the input they quote."""

@@ -79,7 +79,7 @@ def test_named_tasks_run_with_their_owner_and_odd_text_round_trips(api: Api) -> 
     assert {t["name"] for t in listed["items"]} >= {"t-step", "t-fail"} and listed["total"] == len(listed["items"])
     assert {t["name"] for t in api.get("/tasks?tag=fast").get_json()["items"]} == {"t-add", "t-fail"}
     one = api.get("/tasks/t-step").get_json()
-    assert one["priority"] == "HIGH" and one["executions"] == 0
+    assert one["priority"] == "HIGH" and one["attempts"] == 0
     run = api.post("/tasks/t-step/run", "operate", json={"args": [ODD]})
     assert run.status_code == 201, run.data
     run_id = run.get_json()["id"]

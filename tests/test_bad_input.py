@@ -119,7 +119,7 @@ def _bad_module_dir(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(("modules", "message"), [
     ("nope.module", "REFRESHQ_TASK_MODULES: cannot import 'nope.module': No module named 'nope'"),
-    ("jobs.builtin_tasks,boom_tasks", "importing 'boom_tasks' failed: RuntimeError: needs BOOM_CONFIG"),
+    ("jobs.named.builtin,boom_tasks", "importing 'boom_tasks' failed: RuntimeError: needs BOOM_CONFIG"),
     ("jobs..builtin_tasks", "'jobs..builtin_tasks' is not a module name"),
 ])
 @pytest.mark.parametrize("command", [("worker", "--burst"), ("scheduler",)])

@@ -14,9 +14,9 @@ from rq import Worker
 from jobs import keys
 from jobs.config import Settings
 from jobs.connection import connect
+from jobs.embedded_server import EmbeddedServer
 from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
-from jobs.server import EmbeddedServer
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
 from tests.helpers import (

@@ -52,7 +52,7 @@ def test_values_are_read() -> None:
         ("REFRESHQ_SAMPLE_SCALE", "10000000000000", "0 to 100000000"),
         ("REFRESHQ_RETRY_MAX", "1000", "0 to 100"),
         ("REFRESHQ_RETRY_FACTOR", "1e300", "1 to 10"),
-        ("REFRESHQ_TASK_MODULES", "jobs.builtin_tasks,nope..module", "'nope..module' is not a module name"),
+        ("REFRESHQ_TASK_MODULES", "jobs.named.builtin,nope..module", "'nope..module' is not a module name"),
         ("REFRESHQ_TASK_TIMEOUT", "2h", "whole number"),
         ("PORT", "http", "whole number"),
         ("PORT", "70000", "65535"),

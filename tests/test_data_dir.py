@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from jobs.config import Settings
+from jobs.embedded_server import EmbeddedServer
 from jobs.errors import DataDirError
-from jobs.server import EmbeddedServer
 from tests.conftest import REFRESHQ, run_cli
 
 _FS_IOC_GETFLAGS = 0x80086601

@@ -161,6 +161,6 @@ def test_one_backoff_function_caps_jitters_and_never_overflows() -> None:
 
 
 def registry_intervals() -> list[int]:
-    from jobs.named.definitions import RetryPolicy as TaskRetry
+    from jobs.named.definitions import task_retry
 
-    return TaskRetry(max_retries=3, delay=30, backoff=2.0).intervals()
+    return task_retry(3, 30, 2.0).intervals()

@@ -71,7 +71,7 @@ def test_cli_history(conn: redis.Redis, tenv: dict[str, str]) -> None:
     drain_all(conn)
     text = run_cli("tasks", "history", "t-add", env=tenv)
     assert text.returncode == 0, text.stderr
-    assert "t-add: 2 executions (showing 1-2)" in text.stdout and "SUCCEEDED" in text.stdout
+    assert "t-add: 2 attempts (showing 1-2)" in text.stdout and "SUCCEEDED" in text.stdout
     page = run_cli("tasks", "history", "t-add", "--limit", "1", "--offset", "1", "--json", env=tenv)
     data = json.loads(page.stdout)
     assert data["total"] == 2 and len(data["items"]) == 1 and data["items"][0]["result"] == "3"

@@ -33,7 +33,7 @@ def test_tasks_list_and_run(conn: redis.Redis, tenv: dict[str, str]) -> None:
         assert out.splitlines()[1] == "2"
         failed = run_cli("tasks", "run", "t-fail", "--wait", "--timeout", "30", env=tenv)
         assert failed.returncode == 1 and "ValueError: boom" in failed.stderr
-    assert "t-add: 2 executions" in _ok("tasks", "history", "t-add", env=tenv)
+    assert "t-add: 2 attempts" in _ok("tasks", "history", "t-add", env=tenv)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobs.server import EmbeddedServer
+from jobs.embedded_server import EmbeddedServer
 from tests.conftest import REPO, free_port
 from tests.helpers import get_when_up, log_lines, wait_until
 

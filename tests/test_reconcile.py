@@ -168,7 +168,7 @@ def test_a_task_waiting_for_a_running_slot_is_not_touched(
 
 
 def _record(conn: redis.Redis, task: str, job_id: str) -> dict[str, Any] | None:
-    raw = conn.hget(keys.history_entries(task), history.execution_id(job_id, 1))
+    raw = conn.hget(keys.history_entries(task), history.attempt_id(job_id, 1))
     return json.loads(raw) if raw else None
 
 

@@ -52,10 +52,10 @@ def test_duplicate_names_are_an_error_and_the_same_function_twice_is_not() -> No
 
 
 def test_only_the_configured_modules_are_searched() -> None:
-    builtin = load_tasks(["jobs.builtin_tasks"])
+    builtin = load_tasks(["jobs.named.builtin"])
     assert {d.name for d in builtin} == {"refresh-full", "cleanup", "data-snapshot"}
     assert "t-add" not in builtin
-    both = load_tasks(["jobs.builtin_tasks", "tests.named_task_functions"])
+    both = load_tasks(["jobs.named.builtin", "tests.named_task_functions"])
     assert {"t-add", "cleanup"} <= {d.name for d in both}
     assert [d.name for d in both.select(category="math")] == ["t-add"]
     assert {d.name for d in both.select(tag="fast")} == {"t-add", "t-fail"}
@@ -96,7 +96,7 @@ def test_arguments_must_be_json_and_fit_the_function(conn: redis.Redis, tenv: di
 def test_a_task_outside_the_configured_modules_is_refused(
     conn: redis.Redis, tenv: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("REFRESHQ_TASK_MODULES", "jobs.builtin_tasks")
+    monkeypatch.setenv("REFRESHQ_TASK_MODULES", "jobs.named.builtin")
     with pytest.raises(TaskArgumentsError, match="REFRESHQ_TASK_MODULES"):
         f.add.delay(1, 2)
     assert not conn.keys("rq:job:*")

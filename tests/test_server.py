@@ -15,8 +15,8 @@ import redis
 from jobs import queues
 from jobs.config import Settings
 from jobs.connection import connect
+from jobs.embedded_server import EmbeddedServer
 from jobs.errors import DataDirError
-from jobs.server import EmbeddedServer
 from tests.conftest import REPO, run_cli
 from tests.helpers import alive, wait_for_aof, wait_until
 
@@ -43,7 +43,7 @@ def test_first_use_starts_a_private_server_with_owner_only_files(embedded: Embed
     assert config["appendonly"] == "yes"
     assert config["appendfsync"] == "everysec"
     assert conn.config_get("dir")["dir"] == str(embedded.data_dir)
-    # Not rewritten (a fork and the whole dataset written again) before it holds 1 GB: see jobs/server.py.
+    # Not rewritten (a fork and the whole dataset written again) before it holds 1 GB: see jobs/embedded_server.py.
     assert conn.config_get("auto-aof-rewrite-min-size")["auto-aof-rewrite-min-size"] == str(2**30)
 
 
@@ -92,7 +92,7 @@ def test_pid_file_of_an_unrelated_process_is_not_mistaken_for_the_server(embedde
 def test_concurrent_starts_start_one_server(embedded: EmbeddedServer) -> None:
     code = (
         "import sys, time; from jobs.config import Settings; from jobs.connection import connect;"
-        "from jobs.server import EmbeddedServer;"
+        "from jobs.embedded_server import EmbeddedServer;"
         f"s = Settings.from_env({{'REFRESHQ_DATA_DIR': {str(embedded.data_dir)!r}}});"
         "connect(s).ping(); print(EmbeddedServer(s.server.data_dir).pid())"
     )

@@ -13,7 +13,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues, workforce
-from jobs.duties.claims import requeue_orphaned_claims
+from jobs.duties.orphaned_claims import requeue_orphaned_claims
 from jobs.errors import ValidationError
 from jobs.named.schedules import JSONQueue
 from tests.conftest import run_cli

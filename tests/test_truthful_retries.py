@@ -17,7 +17,7 @@ from jobs import queues
 from jobs.config import Settings
 from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
 from jobs.named import history
-from jobs.named.definitions import RetryPolicy as TaskRetry
+from jobs.named.definitions import task_retry
 from jobs.named.runs import enqueue_task
 from tests.api_helpers import Api, make_api
 from tests.conftest import run_cli
@@ -26,7 +26,7 @@ from workers import build_worker
 from workers.fast import FAST_QUEUES, build_fast_worker
 
 # A policy whose retries wait: a retried run is parked by RQ as `scheduled`.
-PATIENT = TaskRetry(max_retries=3, delay=30)
+PATIENT = task_retry(3, 30)
 BURY = RetryPolicy(base=0, factor=1, cap=0, max_retries=3)  # the sweeper's default count, no waiting
 
 

@@ -1,6 +1,6 @@
 """The web process outlives its clients: a real `refreshq web` keeps answering /healthz and the API while a
 thousand TCP connections that send nothing and 300 event-stream clients are held; streams past the cap are
-refused at once; idle and trickling connections are closed after a time (web/server.py)."""
+refused at once; idle and trickling connections are closed after a time (web/wsgi.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from jobs import tokens
 from jobs.config import Settings
 from tests.helpers import wait_until
 from tests.web_helpers import web_process
-from web import server as web_server
+from web import wsgi as web_server
 from web.app import create_app
 
 pytestmark = pytest.mark.slow  # real processes and a thousand sockets: out of the quick loop
@@ -64,7 +64,7 @@ def test_a_thousand_idle_connections_and_300_stream_clients_leave_the_app_answer
 
 @pytest.fixture
 def local_server(settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, int]]:
-    """The server `refreshq web` runs (web.server.listen) in this process, its time limits shortened."""
+    """The server `refreshq web` runs (web.wsgi.listen) in this process, its time limits shortened."""
     monkeypatch.setattr(web_server, "REQUEST_SECONDS", 1.0)
     server = web_server.listen(create_app(settings, redis_url), "127.0.0.1", 0, streams=2)
     server.adj.channel_timeout, server.adj.cleanup_interval = 1, 1

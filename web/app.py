@@ -14,8 +14,8 @@ from jobs.config import Settings
 from jobs.errors import ConfigError
 from jobs.queues import register_queues
 from jobs.reconnect import writes_refused
-from jobs.refresh.manager import SyncTaskManager
-from web import access, api, auth, dashboard, metrics, pages, security
+from jobs.refresh.manager import SyncRefreshManager
+from web import access, api, auth, dashboard, pages, prometheus, security
 from web.streams import SharedReads, StreamSlots
 
 
@@ -56,10 +56,10 @@ def create_app(settings: Settings, redis_url: str) -> Flask:
     register_queues(conn)
     app.secret_key = auth.session_secret(conn)
     auth.install(app, auth.Auth(settings, conn))
-    app.extensions["refreshq.manager"] = SyncTaskManager(settings, conn)
+    app.extensions["refreshq.manager"] = SyncRefreshManager(settings, conn)
     app.extensions["refreshq.streams"] = StreamSlots(settings.web.streams)
     app.extensions["refreshq.shared_reads"] = SharedReads()
-    metrics.mount(app, settings)  # checks its own credentials: the password or the scrape token
+    prometheus.mount(app, settings)  # checks its own credentials: the password or the scrape token
     api.install(app)
     pages.install(app)
 

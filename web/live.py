@@ -11,7 +11,7 @@ import redis
 
 from jobs import keys
 from jobs.redis_values import as_text
-from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.manager import SyncRefreshManager
 from jobs.refresh.records import is_stalled, progress_changed_at
 from jobs.statuses import RUNNING
 
@@ -30,7 +30,7 @@ def view(status: dict[str, Any], stall_seconds: float, now: float | None = None)
     return {**status, "stalled": is_stalled(status, stall_seconds, now), "records_per_second": rate}
 
 
-def payload(manager: SyncTaskManager, task_id: str, stall_seconds: float) -> dict[str, Any]:
+def payload(manager: SyncRefreshManager, task_id: str, stall_seconds: float) -> dict[str, Any]:
     """What the refresh page draws: the task and one bar per province."""
     status = view(manager.get_task_status(task_id), stall_seconds)
     return {"task": status, "provinces": manager.province_progress(task_id)}

@@ -8,7 +8,7 @@ put back at the front when its queue was suspended meanwhile. A worker waiting o
 their bells instead (keys.bell): a job BLPOP hands over is lost with the worker that took it. A fast
 worker that claimed several jobs starts each one in a script with the same check (workers.fast), so a
 suspension also holds the rest of its batch. A worker that dies holding claims stops renewing them, and
-the scheduler puts them back at the front of their queues (jobs.duties.claims).
+the scheduler puts them back at the front of their queues (jobs.duties.orphaned_claims).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from jobs.config import Settings
 from jobs.errors import TaskNotFoundError
 from jobs.redis_values import as_text_map, as_texts
 from jobs.refresh import records
-from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.manager import SyncRefreshManager
 from jobs.statuses import CANCELLED, FAILED
 
 
@@ -68,7 +68,7 @@ def retry_dead(conn: redis.Redis, job_id: str, settings: Settings | None = None)
     if task_id:
         status = records.load_raw(conn, task_id)["status"]
         if status in (FAILED, CANCELLED):
-            SyncTaskManager(settings, conn).resume_task(task_id)
+            SyncRefreshManager(settings, conn).resume_task(task_id)
         outcome = f"resumed task {task_id} from its checkpoint"
     else:
         job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)

@@ -134,7 +134,7 @@ def _started_record(conn: redis.Redis, run: LostRun) -> str:
     """The RUNNING history record of a scheduled run, if it had started (its attempts are numbered)."""
     if not run.task:
         return ""
-    ids = [history.execution_id(run.job_id, n) for n in range(1, ATTEMPTS_LOOKED_AT + 1)]
+    ids = [history.attempt_id(run.job_id, n) for n in range(1, ATTEMPTS_LOOKED_AT + 1)]
     for exec_id, raw in zip(ids, conn.hmget(keys.history_entries(run.task), ids), strict=True):
         if raw and json.loads(raw).get("status") == RUNNING:
             return exec_id

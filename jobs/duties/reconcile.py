@@ -4,7 +4,7 @@ Everything else the scheduler does starts from a job it can see (in a started re
 a claims list). A job that vanishes without passing through any of them -- deleted from its queue
 (rq-dashboard's Delete), lost with a failover, taken out of a registry half-way -- leaves its refresh task
 RUNNING forever, or its named run RUNNING in its history. Every RECONCILE_SECONDS the active scheduler looks
-at every RUNNING or PENDING refresh task (jobs.duties.lost_tasks) and at the named runs it can find
+at every RUNNING or PENDING refresh task (jobs.duties.lost_refreshes) and at the named runs it can find
 (jobs.duties.lost_runs) for work that nothing will run, and takes it up: a refresh's lost province or plan
 is enqueued again (it resumes from the checkpoint), a task whose provinces all ended is finished, a named
 run that vanished is ended FAILED.
@@ -26,9 +26,9 @@ import redis
 
 from jobs import keys, queues
 from jobs.config import Settings
-from jobs.duties import lost_runs, lost_tasks, whereabouts
+from jobs.duties import lost_refreshes, lost_runs, whereabouts
+from jobs.duties.lost_refreshes import Loss
 from jobs.duties.lost_runs import LostRun
-from jobs.duties.lost_tasks import Loss
 from jobs.observe import counters
 from jobs.refresh import records
 
@@ -77,9 +77,9 @@ class Reconciler:
     def _losses(self, conn: redis.Redis) -> list[Loss | LostRun]:
         snapshot = whereabouts.read_snapshot(conn, queues.ALL_QUEUES)
         found: list[Loss | LostRun] = []
-        for task_id in lost_tasks.active_tasks(conn):
+        for task_id in lost_refreshes.active_refreshes(conn):
             try:
-                found += lost_tasks.task_losses(conn, task_id, snapshot)
+                found += lost_refreshes.refresh_losses(conn, task_id, snapshot)
             except (ValueError, KeyError, TypeError) as exc:  # a damaged record must not stop the others
                 log.warning("reconcile: cannot read refresh %s (%s: %s)", task_id, type(exc).__name__, exc)
         return [*found, *lost_runs.run_losses(conn, snapshot)]
@@ -91,11 +91,11 @@ class Reconciler:
                                  "lost_since": lost_since, "why": loss.why}
         if loss.province is not None:
             event["province"] = loss.province["code"]
-        job_id = lost_tasks.take_up(conn, loss, self.settings, event, counted(loss.kind))
+        job_id = lost_refreshes.take_up(conn, loss, self.settings, event, counted(loss.kind))
         if job_id is None:
             return False
         what = {"plan": "its plan", "finish": "its end"}.get(loss.kind) or f"province {event.get('province')}"
-        done = "finished it" if loss.kind == lost_tasks.FINISH else f"re-enqueued it as {job_id}"
+        done = "finished it" if loss.kind == lost_refreshes.FINISH else f"re-enqueued it as {job_id}"
         log.warning("reconcile: refresh %s: nothing would run %s since %s (%s); %s", loss.task_id, what,
                     lost_since, loss.why, done)
         return True

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
@@ -23,7 +22,6 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from jobs import failures, keys, queues
-from jobs.backoff import backoff
 from jobs.config import Settings
 from jobs.failures import NEVER as NEVER
 from jobs.failures import PERMANENT as PERMANENT
@@ -34,6 +32,7 @@ from jobs.redis_values import as_text, as_text_map
 from jobs.refresh import records
 from jobs.refresh.finish import end_province
 from jobs.refresh.job import PLAN_FUNCS, PROVINCE_FUNCS, REFRESH_FUNCS, live_jobs
+from jobs.retry_policy import RetryPolicy as RetryPolicy
 from jobs.statuses import ACTIVE, FAILED, PENDING, RUNNING
 
 log = logging.getLogger("refreshq.retries")
@@ -48,24 +47,9 @@ _NEVER_PATTERNS = ("stopped by user", "work-horse terminated")
 STATE_TTL = 30 * 86_400
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff: base * factor**(attempt-1), capped, with jitter; `max_retries` retries."""
-
-    base: float = 1.0
-    factor: float = 2.0
-    cap: float = 60.0
-    max_retries: int = 3
-
-    def nominal(self, attempt: int) -> float:
-        return backoff(attempt, self.base, self.factor, self.cap)
-
-    def delay(self, attempt: int) -> float:
-        return backoff(attempt, self.base, self.factor, self.cap, jitter=0.2)  # spreads jobs that failed together
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(settings.retry.base, settings.retry.factor, settings.retry.cap, settings.retry.max)
+def policy_of(settings: Settings) -> RetryPolicy:
+    """The refresh jobs' retry policy, as the settings say (REFRESHQ_RETRY_*)."""
+    return RetryPolicy(settings.retry.base, settings.retry.factor, settings.retry.cap, settings.retry.max)
 
 
 # Per job function; others get the default. Named tasks retry through RQ's `Retry` by their own policy
@@ -128,7 +112,7 @@ def _handle(
             pipe.hset(keys.job_retry(job.id), "decision", "requeued")
             pipe.hincrby(keys.METRIC_COUNTERS, counters.name(counters.RETRIES, _counted_kind(job)), 1)
             pipe.execute()
-        _mark_task_retrying(conn, job, state, requeued=True)
+        _mark_refresh_retrying(conn, job, state, requeued=True)
         log.info("retry: requeued %s (attempt %s)", job.id, state["attempt"])
         return 1
     return 0
@@ -149,7 +133,7 @@ def _record_failure(conn: redis.Redis, job: Job, failure_id: str, policy: RetryP
     attempt = int(conn.hget(keys.job_retry(job.id), "attempt") or 0) + 1
     if job.func_name in RUN_FUNCS:  # RQ's Retry may have run it several times: the run counts each execution
         attempt = max(attempt, int(job.meta.get("attempt") or 0))
-    retry = failure["kind"] == TRANSIENT and attempt <= policy.max_retries
+    retry = failure["kind"] == TRANSIENT and policy.allows(attempt)
     next_ts = datetime.now(UTC).timestamp() + policy.delay(attempt) if retry else 0.0
     state = {
         "failure_id": failure_id, "kind": failure["kind"], "attempt": str(attempt),
@@ -159,7 +143,7 @@ def _record_failure(conn: redis.Redis, job: Job, failure_id: str, policy: RetryP
     conn.hset(keys.job_retry(job.id), mapping=state)  # type: ignore[arg-type]
     conn.expire(keys.job_retry(job.id), STATE_TTL)
     if retry:
-        _mark_task_retrying(conn, job, state, requeued=False)
+        _mark_refresh_retrying(conn, job, state, requeued=False)
     return state
 
 
@@ -177,8 +161,8 @@ def _exc_string(job: Job) -> str:
     return str(text or job.exc_info or "unknown failure")
 
 
-def _mark_task_retrying(conn: redis.Redis, job: Job, state: dict[str, str], requeued: bool) -> None:
-    task_id = _task_of(job)
+def _mark_refresh_retrying(conn: redis.Redis, job: Job, state: dict[str, str], requeued: bool) -> None:
+    task_id = _refresh_of(job)
     if task_id is None:
         return
     next_at = datetime.fromtimestamp(float(state["next_retry_ts"]), UTC).isoformat(timespec="seconds")
@@ -211,7 +195,7 @@ def _counted_kind(job: Job) -> str:
     return "task" if job.func_name in RUN_FUNCS else "other"
 
 
-def _task_of(job: Job) -> str | None:
+def _refresh_of(job: Job) -> str | None:
     if job.func_name in REFRESH_FUNCS and job.args:
         return str(job.args[0])
     return None
@@ -222,7 +206,7 @@ def _bury(
 ) -> None:
     """Move a job out of RQ's failed registry into refreshq's dead-letter registry, and end its part."""
     entry = {
-        "job_id": job.id, "queue": job.origin, "func": job.func_name or "", "task_id": _task_of(job) or "",
+        "job_id": job.id, "queue": job.origin, "func": job.func_name or "", "task_id": _refresh_of(job) or "",
         "kind": state["kind"], "attempts": state["attempt"], "last_error": state["last_error"],
         "buried_at": records.now_iso(),
     }
@@ -234,11 +218,11 @@ def _bury(
     registry.remove(job)
     conn.hset(keys.job_retry(job.id), "decision", "buried")
     log.warning("retry: %s is dead after %s attempt(s): %s", job.id, state["attempt"], state["last_error"])
-    _end_task_part(conn, job, state, settings)
+    _end_refresh_part(conn, job, state, settings)
 
 
-def _end_task_part(conn: redis.Redis, job: Job, state: dict[str, str], settings: Settings) -> None:
-    task_id = _task_of(job)
+def _end_refresh_part(conn: redis.Redis, job: Job, state: dict[str, str], settings: Settings) -> None:
+    task_id = _refresh_of(job)
     if task_id is None:
         return
     message = f"{state['last_error']} (after {state['attempt']} attempt(s))"

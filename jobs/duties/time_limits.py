@@ -15,7 +15,7 @@ from jobs import keys
 from jobs.config import Settings
 from jobs.redis_values import as_text, as_texts
 from jobs.refresh import records
-from jobs.refresh.finish import BY_TIMEOUT, finish_task
+from jobs.refresh.finish import BY_TIMEOUT, finish_refresh
 from jobs.statuses import RUNNING
 
 log = logging.getLogger("refreshq.time_limits")
@@ -51,4 +51,4 @@ def _hard_limit(conn: redis.Redis, task_id: str, overdue: float, settings: Setti
         return
     flag = as_text(conn.get(keys.task_cancel(task_id)) or b"")
     if flag == BY_TIMEOUT and overdue >= GRACE_SECONDS:
-        finish_task(conn, task_id, settings)  # its jobs never came back to end it (dead, or waiting for a retry)
+        finish_refresh(conn, task_id, settings)  # its jobs never came back to end it (dead, or waiting for a retry)

@@ -6,7 +6,7 @@ queue (rq-dashboard's Delete, `Job.delete()`) has no hash at all, and one a fail
 of its queue's list still says `queued`. So each status is checked against the place it implies:
 
 - queued (or created): in its queue's list, in the claims list of a worker that renews its claims
-  (workers.claims; a dead one's go back to the front of the queue: jobs.duties.claims), or in RQ's
+  (workers.claims; a dead one's go back to the front of the queue: jobs.duties.orphaned_claims), or in RQ's
   intermediate queue (plain RQ workers);
 - started: in its queue's started registry (a dead worker's job is moved on from there by
   jobs.duties.abandoned), or named as its current job by a worker that still beats (a job deleted while

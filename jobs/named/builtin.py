@@ -16,7 +16,7 @@ from jobs.named.task import task
 from jobs.named.triggers import DEFAULT_TIMEZONE
 from jobs.redis_values import as_texts
 from jobs.refresh import published
-from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.manager import SyncRefreshManager
 
 # Task records older than this are deleted by `cleanup` (the same default as `refreshq cleanup`).
 RETENTION_DAYS = 7.0
@@ -26,9 +26,9 @@ EndedStatus = Literal["SUCCEEDED", "FAILED", "CANCELLED"]
 SNAPSHOT_DAYS = 90
 
 
-def _manager() -> SyncTaskManager:
+def _manager() -> SyncRefreshManager:
     run = current_run()
-    return SyncTaskManager(run.settings, run.conn)
+    return SyncRefreshManager(run.settings, run.conn)
 
 
 @task(name="refresh-full", category="refresh", tags=("refresh", "data"), priority=Priority.HIGH, time_limit=7200)

@@ -16,14 +16,6 @@ from jobs.errors import ConfigError, DuplicateTaskError, UnknownTaskError
 from jobs.named.definitions import TaskDefinition, check_definition
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-# Module names of the previous layout that REFRESHQ_TASK_MODULES may still list -> the module they are now.
-MODULE_ALIASES = {"jobs.builtin_tasks": "jobs.named.builtin"}
-
-
-def canonical_modules(modules: Sequence[str]) -> tuple[str, ...]:
-    """The module names as the tasks' functions know them (an old name replaced by the new one)."""
-    return tuple(MODULE_ALIASES.get(m, m) for m in modules)
-
 
 class TaskCatalog:
     """Task definitions by name; registering a second function under a taken name is an error."""
@@ -66,9 +58,8 @@ class TaskCatalog:
         return [d for d in self if (category is None or d.category == category) and (tag is None or tag in d.tags)]
 
     def from_modules(self, modules: Sequence[str]) -> TaskCatalog:
-        """The tasks defined in `modules` (old module names count as their new ones)."""
-        names = canonical_modules(modules)
-        return TaskCatalog([d for d in self if d.module in names], modules)
+        """The tasks defined in `modules`."""
+        return TaskCatalog([d for d in self if d.module in modules], modules)
 
 
 def _origin(func: Callable[..., Any]) -> str:

@@ -1,7 +1,7 @@
 """Named-task definitions: a plain function plus what refreshq needs to run it.
 
-A priority (which queue), a retry policy, a time limit, hooks and an optional default schedule, checked
-when the task registers in the catalog (jobs.named.catalog).
+A priority (which queue), a retry policy (jobs.retry_policy), a time limit, hooks and an optional default
+schedule, checked when the task registers in the catalog (jobs.named.catalog).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 from rq.job import Retry
 
 from jobs import queues
-from jobs.backoff import backoff
 from jobs.errors import ConfigError, ScheduleError
 from jobs.named import arguments
 from jobs.named.triggers import DEFAULT_TIMEZONE, Trigger, check_run_options, whole
+from jobs.retry_policy import RetryPolicy, RetryWhen
 
 # Task names become parts of RQ job ids and Redis keys, so they use the characters both accept.
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -44,31 +44,33 @@ class Priority(StrEnum):
         return {"LOW": queues.LOW, "NORMAL": queues.NORMAL, "HIGH": queues.HIGH, "CRITICAL": queues.CRITICAL}[self]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """`max_retries` more attempts after a failure, the first after `delay` s, each later one `backoff` times longer."""
+def task_retry(
+    retries: int = 0, delay: int = 60, factor: float = 2.0, retry_when: RetryWhen | None = None
+) -> RetryPolicy:
+    """A named task's retry policy: `retries` more attempts after a failure, the first after `delay` s, each
+    later one `factor` times longer (capped at MAX_RETRY_DELAY), without jitter: RQ's `Retry` takes fixed
+    intervals."""
+    return RetryPolicy(base=delay, factor=factor, cap=MAX_RETRY_DELAY, max_retries=retries, jitter=0.0,
+                       retry_when=retry_when)
 
-    max_retries: int = 0
-    delay: int = 60
-    backoff: float = 2.0
 
-    def __post_init__(self) -> None:
-        if not (
-            whole(self.max_retries, 0, MAX_RETRIES) and whole(self.delay, 0, MAX_RETRY_DELAY)
-            and isinstance(self.backoff, int | float) and math.isfinite(self.backoff) and 1 <= self.backoff <= 10
-        ):
-            raise ConfigError(
-                f"retry policy {self} is not valid: expected retries 0 to {MAX_RETRIES}, delay 0 to "
-                f"{MAX_RETRY_DELAY} s, backoff 1 to 10"
-            )
+NO_RETRY = task_retry()
 
-    def intervals(self) -> list[int]:
-        # Capped: delay * backoff**i grows past any date a retry could be scheduled at. No jitter: RQ's
-        # Retry takes fixed intervals.
-        return [int(backoff(i, self.delay, self.backoff, MAX_RETRY_DELAY)) for i in range(1, self.max_retries + 1)]
 
-    def rq_retry(self) -> Retry | None:
-        return Retry(max=self.max_retries, interval=self.intervals()) if self.max_retries else None
+def check_retry(policy: RetryPolicy) -> None:
+    if not (
+        whole(policy.max_retries, 0, MAX_RETRIES) and whole(policy.base, 0, MAX_RETRY_DELAY)
+        and isinstance(policy.factor, int | float) and math.isfinite(policy.factor) and 1 <= policy.factor <= 10
+    ):
+        raise ConfigError(
+            f"retry policy (retries {policy.max_retries}, delay {policy.base}, backoff {policy.factor}) is not "
+            f"valid: expected retries 0 to {MAX_RETRIES}, delay 0 to {MAX_RETRY_DELAY} s, backoff 1 to 10"
+        )
+
+
+def rq_retry(policy: RetryPolicy) -> Retry | None:
+    """RQ's `Retry` of a named task's policy (None: no retries)."""
+    return Retry(max=policy.max_retries, interval=policy.intervals()) if policy.max_retries else None
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class TaskDefinition:
     tags: tuple[str, ...] = ()
     priority: Priority = Priority.NORMAL
     schedule: ScheduleSpec | None = None
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = NO_RETRY
     time_limit: int = 1800
     hooks: Hooks = Hooks()
     history_limit: int = 100
@@ -132,6 +134,7 @@ class TaskDefinition:
 
 
 def check_definition(d: TaskDefinition) -> None:
+    check_retry(d.retry)
     if not TASK_NAME.fullmatch(d.name):
         raise ConfigError(f"task name {d.name!r} is not valid: expected letters, digits, '-' or '_' (at most 64)")
     days = d.history_days
@@ -169,6 +172,7 @@ def definition_of(
     retries: int = 0,
     retry_delay: int = 60,
     retry_backoff: float = 2.0,
+    retry_when: RetryWhen | None = None,
     time_limit: int = 1800,
     validate: Callable[[], bool] | None = None,
     before: Callable[[], None] | None = None,
@@ -187,7 +191,7 @@ def definition_of(
         tags=tuple(tags),
         priority=Priority(priority),
         schedule=schedule,
-        retry=RetryPolicy(retries, retry_delay, retry_backoff),
+        retry=task_retry(retries, retry_delay, retry_backoff, retry_when),
         time_limit=time_limit,
         hooks=Hooks(validate, before, after, on_failure),
         history_limit=history_limit,

@@ -1,6 +1,6 @@
-"""Execution history of named tasks: one record per attempt, bounded per task by count and by age.
+"""History of named tasks: one record per attempt, bounded per task by count and by age.
 
-A task's records are a HASH of JSON (execution id -> record) indexed by a ZSET of start times, so
+A task's records are a HASH of JSON (attempt id -> record) indexed by a ZSET of start times, so
 listing a page and trimming the oldest are both O(log N). Every write trims, and the `cleanup` task
 trims tasks that stopped running, so Redis never grows without end.
 """
@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys
 from jobs.errors import ValidationError
-from jobs.observe import runs as observed_runs
+from jobs.observe import outcomes as observed_runs
 from jobs.redis_values import as_text, as_texts
 from jobs.scripts import Scripts
 from jobs.statuses import FAILED, RUNNING, SUCCEEDED
@@ -48,7 +48,7 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
-def execution_id(job_id: str, attempt: int) -> str:
+def attempt_id(job_id: str, attempt: int) -> str:
     return f"{job_id}#{attempt}"
 
 
@@ -56,27 +56,27 @@ def record_start(
     conn: redis.Redis, task: str, job_id: str, attempt: int, bounds: Bounds,
     trigger: str = "manual", now: float | None = None, queued_ts: float | None = None,
 ) -> str:
-    """Store a RUNNING record for this attempt (and trim); return its execution id. `queued_ts`: when the
+    """Store a RUNNING record for this attempt (and trim); return its attempt id. `queued_ts`: when the
     run was enqueued (its queue wait is kept apart from its run time)."""
     started = time.time() if now is None else now
-    exec_id = execution_id(job_id, attempt)
+    entry_id = attempt_id(job_id, attempt)
     wait = round(max(0.0, started - queued_ts), 3) if queued_ts is not None else None
     entry = {
-        "id": exec_id, "task": task, "job_id": job_id, "attempt": attempt, "trigger": trigger,
+        "id": entry_id, "task": task, "job_id": job_id, "attempt": attempt, "trigger": trigger,
         "status": RUNNING, "started_at": iso(started), "started_ts": started, "queue_wait_seconds": wait,
         "ended_at": None, "duration": None, "result": None, "error": None, "traceback": None,
     }
     with conn.pipeline() as pipe:
-        pipe.hset(keys.history_entries(task), exec_id, json.dumps(entry, ensure_ascii=False))
-        pipe.zadd(keys.history(task), {exec_id: started})
+        pipe.hset(keys.history_entries(task), entry_id, json.dumps(entry, ensure_ascii=False))
+        pipe.zadd(keys.history(task), {entry_id: started})
         pipe.sadd(keys.HISTORY_TASKS, task)
         pipe.execute()
     trim(conn, task, bounds, started)
-    return exec_id
+    return entry_id
 
 
 def record_end(
-    conn: redis.Redis, task: str, exec_id: str, status: str, *, result: Any = None,
+    conn: redis.Redis, task: str, entry_id: str, status: str, *, result: Any = None,
     error: str | None = None, traceback: str | None = None, retrying: bool = False, now: float | None = None,
 ) -> dict[str, Any] | None:
     """Complete a record with its outcome; returns it. None if it was trimmed away meanwhile, or if it no longer
@@ -92,15 +92,15 @@ def record_end(
             "error": error, "traceback": (traceback or "")[-TRACEBACK_CHARS:] or None, "retrying": retrying,
         })
 
-    ended, found = _end_running(conn, task, exec_id, ending, retrying)
+    ended, found = _end_running(conn, task, entry_id, ending, retrying)
     if found and ended is None:
-        log.warning("history: %s ended after it was declared lost; its end is not recorded", exec_id)
+        log.warning("history: %s ended after it was declared lost; its end is not recorded", entry_id)
         conn.hincrby(keys.METRIC_COUNTERS, "stale_writes|history", 1)
     return ended
 
 
 def _end_running(
-    conn: redis.Redis, task: str, exec_id: str, ending: Callable[[dict[str, Any]], None], retrying: bool
+    conn: redis.Redis, task: str, entry_id: str, ending: Callable[[dict[str, Any]], None], retrying: bool
 ) -> tuple[dict[str, Any] | None, bool]:
     """End a record while it says RUNNING (WATCHed): `ending` fills its end in, and the record and the run's
     counters, histogram and outcome are written together. (the ended record or None, whether it was found)."""
@@ -109,14 +109,14 @@ def _end_running(
         while True:
             try:
                 pipe.watch(entries)  # type: ignore[no-untyped-call]
-                raw = pipe.hget(entries, exec_id)
+                raw = pipe.hget(entries, entry_id)
                 entry: dict[str, Any] = json.loads(raw) if raw is not None else {}
                 if entry.get("status") != RUNNING:
                     pipe.reset()
                     return None, raw is not None
                 ending(entry)
                 pipe.multi()
-                pipe.hset(entries, exec_id, json.dumps(entry, ensure_ascii=False))
+                pipe.hset(entries, entry_id, json.dumps(entry, ensure_ascii=False))
                 observed_runs.queue_named_run(pipe, entry, retrying)
                 pipe.execute()
                 return entry, True
@@ -124,9 +124,9 @@ def _end_running(
                 continue
 
 
-def entry(conn: redis.Redis, task: str, exec_id: str) -> dict[str, Any] | None:
+def entry(conn: redis.Redis, task: str, entry_id: str) -> dict[str, Any] | None:
     """One record (None if it was trimmed away)."""
-    raw = conn.hget(keys.history_entries(task), exec_id)
+    raw = conn.hget(keys.history_entries(task), entry_id)
     return json.loads(raw) if raw is not None else None
 
 
@@ -197,10 +197,10 @@ def note_lost_run(conn: redis.Redis, job: Job, ended_ts: float) -> bool:
     task, attempt = job.meta.get("task"), job.meta.get("attempt")
     if not task or not attempt:
         return False
-    return end_lost(conn, str(task), execution_id(job.id, int(attempt)), ended_ts, LOST, bool(job.retries_left))
+    return end_lost(conn, str(task), attempt_id(job.id, int(attempt)), ended_ts, LOST, bool(job.retries_left))
 
 
-def end_lost(conn: redis.Redis, task: str, exec_id: str, ended_ts: float, error: str, retrying: bool = False) -> bool:
+def end_lost(conn: redis.Redis, task: str, entry_id: str, ended_ts: float, error: str, retrying: bool = False) -> bool:
     """End a record that still says RUNNING as FAILED with `error` (its attempt was lost: its worker died, its
     job vanished), counting the run, in one transaction; False if it had ended (or is gone)."""
 
@@ -209,7 +209,7 @@ def end_lost(conn: redis.Redis, task: str, exec_id: str, ended_ts: float, error:
         entry.update({"status": FAILED, "error": error, "ended_at": iso(ended_ts),
                       "ended_ts": ended_ts, "duration": round(max(0.0, ended_ts - started), 3)})
 
-    return _end_running(conn, task, exec_id, ending, retrying)[0] is not None
+    return _end_running(conn, task, entry_id, ending, retrying)[0] is not None
 
 
 def lost_run_handler(job: Job, exc_type: type[BaseException], exc_value: BaseException, tb: Any) -> bool:

@@ -3,7 +3,7 @@ and waiting for results.
 
 Every run is an RQ job of `run_named_task(name, args, kwargs)` on the task's priority queue, with the
 task's time limit as the job timeout and its retry policy as RQ's `Retry`. The wrapper finds the task
-by name in REFRESHQ_TASK_MODULES, records the execution history and calls the hooks. What a schedule or
+by name in REFRESHQ_TASK_MODULES, records the history of its attempts and calls the hooks. What a schedule or
 a chain must do when one of its runs ends is attached to the run as RQ callbacks, by name (RunCallbacks):
 this module knows neither.
 """
@@ -37,16 +37,16 @@ from jobs.errors import (
     UnknownTaskError,
 )
 from jobs.named import arguments, history
-from jobs.named.catalog import canonical_modules, configured_tasks
-from jobs.named.definitions import TaskDefinition
+from jobs.named.catalog import configured_tasks
+from jobs.named.definitions import TaskDefinition, rq_retry
 from jobs.owners import Owner
 from jobs.statuses import FAILED, SUCCEEDED, is_live
 
 log = logging.getLogger("refreshq.tasks")
 
-# By the dotted names RQ stores; runs queued by the previous layout carry the old ones (jobs/runs.py).
+# By the dotted name RQ stores.
 RUN_FUNC = "jobs.named.runs.run_named_task"
-RUN_FUNCS = frozenset({RUN_FUNC, "jobs.runs.run_named_task"})
+RUN_FUNCS = frozenset({RUN_FUNC})
 # Results stay readable for get_result and the dashboard for a day; failures as long as RQ's default.
 RESULT_TTL = 86_400
 
@@ -103,7 +103,7 @@ def job_options(
         "job_id": job_id,
         "timeout": definition.time_limit,
         "result_ttl": RESULT_TTL,
-        "retry": definition.retry.rq_retry(),
+        "retry": rq_retry(definition.retry),
         "meta": {"task": definition.name, "attempt": 0, **(meta or {})},
         "description": f"task {definition.name}",
         **(callbacks.options() if callbacks is not None else {}),
@@ -143,7 +143,7 @@ def enqueue_task(
 
 def _check_configured(definition: TaskDefinition, modules: Sequence[str]) -> None:
     """Refuse a task the workers would not find: its module is not in REFRESHQ_TASK_MODULES."""
-    if definition.module not in canonical_modules(modules):
+    if definition.module not in modules:
         raise TaskArgumentsError(
             f"task {definition.name} is defined in {definition.module}, which REFRESHQ_TASK_MODULES "
             f"({','.join(modules)}) does not list: workers would not find it"
@@ -194,7 +194,7 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     job, job_context = running_job()
     settings = job_context.settings
     attempt = int(job.meta.get("attempt") or 0) + 1
-    job.meta["attempt"] = attempt  # counts every execution, whoever requeued it (RQ Retry, sweeper)
+    job.meta["attempt"] = attempt  # counts every attempt, whoever requeued it (RQ Retry, sweeper)
     job.save_meta()  # type: ignore[no-untyped-call]
     trigger = _trigger_of(job.meta)
     queued = job.enqueued_at.replace(tzinfo=UTC).timestamp() if job.enqueued_at else None
@@ -207,21 +207,23 @@ def run_named_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         _refuse(job, name, attempt, _bounds(definition), trigger, queued, exc)
         raise
     bounds = _bounds(definition)
-    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
+    entry_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
     run = RunContext(name, job.id, attempt, job.connection, settings, job.meta.get("schedule"),
                      job.meta.get("workflow"))
     token = _current.set(run)
     try:
         result = _run_with_hooks(definition, args, kwargs)
     except BaseException as exc:
+        if job.retries_left and not definition.retry.allows(attempt, exc):
+            job.retries_left = 0  # its policy's retry_when says no: this failure is final (RQ reads it after)
         retrying = bool(job.retries_left)
-        history.record_end(job.connection, name, exec_id, FAILED, error=f"{type(exc).__name__}: {exc}",
+        history.record_end(job.connection, name, entry_id, FAILED, error=f"{type(exc).__name__}: {exc}",
                            traceback=traceback.format_exc(), retrying=retrying)
         _call_failure_hook(definition, exc)
         raise
     finally:
         _current.reset(token)
-    history.record_end(job.connection, name, exec_id, SUCCEEDED, result=result)
+    history.record_end(job.connection, name, entry_id, SUCCEEDED, result=result)
     return result
 
 
@@ -237,8 +239,8 @@ def _refuse(job: Job, name: str, attempt: int, bounds: history.Bounds, trigger: 
     the history as a failed attempt, and final -- RQ's `Retry` would run it again as if it were transient,
     and it would fail again the same way."""
     job.retries_left = 0  # read by RQ's failure handling and by failure_entry, after this raises
-    exec_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
-    history.record_end(job.connection, name, exec_id, FAILED, error=f"{type(exc).__name__}: {exc}")
+    entry_id = history.record_start(job.connection, name, job.id, attempt, bounds, trigger, queued_ts=queued)
+    history.record_end(job.connection, name, entry_id, FAILED, error=f"{type(exc).__name__}: {exc}")
 
 
 def _trigger_of(meta: Mapping[str, Any]) -> str:
@@ -277,8 +279,8 @@ def _call_failure_hook(definition: TaskDefinition, exc: BaseException) -> None:
 
 def success_entry(conn: redis.Redis, job: Job) -> dict[str, Any] | None:
     """For a success callback: the history record of the run's attempt that just succeeded."""
-    exec_id = history.execution_id(job.id, int(job.meta.get("attempt") or 0))
-    return history.entry(conn, str(job.meta.get("task")), exec_id)
+    entry_id = history.attempt_id(job.id, int(job.meta.get("attempt") or 0))
+    return history.entry(conn, str(job.meta.get("task")), entry_id)
 
 
 def failure_entry(
@@ -292,11 +294,11 @@ def failure_entry(
     return {"error": error, "ended_at": history.iso(time.time())}
 
 
-def get_result(task_id: str, timeout: float = 60, conn: redis.Redis | None = None, poll: float = 0.1) -> Any:
+def get_result(run_id: str, timeout: float = 60, conn: redis.Redis | None = None, poll: float = 0.1) -> Any:
     """Wait for a run and return its result; TaskExecutionError if it failed, TaskTimeoutError if still going.
     A library entry point: without `conn`, this process's settings say which server (read once, here)."""
     conn = conn or default_connection(process_settings())
-    job = Job.fetch(task_id, connection=conn, serializer=JSONSerializer)
+    job = Job.fetch(run_id, connection=conn, serializer=JSONSerializer)
     deadline = time.monotonic() + timeout
     while True:
         status = job.get_status(refresh=True)
@@ -305,9 +307,9 @@ def get_result(task_id: str, timeout: float = 60, conn: redis.Redis | None = Non
         if not is_live(status):
             result = job.latest_result()
             detail = _last_line(getattr(result, "exc_string", None) or job.exc_info or str(status))
-            raise TaskExecutionError(f"task run {task_id} {status.value}: {detail}")
+            raise TaskExecutionError(f"task run {run_id} {status.value}: {detail}")
         if time.monotonic() >= deadline:
-            raise TaskTimeoutError(f"task run {task_id} still {status.value} after {timeout:g} s")
+            raise TaskTimeoutError(f"task run {run_id} still {status.value} after {timeout:g} s")
         time.sleep(poll)
 
 

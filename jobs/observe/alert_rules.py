@@ -29,7 +29,7 @@ import redis
 from jobs.config import Settings
 from jobs.observe import health
 from jobs.observe import metrics as reports
-from jobs.observe import runs as run_lists
+from jobs.observe import outcomes as run_lists
 from jobs.observe import snapshot as snap
 from jobs.observe.health import CRITICAL, WARNING, Issue
 from jobs.statuses import FAILED, SUCCEEDED

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from jobs.config import Settings
-from jobs.observe import runs as run_lists
+from jobs.observe import outcomes as run_lists
 from jobs.observe.metrics import iso
 
 SLOW_MEAN_SECONDS = 3600.0

@@ -51,7 +51,7 @@ class QueueState:
 
 
 @dataclass(frozen=True)
-class TaskRow:
+class RefreshRow:
     """A running or pending task, as the reports show it."""
 
     task_id: str
@@ -102,8 +102,8 @@ class TaskRow:
 class Snapshot:
     now: float
     tasks_by_status: dict[str, int]
-    running: list[TaskRow]
-    pending: list[TaskRow]
+    running: list[RefreshRow]
+    pending: list[RefreshRow]
     queues: list[QueueState]
     workers_by_state: dict[str, int]
     dead_letters: int
@@ -165,9 +165,9 @@ def take(conn: redis.Redis, with_registries: bool = False, with_memory: bool = T
     )
 
 
-def _row(task_id: str, values: list[bytes | None], hospitals: bytes | None) -> TaskRow:
+def _row(task_id: str, values: list[bytes | None], hospitals: bytes | None) -> RefreshRow:
     fields = {name: as_text(v) for name, v in zip(_TASK_FIELDS, values, strict=True) if v is not None}
-    return TaskRow(task_id, fields, int(hospitals or 0))
+    return RefreshRow(task_id, fields, int(hospitals or 0))
 
 
 def _queue_states(

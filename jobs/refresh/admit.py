@@ -1,5 +1,5 @@
 """Admitting waiting refresh tasks: when a running slot frees up, the first waiting task's plan job is
-enqueued again; it admits the task (or not) atomically (jobs.limits.start_task)."""
+enqueued again; it admits the task (or not) atomically (jobs.limits.start_refresh)."""
 
 from __future__ import annotations
 

@@ -38,10 +38,10 @@ def end_province(
         args=[code, outcome, "1" if published else "0", *fence.args()],
     )
     if fence.checked(last, "end") == 1:
-        finish_task(conn, task_id, settings)
+        finish_refresh(conn, task_id, settings)
 
 
-def finish_task(conn: redis.Redis, task_id: str, settings: Settings) -> None:
+def finish_refresh(conn: redis.Redis, task_id: str, settings: Settings) -> None:
     """Give the task its final status from how its provinces ended, then admit a waiting task."""
     outcomes = as_text_map(conn.hgetall(keys.task_provinces_ended(task_id)))
     now = records.now_iso()

@@ -53,7 +53,7 @@ class Request:
     def watched(self) -> list[str]:
         return [self._key] if self._key else []
 
-    def earlier_task(self, pipe: redis.client.Pipeline) -> str | None:
+    def earlier_refresh(self, pipe: redis.client.Pipeline) -> str | None:
         """The task an earlier use of the key made (inside the caller's WATCH), or None."""
         if self._key is None:
             return None

@@ -20,12 +20,11 @@ from jobs.refresh.fence import Fence, guarded, unfenced
 from jobs.statuses import is_live
 from jobs.upstream.base import Region
 
-# The job functions, by the dotted names RQ stores; jobs queued by the previous layout carry the old
-# names, which still run (jobs/refresh/__init__.py) and are still recognised (the sets below).
-PLAN_FUNC = "jobs.refresh.plan.plan_task"
+# The job functions, by the dotted names RQ stores.
+PLAN_FUNC = "jobs.refresh.plan.plan_refresh"
 PROVINCE_FUNC = "jobs.refresh.province.refresh_province"
-PLAN_FUNCS = frozenset({PLAN_FUNC, "jobs.refresh.plan_task"})
-PROVINCE_FUNCS = frozenset({PROVINCE_FUNC, "jobs.refresh.refresh_province"})
+PLAN_FUNCS = frozenset({PLAN_FUNC})
+PROVINCE_FUNCS = frozenset({PROVINCE_FUNC})
 REFRESH_FUNCS = PLAN_FUNCS | PROVINCE_FUNCS
 RESULT_TTL = 7 * 24 * 3600
 # How long a plan job waits for a province job that was parked (no running slot) to end before it

@@ -1,7 +1,10 @@
-"""TaskManager: create, watch, cancel, resume, list and clean up refresh tasks.
+"""RefreshManager: create, watch, cancel, resume, list and clean up refreshes.
 
-`SyncTaskManager` does the work; `TaskManager` is its asyncio twin with the reference design's
+`SyncRefreshManager` does the work; `RefreshManager` is its asyncio twin with the reference design's
 async methods (each runs the synchronous call in a thread, so both share one implementation).
+
+`TaskManager` and `SyncTaskManager` are aliases of the two (the same classes): the reference design names
+them, and its method names (`create_full_refresh_task`, `get_task_status`, ...) are kept as they are.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from jobs import keys, owners
 from jobs.config import Settings
 from jobs.connection import connect
 from jobs.context import process_settings
-from jobs.errors import TaskCreationError, TaskNotFoundError, TaskStateError, TaskTimeoutError, ValidationError
+from jobs.errors import RefreshNotFoundError, TaskCreationError, TaskStateError, TaskTimeoutError, ValidationError
 from jobs.owners import Owner
 from jobs.redis_values import as_texts
 from jobs.refresh import published, records
@@ -36,7 +39,7 @@ from jobs.upstream.identity import check_workers
 FULL_LABEL = "全量刷新"
 
 
-class SyncTaskManager:
+class SyncRefreshManager:
     """The synchronous API, for scripts and the CLI."""
 
     def __init__(
@@ -80,7 +83,7 @@ class SyncTaskManager:
         return self._create(request, province["name"], [province])
 
     def _create(self, request: Request, label: str, provinces: list[Region] | None) -> Created:
-        task_id = records.new_task_id()
+        task_id = records.new_refresh_id()
         record = records.new_record(task_id, request.kind, label, request.province, self.upstream,
                                     self.settings.limits.task_timeout, owner=request.owner.name)
         if provinces is not None:
@@ -93,7 +96,7 @@ class SyncTaskManager:
             while True:
                 try:
                     pipe.watch(pending, *owners.watched_keys(request.owner), *request.watched())  # type: ignore[no-untyped-call]
-                    earlier = request.earlier_task(pipe)
+                    earlier = request.earlier_refresh(pipe)
                     if earlier is not None:
                         return Created(earlier, replayed=True)
                     self._check_room(pipe, request.owner)
@@ -222,13 +225,13 @@ class SyncTaskManager:
             raise ValidationError(f"older than {older_than_days:g} days is out of range") from None
         ids = records.ids_created_before(self.conn, cutoff, statuses)
         for task_id in ids:
-            self._delete_task(task_id)
+            self._delete_refresh(task_id)
         return len(ids)
 
-    def _delete_task(self, task_id: str) -> None:
+    def _delete_refresh(self, task_id: str) -> None:
         try:
             raw = records.load_raw(self.conn, task_id)
-        except TaskNotFoundError:
+        except RefreshNotFoundError:
             raw = {}
         provinces = [p["code"] for p in json.loads(raw.get("provinces") or "[]")]
         for code in provinces:
@@ -247,14 +250,14 @@ class SyncTaskManager:
             pipe.execute()
 
 
-class TaskManager:
+class RefreshManager:
     """The asyncio API of the reference design; every call runs its synchronous twin in a thread."""
 
     def __init__(
         self, settings: Settings | None = None, conn: redis.Redis | None = None,
         upstream: dict[str, Any] | None = None,
     ) -> None:
-        self.sync = SyncTaskManager(settings, conn, upstream)
+        self.sync = SyncRefreshManager(settings, conn, upstream)
 
     async def create_full_refresh_task(self) -> str:
         return await asyncio.to_thread(self.sync.create_full_refresh_task)
@@ -294,3 +297,8 @@ class TaskManager:
 
     async def cleanup_old_tasks(self, older_than_days: float = 7, status_filter: list[str] | None = None) -> int:
         return await asyncio.to_thread(self.sync.cleanup_old_tasks, older_than_days, status_filter)
+
+
+# Aliases: the reference design's names of the two managers (the same classes; see the module's docstring).
+TaskManager = RefreshManager
+SyncTaskManager = SyncRefreshManager

@@ -17,7 +17,7 @@ from jobs.errors import PermanentUpstreamError, StaleExecutionError
 from jobs.redis_values import as_texts
 from jobs.refresh import records
 from jobs.refresh.fence import PLAN, Fence, claim, guarded
-from jobs.refresh.finish import end_province, finish_task
+from jobs.refresh.finish import end_province, finish_refresh
 from jobs.refresh.job import enqueue_provinces
 from jobs.refresh.leaves import CANCEL_POLL_SECONDS
 from jobs.refresh.prewalk import prewalk
@@ -26,7 +26,7 @@ from jobs.upstream import check_upstream, open_upstream
 from jobs.upstream.base import Region
 
 
-def plan_task(task_id: str) -> dict[str, Any]:
+def plan_refresh(task_id: str) -> dict[str, Any]:
     """Admit the task (within the global limit), list its provinces and enqueue their jobs: while this execution
     owns the task's plan (jobs.refresh.fence; a paused one that finds it taken over, or the task ended, stops)."""
     job, context = running_job()
@@ -45,7 +45,7 @@ def _plan(job: Job, settings: Settings, fence: Fence) -> dict[str, Any]:
     if conn.exists(keys.task_cancel(task_id)):
         return {"cancelled": True}
     check_upstream(record, settings)  # a worker configured for another upstream refuses the task
-    started = limits.start_task(conn, task_id, record, settings.limits.max_concurrent_tasks, "正在获取省份列表")
+    started = limits.start_refresh(conn, task_id, record, settings.limits.max_concurrent_tasks, "正在获取省份列表")
     if started != "OK":
         return {"waiting": started}
     provinces, refused = _provinces_of(conn, record, settings, job)
@@ -66,7 +66,7 @@ def _plan(job: Job, settings: Settings, fence: Fence) -> dict[str, Any]:
     else:
         enqueue_provinces(conn, task_id, record.get("attempt", "1"), todo, settings, fence)
     if not todo and not refused:
-        finish_task(conn, task_id, settings)
+        finish_refresh(conn, task_id, settings)
     return {"provinces": len(provinces), "enqueued": len(todo), "refused": [p["code"] for p, _ in refused]}
 
 

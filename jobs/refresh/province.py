@@ -59,7 +59,7 @@ def _refresh(job: Job, settings: Settings, fence: Fence) -> dict[str, Any] | Ret
         # Retried after its task went PENDING (waiting for this retry): the task runs again only if
         # admitted within the running-task limit, in order. Without a slot the job ends unrun (parked)
         # and the plan job of the task's admission re-enqueues the province (admit_waiting).
-        admitted = limits.start_task(conn, task_id, record, settings.limits.max_concurrent_tasks,
+        admitted = limits.start_refresh(conn, task_id, record, settings.limits.max_concurrent_tasks,
                                      f"正在处理：{province['name']}")
         if admitted == "WAIT":
             return _park(job, task_id, province_code)

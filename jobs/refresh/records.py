@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from jobs import keys
-from jobs.errors import TaskNotFoundError, ValidationError
+from jobs.errors import RefreshNotFoundError, ValidationError
 from jobs.observe.run_ended import run_ended_args, run_ended_keys
 from jobs.owners import CLI_OWNER
 from jobs.pacing import pace_fields, pace_view
@@ -46,7 +46,7 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def new_task_id() -> str:
+def new_refresh_id() -> str:
     """`task_20261122_143052_5f3a9c`: sortable by creation, unique without coordination."""
     return f"task_{datetime.now(UTC):%Y%m%d_%H%M%S}_{secrets.token_hex(3)}"
 
@@ -112,7 +112,7 @@ def transition(
     kind, owner = conn.hmget(keys.task(task_id), ["kind", "owner"])
     outcome = _transition(conn, task_id, allowed, to, fields, as_text(kind or b"full"), as_text(owner or b""))
     if outcome is None:
-        raise TaskNotFoundError(f"no refresh task {task_id}")
+        raise RefreshNotFoundError(f"no refresh task {task_id}")
     return bool(outcome == b"OK")
 
 
@@ -138,7 +138,7 @@ def failed_region(
 def load_raw(conn: redis.Redis, task_id: str) -> dict[str, str]:
     raw = conn.hgetall(keys.task(task_id))
     if not raw:
-        raise TaskNotFoundError(f"no refresh task {task_id}")
+        raise RefreshNotFoundError(f"no refresh task {task_id}")
     return as_text_map(raw)
 
 
@@ -154,7 +154,7 @@ def status_dict(conn: redis.Redis, task_id: str) -> dict[str, Any]:
             raise reply
     raw, stats, failed, conflicts, mismatches = reads
     if not raw:
-        raise TaskNotFoundError(f"no refresh task {task_id}")
+        raise RefreshNotFoundError(f"no refresh task {task_id}")
     status = _to_status(raw, stats, failed, conflicts, mismatches)
     # Why an active task may not move: {reason, message}, or None.
     status["writes_refused"] = refusal_of(probe) if status["status"] in ACTIVE else None

@@ -15,8 +15,8 @@ import httpx
 from jobs.errors import TransientUpstreamError
 from jobs.redact import split_credentials, url_redactor
 from jobs.upstream.base import RequestCounter, RequestGate, no_count
+from jobs.upstream.http_statuses import check_status, retry_after_seconds
 from jobs.upstream.retry import Backoff, Sleep, call_with_retries, region_verdict
-from jobs.upstream.statuses import check_status, retry_after_seconds
 
 T = TypeVar("T")
 

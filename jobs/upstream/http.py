@@ -17,10 +17,10 @@ from jobs.upstream import shapes
 from jobs.upstream.base import Hospital, Region, TotalMismatch
 from jobs.upstream.base import RequestGate as RequestGate
 from jobs.upstream.client import ClientOptions, PooledClient, status_outcome
+from jobs.upstream.http_statuses import check_status as check_status
+from jobs.upstream.http_statuses import retry_after_seconds as retry_after_seconds
 from jobs.upstream.listing import Listing, Page
 from jobs.upstream.retry import Backoff
-from jobs.upstream.statuses import check_status as check_status
-from jobs.upstream.statuses import retry_after_seconds as retry_after_seconds
 
 T = TypeVar("T")
 

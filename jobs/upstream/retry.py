@@ -1,4 +1,5 @@
-"""Retries with exponential backoff and full jitter, shared by the HTTP and the LLM clients."""
+"""Retries of upstream requests with exponential backoff and full jitter (a RetryPolicy, jobs.retry_policy),
+shared by the HTTP and the LLM clients."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from jobs.backoff import backoff
 from jobs.errors import RegionFailedError, TransientUpstreamError, UpstreamError, UpstreamInconsistencyError
+from jobs.retry_policy import RetryPolicy
 
 T = TypeVar("T")
 Sleep = Callable[[float], None]
@@ -28,12 +29,16 @@ class Backoff:
     # load, so asking again soon costs nothing; a server's stale total may need a moment to settle.
     inconsistent_base: float | None = None
 
+    def policy(self, base: float | None = None) -> RetryPolicy:
+        """The retry policy of a request's delays (the attempts are counted by call_with_retries)."""
+        return RetryPolicy(base=self.base if base is None else base, factor=2.0, cap=self.cap, jitter=1.0)
+
     def delay(self, attempt: int, error: TransientUpstreamError) -> float:
         """How long to wait after failed attempt number `attempt` (1-based)."""
         base = self.base
         if self.inconsistent_base is not None and isinstance(error, UpstreamInconsistencyError):
             base = self.inconsistent_base
-        delay = backoff(attempt, base, 2.0, self.cap, jitter=1.0)
+        delay = self.policy(base).delay(attempt)
         if error.retry_after is not None:
             # The upstream said when it will take us again: never come back earlier than that.
             delay = max(delay, min(max(error.retry_after, 0.0), self.retry_after_cap))

@@ -9,7 +9,7 @@ from flask import Flask
 
 
 def install(app: Flask) -> None:
-    from web.api import bounds, data, failed, observe, problems, refreshes, schedules, system, tasks  # noqa: F401 (their routes)
+    from web.api import bounds, data, dead_letters, observe, problems, refreshes, schedules, system, tasks  # noqa: F401 (their routes)
     from web.api.blueprint import PREFIX, api
 
     app.register_blueprint(api)

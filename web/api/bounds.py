@@ -1,7 +1,7 @@
 """What an API request may be: a body of at most MAX_BODY_BYTES, sent as JSON and nested at most
 MAX_JSON_DEPTH deep, and only the query parameters its route takes.
 
-The body's size is checked from Content-Length before anything reads it (web.server has waitress refuse
+The body's size is checked from Content-Length before anything reads it (web.wsgi has waitress refuse
 a larger one before it is even received); a body that is not JSON is 415 before it is parsed; nesting is
 bounded after parsing (the parser itself stops at Python's recursion limit, which is then a 422 too, never
 a 500). A route names its query parameters with `takes`, checked once the caller is authenticated (an

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from jobs.config import Settings
 from jobs.errors import ValidationError
-from jobs.refresh.manager import SyncTaskManager
+from jobs.refresh.manager import SyncRefreshManager
 from web.api import bounds
 
 
@@ -24,7 +24,7 @@ def settings() -> Settings:
     return current_app.extensions["refreshq.settings"]  # type: ignore[no-any-return]
 
 
-def manager() -> SyncTaskManager:
+def manager() -> SyncRefreshManager:
     return current_app.extensions["refreshq.manager"]  # type: ignore[no-any-return]
 
 

@@ -70,7 +70,7 @@ def shortened(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
 
 
 def document(status: int, title: str | None, detail: str, instance: str, **extra: Any) -> str:
-    """The problem as JSON text (web.server's own refusals use it outside a request too)."""
+    """The problem as JSON text (web.wsgi's own refusals use it outside a request too)."""
     title = title or _TITLES.get(status, "Error")
     body = {"type": TYPE_BASE + title.lower().replace(" ", "-"), "title": title, "status": status,
             "detail": shortened(detail), "instance": shortened(instance, MAX_INSTANCE_CHARS), **extra}

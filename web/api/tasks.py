@@ -43,7 +43,7 @@ def list_tasks() -> BaseResponse:
 def get_task(name: str) -> BaseResponse:
     definition = _catalog().get(name)
     total, _ = history.page(conn(), name, 1, 0)
-    return as_json({**summary(definition), "executions": total})
+    return as_json({**summary(definition), "attempts": total})
 
 
 @api.post("/tasks/<name>/run")

@@ -20,7 +20,7 @@ from jobs.upstream.identity import label
 from web import auth, live, security
 from web.api.bounds import takes
 from web.api.context import conn, manager, settings
-from web.api.failed import page_of_dead_letters
+from web.api.dead_letters import page_of_dead_letters
 from web.api.pagination import choice, envelope, page_args
 from web.auth import public, requires
 
@@ -84,11 +84,12 @@ def schedule_list() -> str:
     return _render("schedules.html", schedules=[schedules.describe(db, n) for n in schedules.names(db)])
 
 
-@pages.get("/failed")
+@pages.get("/dead-letters")
+@pages.get("/failed", endpoint="failed")  # the page's previous path, kept as an alias
 @requires("read")
 @takes("page", "page_size")
-def failed() -> str:
-    return _render("failed.html", page=page_of_dead_letters())
+def dead_letters() -> str:
+    return _render("dead_letters.html", page=page_of_dead_letters())
 
 
 @pages.get("/workers")

@@ -4,7 +4,12 @@ survives them).
 
 Counters are the monotonic ones refreshq keeps in Redis (jobs.observe.counters); gauges and the queue, worker
 and registry figures are read from Redis now (jobs.observe.snapshot). Labels are bounded: kinds, statuses,
-queues, registries, worker states, named-task names, channels; task ids only of running tasks.
+queues, registries, worker states, named-task names, channels; refresh ids only of running refreshes.
+
+Metric and label names are what dashboards and alert rules query, so they stay as they were, though
+"task" in `refreshq_tasks`, `refreshq_tasks_ended`, `refreshq_running_task_*` and the `task_id` label means
+a refresh, and `refreshq_refresh_run_seconds` times refreshes, not runs (the glossary: a run is a named
+task's); their help says what they count.
 
 With REFRESHQ_WEB_PASSWORD or REFRESHQ_METRICS_TOKEN set, a scrape must show one of them: the password as
 HTTP Basic (any user), the token as `Authorization: Bearer TOKEN`.
@@ -29,7 +34,7 @@ from prometheus_client.utils import floatToGoString
 from jobs import keys
 from jobs.config import Settings
 from jobs.observe import counters, snapshot
-from jobs.observe import runs as run_lists
+from jobs.observe import outcomes as run_lists
 from jobs.pacing import pace_fields, pace_view
 from jobs.redis_values import as_text_map, as_texts
 from jobs.statuses import TASK_STATUSES, TERMINAL
@@ -39,7 +44,7 @@ SCRAPE_ACCESS = "password or metrics token"  # checked by the view itself (_gate
 
 # Stored counter name -> (metric name without _total, help, label names).
 COUNTERS = {
-    counters.TASKS_ENDED: ("refreshq_tasks_ended", "Refresh tasks ended, by kind and final status.",
+    counters.TASKS_ENDED: ("refreshq_tasks_ended", "Refreshes ended, by kind and final status.",
                            ("kind", "status")),
     counters.TASK_RUNS: ("refreshq_task_runs", "Named-task runs (attempts) ended, by task and status.",
                          ("task", "status")),
@@ -87,7 +92,7 @@ def _histogram_families(conn: redis.Redis) -> Iterator[Metric]:
         for kind in kinds:
             pipe.hgetall(keys.run_seconds(kind))
         stored = dict(zip(kinds, pipe.execute(), strict=True))
-    refresh = HistogramMetricFamily("refreshq_refresh_run_seconds", "Run time of refresh tasks (from start).",
+    refresh = HistogramMetricFamily("refreshq_refresh_run_seconds", "Run time of refreshes (from start).",
                                     labels=["kind"])
     named = HistogramMetricFamily("refreshq_task_run_seconds", "Run time of named-task runs.", labels=["task"])
     for kind, raw in stored.items():
@@ -111,7 +116,7 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...], rows: list[tuple[tuple[
 
 def _gauge_families(conn: redis.Redis) -> Iterator[Metric]:
     shot = snapshot.take(conn, with_registries=True)
-    yield _gauge("refreshq_tasks", "Refresh tasks by status now.", ("status",),
+    yield _gauge("refreshq_tasks", "Refreshes by status now.", ("status",),
                  [((s,), shot.tasks_by_status[s]) for s in TASK_STATUSES])
     yield _gauge("refreshq_queue_jobs", "Jobs waiting in each queue.", ("queue",),
                  [((q.name,), q.depth) for q in shot.queues])
@@ -125,9 +130,9 @@ def _gauge_families(conn: redis.Redis) -> Iterator[Metric]:
                  [((state,), n) for state, n in sorted(shot.workers_by_state.items())])
     yield _gauge("refreshq_dead_letter_jobs", "Jobs in the dead-letter registry now.", (), [((), shot.dead_letters)])
     running = [row.as_active(shot.now) for row in shot.running]
-    yield _gauge("refreshq_running_task_progress", "Progress (percent) of each running task.", ("task_id", "kind"),
+    yield _gauge("refreshq_running_task_progress", "Progress (percent) of each running refresh.", ("task_id", "kind"),
                  [((r["task_id"], r["kind"] or ""), r["progress"]) for r in running])
-    yield _gauge("refreshq_running_task_seconds", "Seconds each running task has run.", ("task_id", "kind"),
+    yield _gauge("refreshq_running_task_seconds", "Seconds each running refresh has run.", ("task_id", "kind"),
                  [((r["task_id"], r["kind"] or ""), r["running_seconds"] or 0.0) for r in running])
     beat = shot.now - shot.scheduler_beat if shot.scheduler_beat is not None else None
     yield _gauge("refreshq_scheduler_up", "1 while a scheduler is active (its heartbeat under 30 s old).", (),

@@ -30,7 +30,7 @@ from jobs.duties import whereabouts
 from jobs.duties.whereabouts import JobState, Snapshot
 from jobs.redis_values import as_text, as_texts
 from jobs.refresh import records
-from jobs.refresh.finish import finish_task
+from jobs.refresh.finish import finish_refresh
 from jobs.refresh.job import PROVINCE_FUNC, enqueue_plan, province_job_id, province_job_options
 from jobs.statuses import ACTIVE, PENDING
 from jobs.upstream.base import Region
@@ -56,11 +56,11 @@ class Loss:
         return self.task_id, self.kind, self.province["code"] if self.province else ""
 
 
-def active_tasks(conn: redis.Redis) -> list[str]:
+def active_refreshes(conn: redis.Redis) -> list[str]:
     return records.ids_with_status(conn, ACTIVE)
 
 
-def task_losses(conn: redis.Redis, task_id: str, snapshot: Snapshot) -> list[Loss]:
+def refresh_losses(conn: redis.Redis, task_id: str, snapshot: Snapshot) -> list[Loss]:
     """What of the task nothing will run (none while any plan job of it lives)."""
     with conn.pipeline(transaction=False) as pipe:
         pipe.hmget(keys.task(task_id), "status", "provinces", "attempt")
@@ -124,7 +124,7 @@ def _why(state: JobState | None) -> str:
 def still_lost(conn: redis.Redis, loss: Loss) -> bool:
     """Whether `loss` is still one of the task's losses, looked at afresh (inside the caller's WATCH)."""
     snapshot = whereabouts.read_snapshot(conn, queues.ALL_QUEUES)
-    return any(again.key == loss.key for again in task_losses(conn, loss.task_id, snapshot))
+    return any(again.key == loss.key for again in refresh_losses(conn, loss.task_id, snapshot))
 
 
 def take_up(conn: redis.Redis, loss: Loss, settings: Settings, event: dict[str, Any], counter: str) -> str | None:
@@ -135,7 +135,7 @@ def take_up(conn: redis.Redis, loss: Loss, settings: Settings, event: dict[str, 
     if loss.kind == FINISH:
         if not still_lost(conn, loss):
             return None
-        finish_task(conn, loss.task_id, settings)
+        finish_refresh(conn, loss.task_id, settings)
         with conn.pipeline() as pipe:
             record(conn, pipe, loss.task_id, event, counter)
             pipe.execute()

@@ -1,6 +1,7 @@
-"""Runs as they end: the per-kind run lists (the last 200 of each kind) and the latest outcome per subject.
+"""Outcomes of named-task runs and refreshes as they end: the per-kind lists (the last 200 of each kind) and
+the latest outcome per subject.
 
-Refresh runs are recorded by transition.lua (jobs/scripts) when a task ends; named-task runs here,
+Refreshes are recorded by transition.lua (jobs/scripts) when one ends; named-task runs here,
 in the transaction that completes their history record (jobs.named.history), or, when their worker died
 and the record was still RUNNING, by `jobs.named.history.note_lost_run`. A run summary: status,
 run_seconds (from its start), queue_wait_seconds (from its enqueueing to its start), records (refreshes), ended_ts.
