@@ -11,7 +11,7 @@ a key the script would not declare. RQ 3 (its main branch): Job.perform's PERSIS
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 # Commands whose only key is their first argument, and commands each of whose arguments is a key.
@@ -46,21 +46,22 @@ class ScriptKeys:
             found = self._index[key] = self._fixed + len(self.keys)
         return found
 
-    def encode(self, recorded: Iterable[Command]) -> list[Any]:
+    def encode(self, recorded: Sequence[Command]) -> list[Any]:
         """`recorded` as a script's arguments: their count, then each as (count, name, key index, arguments...)."""
-        out: list[Any] = [0]
+        out: list[Any] = [len(recorded)]
+        index, known, extend = self.index, self._index.get, out.extend
         for args, _options in recorded:
-            name = _name(args[0])
-            if name in FIRST_KEY:
-                out += [len(args), args[0], self.index(args[1]), *args[2:]]
-                out[0] += 1
-            elif name in EVERY_KEY:
+            name = args[0]
+            if name in FIRST_KEY or _name(name) in FIRST_KEY:  # RQ's pipeline spells them as FIRST_KEY does
+                extend((len(args), name, known(args[1]) or index(args[1])))
+                extend(args[2:])
+            elif _name(name) in EVERY_KEY:
+                out[0] += len(args) - 2
                 for key in args[1:]:
-                    out += [2, args[0], self.index(key)]
-                    out[0] += 1
+                    extend((2, name, index(key)))
             else:
-                raise LookupError(f"RQ recorded {name}, which jobs/rqseam/recorded.py cannot pass to a script with "
-                                  "its keys declared: add it to FIRST_KEY or EVERY_KEY if its keys are placed so")
+                raise LookupError(f"RQ recorded {_name(name)}, which jobs/rqseam/recorded.py cannot pass to a script "
+                                  "with its keys declared: add it to FIRST_KEY or EVERY_KEY if its keys are placed so")
         return out
 
 
