@@ -386,7 +386,7 @@ def status_indexes(statuses: list[str], owner: str | None) -> list[str]:
 
 
 # The keys each Lua script (jobs/scripts/*.lua: their headers list them) takes together, where a hash tag would
-# go for Redis Cluster (a script's keys share one slot):
+# go for Redis Cluster (a script's keys share one slot; step also takes RQ's keys of one job, untagged: RQ names them):
 # - one task ({task_id}): task*, checkpoint_leaves, its version's data_*: stage_leaf, count_once, province_ended,
 #   claim_unit, release_job; publish too, with the province's published hashes and the old version's data_*
 # - the task indexes (TASKS_BY_UPDATED, tasks_with_status*, TASKS_WAITING) with one task's keys: transition,

@@ -26,10 +26,11 @@ import rq
 from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 from rq.job import Job
+from rq.utils import now
 from rq.worker_pool import WorkerPool
 
 from jobs.errors import ConfigError, UnsupportedRQError
-from jobs.rqseam import forking, gate, pool, queue, simple
+from jobs.rqseam import forking, gate, pool, queue, recorded, simple
 from tests.helpers import REFRESHQ, REPO
 from tests.test_layout import FILES, TREES
 
@@ -331,6 +332,28 @@ def test_every_push_of_a_job_goes_through_the_push_hook(conn: redis.Redis) -> No
     q.enqueue_job(first, at_front=True)
     q.enqueue_dependents(first)
     assert pushed == ["seam"] * 3
+
+
+@pytest.mark.parametrize("result_ttl", [500, -1])
+def test_rqs_recorded_bookkeeping_reaches_step_with_every_key_declared(conn: redis.Redis, result_ttl: int) -> None:
+    """Each command RQ's recorded bookkeeping sends (a job's start, its success with its result kept a while or
+    forever, the idle state after) is one jobs.rqseam.recorded passes to step.lua with exactly the keys the
+    server says it touches (COMMAND GETKEYS) in KEYS; a command it cannot place is refused by name."""
+    q = Queue("seam", connection=conn)
+    job = q.enqueue("tests.job_functions.add", 1, 2, result_ttl=result_ttl)
+    worker = simple.NonForkingWorker([q], connection=conn)
+    started = recorded.commands(worker.record_start(job))
+    job.started_at = job.ended_at = now()
+    ended = recorded.commands(worker.record_success(job, result_ttl))
+    assert len(started) > 5 and len(ended) > 10
+    for args, options in started + ended:
+        table = recorded.ScriptKeys(5)
+        encoded = table.encode([(args, options)])
+        touched = [str(key) for key in conn.command_getkeys(*args)]
+        assert [str(key) for key in table.keys] == touched, args
+        assert encoded[2 + 1] == 6 and str(args[1]) not in map(str, encoded[1:]), args  # the key, by index
+    with pytest.raises(LookupError, match="SMOVE"):
+        recorded.ScriptKeys(0).encode([(("SMOVE", "a", "b", "m"), {})])
 
 
 @pytest.mark.parametrize("version", ["2.12.0", "2.12.5", "2.13.0rc1", "2.99.1"])

@@ -54,7 +54,7 @@ def test_a_claimed_batch_does_not_start_once_its_queue_is_suspended(conn: redis.
     got = claimer.claim([normal], 10, None)
     assert [j.id for j, _ in got.jobs] == [j.id for j in jobs] and normal.job_ids == []
     workforce.suspend(conn, [queues.NORMAL])
-    waiting, started = claimer.step([queues.NORMAL], [0], "", (queues.NORMAL, jobs[0].id), [0])
+    waiting, started = claimer.step([queues.NORMAL], [], "", (queues.NORMAL, jobs[0].id), [])
     assert (waiting, started) == (-1, False)
     assert normal.job_ids == [j.id for j in jobs]  # all given back, in order
     assert conn.llen(keys.claims("w1", queues.NORMAL)) == 0

@@ -24,6 +24,7 @@ from rq.job import Job
 
 from jobs import keys
 from jobs.queues import BELL_TOKENS, claim_keys
+from jobs.rqseam.recorded import Command, ScriptKeys
 from jobs.scripts import Scripts
 
 # Seconds a claim outlives its worker's last renewal (each claim and each start renews it).
@@ -39,15 +40,6 @@ class Claimed:
     jobs: list[tuple[Job, Queue]] = field(default_factory=list)
 
 
-def encode(stack: Sequence[tuple[tuple[Any, ...], Any]]) -> list[Any]:
-    """A redis-py pipeline's recorded commands as STEP's arguments: count, then (length, args...) each."""
-    out: list[Any] = [len(stack)]
-    for args, _options in stack:
-        out.append(len(args))
-        out.extend(args)
-    return out
-
-
 class Claimer:
     """The claims of one worker (by name) on its queues."""
 
@@ -56,6 +48,8 @@ class Claimer:
         self.scripts = Scripts(conn)
         self.prefix = f"{keys.CLAIMS_PREFIX}{worker}:"
         self.guard_keys = [keys.RQ_SUSPENDED, keys.SUSPENDED_QUEUES, keys.SUSPENDED_POOLS, keys.CLAIMERS]
+        self._step_names: tuple[str, ...] = ()
+        self._step_fixed: list[str] = []
 
     def claim(self, queues: Sequence[Queue], limit: int, block: float | None) -> Claimed:
         """Up to `limit` jobs from `queues` (in order); with `block`, wait up to that long for one."""
@@ -109,17 +103,29 @@ class Claimer:
         """The job is started (or gone): no longer a claim."""
         (pipeline if pipeline is not None else self.conn).lrem(self.prefix + queue, 1, job_id)
 
-    def step(self, names: Sequence[str], ended: list[Any], dependents_key: str,
-             start: tuple[str, str] | None, start_commands: list[Any],
+    def step(self, names: Sequence[str], ended: Sequence[Command], dependents_key: str,
+             start: tuple[str, str] | None, start_commands: Sequence[Command],
              ended_execution: tuple[str, str] = ("", "")) -> tuple[int, bool]:
-        """Run `ended` (encoded commands) if `ended_execution` = (started registry, member) is still registered
-        (or is none), then start `start` = (queue, job id) with `start_commands` unless its queue or pool is
-        suspended. Returns (dependents waiting, or -1; started)."""
+        """Run `ended` (RQ's recorded commands) if `ended_execution` = (started registry, member) is still
+        registered (or is none), then start `start` = (queue, job id) with `start_commands` unless its queue or
+        pool is suspended. Returns (dependents waiting, or -1; started)."""
+        fixed = self._step_keys(tuple(names))
+        table = ScriptKeys(len(fixed))
+        registry, member = ended_execution
         queue, job_id = start or ("", "")
-        reply = self.scripts.step(keys=[*self.guard_keys, keys.METRIC_COUNTERS], args=[
-            self.prefix, self.worker, self.pool, CLAIM_TTL, keys.RQ_QUEUE_PREFIX, len(names), *names,
-            *ended_execution, *(ended or [0]), dependents_key, queue, job_id, *(start_commands or [0])])
+        args = [self.worker, self.pool, CLAIM_TTL, len(names), table.index(registry) if member else 0, member,
+                table.index(dependents_key) if dependents_key else 0, names.index(queue) + 1 if start else 0, queue,
+                job_id, *table.encode(ended), *table.encode(start_commands)]
+        reply = self.scripts.step(keys=[*fixed, *table.keys], args=args)
         return int(reply[0]), bool(reply[1])
+
+    def _step_keys(self, names: tuple[str, ...]) -> list[str]:
+        """STEP's first KEYS: the guards, the metric counters, then each queue and the worker's claims on it."""
+        if self._step_names != names:
+            self._step_names = names
+            self._step_fixed = [*self.guard_keys, keys.METRIC_COUNTERS, *(
+                key for name in names for key in (keys.RQ_QUEUE_PREFIX + name, keys.claims(self.worker, name)))]
+        return self._step_fixed
 
     def release(self, names: Sequence[str]) -> int:
         """Every claim back to the front of its queue, in order."""

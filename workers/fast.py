@@ -4,12 +4,12 @@ at once, and RQ's bookkeeping of each job shipped in one round trip.
 RQ's SimpleWorker does not fork but pays ~15 round trips per job (dequeue, fetch, prepare, start, the
 success transaction, state, heartbeats). Here the writes are RQ's own: its methods (Execution.create,
 Job.prepare_for_execution, Job's success handler, cleanup_execution, ...) write into a pipeline that is
-only recorded (jobs.rqseam.simple), and workers.claims.STEP runs the recorded commands of the job that
+only recorded (jobs.rqseam.simple), and jobs/scripts/step.lua runs the recorded commands of the job that
 ended together with the start of the next claimed one, in one script, after checking the suspensions. So Job.fetch, the
 registries, results, `rq info` and rq-dashboard see exactly what RQ's worker leaves. What is rare goes
 through RQ's own code unchanged: failures, Retry results, repeats, results kept 0 s, stop-job commands
 (RQ's handler; `kill_horse` interrupts the job instead of a horse), and dependents (enqueued with RQ's
-Queue.enqueue_dependents when STEP, atomically with the finish, counts any).
+Queue.enqueue_dependents when step.lua, atomically with the finish, counts any).
 
 Unlike SimpleWorker, a long job still heartbeats (workers.monitor), so a worker killed mid-job is seen
 within seconds, and its time limit holds even if the job swallows RQ's timeout exception. Refresh jobs
@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
 
 import redis
 from rq import Queue
@@ -36,9 +35,10 @@ from rq.worker import WorkerStatus
 from jobs import context, failures, shutdown
 from jobs import queues as queue_names
 from jobs.config import Settings
+from jobs.rqseam.recorded import Command, commands
 from jobs.rqseam.simple import STOPPED_TEXT, NonForkingWorker
 from workers.base import WARM_SHUTDOWN_BUDGET, Mode, WorkerBase, build
-from workers.claims import BLOCK_SECONDS, encode
+from workers.claims import BLOCK_SECONDS
 from workers.monitor import INTERRUPT_SIGNAL, JobInterrupted, Monitor
 
 BATCH = 20  # jobs claimed at once; the rest of a batch goes back to its queue once a job runs long
@@ -100,7 +100,7 @@ class FastWorker(WorkerBase, NonForkingWorker):
         for claimed, _queue in batch:
             claimed.redis_server_version = version  # else each Job.save asks the server (INFO)
         self._pending.extend(batch)
-        ended: list[Any] = [0]
+        ended: list[Command] = []
         job: Job | None = None
         queue: Queue | None = None
         dependents, ok = "", False
@@ -112,7 +112,7 @@ class FastWorker(WorkerBase, NonForkingWorker):
             job, queue = nxt
             execution = self.execution  # the one _step started; RQ's own failure path clears it
             rec, dependents, ok = self.perform_recorded(job, queue)
-            ended = encode(rec.command_stack)
+            ended = commands(rec)
             self._ended_execution = (queue.started_job_registry.key, execution.composite_key if execution else "")
             count += 1
         if queue is not None:
@@ -120,12 +120,12 @@ class FastWorker(WorkerBase, NonForkingWorker):
         self._give_back()
         return count
 
-    def _step(self, ended: list[Any], dependents: str, job: Job | None, queue: Queue | None,
+    def _step(self, ended: list[Command], dependents: str, job: Job | None, queue: Queue | None,
               ok: bool) -> tuple[Job, Queue] | None:
         """The ended job's bookkeeping and the next claimed job's start, in one round trip."""
         with self.monitor_lock:
             nxt = self._pending.popleft() if self._pending and not self.stop_requested else None
-            start = encode(self.record_start(nxt[0]).command_stack) if nxt else []
+            start = commands(self.record_start(nxt[0])) if nxt else []
             waiting, started = self.claimer.step(
                 self._names, ended, dependents, (nxt[1].name, nxt[0].id) if nxt else None, start,
                 self._ended_execution if job is not None else ("", ""))

@@ -14,6 +14,7 @@ tests/test_rq_seam.py, not production; one outside the tested range is refused w
   of RQ's private worker attributes
 - forking: RQ's forking Worker (workers.RefreshqWorker)
 - simple: RQ's SimpleWorker and the bookkeeping of a job it replays (workers.fast.FastWorker)
+- recorded: that bookkeeping as a script's KEYS and ARGV (jobs/scripts/step.lua), every key it touches declared
 - pool: RQ's WorkerPool (workers.pool.RefreshqPool)
 
 Each module says what RQ 3 (its main branch) changes in it.
