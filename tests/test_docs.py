@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.config import Settings
 from jobs.observe.channels import Notice, webhook_body
 from tests.docs_samples import (
     FENCE,
@@ -205,3 +206,25 @@ def _choices(path: list[str]) -> list[list[str]]:
     for word in path:
         found = [[*prefix, part] for prefix in found for part in word.split("|")]
     return found
+
+
+def _configuration_rows() -> dict[str, str]:
+    """Each variable of the configuration table (`REFRESHQ_RETRY_BASE` / `_FACTOR`: both) -> its setting cell."""
+    found: dict[str, str] = {}
+    for line in (REPO / "docs" / "configuration.md").read_text().split("\n"):
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        names = re.findall(r"`([A-Z_]+)`", cells[0]) if line.startswith("| `") and len(cells) == 4 else []
+        for name in names:
+            full = name if not name.startswith("_") else names[0].rsplit("_", 1)[0] + name
+            found[full] = cells[1]
+    return found
+
+
+def test_the_configuration_page_names_every_variable_and_where_it_lands() -> None:
+    rows = _configuration_rows()
+    for name, path, _ in Settings.variables():
+        assert name in rows, f"docs/configuration.md has no row for {name}"
+        group, leaf = path.rsplit(".", 1)
+        assert f"`{path}`" in rows[name] or (f"`{group}." in rows[name] and f"`{leaf}`" in rows[name]), \
+            f"{name}: the page says {rows[name]}, the settings {path}"
+    assert set(rows) == {name for name, _, _ in Settings.variables()}
