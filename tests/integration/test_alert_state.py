@@ -23,9 +23,8 @@ from jobs.observe import alert_state, delivery, health
 from jobs.observe import report as reports
 from jobs.redis_values import as_text_map
 from scheduler import Scheduler
-from tests.conftest import run_cli
-from tests.helpers import redis_keys_holding, wait_until
-from tests.observe_helpers import MailSink, self_signed, smtp_server, webhook_receiver
+from tests.support.helpers import redis_keys_holding, run_cli, wait_until
+from tests.support.observe_helpers import MailSink, self_signed, smtp_server, webhook_receiver
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHMtMTIzNDU2Nzg5MA=="
 
@@ -50,7 +49,7 @@ def _statuses(notice: dict[str, Any]) -> list[tuple[str, str, str]]:
 def test_pending_then_firing_once_repeated_after_repeat_then_resolved(conn: redis.Redis, env: dict[str, str]) -> None:
     settings = _settings(env, REFRESHQ_ALERT_FOR="30", REFRESHQ_ALERT_REPEAT="600",
                          REFRESHQ_ALERT_WEBHOOK_URL="http://127.0.0.1:9/hook")
-    job = queues.queue(conn, queues.LOW).enqueue("tests.job_functions.add", 1, 2)  # no worker: "no_worker"
+    job = queues.queue(conn, queues.LOW).enqueue("tests.support.job_functions.add", 1, 2)  # no worker: "no_worker"
     t0 = time.time()
     alert_state.evaluate(conn, settings, now=t0)
     [pending] = reports.alerts_list(conn, settings)["alerts"]
@@ -96,7 +95,7 @@ def test_a_rise_in_severity_is_notified_at_once_a_fall_is_not(conn: redis.Redis,
 def test_overlapping_evaluations_notify_a_change_once(conn: redis.Redis, env: dict[str, str]) -> None:
     """Two schedulers evaluating at the same moment (a failover overlap): the WATCHed commit lets one win."""
     settings = _settings(env, REFRESHQ_ALERT_FOR="0", REFRESHQ_ALERT_WEBHOOK_URL="http://127.0.0.1:9/hook")
-    queues.queue(conn, queues.HIGH).enqueue("tests.job_functions.add", 1, 2)
+    queues.queue(conn, queues.HIGH).enqueue("tests.support.job_functions.add", 1, 2)
     clients = [redis.Redis(connection_pool=conn.connection_pool) for _ in range(8)]
     now, start = time.time(), threading.Barrier(len(clients))
 
@@ -247,7 +246,7 @@ def test_delivery_never_holds_up_the_tick(conn: redis.Redis, env: dict[str, str]
     with webhook_receiver(hang=3.0) as hook:
         settings = _settings(env, REFRESHQ_ALERT_FOR="0", REFRESHQ_ALERT_INTERVAL="1", REFRESHQ_ALERT_TIMEOUT="0.5",
                              REFRESHQ_ALERT_WEBHOOK_URL=hook.url)
-        queues.queue(conn, queues.LOW).enqueue("tests.job_functions.add", 1, 2)
+        queues.queue(conn, queues.LOW).enqueue("tests.support.job_functions.add", 1, 2)
         duty = AlertDuty(settings)
         scheduler = Scheduler(conn, duties=[duty])
         try:

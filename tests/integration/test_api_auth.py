@@ -13,9 +13,8 @@ import redis
 from flask import Flask
 
 from jobs import keys, tokens
-from tests.api_helpers import PASSWORD, Api, is_problem, make_api
-from tests.conftest import run_cli
-from tests.helpers import redis_keys_holding
+from tests.support.api_helpers import PASSWORD, Api, is_problem, make_api
+from tests.support.helpers import redis_keys_holding, run_cli
 from web import access
 
 # Every route of the API: (method, rule, the least role that may).

@@ -15,8 +15,8 @@ from jobs.config import Settings
 from jobs.observe import alert_state
 from jobs.statuses import FAILED, SUCCEEDED
 from scheduler import Scheduler
-from tests.api_helpers import PASSWORD, Api, is_problem, make_api
-from tests.conftest import run_cli
+from tests.support.api_helpers import PASSWORD, Api, is_problem, make_api
+from tests.support.helpers import run_cli
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_health_is_503_when_critical_and_200_when_not(api: Api, conn: redis.Redi
     Scheduler(conn, duties=[]).run_once()
     ok = api.get("/health", "read")
     assert ok.status_code == 200 and ok.get_json()["status"] == "ok" and ok.get_json()["issues"] == []
-    queues.queue(conn, queues.LOW).enqueue("tests.job_functions.add", 1, 1)  # queued, and no worker
+    queues.queue(conn, queues.LOW).enqueue("tests.support.job_functions.add", 1, 1)  # queued, and no worker
     again = api.get("/health")
     assert again.status_code == 503
     assert [(i["rule"], i["subject"]) for i in again.get_json()["issues"]] == [("no_worker", "low")]

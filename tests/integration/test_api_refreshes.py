@@ -11,8 +11,8 @@ import redis
 
 from jobs import keys, queues
 from jobs.refresh.manager import SyncTaskManager
-from tests.api_helpers import Api, is_problem, make_api
-from tests.helpers import drain
+from tests.support.api_helpers import Api, is_problem, make_api
+from tests.support.helpers import drain
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from jobs import keys, queues
 from jobs.config import Settings
 from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
 from jobs.refresh.manager import SyncTaskManager
-from tests.api_helpers import Api, is_problem, make_api
-from tests.helpers import drain, exported
-from tests.named_helpers import drain_all
+from tests.support.api_helpers import Api, is_problem, make_api
+from tests.support.helpers import drain, exported
+from tests.support.named_helpers import drain_all
 
 ODD = 'quote " apostrophe \' newline \n tab \t emoji 🚀 <b>x</b> 广东'
 
@@ -106,7 +106,7 @@ def test_a_bad_run_is_refused_and_enqueues_nothing(api: Api) -> None:
     assert "JSON array" in is_problem(api.post("/tasks/t-add/run", json={"args": "1, 2"}), 422)["detail"]
     assert "unknown field" in is_problem(api.post("/tasks/t-add/run", json={"kwargs": {}}), 422)["detail"]
     is_problem(api.get("/runs/nope"), 404)
-    other = queues.queue(api.conn, queues.LOW).enqueue("tests.job_functions.add", 1, 1)
+    other = queues.queue(api.conn, queues.LOW).enqueue("tests.support.job_functions.add", 1, 1)
     assert "not a named-task run" in is_problem(api.get(f"/runs/{other.id}"), 404)["detail"]
     assert queued() == 1
     is_problem(api.get("/tasks/t-add/history?limit=0"), 400)
@@ -154,7 +154,7 @@ def test_failed_jobs_list_show_retry_purge(api: Api) -> None:
     is_problem(api.get("/failed/nope"), 404)
     ids = []
     for _ in range(2):
-        job = queues.queue(api.conn, queues.NORMAL).enqueue("tests.job_functions.broken")
+        job = queues.queue(api.conn, queues.NORMAL).enqueue("tests.support.job_functions.broken")
         drain(api.conn, [queues.NORMAL])
         ids.append(job.id)
     assert sweep_failed_jobs(api.conn, RetryPolicy(base=0, factor=1, cap=0, max_retries=0), Settings.from_env()) == 2
@@ -170,7 +170,7 @@ def test_failed_jobs_list_show_retry_purge(api: Api) -> None:
 
 
 def test_workers_and_queues(api: Api, conn: redis.Redis) -> None:
-    queues.queue(conn, queues.LOW).enqueue("tests.job_functions.add", 1, 1)
+    queues.queue(conn, queues.LOW).enqueue("tests.support.job_functions.add", 1, 1)
     SyncTaskManager(conn=conn).create_full_refresh_task()
     rows = {q["name"]: q for q in api.get("/queues", "read").get_json()["items"]}
     assert set(rows) == set(queues.ALL_QUEUES)

@@ -16,10 +16,9 @@ from jobs.named import arguments, runs, schedules
 from jobs.named.catalog import TaskCatalog
 from jobs.named.definitions import ScheduleSpec, definition_of
 from jobs.named.workflows import Signature, batch, chain
-from tests import named_task_functions as f
-from tests.conftest import run_cli
-from tests.helpers import stored_keys
-from tests.named_helpers import drain_all, registry
+from tests.support import named_task_functions as f
+from tests.support.helpers import run_cli, stored_keys
+from tests.support.named_helpers import drain_all, registry
 
 GOOD: dict[str, Any] = {"count": 3, "ratio": 0.5, "label": None, "flags": [True, False], "weights": {"a": 1, "b": 2.5}}
 

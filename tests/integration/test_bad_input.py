@@ -14,9 +14,8 @@ import redis
 
 from jobs import keys, queues
 from jobs.named import runs
-from tests.conftest import run_cli
-from tests.helpers import stored_keys
-from tests.named_helpers import registry
+from tests.support.helpers import run_cli, stored_keys
+from tests.support.named_helpers import registry
 
 HUGE = "99999999999999999999"
 

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, run_cli
-from tests.helpers import http_server
-from tests.private_valkey import PrivateValkey
+from tests.support.helpers import free_port, http_server, run_cli
+from tests.support.private_valkey import PrivateValkey
 
 # The brief's bound is ~3 s, start-up included; here the command's own start-up (Python, imports: `--help`,
 # timed just before) is taken off, so a busy machine's slower start does not count as a slow failure.

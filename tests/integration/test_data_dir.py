@@ -16,7 +16,7 @@ import pytest
 from jobs.config import Settings
 from jobs.embedded_server import EmbeddedServer
 from jobs.errors import DataDirError
-from tests.conftest import REFRESHQ, run_cli
+from tests.support.helpers import REFRESHQ, run_cli
 
 _FS_IOC_GETFLAGS = 0x80086601
 _FS_IOC_SETFLAGS = 0x40086602

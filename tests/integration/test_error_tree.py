@@ -17,8 +17,8 @@ import jobs
 import web
 from jobs import errors
 from jobs.errors import HANDLING_BASES, LimitExceededError, RefreshqError
-from tests.api_helpers import Api, is_problem, make_api
-from tests.helpers import run_cli, stored_keys
+from tests.support.api_helpers import Api, is_problem, make_api
+from tests.support.helpers import run_cli, stored_keys
 from web.api.problems import STATUS_OF, BadQuery, status_of
 
 UNKNOWN_REFRESH = "task_20990101_000000_ffffff"

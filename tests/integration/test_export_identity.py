@@ -5,7 +5,7 @@ differently -- non-BMP characters (sent as surrogate-pair escapes), control char
 backslashes, U+2028, floats (1e16, 1e-07, -0.0, 0.1), integers beyond 64 bits, nested lists and
 objects, booleans and nulls, keys in an unusual order -- is exported as JSON lines and as CSV, and the
 SHA-256 of each export is compared with the digests the code of main@0692edb produced for the same
-upstream (tests/data/export_digests.json; `generate` below is what ran there, see its docstring).
+upstream (tests/support/data/export_digests.json; `generate` below is what ran there, see its docstring).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -26,9 +25,9 @@ from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.base import Hospital
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import DirectoryHandler, DirectoryServer, RunningUpstream
-from tests.helpers import settle
+from tests.support.helpers import REPO, settle
 
-DIGESTS = Path(__file__).resolve().parent / "data" / "export_digests.json"
+DIGESTS = REPO / "tests" / "support" / "data" / "export_digests.json"
 SCALE = 200_000  # 北京: about 1,100 hospitals in 16 districts
 
 # Values whose JSON spelling differs between encoders, or between escaped and unescaped forms.

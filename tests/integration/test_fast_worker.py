@@ -17,8 +17,8 @@ from rq.serializers import JSONSerializer
 
 from jobs import failures, queues
 from jobs.named.workflows import batch, chain, get_workflow
-from tests import named_task_functions as f
-from tests.named_helpers import named_env, trace
+from tests.support import named_task_functions as f
+from tests.support.named_helpers import named_env, trace
 from workers.channel import ChannelMixin
 from workers.fast import FAST_QUEUES, build_fast_worker
 
@@ -65,7 +65,7 @@ def _run_one(conn: redis.Redis, worker_kind: str) -> tuple[dict[bytes, Any], tup
     conn.flushdb()
     queues.register_queues(conn)
     queue = queues.queue(conn, queues.NORMAL)
-    job = queue.enqueue("tests.job_functions.add", 1, 2)
+    job = queue.enqueue("tests.support.job_functions.add", 1, 2)
     name = f"w-{worker_kind}"
     if worker_kind == "fast":
         build_fast_worker(conn, [queues.NORMAL], name=name).work(burst=True)
@@ -94,7 +94,7 @@ def _fetch(conn: redis.Redis, job_id: str) -> Job:
 
 def test_results_are_fetched_as_from_rqs_worker(conn: redis.Redis) -> None:
     q = queues.queue(conn, queues.NORMAL)
-    jobs = [q.enqueue("tests.job_functions.describe", {"n": i, "x": None}) for i in range(30)]
+    jobs = [q.enqueue("tests.support.job_functions.describe", {"n": i, "x": None}) for i in range(30)]
     fast_drain(conn)
     for job in jobs:
         done = _fetch(conn, job.id)
@@ -107,8 +107,8 @@ def test_results_are_fetched_as_from_rqs_worker(conn: redis.Redis) -> None:
 
 def test_a_failure_lands_in_rqs_failed_registry(conn: redis.Redis) -> None:
     q = queues.queue(conn, queues.NORMAL)
-    bad = q.enqueue("tests.job_functions.fail_with", "no good")
-    good = q.enqueue("tests.job_functions.add", 2, 2)
+    bad = q.enqueue("tests.support.job_functions.fail_with", "no good")
+    good = q.enqueue("tests.support.job_functions.add", 2, 2)
     fast_drain(conn)
     failed = _fetch(conn, bad.id)
     assert failed.get_status() == JobStatus.FAILED and bad.id in FailedJobRegistry(queue=q)
@@ -119,7 +119,7 @@ def test_a_failure_lands_in_rqs_failed_registry(conn: redis.Redis) -> None:
 
 def test_rqs_retry_runs_a_failing_job_again(conn: redis.Redis) -> None:
     q = queues.queue(conn, queues.NORMAL)
-    job = q.enqueue("tests.job_functions.count_then_fail", "runs", retry=Retry(max=2))
+    job = q.enqueue("tests.support.job_functions.count_then_fail", "runs", retry=Retry(max=2))
     fast_drain(conn)
     assert conn.llen("runs") == 3  # the first run and two retries
     done = _fetch(conn, job.id)
@@ -128,9 +128,9 @@ def test_rqs_retry_runs_a_failing_job_again(conn: redis.Redis) -> None:
 
 def test_dependents_are_enqueued_when_their_dependency_finishes(conn: redis.Redis) -> None:
     q = queues.queue(conn, queues.NORMAL)
-    first = q.enqueue("tests.job_functions.nap", 0, "order")
-    second = q.enqueue("tests.job_functions.nap", 0, "order", depends_on=first)
-    third = q.enqueue("tests.job_functions.nap", 0, "order", depends_on=[first, second])
+    first = q.enqueue("tests.support.job_functions.nap", 0, "order")
+    second = q.enqueue("tests.support.job_functions.nap", 0, "order", depends_on=first)
+    third = q.enqueue("tests.support.job_functions.nap", 0, "order", depends_on=[first, second])
     assert _fetch(conn, second.id).get_status() == JobStatus.DEFERRED
     fast_drain(conn)
     assert conn.lrange("order", 0, -1) == [j.id.encode() for j in (first, second, third)]
@@ -151,8 +151,9 @@ def test_chains_and_batches_run_on_fast_workers(conn: redis.Redis, env: dict[str
 
 def test_success_and_failure_callbacks_run(conn: redis.Redis) -> None:
     q = queues.queue(conn, queues.NORMAL)
-    ok = q.enqueue("tests.job_functions.add", 1, 2, on_success=Callback("tests.job_functions.on_success"))
-    bad = q.enqueue("tests.job_functions.broken", on_failure=Callback("tests.job_functions.on_failure"))
+    ok = q.enqueue("tests.support.job_functions.add", 1, 2,
+                   on_success=Callback("tests.support.job_functions.on_success"))
+    bad = q.enqueue("tests.support.job_functions.broken", on_failure=Callback("tests.support.job_functions.on_failure"))
     fast_drain(conn)
     assert sorted(conn.lrange("callbacks", 0, -1)) == sorted(
         [f"success {ok.id} 3".encode(), f"failure {bad.id} ValidationError".encode()])
@@ -160,7 +161,7 @@ def test_success_and_failure_callbacks_run(conn: redis.Redis) -> None:
 
 def test_a_job_past_its_timeout_fails_as_timed_out(conn: redis.Redis) -> None:
     q = queues.queue(conn, queues.NORMAL)
-    job = q.enqueue("tests.job_functions.nap", 30, job_timeout=1)
+    job = q.enqueue("tests.support.job_functions.nap", 30, job_timeout=1)
     started = time.monotonic()
     fast_drain(conn)
     assert time.monotonic() - started < 10

@@ -1,6 +1,6 @@
 """Fencing tokens (jobs.refresh.fence): a job execution that no longer owns its part of a task writes nothing.
 
-These tests drive the fence's scripts against the real server, one write path at a time; tests/test_paused.py
+These tests drive the fence's scripts against the real server, one write path at a time; tests/processes/test_paused.py
 freezes real workers (SIGSTOP) in the middle of a refresh and wakes them after their work was taken over.
 """
 
@@ -28,7 +28,7 @@ from jobs.refresh.job import PROVINCE_FUNC
 from jobs.refresh.published import Leaf
 from jobs.scripts import Scripts
 from jobs.statuses import CANCELLED, RUNNING, SUCCEEDED
-from tests.helpers import run_cli
+from tests.support.helpers import run_cli
 
 PROVINCE = "110000"
 LEAF = Leaf("110101", "东城区", "district", "北京市", "北京市")

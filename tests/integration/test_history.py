@@ -9,9 +9,9 @@ import redis
 
 from jobs import keys
 from jobs.named import history
-from tests import named_task_functions as f
-from tests.conftest import run_cli
-from tests.named_helpers import drain_all, registry
+from tests.support import named_task_functions as f
+from tests.support.helpers import run_cli
+from tests.support.named_helpers import drain_all, registry
 
 
 def test_history_keeps_the_newest_records_up_to_the_count_limit(conn: redis.Redis) -> None:

@@ -15,7 +15,7 @@ from jobs import queues, shutdown
 from jobs.config import Settings
 from jobs.named import runs
 from jobs.refresh.manager import SyncTaskManager
-from tests.named_helpers import registry
+from tests.support.named_helpers import registry
 from workers import build_worker, preload_job_modules
 
 

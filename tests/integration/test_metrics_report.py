@@ -16,9 +16,8 @@ from jobs.named import runs as named_runs
 from jobs.observe import report
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import CANCELLED, FAILED, SUCCEEDED
-from tests.conftest import run_cli
-from tests.helpers import drain, wait_status
-from tests.named_helpers import drain_all, named_env, registry
+from tests.support.helpers import drain, run_cli, wait_status
+from tests.support.named_helpers import drain_all, named_env, registry
 
 HOUR, DAY = 3600.0, 86_400.0
 

@@ -7,7 +7,7 @@ import pytest
 
 from jobs.config import Settings
 from jobs.errors import ConfigError
-from tests.conftest import run_cli
+from tests.support.helpers import run_cli
 
 BAD = [
     ("REFRESHQ_HEALTH_MIN_SUCCESS_RATE", "101", "0 to 100"),

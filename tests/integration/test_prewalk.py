@@ -23,7 +23,7 @@ from jobs.refresh.walk import walk_province
 from jobs.upstream.base import Region
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
-from tests.helpers import checksum, exported, settle
+from tests.support.helpers import checksum, exported, settle
 
 TASK = "task_20261201_000000_abcdef"
 

@@ -14,7 +14,7 @@ from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
-from tests.helpers import checksum, drain, exported, province_hospitals
+from tests.support.helpers import checksum, drain, exported, province_hospitals
 
 SCALE = 6000
 

@@ -1,7 +1,7 @@
 """A refresh is exact or it is not SUCCEEDED, whatever the upstream does.
 
-Refreshes over a loopback upstream that breaks one rule of the contract at a time (tests/lying_upstream.py),
-run by forking workers (tests.helpers.settle: drain plus the retry sweeper). Each one ends with the
+Refreshes over a loopback upstream that breaks one rule of the contract at a time (tests/support/lying_upstream.py),
+run by forking workers (tests.support.helpers.settle: drain plus the retry sweeper). Each one ends with the
 export equal to the upstream's truth, or FAILED with the region named: never SUCCEEDED and short. A count
 that lies while the listing is complete and the same twice (a stale `total`) is no reason to fail: those
 leaves are published and reported.
@@ -18,9 +18,8 @@ from jobs.config import Settings
 from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
-from tests.conftest import run_cli
-from tests.helpers import checksum, exported, province_hospitals, settle
-from tests.lying_upstream import LISTING_LIES, STALE_COUNT_LIES, Lie, LyingUpstream
+from tests.support.helpers import checksum, exported, province_hospitals, run_cli, settle
+from tests.support.lying_upstream import LISTING_LIES, STALE_COUNT_LIES, Lie, LyingUpstream
 
 SCALE, PAGE_CAP = 40_000, 5  # 北京: 16 districts of 7 to 19 hospitals, 2 to 4 pages each
 FULL_SCALE = 3000  # full refreshes: one page per leaf, so 34 provinces stay quick

@@ -1,5 +1,5 @@
 """Province refreshes end to end through the LLM upstream, against the local OpenAI-compatible server
-of tests/upstream_servers.py (real HTTP on loopback), run by real forking workers."""
+of tests/support/upstream_servers.py (real HTTP on loopback), run by real forking workers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from jobs.config import Settings
 from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
-from tests.helpers import checksum, drain, exported, province_hospitals, redis_keys_holding
-from tests.upstream_servers import CODE, FakeChatServer, RunningChat, start_chat_server
+from tests.support.helpers import checksum, drain, exported, province_hospitals, redis_keys_holding
+from tests.support.upstream_servers import CODE, FakeChatServer, RunningChat, start_chat_server
 
 SCALE = 3000
 API_KEY = "sk-llm-test-0123456789"

@@ -1,4 +1,4 @@
-"""Refreshes through an OpenAI-compatible model that slips (tests/upstream_servers.py's fake, real HTTP):
+"""Refreshes through an OpenAI-compatible model that slips (tests/support/upstream_servers.py's fake, real HTTP):
 an item missing a field in 5 % of the answers, conflicting duplicates, truncated JSON. Each ends exact
 (re-asked until the answer is whole) or FAILED naming the region; REFRESHQ_UPSTREAM_ATTEMPTS bounds the
 asking."""
@@ -16,8 +16,8 @@ from jobs import keys
 from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
-from tests.helpers import checksum, drain, exported, province_hospitals
-from tests.upstream_servers import CODE, FakeChatServer, RunningChat
+from tests.support.helpers import checksum, drain, exported, province_hospitals
+from tests.support.upstream_servers import CODE, FakeChatServer, RunningChat
 
 API_KEY = "sk-llm-exact-0123456789"
 SCALE = 3000

@@ -26,9 +26,9 @@ from jobs.named import history, runs
 from jobs.named.catalog import TaskCatalog, load_tasks
 from jobs.named.definitions import Priority, definition_of
 from jobs.refresh.manager import SyncTaskManager
-from tests import named_task_functions as f
-from tests.helpers import drain
-from tests.named_helpers import drain_all, registry, trace
+from tests.support import named_task_functions as f
+from tests.support.helpers import drain
+from tests.support.named_helpers import drain_all, registry, trace
 
 
 def _one() -> int:
@@ -55,7 +55,7 @@ def test_only_the_configured_modules_are_searched() -> None:
     builtin = load_tasks(["jobs.named.builtin"])
     assert {d.name for d in builtin} == {"refresh-full", "cleanup", "data-snapshot"}
     assert "t-add" not in builtin
-    both = load_tasks(["jobs.named.builtin", "tests.named_task_functions"])
+    both = load_tasks(["jobs.named.builtin", "tests.support.named_task_functions"])
     assert {"t-add", "cleanup"} <= {d.name for d in both}
     assert [d.name for d in both.select(category="math")] == ["t-add"]
     assert {d.name for d in both.select(tag="fast")} == {"t-add", "t-fail"}

@@ -15,8 +15,9 @@ from redis.commands.core import Script
 
 from jobs import keys
 from jobs.scripts import Scripts
+from tests.support.helpers import REPO
 
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "jobs" / "scripts"
+SCRIPTS_DIR = REPO / "jobs" / "scripts"
 ROOT = SCRIPTS_DIR.parent.parent
 
 # Scripts that still name keys they do not declare, each with why; one converted leaves this list (the test

@@ -24,7 +24,7 @@ from jobs.refresh import published as store
 from jobs.refresh.published import Leaf
 from jobs.refresh.records import status_dict
 from jobs.scripts import STAGE_LEAF, Scripts
-from tests.helpers import wait_until
+from tests.support.helpers import wait_until
 
 TASK = "task_20261122_000000_abcdef"
 

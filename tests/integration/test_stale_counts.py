@@ -3,7 +3,7 @@
 A leaf whose listing ends properly and gives the same records twice is published whatever its `total` says,
 and reported (the status dict's `total_mismatches`, the task's result, the CLI's and the refresh page's
 summary, `refreshq_upstream_total_mismatches_total`); a leaf whose two listings differ, or whose listing
-ends the way a cut one does, still fails its region (tests/test_refresh_exact.py runs those lies).
+ends the way a cut one does, still fails its region (tests/integration/test_refresh_exact.py runs those lies).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from jobs.config import Settings
 from jobs.observe import counters
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
-from tests.helpers import checksum, exported, province_hospitals, settle
-from tests.lying_upstream import Lie, LyingUpstream
-from tests.test_refresh_exact import FAST, FULL_SCALE, PAGE_CAP, SCALE
+from tests.integration.test_refresh_exact import FAST, FULL_SCALE, PAGE_CAP, SCALE
+from tests.support.helpers import checksum, exported, province_hospitals, settle
+from tests.support.lying_upstream import Lie, LyingUpstream
 from web.app import create_app
 
 # 北京 at SCALE in pages of 5: (leaf, its hospitals, the lie's kind, by how much). Five leaves of sixteen whose

@@ -19,9 +19,9 @@ from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
 from jobs.named import history
 from jobs.named.definitions import task_retry
 from jobs.named.runs import enqueue_task
-from tests.api_helpers import Api, make_api
-from tests.conftest import run_cli
-from tests.named_helpers import TASK_MODULES, drain_all, registry
+from tests.support.api_helpers import Api, make_api
+from tests.support.helpers import run_cli
+from tests.support.named_helpers import TASK_MODULES, drain_all, registry
 from workers import build_worker
 from workers.fast import FAST_QUEUES, build_fast_worker
 
@@ -79,7 +79,7 @@ def _three(a: int, b: int, c: int) -> int:
 
 
 def test_a_run_whose_arguments_do_not_fit_its_workers_task_is_not_retried(api: Api, tenv: dict[str, str]) -> None:
-    # The enqueuer's t-add takes three arguments; the worker's (tests/named_task_functions.py) two.
+    # The enqueuer's t-add takes three arguments; the worker's (tests/support/named_task_functions.py) two.
     theirs = dataclasses.replace(registry().get("t-add"), func=_three, retry=PATIENT)
     run_id = enqueue_task(api.conn, theirs, (1, 2, 3), modules=[__name__])
     drain_all(api.conn)

@@ -25,10 +25,10 @@ from jobs.errors import RefreshNotFoundError, TaskExecutionError, TaskNotFoundEr
 from jobs.named import history
 from jobs.refresh import manager as managers
 from jobs.retry_policy import RetryPolicy
-from tests import named_task_functions as f
-from tests.api_helpers import Api, is_problem, make_api
-from tests.helpers import REPO, run_cli
-from tests.named_helpers import drain_all
+from tests.support import named_task_functions as f
+from tests.support.api_helpers import Api, is_problem, make_api
+from tests.support.helpers import REPO, run_cli
+from tests.support.named_helpers import drain_all
 
 REFRESH_VERBS = ("list", "status", "cancel", "resume", "cleanup")
 ALIAS = re.compile(r"^Alias of `refreshq ([a-z -]+)`\.$")

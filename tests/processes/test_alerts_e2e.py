@@ -23,9 +23,8 @@ from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import FAILED, SUCCEEDED
 from jobs.upstream.serve import start_background
-from tests.conftest import REFRESHQ
-from tests.helpers import RefusingDirectory, wait_status, wait_until, worker_process
-from tests.observe_helpers import MailSink, WebhookReceiver, smtp_server, webhook_receiver
+from tests.support.helpers import REFRESHQ, RefusingDirectory, wait_status, wait_until, worker_process
+from tests.support.observe_helpers import MailSink, WebhookReceiver, smtp_server, webhook_receiver
 
 SCALE = 3000
 SECRET = "whsec_" + "ZTJlLXRlc3Qtc2VjcmV0LWZvci13ZWJob29rcw=="

@@ -17,12 +17,11 @@ from jobs import keys, queues, tokens
 from jobs.errors import TaskArgumentsError
 from jobs.named import runs
 from jobs.named.arguments import MAX_ARGUMENTS_BYTES
-from tests.api_helpers import Api, is_problem, make_api
-from tests.conftest import run_cli
-from tests.helpers import stored_keys
-from tests.named_helpers import registry
-from tests.test_api_auth import ROUTES
-from tests.web_helpers import web_process
+from tests.integration.test_api_auth import ROUTES
+from tests.support.api_helpers import Api, is_problem, make_api
+from tests.support.helpers import run_cli, stored_keys
+from tests.support.named_helpers import registry
+from tests.support.web_helpers import web_process
 from web.api.bounds import MAX_BODY_BYTES
 
 JSON = {"Content-Type": "application/json"}

@@ -17,8 +17,7 @@ import pytest
 import redis
 
 from jobs import tokens
-from tests.conftest import REFRESHQ, free_port
-from tests.helpers import wait_until, worker_process
+from tests.support.helpers import REFRESHQ, free_port, wait_until, worker_process
 
 pytestmark = pytest.mark.slow  # real processes over seconds: out of the quick loop
 

@@ -10,8 +10,8 @@ import redis
 from rq import Worker
 
 from jobs import keys, queues
-from tests.api_helpers import Api, is_problem, make_api
-from tests.helpers import refreshq_process, wait_until, worker_process
+from tests.support.api_helpers import Api, is_problem, make_api
+from tests.support.helpers import refreshq_process, wait_until, worker_process
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
-from tests.helpers import checksum, drain, exported, horse_pids, wait_status, wait_until, worker_process
+from tests.support.helpers import checksum, drain, exported, horse_pids, wait_status, wait_until, worker_process
 
 SCALE = 12_000
 pytestmark = pytest.mark.upstream(scale=SCALE, latency_ms=30)  # the `slow_upstream` of these tests

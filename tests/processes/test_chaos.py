@@ -19,7 +19,7 @@ from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
-from tests.helpers import (
+from tests.support.helpers import (
     checksum,
     exported,
     kill_with_horses,
@@ -66,7 +66,7 @@ CHAOS_ENV = {
     "REFRESHQ_RETRY_BASE": "0.2",       # the sweeper backs off quickly in a test
     "REFRESHQ_RETRY_MAX": "10",
     # The injected 429s fall on 2% of requests whatever the rate: faults, not a limit. Paced, each would pause
-    # every worker for its Retry-After and back the learned rate off (tests/test_pacing*.py); here each is
+    # every worker for its Retry-After and back the learned rate off (tests/processes/test_pacing*.py); here each is
     # retried by the thread that got it, as the faults are meant.
     "REFRESHQ_UPSTREAM_RPS": "0",
 }

@@ -16,7 +16,15 @@ from jobs.redis_values import as_text_map, as_texts
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
-from tests.helpers import checksum, exported, scheduler_running, wait_status, wait_until, work_horses, worker_process
+from tests.support.helpers import (
+    checksum,
+    exported,
+    scheduler_running,
+    wait_status,
+    wait_until,
+    work_horses,
+    worker_process,
+)
 
 SCALE = 20_000
 pytestmark = [pytest.mark.slow, pytest.mark.upstream(scale=SCALE, latency_ms=40)]  # upstream: `slow_upstream`

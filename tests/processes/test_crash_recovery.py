@@ -20,7 +20,7 @@ from jobs.config import Settings
 from jobs.redis_values import as_text, as_texts
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.serve import DirectoryHandler, start_background
-from tests.helpers import (
+from tests.support.helpers import (
     Requests,
     kill_with_horses,
     log_lines,
@@ -125,7 +125,7 @@ def test_a_job_the_blocking_wait_of_a_frozen_worker_took_goes_back_to_the_queue_
     with scheduler_running(env), refreshq_process(["worker", "--queue", "normal"], env) as frozen:
         wait_until(lambda: _blocked(conn), 30, what="the worker to wait")
         os.kill(frozen.pid, signal.SIGSTOP)
-        job = normal.enqueue("tests.job_functions.nap", 0, "ran")
+        job = normal.enqueue("tests.support.job_functions.nap", 0, "ran")
         wait_until(lambda: _blocked(conn) == 0, 10, what="the server to answer the frozen worker's wait")
         assert conn.llen(normal.key) == 0 and list(conn.scan_iter(keys.CLAIMS_PREFIX + "*"))  # in its claims
         wait_until(lambda: job.id in normal.job_ids, 60, 0.1, "the lapsed claim to go back to the queue")

@@ -21,9 +21,8 @@ from jobs import queues
 from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.serve import RunningUpstream
-from tests.conftest import REFRESHQ, free_port
-from tests.helpers import drain, get_when_up, wait_until, worker_process
-from tests.web_helpers import (
+from tests.support.helpers import REFRESHQ, drain, free_port, get_when_up, wait_until, worker_process
+from tests.support.web_helpers import (
     MARKUP_CODE,
     MARKUP_NAME,
     MarkupNamedDirectory,
@@ -34,7 +33,7 @@ from tests.web_helpers import (
     same_origin,
     served,
 )
-from tests.web_helpers import value_count as scanned_values
+from tests.support.web_helpers import value_count as scanned_values
 from web.app import create_app
 from web.dashboard.templates import PatchError, patched_source
 from web.dashboard.views import REGISTRIES
@@ -139,7 +138,7 @@ def test_unknown_things_and_bad_pages_answer_404_or_400(conn: redis.Redis, base_
         for action in ("/rq/job/nope/requeue", "/rq/job/nope/delete", "/rq/requeue/nope",
                        "/rq/queue/nope/failed/empty", "/rq/queue/normal/nope/empty", "/rq/queue/nope/compact"):
             assert client.post(action, headers=headers).status_code == 404, action
-        finished = queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.add", 1, 2)
+        finished = queues.queue(conn, queues.NORMAL).enqueue("tests.support.job_functions.add", 1, 2)
         drain(conn, [queues.NORMAL])
         assert client.post(f"/rq/job/{finished.id}/requeue", headers=headers).status_code == 409
 
@@ -183,7 +182,7 @@ def test_the_scan_finds_what_rq_dashboards_own_requeue_leaves(conn: redis.Redis)
 
 def test_delete_and_empty_work_on_json_jobs(conn: redis.Redis, base_url: str) -> None:
     doomed, other = failed_job(conn), failed_job(conn, key="test:other")
-    queued = [queues.queue(conn, queues.LOW).enqueue("tests.job_functions.add", i, 1) for i in range(3)]
+    queued = [queues.queue(conn, queues.LOW).enqueue("tests.support.job_functions.add", i, 1) for i in range(3)]
     with httpx.Client(base_url=base_url, timeout=10, headers=same_origin(base_url)) as client:
         assert client.post(f"/rq/job/{doomed.id}/delete").json() == {"status": "OK"}
         assert not Job.exists(doomed.id, connection=conn)
@@ -202,7 +201,7 @@ def test_compact_drops_only_dead_entries_in_place_and_answers_an_empty_queue(
     conn: redis.Redis, base_url: str
 ) -> None:
     low = queues.queue(conn, queues.LOW)
-    first, gone, last = (low.enqueue("tests.job_functions.add", i, 1) for i in range(3))
+    first, gone, last = (low.enqueue("tests.support.job_functions.add", i, 1) for i in range(3))
     conn.delete(gone.key)  # its entry stays in the queue: a dead entry
     with httpx.Client(base_url=base_url, timeout=10, headers=same_origin(base_url)) as client:
         assert client.post(f"/rq/queue/{queues.LOW}/compact").json() == {"status": "OK"}
@@ -226,7 +225,7 @@ def test_mutating_routes_refuse_get_other_origins_and_no_password(
 ) -> None:
     settings = Settings.from_env({**env, "REFRESHQ_WEB_PASSWORD": "pw"})
     job = failed_job(conn)
-    queues.queue(conn, queues.LOW).enqueue("tests.job_functions.add", 1, 1)
+    queues.queue(conn, queues.LOW).enqueue("tests.support.job_functions.add", 1, 1)
     actions = [f"/rq/job/{job.id}/requeue", f"/rq/job/{job.id}/delete", f"/rq/requeue/{queues.NORMAL}",
                f"/rq/queue/{queues.NORMAL}/failed/empty", f"/rq/queue/{queues.LOW}/queued/empty",
                f"/rq/queue/{queues.LOW}/compact"]

@@ -27,8 +27,8 @@ from jobs import queues
 from jobs.config import Settings
 from jobs.refresh.job import PROVINCE_FUNC
 from jobs.refresh.manager import SyncTaskManager
-from tests.helpers import drain, http_server, wait_until, worker_process
-from tests.web_helpers import (
+from tests.support.helpers import drain, http_server, wait_until, worker_process
+from tests.support.web_helpers import (
     MARKUP_CODE,
     MARKUP_NAME,
     busy_province_jobs,
@@ -121,7 +121,7 @@ def assert_nothing_ran(driver: WebDriver) -> None:
 def test_markup_in_names_shows_as_text_while_a_worker_is_busy(
     browser: WebDriver, base_url: str, env: dict[str, str], conn: redis.Redis
 ) -> None:
-    failed = failed_job(conn, func="tests.job_functions.fail_with", args=(MARKUP_NAME,))
+    failed = failed_job(conn, func="tests.support.job_functions.fail_with", args=(MARKUP_NAME,))
     with markup_upstream(200) as (running, _directory), worker_process(env), logged_in(browser):
         manager = SyncTaskManager(Settings.from_env(env), conn, upstream={"kind": "http", "url": running.url})
         task_id = manager.create_province_refresh_task(MARKUP_CODE)
@@ -221,7 +221,7 @@ def test_another_sites_pages_change_nothing(
     browser: WebDriver, env: dict[str, str], redis_url: str, conn: redis.Redis
 ) -> None:
     job = failed_job(conn)
-    other = queues.queue(conn, queues.LOW).enqueue("tests.job_functions.add", 1, 1)
+    other = queues.queue(conn, queues.LOW).enqueue("tests.support.job_functions.add", 1, 1)
     app = create_app(Settings.from_env({**env, "REFRESHQ_WEB_PASSWORD": PASSWORD}), redis_url)
     answered: list[tuple[str, str, int]] = []
 

@@ -14,8 +14,7 @@ import redis
 from jobs import queues
 from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
-from tests.conftest import REFRESHQ
-from tests.helpers import alive, horse_pids, wait_until
+from tests.support.helpers import REFRESHQ, alive, horse_pids, wait_until
 
 
 def _busy_workers(demo: subprocess.Popen[bytes]) -> tuple[list[int], list[int]] | None:

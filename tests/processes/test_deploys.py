@@ -20,14 +20,14 @@ from jobs import keys, queues
 from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.serve import Faults
-from tests.conftest import run_cli
-from tests.helpers import (
+from tests.support.helpers import (
     Requests,
     alive,
     exported,
     kill_with_horses,
     recording_upstream,
     refreshq_process,
+    run_cli,
     scheduler_running,
     wait_status,
     wait_until,
@@ -167,7 +167,7 @@ def test_a_job_that_does_not_stop_is_cut_short_within_the_budget_and_requeued_at
         task_id = manager.create_full_refresh_task()  # creation asks for the provinces: answered
         upstream.server.faults = Faults(hang_rate=1.0, hang_seconds=60)  # its plan job's province listing hangs
         requests.clear()
-        queues.queue(conn, queues.REFRESH).enqueue("tests.job_functions.add", 1, 2)  # queued behind it
+        queues.queue(conn, queues.REFRESH).enqueue("tests.support.job_functions.add", 1, 2)  # queued behind it
         with worker_process(env) as worker:
             wait_until(lambda: upstream.stats()["in_flight"] >= 1, 30, what="the plan job's request to hang")
             os.kill(worker.pid, signal.SIGTERM)

@@ -1,5 +1,5 @@
 """The README and the docs site: the README stays a front page, the site builds with warnings as errors, and
-every code sample in them is run or checked (tests/docs_samples.py reads them; docs/layout.md, *The docs*,
+every code sample in them is run or checked (tests/support/docs_samples.py reads them; docs/layout.md, *The docs*,
 says how each kind of block is treated). A sample that cannot run is marked so, and listed with its reason.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobs.observe.channels import Notice, webhook_body
-from tests.docs_samples import (
+from tests.support.docs_samples import (
     FENCE,
     MARK,
     PAGES,
@@ -27,7 +27,7 @@ from tests.docs_samples import (
     refreshq_command,
     samples,
 )
-from tests.helpers import REPO, kill_with_horses, wait_until
+from tests.support.helpers import REPO, kill_with_horses, wait_until
 
 SAMPLES = samples()
 KINDS = {"sh", "python", "json", "text", "console"}

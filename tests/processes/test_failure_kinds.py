@@ -34,8 +34,8 @@ from jobs.errors import (
     ValidationError,
 )
 from jobs.redis_values import as_text_map
-from tests.helpers import drain, horse_pids, wait_until, worker_process
-from tests.named_helpers import registry
+from tests.support.helpers import drain, horse_pids, wait_until, worker_process
+from tests.support.named_helpers import registry
 
 FAST = RetryPolicy(base=0.2, factor=2, cap=0.5, max_retries=3)
 
@@ -63,7 +63,8 @@ def test_the_kind_of_a_failure_follows_the_type_of_its_error(exc_type: type[Base
 
 def test_a_permanent_error_whose_message_names_transient_errors_is_not_retried(conn: redis.Redis) -> None:
     # Matching names in the traceback text would call this transient: its message is all transient names.
-    job = queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.fail_with", "TransientUpstreamError OSError")
+    queue = queues.queue(conn, queues.NORMAL)
+    job = queue.enqueue("tests.support.job_functions.fail_with", "TransientUpstreamError OSError")
     drain(conn, [queues.NORMAL])
     recorded = as_text_map(conn.hgetall(keys.job_failure(job.id)))
     assert recorded["kind"] == failures.PERMANENT
@@ -76,7 +77,7 @@ def test_a_permanent_error_whose_message_names_transient_errors_is_not_retried(c
 
 def test_a_failure_nobody_recorded_is_classified_from_rqs_text(conn: redis.Redis) -> None:
     """A failure of the previous layout, or of a job run by another worker, has no record."""
-    job = queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.flaky", "never-set")
+    job = queues.queue(conn, queues.NORMAL).enqueue("tests.support.job_functions.flaky", "never-set")
     drain(conn, [queues.NORMAL])
     conn.delete(keys.job_failure(job.id))
     assert sweep_failed_jobs(conn, FAST, Settings.from_env()) == 0
@@ -88,7 +89,7 @@ def test_a_failure_nobody_recorded_is_classified_from_rqs_text(conn: redis.Redis
 def _abandon(conn: redis.Redis, queue_name: str) -> Job:
     """A started job whose worker died: its started-registry entry lapsed 5 s ago."""
     queue = queues.queue(conn, queue_name)
-    job = queue.enqueue("tests.job_functions.add", 1, 2)
+    job = queue.enqueue("tests.support.job_functions.add", 1, 2)
     queue.remove(job.id)
     job.set_status(JobStatus.STARTED)
     with conn.pipeline() as pipe:
@@ -101,7 +102,7 @@ def _abandon(conn: redis.Redis, queue_name: str) -> Job:
 
 def test_the_scheduler_records_a_dead_workers_job_as_transient_and_it_resumes_first(conn: redis.Redis) -> None:
     queue = queues.queue(conn, queues.NORMAL)
-    waiting = queue.enqueue("tests.job_functions.add", 3, 4)
+    waiting = queue.enqueue("tests.support.job_functions.add", 3, 4)
     job = _abandon(conn, queues.NORMAL)
     abandoned.clean_started_registries(conn)
     recorded = as_text_map(conn.hgetall(keys.job_failure(job.id)))

@@ -19,9 +19,8 @@ from jobs.redis_values import as_text_map
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
-from tests.conftest import run_cli
-from tests.faulty_upstream import FaultyProxy
-from tests.helpers import checksum, drain, exported, wait_until, worker_process
+from tests.support.faulty_upstream import FaultyProxy
+from tests.support.helpers import checksum, drain, exported, run_cli, wait_until, worker_process
 from workers import build_worker
 
 FAST = RetryPolicy(base=0.2, factor=2, cap=0.5, max_retries=3)
@@ -62,7 +61,7 @@ def _failed_once(conn: redis.Redis, func: str, *args: str) -> str:
 
 
 def test_a_transient_failure_is_retried_after_its_backoff_then_buried(conn: redis.Redis) -> None:
-    job_id = _failed_once(conn, "tests.job_functions.flaky", "never-set")
+    job_id = _failed_once(conn, "tests.support.job_functions.flaky", "never-set")
     registry = queues.queue(conn, queues.NORMAL).failed_job_registry
     for attempt in (1, 2, 3):
         before = datetime.now(UTC).timestamp()
@@ -87,7 +86,7 @@ def test_a_transient_failure_is_retried_after_its_backoff_then_buried(conn: redi
 
 
 def test_a_permanent_failure_is_buried_at_once_and_can_be_retried(conn: redis.Redis, env: dict[str, str]) -> None:
-    job_id = _failed_once(conn, "tests.job_functions.broken")
+    job_id = _failed_once(conn, "tests.support.job_functions.broken")
     assert sweep_failed_jobs(conn, FAST, Settings.from_env()) == 1
     [entry] = dead_letters.list_dead(conn)
     assert (entry["job_id"], entry["kind"], entry["attempts"]) == (job_id, PERMANENT, 1)
@@ -104,7 +103,7 @@ def test_a_permanent_failure_is_buried_at_once_and_can_be_retried(conn: redis.Re
 
 
 def test_purge_empties_the_dead_letter_registry(conn: redis.Redis, env: dict[str, str]) -> None:
-    _failed_once(conn, "tests.job_functions.broken")
+    _failed_once(conn, "tests.support.job_functions.broken")
     sweep_failed_jobs(conn, FAST, Settings.from_env())
     result = run_cli("failed", "purge", "--yes", env=env)
     assert result.stdout.strip() == "purged 1 dead jobs"

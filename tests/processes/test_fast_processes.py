@@ -20,10 +20,9 @@ from rq.serializers import JSONSerializer
 
 from jobs import failures, keys, queues, workforce
 from jobs.config import Settings
-from tests.conftest import REFRESHQ, REPO
-from tests.helpers import scheduler_running, wait_until
-from tests.test_pools import live_children, pool_process
-from tests.web_helpers import served
+from tests.processes.test_pools import live_children, pool_process
+from tests.support.helpers import REFRESHQ, REPO, scheduler_running, wait_until
+from tests.support.web_helpers import served
 from web.app import create_app
 
 RQ = str(Path(sys.executable).parent / "rq")  # RQ's own CLI, next to this interpreter
@@ -43,8 +42,8 @@ def test_rq_info_and_the_dashboard_see_a_fast_worker_and_its_jobs(
 ) -> None:
     q = queues.queue(conn, queues.NORMAL)
     with pool_process(env, "--processes", "1", "--pool", "f", "--fast"):
-        done = q.enqueue("tests.job_functions.add", 1, 2)
-        busy = q.enqueue("tests.job_functions.nap", 30)
+        done = q.enqueue("tests.support.job_functions.add", 1, 2)
+        busy = q.enqueue("tests.support.job_functions.nap", 30)
         worker = _running(conn, busy)
         info = subprocess.run([RQ, "info", "-u", redis_url], capture_output=True, text=True, timeout=30)
         assert info.returncode == 0, info.stderr
@@ -61,20 +60,20 @@ def test_rq_info_and_the_dashboard_see_a_fast_worker_and_its_jobs(
 def test_rqs_stop_job_command_stops_a_job_on_a_fast_worker(conn: redis.Redis, env: dict[str, str]) -> None:
     q = queues.queue(conn, queues.NORMAL)
     with pool_process(env, "--processes", "1", "--pool", "f", "--fast"):
-        job = q.enqueue("tests.job_functions.nap", 60)
+        job = q.enqueue("tests.support.job_functions.nap", 60)
         _running(conn, job)
         send_stop_job_command(conn, job.id, serializer=JSONSerializer)
         wait_until(lambda: _fetch(conn, job.id).get_status() == JobStatus.STOPPED, 20)
         assert job.id in FailedJobRegistry(queue=q)
         assert failures.take(conn, job.id)["kind"] == failures.NEVER  # type: ignore[index]
-        after = q.enqueue("tests.job_functions.add", 1, 1)  # the worker carries on
+        after = q.enqueue("tests.support.job_functions.add", 1, 1)  # the worker carries on
         wait_until(lambda: _fetch(conn, after.id).get_status() == JobStatus.FINISHED, 20)
 
 
 def test_a_long_job_on_a_fast_worker_heartbeats(conn: redis.Redis, env: dict[str, str]) -> None:
     q = queues.queue(conn, queues.NORMAL)
     with pool_process(env, "--processes", "1", "--pool", "f", "--fast"):
-        job = q.enqueue("tests.job_functions.nap", 12)
+        job = q.enqueue("tests.support.job_functions.nap", 12)
         _running(conn, job)
         started = _fetch(conn, job.id).last_heartbeat
         first_expiry = _registry_expiry(conn, job)
@@ -94,7 +93,7 @@ def test_a_job_ignoring_its_time_limit_is_failed_and_its_worker_replaced(
 ) -> None:
     q = queues.queue(conn, queues.NORMAL)
     with pool_process(env, "--processes", "1", "--pool", "f", "--fast") as proc:
-        job = q.enqueue("tests.job_functions.stubborn", 60, job_timeout=1)
+        job = q.enqueue("tests.support.job_functions.stubborn", 60, job_timeout=1)
         _running(conn, job)
         first = live_children(proc)
         wait_until(lambda: _fetch(conn, job.id).get_status() == JobStatus.FAILED, 30, what="the hard limit")
@@ -106,7 +105,7 @@ def test_a_job_ignoring_its_time_limit_is_failed_and_its_worker_replaced(
 def test_a_sigkilled_fast_worker_s_job_is_abandoned_then_retried(conn: redis.Redis, env: dict[str, str]) -> None:
     q = queues.queue(conn, queues.NORMAL)
     with pool_process(env, "--processes", "1", "--pool", "f", "--fast") as proc, scheduler_running(env):
-        job = q.enqueue("tests.job_functions.hang_once", "hung")
+        job = q.enqueue("tests.support.job_functions.hang_once", "hung")
         _running(conn, job)
         # Killed inside the function, not between RQ's start and its call: a first run killed before it set
         # its mark would leave the retry to hang instead (seen on a loaded machine).
@@ -128,9 +127,9 @@ def test_sigterm_gives_a_running_job_its_budget_then_interrupts_it(conn: redis.R
     proc = subprocess.Popen([REFRESHQ, "worker", "--fast", "--queue", "normal"], env={**env, "PYTHONPATH": str(REPO)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        job = q.enqueue("tests.job_functions.nap", 60)
+        job = q.enqueue("tests.support.job_functions.nap", 60)
         _running(conn, job)
-        waiting = q.enqueue("tests.job_functions.add", 1, 1)
+        waiting = q.enqueue("tests.support.job_functions.add", 1, 1)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -20,8 +20,7 @@ from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import FAILED, RUNNING, SUCCEEDED
 from jobs.upstream.serve import Faults, start_background
 from scheduler import Scheduler
-from tests.conftest import run_cli
-from tests.helpers import drain, wait_until, worker_process
+from tests.support.helpers import drain, run_cli, wait_until, worker_process
 
 
 @pytest.fixture
@@ -113,7 +112,7 @@ def test_success_rate_too_many_running_and_dead_letters(
     fake_run(conn, FakeRun("t_bad", "province", now - 300, now - 290, now - 10, FAILED))
     for i in range(2):
         fake_run(conn, FakeRun(f"t_run_{i}", "full", now - 30, now - 20, progress=10))
-    job = queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.broken")
+    job = queues.queue(conn, queues.NORMAL).enqueue("tests.support.job_functions.broken")
     drain(conn, [queues.NORMAL])
     sweep_failed_jobs(conn, RetryPolicy(max_retries=0), Settings.from_env())  # a permanent failure: buried at once
     assert conn.zscore(keys.DEAD_LETTER, job.id) is not None

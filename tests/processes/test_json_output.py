@@ -16,9 +16,8 @@ from commands.aliases import ALIAS_MARK
 from jobs import queues
 from jobs.named import runs
 from jobs.upstream.serve import start_background
-from tests.conftest import run_cli
-from tests.helpers import RefusingDirectory, drain, worker_process
-from tests.named_helpers import named_env, registry
+from tests.support.helpers import RefusingDirectory, drain, run_cli, worker_process
+from tests.support.named_helpers import named_env, registry
 
 SCALE = 3000
 
@@ -31,7 +30,7 @@ def jenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
 def json_commands(group: click.Group = cli.cli, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     for name, command in group.commands.items():
         if (command.short_help or "").startswith(ALIAS_MARK):
-            continue  # the same command under its old name (tests/test_vocabulary.py)
+            continue  # the same command under its old name (tests/integration/test_vocabulary.py)
         if isinstance(command, click.Group):
             yield from json_commands(command, (*prefix, name))
         elif any("--json" in param.opts for param in command.params):

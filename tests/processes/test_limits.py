@@ -17,9 +17,15 @@ from jobs.refresh import records
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
-from tests.conftest import run_cli
-from tests.faulty_upstream import FaultyProxy
-from tests.helpers import province_hospitals, scheduler_running, wait_status, wait_until, worker_process
+from tests.support.faulty_upstream import FaultyProxy
+from tests.support.helpers import (
+    province_hospitals,
+    run_cli,
+    scheduler_running,
+    wait_status,
+    wait_until,
+    worker_process,
+)
 
 # Small provinces, so that eight tasks finish quickly.
 PROVINCES = ["澳门", "香港", "台湾", "宁夏", "海南", "天津", "北京", "上海"]

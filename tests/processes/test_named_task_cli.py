@@ -10,8 +10,7 @@ import redis
 
 import cli
 from jobs import queues
-from tests.conftest import run_cli
-from tests.helpers import stored_keys, worker_process
+from tests.support.helpers import run_cli, stored_keys, worker_process
 
 
 def _ok(*args: str, env: dict[str, str]) -> str:

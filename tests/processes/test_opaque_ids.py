@@ -1,6 +1,6 @@
 """Refreshes of an upstream whose ids are opaque (a uuid's hex digits, `SampleDirectory(id_format="opaque")`),
 as most real directories' are: exact, and an id listed under two leaves is still kept once and reported.
-The staging script's own cases are in tests/test_staging.py; the cost is the bench's (scenario 1)."""
+The staging script's own cases are in tests/integration/test_staging.py; the cost is the bench's (scenario 1)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from jobs import keys
 from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
-from tests.helpers import REFRESHQ, checksum, exported, free_port, province_hospitals, settle, wait_until
-from tests.lying_upstream import Lie, LyingUpstream
-from tests.test_refresh_exact import FAST, FULL_SCALE, PAGE_CAP, SCALE
+from tests.integration.test_refresh_exact import FAST, FULL_SCALE, PAGE_CAP, SCALE
+from tests.support.helpers import REFRESHQ, checksum, exported, free_port, province_hospitals, settle, wait_until
+from tests.support.lying_upstream import Lie, LyingUpstream
 
 
 @pytest.fixture

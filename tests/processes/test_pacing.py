@@ -34,8 +34,7 @@ from jobs.pacing import (
     pace_view,
 )
 from jobs.scripts.gate import BACK_OFF, FIRST_BACK_OFF
-from tests.conftest import REPO
-from tests.helpers import wait_until
+from tests.support.helpers import REPO, wait_until
 
 
 @pytest.fixture(autouse=True)

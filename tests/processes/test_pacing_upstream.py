@@ -1,17 +1,15 @@
-"""Real refreshes by worker processes against an upstream that limits the way real ones do (tests/limited_upstream.py:
-answers of 0.3-0.7 s, at most 100 requests admitted in any rolling second by arrival time, 429 with
-Retry-After: 1 beyond): the rate configured, its budget used to >= 95% with <= 0.1% refused; the rate
-unknown (auto), found and used to >= 80% with <= 2% refused; exact both times. A Retry-After from the
-upstream stops two workers' requests for the time it names.
-
-Three workers keep 64 requests each in flight (192 in all: up to 3.8 times the limit at these answer times).
-With the issue's two workers (128 in flight) the budget used is some 93%, the pacing's 97% less the moments
-when both workers are between provinces at once (the end of one province's walk and the start of the next
-ask few requests): the refresh itself, not the pacing, leaves that part of the budget unused (see the bench's
+"""Real refreshes by worker processes against an upstream that limits the way real ones do
+(tests/support/limited_upstream.py: answers of 0.3-0.7 s, at most 100 requests admitted in any rolling
+second by arrival time, 429 with Retry-After: 1 beyond): the rate configured, its budget used to >= 95%
+with <= 0.1% refused; the rate unknown (auto), found and used to >= 80% with <= 2% refused; exact both
+times. A Retry-After from the upstream stops two workers' requests for the time it names. Three workers
+keep 64 requests each in flight (192 in all: up to 3.8 times the limit at these answer times). With the
+issue's two workers (128 in flight) the budget used is some 93%, the pacing's 97% less the moments when
+both workers are between provinces at once (the end of one province's walk and the start of the next ask
+few requests): the refresh itself, not the pacing, leaves that part of the budget unused (see the bench's
 rate-limited scenario, which runs the issue's two). Rates are measured between the 10th and the 90th
 percentile of the admissions. Over TCP only: the connection kind changes nothing here, and each refresh
-takes some 40 s.
-"""
+takes some 40 s."""
 
 from __future__ import annotations
 
@@ -23,8 +21,8 @@ from jobs.config import Settings
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import TERMINAL
 from jobs.upstream.sample import SampleDirectory
-from tests.helpers import checksum, exported, wait_status, wait_until, worker_process
-from tests.limited_upstream import limited_upstream
+from tests.support.helpers import checksum, exported, wait_status, wait_until, worker_process
+from tests.support.limited_upstream import limited_upstream
 
 SCALE, LIMIT = 3000, 50
 WORKERS_ENV = {"REFRESHQ_UPSTREAM_CONCURRENCY": "96", "REFRESHQ_JOB_CONCURRENCY": "32"}

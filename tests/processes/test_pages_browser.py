@@ -21,10 +21,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from jobs import keys, tokens
 from jobs.upstream.serve import RunningUpstream, start_background
-from tests.conftest import REPO
-from tests.helpers import wait_until, with_credentials, worker_process
-from tests.test_api_served import PASSWORD, refreshq_web
-from tests.test_dashboard_browser import browser, wait_for
+from tests.processes.test_api_served import PASSWORD, refreshq_web
+from tests.processes.test_dashboard_browser import browser, wait_for
+from tests.support.helpers import REPO, wait_until, with_credentials, worker_process
 
 pytestmark = pytest.mark.slow  # real processes over seconds: out of the quick loop
 

@@ -25,7 +25,7 @@ from jobs.refresh.job import province_job_id
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
-from tests.helpers import (
+from tests.support.helpers import (
     alive,
     checksum,
     exported,
@@ -36,7 +36,7 @@ from tests.helpers import (
     work_horses,
     worker_process,
 )
-from tests.named_helpers import registry, trace
+from tests.support.named_helpers import registry, trace
 
 SCALE = 12_000
 PROVINCE, NAME = "330000", "浙江省"  # 11 cities, 90 leaves at this scale: a walk and a fetch long enough to catch

@@ -17,8 +17,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues, workforce
-from tests.conftest import REFRESHQ, REPO, run_cli
-from tests.helpers import horse_pids, wait_until
+from tests.support.helpers import REFRESHQ, REPO, horse_pids, run_cli, wait_until
 
 
 @contextmanager
@@ -98,7 +97,7 @@ def test_scale_3_then_1_converges_and_a_restarted_pool_keeps_its_size(conn: redi
 def test_scale_down_drains_an_idle_worker_before_a_busy_one(conn: redis.Redis, env: dict[str, str]) -> None:
     with pool_process(env, "--processes", "2", "--pool", "p", "--queue", "normal") as proc:
         wait_until(lambda: len(registered(conn, "p")) == 2, 30)
-        job = queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.nap", 4, "done")
+        job = queues.queue(conn, queues.NORMAL).enqueue("tests.support.job_functions.nap", 4, "done")
         busy = wait_until(lambda: Job.fetch(job.id, connection=conn, serializer=JSONSerializer).worker_name, 20)
         workforce.scale(conn, "p", 1)
         wait_until(lambda: registered(conn, "p") == [busy], 20, what="only the busy worker left")
@@ -111,9 +110,9 @@ def test_drain_finishes_the_running_job_then_the_pool_exits(conn: redis.Redis, e
     q = queues.queue(conn, queues.NORMAL)
     with pool_process(env, "--processes", "1", "--pool", "p", "--queue", "normal") as proc:
         wait_until(lambda: registered(conn, "p"), 30)
-        running = q.enqueue("tests.job_functions.hold", "release", "done")  # ends when released
+        running = q.enqueue("tests.support.job_functions.hold", "release", "done")  # ends when released
         wait_until(lambda: Job.fetch(running.id, connection=conn, serializer=JSONSerializer).worker_name, 20)
-        waiting = q.enqueue("tests.job_functions.nap", 0, "done")
+        waiting = q.enqueue("tests.support.job_functions.nap", 0, "done")
         result = run_cli("workers", "drain", "--pool", "p", env=env)
         assert result.returncode == 0 and "pool p" in result.stdout, result.stderr
         # Its worker was signalled before the pool recorded that it drains; the job ends only then (a nap
@@ -161,9 +160,9 @@ def test_a_standalone_worker_drains_and_stops_through_redis(conn: redis.Redis, e
     q = queues.queue(conn, queues.NORMAL)
     with pool_process(env, "--queue", "normal") as proc:  # one forking worker, no pool
         (name,) = wait_until(lambda: [w["name"] for w in workforce.list_workers(conn)], 30)
-        running = q.enqueue("tests.job_functions.nap", 2, "done")
+        running = q.enqueue("tests.support.job_functions.nap", 2, "done")
         wait_until(lambda: Job.fetch(running.id, connection=conn, serializer=JSONSerializer).worker_name, 20)
-        waiting = q.enqueue("tests.job_functions.add", 1, 1)
+        waiting = q.enqueue("tests.support.job_functions.add", 1, 1)
         assert workforce.drain(conn, worker=name) == {"pools": [], "workers": [name]}
         assert proc.wait(timeout=30) == 0
         assert Job.fetch(running.id, connection=conn, serializer=JSONSerializer).get_status() == JobStatus.FINISHED

@@ -18,9 +18,17 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
-from tests.conftest import free_port, run_cli
-from tests.helpers import ConnectionCounter, alive, log_lines, refreshq_process, wait_until, work_horses
-from tests.private_valkey import PrivateValkey
+from tests.support.helpers import (
+    ConnectionCounter,
+    alive,
+    free_port,
+    log_lines,
+    refreshq_process,
+    run_cli,
+    wait_until,
+    work_horses,
+)
+from tests.support.private_valkey import PrivateValkey
 
 STOP_WITHIN = 10.0
 
@@ -140,7 +148,7 @@ def test_a_worker_rides_out_an_outage_logging_it_once_and_works_when_the_server_
         _lose_the_server(server, log, _registered(server), "the worker to register")
         with outage_with_attempts(server):
             assert proc.poll() is None, log.read_text()
-        job = queues.queue(server.client(), queues.NORMAL).enqueue("tests.job_functions.add", 2, 3)
+        job = queues.queue(server.client(), queues.NORMAL).enqueue("tests.support.job_functions.add", 2, 3)
         wait_until(
             lambda: Job.fetch(job.id, connection=server.client(), serializer=JSONSerializer).get_status()
             == JobStatus.FINISHED,

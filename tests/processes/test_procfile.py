@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from jobs.embedded_server import EmbeddedServer
-from tests.conftest import REPO, free_port
-from tests.helpers import get_when_up, log_lines, wait_until
+from tests.support.helpers import REPO, free_port, get_when_up, log_lines, wait_until
 
 
 def test_honcho_starts_web_worker_scheduler_and_sigterm_stops_them(short_dir: Path) -> None:

@@ -19,7 +19,7 @@ from jobs.pacing import PacePolicy
 from jobs.refresh.manager import SyncTaskManager
 from jobs.statuses import CANCELLED, PENDING, SUCCEEDED
 from jobs.upstream.serve import start_background
-from tests.helpers import (
+from tests.support.helpers import (
     drain,
     exported,
     run_cli,
@@ -29,7 +29,7 @@ from tests.helpers import (
     work_horses,
     worker_process,
 )
-from tests.web_helpers import served
+from tests.support.web_helpers import served
 from web.app import create_app
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -134,7 +134,7 @@ def test_metrics_ask_for_the_password_or_the_token(
 
 
 def test_metrics_are_open_without_password_or_token(conn: redis.Redis, settings: Settings, env: dict[str, str]) -> None:
-    queues.queue(conn, queues.LOW).enqueue("tests.job_functions.add", 1, 2)
+    queues.queue(conn, queues.LOW).enqueue("tests.support.job_functions.add", 1, 2)
     with served(create_app(settings, env["REDIS_URL"])) as base:
         samples = scrape(base)
     assert value(samples, "refreshq_queue_jobs", queue="low") == 1

@@ -19,14 +19,13 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from jobs import keys, queues
-from tests.conftest import run_cli
-from tests.helpers import alive, refreshq_process, wait_until
+from tests.support.helpers import alive, refreshq_process, run_cli, wait_until
 from workers import build_worker
 from workers.fast import build_fast_worker
 
 TRIES = 20
 STOP_WITHIN = 5.0
-RELEASE = "release"  # the busy workers' jobs end when the test pushes onto this list (tests.job_functions.hold)
+RELEASE = "release"  # the busy workers' jobs end when the test pushes onto this list (tests.support.job_functions.hold)
 BUILDERS: dict[str, Callable[..., Any]] = {"forking": build_worker, "fast": build_fast_worker}
 
 
@@ -80,7 +79,7 @@ def _exit_times(pids: Iterable[int], timeout: float) -> dict[int, float]:
 def _busy(conn: redis.Redis, pool: str) -> dict[str, Job]:
     """TRIES held jobs, each started by another worker of the pool: worker name -> its job."""
     q = queues.queue(conn, queues.NORMAL)
-    jobs = [q.enqueue("tests.job_functions.hold", RELEASE, "done") for _ in range(TRIES)]
+    jobs = [q.enqueue("tests.support.job_functions.hold", RELEASE, "done") for _ in range(TRIES)]
 
     def started() -> dict[str, Job] | None:
         fetched = [Job.fetch(j.id, connection=conn, serializer=JSONSerializer) for j in jobs]

@@ -16,7 +16,7 @@ from jobs.refresh.manager import SyncTaskManager
 from jobs.refresh.records import TERMINAL
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
-from tests.helpers import (
+from tests.support.helpers import (
     RefusingDirectory,
     checksum,
     drain,

@@ -22,7 +22,7 @@ from jobs.redis_values import as_text, as_texts
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
-from tests.helpers import (
+from tests.support.helpers import (
     checksum,
     exported,
     kill_with_horses,
@@ -34,7 +34,7 @@ from tests.helpers import (
     work_horses,
     worker_process,
 )
-from tests.named_helpers import registry
+from tests.support.named_helpers import registry
 
 SCALE = 6_000
 pytestmark = [pytest.mark.slow, pytest.mark.upstream(scale=SCALE, latency_ms=20)]
@@ -126,7 +126,7 @@ def test_a_busy_refresh_through_a_flaky_upstream_a_deploy_and_a_crash_is_never_t
         with worker_process(slow_env) as first, worker_process(slow_env):
             wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 20, 120, what="progress >= 20%")
             first.send_signal(signal.SIGTERM)  # a deploy: its job checkpoints and requeues itself at the front
-            first.wait(timeout=90)  # (how soon it exits is tests/test_deploys.py's business)
+            first.wait(timeout=90)  # (how soon it exits is tests/processes/test_deploys.py's business)
             with worker_process(slow_env) as second:
                 wait_until(lambda: manager.get_task_status(task_id)["progress"] >= 50, 120, what="progress >= 50%")
                 wait_until(lambda: work_horses(second.pid), 30, 0.02, "the new worker to run a job")

@@ -19,14 +19,14 @@ from jobs.refresh.manager import SyncTaskManager
 from jobs.refresh.published import CSV_FIELDS
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
-from tests.conftest import run_cli
-from tests.helpers import (
+from tests.support.helpers import (
     RefusingDirectory,
     checksum,
     drain,
     exported,
     province_hospitals,
     redis_keys_holding,
+    run_cli,
     worker_process,
 )
 

@@ -30,8 +30,8 @@ from rq.worker_pool import WorkerPool
 
 from jobs.errors import ConfigError, UnsupportedRQError
 from jobs.rqseam import forking, gate, pool, queue, simple
-from tests.helpers import REFRESHQ, REPO
-from tests.test_layout import FILES, TREES
+from tests.support.helpers import REFRESHQ, REPO
+from tests.unit.test_layout import FILES, TREES
 
 SEAM = "jobs/rqseam/"
 # The seam's classes that RQ's run: each is RQ's class with the seam's overrides mixed in.
@@ -224,7 +224,7 @@ def fresh(conn: redis.Redis) -> Iterator[dict[str, Any]]:
     """A fresh instance of each RQ class the seam touches the private attributes of."""
     q = Queue("seam", connection=conn)
     yield {"Worker": Worker([q], connection=conn), "SimpleWorker": SimpleWorker([q], connection=conn),
-           "Job": Job.create("tests.job_functions.add", args=(1, 2), connection=conn),
+           "Job": Job.create("tests.support.job_functions.add", args=(1, 2), connection=conn),
            "WorkerPool": WorkerPool(["seam"], connection=conn), "rq.job": rq.job}
 
 
@@ -326,8 +326,8 @@ def test_every_push_of_a_job_goes_through_the_push_hook(conn: redis.Redis) -> No
             pushed.append(self.name)
 
     q = Counting("seam", connection=conn)
-    first = q.enqueue("tests.job_functions.add", 1, 2)
-    q.enqueue("tests.job_functions.add", 1, 2, depends_on=first)  # deferred: not pushed yet
+    first = q.enqueue("tests.support.job_functions.add", 1, 2)
+    q.enqueue("tests.support.job_functions.add", 1, 2, depends_on=first)  # deferred: not pushed yet
     q.enqueue_job(first, at_front=True)
     q.enqueue_dependents(first)
     assert pushed == ["seam"] * 3

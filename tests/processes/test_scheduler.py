@@ -13,7 +13,7 @@ from rq.registry import StartedJobRegistry
 from jobs import keys, queues
 from jobs.lock import OwnedLock
 from scheduler import Scheduler
-from tests.helpers import log_lines, scheduler_running, wait_until
+from tests.support.helpers import log_lines, scheduler_running, wait_until
 
 
 def test_owned_lock_only_its_owner_renews_or_releases(conn: redis.Redis) -> None:
@@ -51,7 +51,7 @@ def test_only_one_scheduler_is_active(conn: redis.Redis) -> None:
 
 def test_scheduler_cleans_abandoned_jobs_out_of_the_started_registry(conn: redis.Redis) -> None:
     q = queues.queue(conn, queues.NORMAL)
-    job = q.enqueue("tests.job_functions.add", 1, 2)
+    job = q.enqueue("tests.support.job_functions.add", 1, 2)
     job.set_status(JobStatus.STARTED)
     registry = StartedJobRegistry(queue=q)
     with conn.pipeline() as pipe:

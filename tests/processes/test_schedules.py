@@ -26,9 +26,8 @@ from jobs.named import history, schedules
 from jobs.named.catalog import TaskCatalog
 from jobs.named.schedules import template_job_id
 from scheduler import Scheduler
-from tests.conftest import REFRESHQ
-from tests.helpers import wait_until, worker_process
-from tests.named_helpers import drain_all, registry, trace
+from tests.support.helpers import REFRESHQ, wait_until, worker_process
+from tests.support.named_helpers import drain_all, registry, trace
 
 T0 = 1_900_000_000.0  # a fixed "now" for the controllable clock
 SHANGHAI = ZoneInfo("Asia/Shanghai")

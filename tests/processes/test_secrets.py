@@ -23,14 +23,14 @@ from jobs.upstream import build_upstream, spec_from_settings
 from jobs.upstream.http import HttpDirectoryClient
 from jobs.upstream.llm import LLMClient
 from jobs.upstream.sample import SampleDirectory
-from tests.auth_upstream import start_basic_auth
-from tests.conftest import run_cli
-from tests.helpers import (
+from tests.support.auth_upstream import start_basic_auth
+from tests.support.helpers import (
     checksum,
     exported,
     http_server,
     province_hospitals,
     redis_keys_holding,
+    run_cli,
     wait_until,
     with_credentials,
     worker_process,

@@ -17,8 +17,7 @@ from jobs.config import Settings
 from jobs.connection import connect
 from jobs.embedded_server import EmbeddedServer
 from jobs.errors import DataDirError
-from tests.conftest import REPO, run_cli
-from tests.helpers import alive, wait_for_aof, wait_until
+from tests.support.helpers import REPO, alive, run_cli, wait_for_aof, wait_until
 
 
 def _settings(data_dir: Path) -> Settings:
@@ -252,7 +251,7 @@ def test_info_after_a_kill_9_of_the_server_still_shows_the_queued_job(short_dir:
     assert "(embedded, data in" in first.stdout
     server = EmbeddedServer(short_dir / "info")
     conn = connect(_settings(server.data_dir))
-    queues.queue(conn, queues.NORMAL).enqueue("tests.job_functions.add", 1, 2)
+    queues.queue(conn, queues.NORMAL).enqueue("tests.support.job_functions.add", 1, 2)
     wait_for_aof(conn)
     conn.close()
     pid = server.pid()

@@ -18,7 +18,7 @@ from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
 from scheduler import Scheduler, default_duties
-from tests.helpers import checksum, exported, province_hospitals, wait_status, wait_until, worker_process
+from tests.support.helpers import checksum, exported, province_hospitals, wait_status, wait_until, worker_process
 from workers import build_worker
 
 SCALE = 12_000

@@ -14,8 +14,8 @@ import redis
 
 from jobs import keys, tokens
 from jobs.config import Settings
-from tests.helpers import wait_until
-from tests.web_helpers import web_process
+from tests.support.helpers import wait_until
+from tests.support.web_helpers import web_process
 from web import throttle
 from web.app import create_app
 

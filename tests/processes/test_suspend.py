@@ -16,9 +16,8 @@ from jobs import keys, queues, workforce
 from jobs.duties.orphaned_claims import requeue_orphaned_claims
 from jobs.errors import ValidationError
 from jobs.named.schedules import JSONQueue
-from tests.conftest import run_cli
-from tests.helpers import wait_until
-from tests.test_pools import live_children, pool_process
+from tests.processes.test_pools import live_children, pool_process
+from tests.support.helpers import run_cli, wait_until
 from workers.claims import Claimer
 
 
@@ -36,8 +35,8 @@ def test_a_suspended_queue_is_held_while_another_drains_and_released_on_resume(
         wait_until(lambda: [w for w in workforce.list_workers(conn) if w["state"] == "idle"], 30, what="idle")
         result = run_cli("workers", "suspend", "--queue", "normal", env=env)
         assert result.returncode == 0 and "suspended queues: normal" in result.stdout, result.stderr
-        held = [normal.enqueue("tests.job_functions.add", i, 1) for i in range(3)]
-        passing = [low.enqueue("tests.job_functions.add", i, 2) for i in range(3)]
+        held = [normal.enqueue("tests.support.job_functions.add", i, 1) for i in range(3)]
+        passing = [low.enqueue("tests.support.job_functions.add", i, 2) for i in range(3)]
         # normal's jobs came first and a worker waiting on both queues would take them first: the low
         # queue's jobs finishing shows the worker went past them.
         wait_until(lambda: all(_status(conn, j) == JobStatus.FINISHED for j in passing), 30)
@@ -49,7 +48,7 @@ def test_a_suspended_queue_is_held_while_another_drains_and_released_on_resume(
 
 def test_a_claimed_batch_does_not_start_once_its_queue_is_suspended(conn: redis.Redis) -> None:
     normal = queues.queue(conn, queues.NORMAL)
-    jobs = [normal.enqueue("tests.job_functions.add", i, 1) for i in range(3)]
+    jobs = [normal.enqueue("tests.support.job_functions.add", i, 1) for i in range(3)]
     claimer = Claimer(conn, "w1", "", JSONSerializer)
     got = claimer.claim([normal], 10, None)
     assert [j.id for j, _ in got.jobs] == [j.id for j in jobs] and normal.job_ids == []
@@ -62,7 +61,7 @@ def test_a_claimed_batch_does_not_start_once_its_queue_is_suspended(conn: redis.
 
 def test_pool_and_rq_wide_suspensions_hold_every_queue(conn: redis.Redis) -> None:
     normal = queues.queue(conn, queues.NORMAL)
-    job = normal.enqueue("tests.job_functions.add", 1, 1)
+    job = normal.enqueue("tests.support.job_functions.add", 1, 1)
     workforce.suspend(conn, pool="p")
     assert workforce.suspensions(conn) == {"queues": [], "pools": ["p"], "rq_suspended": False}
     assert Claimer(conn, "p.1", "p", JSONSerializer).claim([normal], 5, None).held
@@ -76,7 +75,7 @@ def test_pool_and_rq_wide_suspensions_hold_every_queue(conn: redis.Redis) -> Non
 
 def test_claims_of_a_dead_worker_go_back_to_the_front_of_their_queue(conn: redis.Redis) -> None:
     normal = queues.queue(conn, queues.NORMAL)
-    jobs = [normal.enqueue("tests.job_functions.add", i, 1) for i in range(4)]
+    jobs = [normal.enqueue("tests.support.job_functions.add", i, 1) for i in range(4)]
     Claimer(conn, "dead", "", JSONSerializer).claim([normal], 3, None)
     assert normal.job_ids == [jobs[3].id]
     assert requeue_orphaned_claims(conn) == 0  # its claim is still fresh
@@ -109,7 +108,7 @@ def test_a_job_pushed_to_a_waiting_worker_that_is_gone_is_not_lost(
         wait_until(lambda: _blocked(conn), 30, what="the worker to wait")
         [waiting] = live_children(gone)
         os.kill(waiting, signal.SIGSTOP)
-        job = normal.enqueue("tests.job_functions.add", 1, 2)
+        job = normal.enqueue("tests.support.job_functions.add", 1, 2)
         wait_until(lambda: _blocked(conn) == 0, 10, what="the server to answer the frozen worker's wait")
         os.kill(waiting, signal.SIGKILL)
     with pool_process(env, "--processes", "1", "--queue", "normal", "--queue", "low", *mode):
@@ -122,14 +121,15 @@ def test_a_job_pushed_without_a_token_is_still_taken_by_a_waiting_worker(
     """RQ's own Queue (as `rq enqueue` uses) rings no bell: a worker waiting on several queues still finds it."""
     with pool_process(env, "--processes", "1", "--queue", "normal", "--queue", "low"):
         wait_until(lambda: _blocked(conn), 30, what="the worker to wait")
-        job = Queue(queues.NORMAL, connection=conn, serializer=JSONSerializer).enqueue("tests.job_functions.add", 1, 2)
+        plain = Queue(queues.NORMAL, connection=conn, serializer=JSONSerializer)
+        job = plain.enqueue("tests.support.job_functions.add", 1, 2)
         wait_until(lambda: _status(conn, job) == JobStatus.FINISHED, 10, what="the job")
         assert conn.llen(keys.bell(queues.NORMAL)) == 0
 
 
 def test_given_back_and_resumed_jobs_ring_their_queue_bell(conn: redis.Redis) -> None:
     normal = queues.queue(conn, queues.NORMAL)
-    normal.enqueue("tests.job_functions.add", 1, 1)
+    normal.enqueue("tests.support.job_functions.add", 1, 1)
     assert conn.llen(keys.bell(queues.NORMAL)) == 1  # with the job, in its transaction
     conn.delete(keys.bell(queues.NORMAL))
     claimer = Claimer(conn, "w1", "", JSONSerializer)
@@ -140,8 +140,8 @@ def test_given_back_and_resumed_jobs_ring_their_queue_bell(conn: redis.Redis) ->
     workforce.resume(conn, [queues.NORMAL])
     assert conn.llen(keys.bell(queues.NORMAL)) == 1
     conn.delete(keys.bell(queues.NORMAL))
-    JSONQueue(queues.NORMAL, connection=conn).enqueue("tests.job_functions.add", 1, 1)  # rq-scheduler's pushes
+    JSONQueue(queues.NORMAL, connection=conn).enqueue("tests.support.job_functions.add", 1, 1)  # rq-scheduler's pushes
     assert conn.llen(keys.bell(queues.NORMAL)) == 1
     for _ in range(queues.BELL_TOKENS + 10):
-        normal.enqueue("tests.job_functions.add", 1, 1)
+        normal.enqueue("tests.support.job_functions.add", 1, 1)
     assert conn.llen(keys.bell(queues.NORMAL)) == queues.BELL_TOKENS  # capped: a burst leaves no backlog

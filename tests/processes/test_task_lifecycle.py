@@ -30,7 +30,7 @@ from jobs.refresh import published as store
 from jobs.refresh import records
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
-from tests.helpers import RefusingDirectory, checksum, drain, exported, province_hospitals, worker_process
+from tests.support.helpers import RefusingDirectory, checksum, drain, exported, province_hospitals, worker_process
 
 SCALE = 2000
 SAMPLE = {"kind": "sample", "scale": SCALE}

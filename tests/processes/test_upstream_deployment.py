@@ -22,10 +22,9 @@ from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream import build_upstream
 from jobs.upstream.identity import advertise, advertised, same_upstream
 from jobs.upstream.serve import start_background
-from tests.api_helpers import Api, is_problem, make_api
-from tests.auth_upstream import start_basic_auth
-from tests.conftest import run_cli
-from tests.helpers import free_port, log_lines, scheduler_running, wait_until, worker_process
+from tests.support.api_helpers import Api, is_problem, make_api
+from tests.support.auth_upstream import start_basic_auth
+from tests.support.helpers import free_port, log_lines, run_cli, scheduler_running, wait_until, worker_process
 
 SCALE = 3000
 USER = "refresher"

@@ -1,5 +1,5 @@
 """The upstream gate against the real server: slots leased in blocks per job, shared fairly, given back
-on close or by lapse, and waited for without hammering Redis (the per-second side: tests/test_pacing.py)."""
+on close or by lapse, and waited for without hammering Redis (the per-second side: tests/processes/test_pacing.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from jobs import keys
 from jobs.config import PacingSettings, Settings
 from jobs.errors import UpstreamGateClosed
 from jobs.limits import LEASE_SECONDS, POLL_SECONDS, UpstreamGate, gate_for, release_holder
-from tests.conftest import REPO
-from tests.helpers import wait_until
+from tests.support.helpers import REPO, wait_until
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,7 @@ import pytest
 
 from jobs.config import Settings
 from jobs.errors import ConfigError
-from tests.conftest import REFRESHQ, free_port, run_cli
-from tests.helpers import get_when_up
+from tests.support.helpers import REFRESHQ, free_port, get_when_up, run_cli
 from web.app import check_exposure, create_app
 
 

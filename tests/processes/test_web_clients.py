@@ -17,8 +17,8 @@ import redis
 from bench import web_clients
 from jobs import tokens
 from jobs.config import Settings
-from tests.helpers import wait_until
-from tests.web_helpers import web_process
+from tests.support.helpers import wait_until
+from tests.support.web_helpers import web_process
 from web import wsgi as web_server
 from web.app import create_app
 

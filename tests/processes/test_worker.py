@@ -11,17 +11,16 @@ from rq.serializers import JSONSerializer
 
 from jobs import queues
 from jobs.errors import ValidationError
-from tests.conftest import REPO, run_cli
-from tests.helpers import refreshq_process, wait_until
+from tests.support.helpers import REPO, refreshq_process, run_cli, wait_until
 from workers import build_worker
 
 
 def test_cli_worker_runs_a_json_serialized_job(conn: redis.Redis, env: dict[str, str]) -> None:
     q = queues.queue(conn, queues.NORMAL)
-    job = q.enqueue("tests.job_functions.describe", {"b": 1, "a": [1, 2]})
+    job = q.enqueue("tests.support.job_functions.describe", {"b": 1, "a": [1, 2]})
     raw = conn.hget(job.key, "data")
     assert raw is not None
-    assert json.loads(zlib.decompress(raw))[0] == "tests.job_functions.describe"  # JSON, not a pickle
+    assert json.loads(zlib.decompress(raw))[0] == "tests.support.job_functions.describe"  # JSON, not a pickle
     result = run_cli("worker", "--burst", "--queue", "normal", env={**env, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     done = Job.fetch(job.id, connection=conn, serializer=JSONSerializer)
@@ -37,16 +36,16 @@ def _drained_order(conn: redis.Redis, jobs: list[tuple[str, Job]]) -> list[str]:
 
 
 def test_worker_drains_urgent_queues_first_and_refresh_and_routine_jobs_in_turn(conn: redis.Redis) -> None:
-    jobs = [(name, queues.queue(conn, name).enqueue("tests.job_functions.add", 1, 2))
+    jobs = [(name, queues.queue(conn, name).enqueue("tests.support.job_functions.add", 1, 2))
             for name in (queues.LOW, queues.NORMAL, queues.REFRESH, queues.HIGH, queues.CRITICAL)]
     # Urgent first; then routine (normal before low) and refresh jobs take turns.
     assert _drained_order(conn, jobs) == [queues.CRITICAL, queues.HIGH, queues.NORMAL, queues.REFRESH, queues.LOW]
 
 
 def test_a_refresh_backlog_lets_a_named_task_through_after_each_refresh_job(conn: redis.Redis) -> None:
-    refresh = [(queues.REFRESH, queues.queue(conn, queues.REFRESH).enqueue("tests.job_functions.add", 1, 2))
+    refresh = [(queues.REFRESH, queues.queue(conn, queues.REFRESH).enqueue("tests.support.job_functions.add", 1, 2))
                for _ in range(4)]
-    routine = [(name, queues.queue(conn, name).enqueue("tests.job_functions.add", 1, 2))
+    routine = [(name, queues.queue(conn, name).enqueue("tests.support.job_functions.add", 1, 2))
                for name in (queues.LOW, queues.NORMAL, queues.NORMAL)]
     order = _drained_order(conn, refresh + routine)
     assert order == [queues.NORMAL, queues.REFRESH, queues.NORMAL, queues.REFRESH, queues.LOW,

@@ -11,9 +11,9 @@ from rq.serializers import JSONSerializer
 from jobs import keys
 from jobs.errors import TaskArgumentsError, UnknownTaskError, ValidationError, WorkflowNotFoundError
 from jobs.named.workflows import Signature, batch, chain, get_workflow, wait_workflow
-from tests import named_task_functions as f
-from tests.helpers import wait_until, worker_process
-from tests.named_helpers import drain_all, trace
+from tests.support import named_task_functions as f
+from tests.support.helpers import wait_until, worker_process
+from tests.support.named_helpers import drain_all, trace
 
 
 def _statuses(record: dict[str, object]) -> list[str]:

@@ -30,18 +30,18 @@ from jobs.reconnect import refusal, writes_refused
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
-from tests.conftest import run_cli
-from tests.helpers import (
+from tests.support.helpers import (
     alive,
     checksum,
     exported,
     log_lines,
     refreshq_process,
+    run_cli,
     wait_until,
     work_horses,
 )
-from tests.observe_helpers import WebhookReceiver, webhook_receiver
-from tests.private_valkey import PrivateValkey
+from tests.support.observe_helpers import WebhookReceiver, webhook_receiver
+from tests.support.private_valkey import PrivateValkey
 from web.app import create_app
 
 pytestmark = pytest.mark.upstream(scale=6000, latency_ms=40)

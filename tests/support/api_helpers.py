@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from jobs import tokens
 from jobs.config import Settings
-from tests.named_helpers import named_env
+from tests.support.named_helpers import named_env
 from web.app import create_app
 
 PASSWORD = "pw"

@@ -7,7 +7,7 @@ from typing import Any
 
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import DirectoryHandler, DirectoryServer, RunningUpstream
-from tests.helpers import with_credentials
+from tests.support.helpers import with_credentials
 
 
 class _BasicAuthHandler(DirectoryHandler):

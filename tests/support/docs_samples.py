@@ -2,7 +2,7 @@
 
 A sample is a fenced block; the HTML comment on the line just before it (`<!-- run -->`,
 `<!-- not run: why -->`, `<!-- module: NAME -->`, `<!-- worker: VAR=VALUE ... -->`, `<!-- json: what -->`,
-`<!-- text: what -->`) says how tests/test_docs.py runs it (docs/layout.md, *The docs*, describes them).
+`<!-- text: what -->`) says how tests/processes/test_docs.py runs it (docs/layout.md, *The docs*, describes them).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from tests.helpers import REPO
+from tests.support.helpers import REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w-]*)\s*$")

@@ -36,7 +36,7 @@ from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import DirectoryHandler, RunningUpstream, start_background
 from workers import build_worker
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # The console script installed next to this interpreter, exactly what a user runs.
 REFRESHQ = str(Path(sys.executable).parent / "refreshq")
 

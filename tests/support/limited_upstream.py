@@ -7,7 +7,7 @@ starved handler thread gets to read it) and answers 429 with `Retry-After: 1` at
 429 with `Retry-After: seconds` instead, once. Every arrival is recorded (epoch time, admitted or not, path).
 
 In tests: `with limited_upstream(scale, limit=100) as upstream: ... upstream.limiter.arrivals`. As a process
-(the bench): `python -m tests.limited_upstream --port P --scale S --limit N`; GET /_limited gives the figures
+(the bench): `python -m tests.support.limited_upstream --port P --scale S --limit N`; GET /_limited gives the figures
 (jobs.upstream.serve's /_stats still counts requests).
 """
 

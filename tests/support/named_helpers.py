@@ -10,10 +10,10 @@ import redis
 from jobs import queues
 from jobs.config import Settings
 from jobs.named.catalog import TaskCatalog, configured_tasks
-from tests.helpers import REPO, drain
-from tests.named_task_functions import TRACE
+from tests.support.helpers import REPO, drain
+from tests.support.named_task_functions import TRACE
 
-TASK_MODULES = "jobs.named.builtin,tests.named_task_functions"
+TASK_MODULES = "jobs.named.builtin,tests.support.named_task_functions"
 
 
 def named_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:

@@ -20,8 +20,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tests.conftest import free_port
-from tests.helpers import serving
+from tests.support.helpers import free_port, serving
 
 
 @dataclass

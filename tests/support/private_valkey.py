@@ -12,7 +12,7 @@ from types import TracebackType
 import redis
 
 from jobs.embedded_server import valkey_binary
-from tests.conftest import free_port
+from tests.support.helpers import free_port
 
 
 class PrivateValkey:

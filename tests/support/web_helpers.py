@@ -28,7 +28,7 @@ from jobs import queues
 from jobs.upstream.base import Hospital, Region
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream, start_background
-from tests.helpers import REFRESHQ, drain, free_port, inflated, key_values, wait_until
+from tests.support.helpers import REFRESHQ, drain, free_port, inflated, key_values, wait_until
 
 MARKUP_NAME = "<img src=x onerror=alert(1)>省"
 MARKUP_CODE = "110000"  # 北京, renamed
@@ -137,7 +137,7 @@ def markup_upstream(scale: int) -> Iterator[tuple[RunningUpstream, MarkupNamedDi
 def failed_job(conn: redis.Redis, queue: str = queues.NORMAL, key: str = "test:flaky-ok", **options: Any) -> Job:
     """A JSON job with markup in its description and meta that failed on a real worker (the default
     function succeeds once `key` exists)."""
-    func, args = options.pop("func", "tests.job_functions.flaky"), options.pop("args", (key,))
+    func, args = options.pop("func", "tests.support.job_functions.flaky"), options.pop("args", (key,))
     job = queues.queue(conn, queue).enqueue_call(
         func, args=args, meta={"region": MARKUP_NAME, "attempt": 1},
         description=f"refresh test: {MARKUP_NAME}", **options,

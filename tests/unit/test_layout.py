@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.support.helpers import REPO
 
 PRODUCT = ("jobs", "workers", "web", "commands", "cli.py", "scheduler.py", "bench")
 # (importer prefix, imported prefix): the arrows that must not exist.

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import ast
 
-from tests.helpers import REPO
-from tests.test_layout import FILES, TREES
+from tests.support.helpers import REPO
+from tests.unit.test_layout import FILES, TREES
 
 # Where reading the environment is allowed: a whole file, or one function of it (by qualified name), and why.
 ENTRY_POINTS = {

@@ -16,8 +16,8 @@ from jobs.upstream.http import HttpDirectoryClient, RequestGate, retry_after_sec
 from jobs.upstream.retry import Backoff, call_with_retries
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import start_background
-from tests.helpers import free_port
-from tests.upstream_servers import walk
+from tests.support.helpers import free_port
+from tests.support.upstream_servers import walk
 
 FAST = Backoff(base=0.001, cap=0.005)
 TOKEN = "tok-3f9a-very-secret"

@@ -1,4 +1,4 @@
-"""HttpDirectoryClient against an upstream that breaks each rule of the contract (tests/lying_upstream.py).
+"""HttpDirectoryClient against an upstream that breaks each rule of the contract (tests/support/lying_upstream.py).
 
 Every leaf comes back whole and exact, or the client says which region it could not get: never a
 short list presented as a complete one, and never thousands of requests for a server going round.
@@ -19,8 +19,8 @@ from jobs.upstream.base import Region, TotalMismatch
 from jobs.upstream.http import HttpDirectoryClient
 from jobs.upstream.retry import Backoff
 from jobs.upstream.sample import SampleDirectory
-from tests.lying_upstream import REPEATED_TOTAL, Lie, LyingUpstream
-from tests.upstream_servers import walk
+from tests.support.lying_upstream import REPEATED_TOTAL, Lie, LyingUpstream
+from tests.support.upstream_servers import walk
 
 ATTEMPTS = 3
 PAGE_CAP = 5  # the server's own page size: the leaves of 北京 below span 2 to 4 pages

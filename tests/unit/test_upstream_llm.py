@@ -13,7 +13,7 @@ from jobs.upstream.base import Region
 from jobs.upstream.llm import LLMClient
 from jobs.upstream.retry import Backoff
 from jobs.upstream.sample import SampleDirectory
-from tests.upstream_servers import RunningChat, start_chat_server, walk
+from tests.support.upstream_servers import RunningChat, start_chat_server, walk
 
 API_KEY = "sk-test-0123456789abcdef"
 FAST = Backoff(base=0.001, cap=0.005)
