@@ -33,7 +33,7 @@ from jobs.refresh.manager import SyncTaskManager
 from jobs.refresh.records import TERMINAL
 from jobs.upstream.base import Region
 from jobs.upstream.sample import SampleDirectory
-from jobs.upstream.serve import DirectoryHandler, RunningUpstream, start_background
+from jobs.upstream.serve import BackgroundServer, DirectoryHandler, RunningUpstream, start_background
 from workers import build_worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -338,14 +338,8 @@ HTTPServerT = TypeVar("HTTPServerT", bound=ThreadingHTTPServer)
 @contextmanager
 def serving(server: HTTPServerT) -> Iterator[HTTPServerT]:
     """`server` answering on a thread of its own until the block ends, then stopped and closed."""
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with BackgroundServer(server, poll_interval=0.05):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 Requests = list[tuple[float, str]]

@@ -13,11 +13,11 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from jobs.upstream.base import Hospital, Region, Upstream
 from jobs.upstream.sample import SampleDirectory
+from jobs.upstream.serve import BackgroundServer
 
 CODE = re.compile(r"行政区划代码 (\w+)")
 STYLES = (
@@ -144,14 +144,12 @@ class _ChatHandler(BaseHTTPRequestHandler):
             pass  # the client timed out first (slow style)
 
 
-class RunningChat:
+class RunningChat(BackgroundServer[FakeChatServer]):
     """A FakeChatServer on a background thread; `.url` is the base URL the client takes."""
 
     def __init__(self, server: FakeChatServer) -> None:
-        self.server = server
-        self.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        super().__init__(server, poll_interval=0.05)
+        self.url = f"{self.base_url}/v1"
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -160,17 +158,7 @@ class RunningChat:
 
     def stop(self) -> None:
         self.server.released.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> RunningChat:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().stop()
 
 
 def start_chat_server(
