@@ -17,7 +17,7 @@ ENTRY_POINTS = {
     "workers/base.py:build": "the worker builder: read once, before the worker forks any work-horse",
     "jobs/context.py:process_settings": "the library's one read, called only by the entry points below",
     "jobs/context.py:current": "a job run by a worker not refreshq's: the job function is where refreshq starts",
-    "jobs/refresh/manager.py:SyncTaskManager.__init__": "library entry point: TaskManager() without settings",
+    "jobs/refresh/manager.py:SyncRefreshManager.__init__": "library entry point: RefreshManager() without settings",
     "jobs/named/task.py:TaskHandle.enqueue": "library entry point: some_task.delay() without a connection",
     "jobs/named/workflows.py:Chain.delay": "library entry point: chain(...).delay() without a connection",
     "jobs/named/workflows.py:Batch.delay": "library entry point: batch(...).delay() without a connection",
