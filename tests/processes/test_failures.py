@@ -182,11 +182,12 @@ def test_a_plan_job_retried_while_its_provinces_run_leaves_the_task_running_and_
         with worker_process(env):
             wait_until(lambda: int(conn.hget(keys.task_stats(task_id), "leaves_done") or 0) > 0, 60, 0.02,
                        "a province under way")
-            assert sweep_failed_jobs(conn, FAST) == 0  # the plan job's failure seen: its retry waits
+            assert sweep_failed_jobs(conn, FAST, manager.settings) == 0  # the plan job's failure seen: its retry waits
             assert manager.get_task_status(task_id)["status"] == "RUNNING"
             final = wait_until(
-                lambda: sweep_failed_jobs(conn, FAST) >= 0 and (s := manager.get_task_status(task_id))["status"]
-                in ("SUCCEEDED", "FAILED", "CANCELLED") and s, 120, 0.1, "the refresh to end")
+                lambda: sweep_failed_jobs(conn, FAST, manager.settings) >= 0
+                and (s := manager.get_task_status(task_id))["status"] in ("SUCCEEDED", "FAILED", "CANCELLED") and s,
+                120, 0.1, "the refresh to end")
     assert final["status"] == "SUCCEEDED", final
     assert final["statistics"]["hospitals_found"] == 3000
     assert checksum(exported(conn)) == checksum(SampleDirectory(3000).all_hospitals())

@@ -26,7 +26,7 @@ import httpx
 import redis
 
 from jobs import queues
-from jobs.duties.retries import RetryPolicy, sweep_failed_jobs
+from jobs.duties.retries import policy_of, sweep_failed_jobs
 from jobs.embedded_server import EmbeddedServer
 from jobs.refresh import published as store
 from jobs.refresh.manager import SyncTaskManager
@@ -221,7 +221,7 @@ def get_when_up(url: str, timeout: float = 30, server: subprocess.Popen[Any] | N
 def settle(conn: redis.Redis, manager: SyncTaskManager, task_id: str, timeout: float = 60) -> dict[str, Any]:
     """Drain the refresh queue in this process, and let the retry sweeper requeue (or bury) failed jobs,
     until the task ends: what workers and the scheduler do together, without their start-up time."""
-    policy, settings = RetryPolicy.from_settings(manager.settings), manager.settings
+    policy, settings = policy_of(manager.settings), manager.settings
     deadline = time.monotonic() + timeout
     while True:
         drain(conn)
