@@ -1,6 +1,6 @@
 """Scenario 7: a slow, rate-limited upstream. The same refresh three times, side by side, against an upstream
 that answers in 0.3-0.7 s and admits at most N requests in any rolling second by arrival time, 429 with
-Retry-After: 1 beyond (tests/limited_upstream.py, in a process of its own, a new one per run): the limit
+Retry-After: 1 beyond (tests/support/limited_upstream.py, in a process of its own, a new one per run): the limit
 configured (REFRESHQ_UPSTREAM_RPS=N), unknown (auto, the default), and not paced at all
 (REFRESHQ_UPSTREAM_RPS=0, what a fast private upstream is given). Each run: two workers keeping 128 requests
 in flight (64 per job), as in issue 20's runs, and a scheduler; a fresh server (nothing learned before). The
@@ -38,8 +38,8 @@ LATENCY = "0.3-0.7"
 def start_limited(bench: Bench, sizes: Sizes, name: str) -> Upstream:
     port = free_port()
     proc = bench.spawn(f"limited-{name}", [
-        sys.executable, "-m", "tests.limited_upstream", "--port", str(port), "--scale", str(sizes.limited_scale),
-        "--limit", str(sizes.limited_rps), "--latency", LATENCY,
+        sys.executable, "-m", "tests.support.limited_upstream", "--port", str(port),
+        "--scale", str(sizes.limited_scale), "--limit", str(sizes.limited_rps), "--latency", LATENCY,
     ])
     upstream = Upstream(f"http://{LOOPBACK}:{port}/v1", proc)
     if not upstream.wait_ready(60):

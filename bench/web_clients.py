@@ -5,7 +5,7 @@ Each probe opens a new connection (a server that stops accepting shows there fir
 nothing held, just before, are the baseline. The overlap is checked, not assumed: after the last probe
 every held connection must still be open (none closed by the server) and the streams' cap still full (one
 more stream is refused); the figures say so. The clients are plain sockets in this process, so holding
-them costs the probing thread nothing. The tests use the same helpers (tests/test_web_clients.py).
+them costs the probing thread nothing. The tests use the same helpers (tests/processes/test_web_clients.py).
 """
 
 from __future__ import annotations

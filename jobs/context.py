@@ -2,7 +2,7 @@
 
 A refreshq worker builds it from the settings it was started with, before it forks: every work-horse
 runs its job with it (workers.RefreshqWorker), so no job function reads the environment. Settings are
-read from the environment only where a process or a library call starts (tests/test_settings_reads.py
+read from the environment only where a process or a library call starts (tests/unit/test_settings_reads.py
 lists those places); everything below them takes the settings it is given.
 """
 

@@ -4,7 +4,7 @@ orjson parses and encodes several times faster than the standard library, but no
 result: it reads an integer beyond 64 bits as a float, refuses NaN, Infinity and lone surrogates, and
 spells some floats differently (1e-7 where json writes 1e-07). Strings, 64-bit integers, booleans and
 null come out byte for byte as `json.dumps(..., ensure_ascii=False, separators=(",", ":"))` writes
-them (tests/test_jsonfast.py checks every code point). So a body whose items hold only such *plain*
+them (tests/unit/test_jsonfast.py checks every code point). So a body whose items hold only such *plain*
 values takes orjson's path, and anything else -- a float, a nested list or object, something orjson
 refuses -- is read and written by json exactly as before.
 """

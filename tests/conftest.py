@@ -21,11 +21,8 @@ import redis
 from jobs.config import Settings
 from jobs.embedded_server import EmbeddedServer
 from jobs.upstream.serve import RunningUpstream, start_background
-from tests.helpers import REFRESHQ, REPO, free_port, listen_on_loopback, run_cli
-from tests.named_helpers import named_env
-
-# Names other test modules import from here.
-__all__ = ["CONNECTION_KINDS", "REFRESHQ", "REPO", "free_port", "run_cli"]
+from tests.support.helpers import listen_on_loopback
+from tests.support.named_helpers import named_env
 
 CONNECTION_KINDS = ("unix", "tcp")
 
@@ -105,7 +102,7 @@ def settings(env: dict[str, str]) -> Settings:
 
 @pytest.fixture
 def tenv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """`env` with the test's named tasks registered (tests/named_task_functions.py), here and in workers."""
+    """`env` with the test's named tasks registered (tests/support/named_task_functions.py), here and in workers."""
     return named_env(env, monkeypatch)
 
 

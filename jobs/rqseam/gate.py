@@ -10,7 +10,7 @@ import rq
 
 from jobs.errors import UnsupportedRQError
 
-# pyproject.toml declares the same range (tests/test_rq_seam.py keeps the two equal).
+# pyproject.toml declares the same range (tests/processes/test_rq_seam.py keeps the two equal).
 SUPPORTED = ">=2.12,<3"
 LOWEST = (2, 12)  # the first release tested
 BELOW = (3,)  # the first release not tested: RQ 3 changes the signatures the seam overrides (jobs.rqseam)

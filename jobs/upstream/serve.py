@@ -19,7 +19,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, TypedDict, Unpack
+from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobs.upstream.sample import PAGE_SIZE, SampleDirectory
@@ -27,6 +27,7 @@ from jobs.upstream.synth import ID_FORMATS
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "REFRESHQ_UPSTREAM_TOKEN"
+ServerT = TypeVar("ServerT", bound=ThreadingHTTPServer)
 
 
 @dataclass(frozen=True)
@@ -233,15 +234,43 @@ class DirectoryHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-class RunningUpstream:
-    """A DirectoryServer serving on a background thread; a context manager that stops it on exit."""
+class BackgroundServer(Generic[ServerT]):
+    """An HTTP server answering on a daemon thread until stopped; a context manager that stops it on exit.
 
-    def __init__(self, server: DirectoryServer) -> None:
+    The one way refreshq's loopback servers run: the sample upstream here (the bench's too) and the tests'
+    fakes (tests/support: the lying, limited, faulty and basic-auth upstreams, the model, the webhook sink).
+    """
+
+    def __init__(self, server: ServerT, poll_interval: float = 0.1) -> None:
         self.server = server
         host, port = server.server_address[:2]
-        self.url = f"http://{host!s}:{port}/v1"
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.base_url = f"http://{host!s}:{port}"
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True
+        )
         self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and wait for the serving thread."""
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class RunningUpstream(BackgroundServer[DirectoryServer]):
+    """A DirectoryServer serving on a background thread; `.url` is the API's base URL."""
+
+    def __init__(self, server: DirectoryServer) -> None:
+        super().__init__(server)
+        self.url = f"{self.base_url}/v1"
 
     @property
     def counters(self) -> ServerStats:
@@ -255,17 +284,7 @@ class RunningUpstream:
     def stop(self) -> None:
         """Stop serving and close the socket; handlers still hanging are released."""
         self.server.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> RunningUpstream:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().stop()
 
 
 class FaultOptions(TypedDict, total=False):
