@@ -340,7 +340,7 @@ def test_rqs_recorded_bookkeeping_reaches_step_with_every_key_declared(conn: red
     forever, the idle state after) is one jobs.rqseam.recorded passes to step.lua with exactly the keys the
     server says it touches (COMMAND GETKEYS) in KEYS; a command it cannot place is refused by name."""
     q = Queue("seam", connection=conn)
-    job = q.enqueue("tests.job_functions.add", 1, 2, result_ttl=result_ttl)
+    job = q.enqueue("tests.support.job_functions.add", 1, 2, result_ttl=result_ttl)
     worker = simple.NonForkingWorker([q], connection=conn)
     started = recorded.commands(worker.record_start(job))
     job.started_at = job.ended_at = now()
