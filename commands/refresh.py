@@ -30,7 +30,7 @@ def _follow(rt: Runtime, task_id: str, wait: bool, as_json: bool) -> None:
         click.echo(json.dumps({"task_id": task_id}) if as_json else task_id)
         return
     if as_json:
-        click.echo(f"refreshq: task {task_id}", err=True)  # stdout holds the one JSON document only
+        click.echo(f"refreshq: refresh {task_id}", err=True)  # stdout holds the one JSON document only
     else:
         click.echo(task_id)
     status = watch(rt.manager(), task_id)
@@ -42,7 +42,7 @@ def _follow(rt: Runtime, task_id: str, wait: bool, as_json: bool) -> None:
 
 
 @refresh.command("full")
-@click.option("--wait", is_flag=True, help="Follow the task to its end; exit 0 only if it succeeded.")
+@click.option("--wait", is_flag=True, help="Follow the refresh to its end; exit 0 only if it succeeded.")
 @click.option("--json", "as_json", is_flag=True,
               help='One JSON object on stdout: {"task_id": ...}, with --wait the final status.')
 @pass_runtime
@@ -53,7 +53,7 @@ def refresh_full(rt: Runtime, wait: bool, as_json: bool) -> None:
 
 @refresh.command("province")
 @click.argument("name_or_code")
-@click.option("--wait", is_flag=True, help="Follow the task to its end; exit 0 only if it succeeded.")
+@click.option("--wait", is_flag=True, help="Follow the refresh to its end; exit 0 only if it succeeded.")
 @click.option("--json", "as_json", is_flag=True,
               help='One JSON object on stdout: {"task_id": ...}, with --wait the final status.')
 @pass_runtime
@@ -64,7 +64,7 @@ def refresh_province(rt: Runtime, name_or_code: str, wait: bool, as_json: bool) 
 
 @refresh.command("status")
 @click.argument("task_id")
-@click.option("--watch", "follow", is_flag=True, help="Draw live progress bars until the task ends.")
+@click.option("--watch", "follow", is_flag=True, help="Draw live progress bars until the refresh ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status dict as one JSON object.")
 @pass_runtime
 def status(rt: Runtime, task_id: str, follow: bool, as_json: bool) -> None:
@@ -94,7 +94,7 @@ def list_refreshes(
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False))
         return
-    click.echo(f"{result['total']} tasks, page {page}")
+    click.echo(f"{result['total']} refreshes, page {page}")
     for item in result["items"]:
         click.echo(_row(item))
 
@@ -115,7 +115,7 @@ def cancel(rt: Runtime, task_id: str) -> None:
     manager = rt.manager()
     if not manager.cancel_task(task_id):
         current = manager.get_task_status(task_id)["status"]
-        click.echo(f"refreshq: task {task_id} is already {current}; nothing to cancel", err=True)
+        click.echo(f"refreshq: refresh {task_id} is already {current}; nothing to cancel", err=True)
         sys.exit(1)
     click.echo(f"cancelling {task_id}")
 
@@ -138,5 +138,5 @@ def resume(rt: Runtime, task_id: str) -> None:
 def cleanup(rt: Runtime, older_than: str, statuses: tuple[str, ...]) -> None:
     """Delete ended refreshes' records (and their checkpoints) older than an age."""
     count = rt.manager().cleanup_old_tasks(parse_age_days(older_than), list(statuses) or None)
-    click.echo(f"removed {count} tasks")
+    click.echo(f"removed {count} refreshes")
 

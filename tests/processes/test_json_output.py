@@ -108,7 +108,7 @@ def test_a_failed_refresh_with_wait_still_prints_one_document(conn: redis.Redis,
     assert result.returncode == 1, result.stderr
     status = json.loads(result.stdout)
     assert status["status"] == "FAILED" and [r["code"] for r in status["failed_regions"]] == ["310101"]
-    assert f"refreshq: task {status['task_id']}" in result.stderr
+    assert f"refreshq: refresh {status['task_id']}" in result.stderr
 
 
 def test_an_error_leaves_stdout_empty(conn: redis.Redis, jenv: dict[str, str]) -> None:

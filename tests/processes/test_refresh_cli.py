@@ -70,7 +70,7 @@ def test_refresh_province_wait_json_over_http(env: dict[str, str], conn: redis.R
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)  # the one document on stdout: the task id is in it (and on stderr)
     task_id = status["task_id"]
-    assert task_id.startswith("task_") and f"refreshq: task {task_id}" in done.stderr
+    assert task_id.startswith("task_") and f"refreshq: refresh {task_id}" in done.stderr
     assert status["status"] == "SUCCEEDED"
     assert status["task_id"] == task_id and status["hospital_name"] == "广东省" and status["query"] == "广东"
     assert status["progress"] == 100
@@ -214,7 +214,7 @@ def test_list_command(ended_tasks: dict[str, str], sample_env: dict[str, str]) -
     assert [i["task_id"] for i in failed["items"]] == [ended_tasks["FAILED"]] and failed["total"] == 1
     text = run_cli("list", "--status", "FAILED", env=sample_env)
     assert text.returncode == 0, text.stderr
-    assert "1 tasks" in text.stdout and ended_tasks["FAILED"] in text.stdout
+    assert "1 refreshes" in text.stdout and ended_tasks["FAILED"] in text.stdout
     assert ended_tasks["SUCCEEDED"] not in text.stdout
 
     asc = json.loads(run_cli("list", "--sort", "updated_at", "--order", "asc", "--page-size", "1", "--page", "3",
@@ -268,11 +268,11 @@ def test_cleanup_command(ended_tasks: dict[str, str], sample_env: dict[str, str]
     assert json.loads(run_cli("list", "--json", env=sample_env).stdout)["total"] == 3
 
     kept = run_cli("cleanup", "--older-than", "7d", env=sample_env)
-    assert kept.returncode == 0 and "removed 0 tasks" in kept.stdout
+    assert kept.returncode == 0 and "removed 0 refreshes" in kept.stdout
     failed = run_cli("cleanup", "--older-than", "0s", "--status", "FAILED", env=sample_env)
-    assert failed.returncode == 0 and "removed 1 tasks" in failed.stdout, failed.stderr
+    assert failed.returncode == 0 and "removed 1 refreshes" in failed.stdout, failed.stderr
     rest = run_cli("cleanup", "--older-than", "0s", env=sample_env)
-    assert rest.returncode == 0 and "removed 2 tasks" in rest.stdout, rest.stderr
+    assert rest.returncode == 0 and "removed 2 refreshes" in rest.stdout, rest.stderr
     assert json.loads(run_cli("list", "--json", env=sample_env).stdout)["total"] == 0
     assert run_cli("status", ended_tasks["SUCCEEDED"], env=sample_env).returncode == 2
     # The published data stays.
