@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,23 +34,8 @@ from jobs.pacing import (
     pace_view,
 )
 from jobs.scripts.gate import BACK_OFF, FIRST_BACK_OFF
+from tests.support.gates import close_every_gate  # noqa: F401 (autouse: every gate a test opens is closed)
 from tests.support.helpers import REPO, wait_until
-
-
-@pytest.fixture(autouse=True)
-def close_every_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A gate left open keeps renewing its lease into the next test's database: close them all."""
-    opened: list[UpstreamGate] = []
-    original = UpstreamGate.__init__
-
-    def tracked(self: UpstreamGate, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        opened.append(self)
-
-    monkeypatch.setattr(UpstreamGate, "__init__", tracked)
-    yield
-    for gate in opened:
-        gate.close()
 
 
 def policy(rps: float | None, **pacing: Any) -> PacePolicy:

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import pytest
 import redis
@@ -20,23 +19,8 @@ from jobs import keys
 from jobs.config import PacingSettings, Settings
 from jobs.errors import UpstreamGateClosed
 from jobs.limits import LEASE_SECONDS, POLL_SECONDS, UpstreamGate, gate_for, release_holder
+from tests.support.gates import close_every_gate  # noqa: F401 (autouse: every gate a test opens is closed)
 from tests.support.helpers import REPO, wait_until
-
-
-@pytest.fixture(autouse=True)
-def close_every_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A gate left open keeps renewing its lease into the next test's database: close them all."""
-    opened: list[UpstreamGate] = []
-    original = UpstreamGate.__init__
-
-    def tracked(self: UpstreamGate, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        opened.append(self)
-
-    monkeypatch.setattr(UpstreamGate, "__init__", tracked)
-    yield
-    for gate in opened:
-        gate.close()
 
 
 def commands_run(conn: redis.Redis) -> int:
