@@ -92,7 +92,10 @@ class Scheduler:
         signal.signal(signal.SIGINT, handler)
 
     def run(self) -> None:
-        queues.register_queues(self.conn)
+        try:
+            queues.register_queues(self.conn)
+        except redis.RedisError as exc:  # a patient client waits; only a stop cuts the wait short
+            log.warning("scheduler: could not register the queues (%s)", exc)
         log.info("scheduler: started (lock %s)", keys.SCHEDULER_LOCK)
         try:
             while not self._stop.is_set():

@@ -27,6 +27,13 @@ from tests.support.named_helpers import named_env
 CONNECTION_KINDS = ("unix", "tcp")
 
 
+@pytest.fixture(autouse=True)
+def forget_refused_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's memory of refused writes (jobs.reconnect.REFUSALS) starts empty in every test: a refusal
+    a test met would otherwise hold back the registry maintenance of the next one run in the same process."""
+    monkeypatch.setattr("jobs.reconnect.REFUSALS._last", float("-inf"))
+
+
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Short path: unix socket paths are limited to ~100 bytes.

@@ -258,6 +258,21 @@ def test_a_worker_and_a_scheduler_stopped_while_writes_are_refused_exit_within_1
     assert "unhandled exception" not in w1.read_text()
 
 
+def test_a_scheduler_stopped_while_its_start_waits_for_writes_exits_cleanly(
+    server: PrivateValkey, tmp_path: Path
+) -> None:
+    """A stop cuts short the wait of a scheduler that started while writes were refused (its queues not yet
+    registered): a clean exit, not the refusal as an error (seen in CI: exit 3)."""
+    client, env = server.client(), _env(server, tmp_path)
+    _w1, _w2, sched = _fleet_logs(tmp_path)
+    with out_of_memory(client), refreshq_process(["scheduler"], env, sched) as scheduler:
+        wait_until(lambda: log_lines(sched, "refuses writes"), 30, 0.1, "the scheduler to wait")
+        seconds = _stop_and_time(scheduler)
+    assert seconds < STOP_WITHIN, seconds
+    assert scheduler.returncode == 0, sched.read_text()
+    assert "refreshq: error" not in sched.read_text()
+
+
 def test_a_waiting_client_repeats_only_what_applied_nothing_or_nothing_twice(
     server: PrivateValkey, tmp_path: Path
 ) -> None:
