@@ -9,8 +9,10 @@ RQ 3 (its main branch) changes here: `handle_job_success` and `handle_job_failur
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis.client import PubSub
@@ -147,7 +149,8 @@ class WorkerSeam(ChannelSeam):
     def handle_job_retry(self, job: Job, queue: Queue, retry: Retry, started_job_registry: Any,
                          execution: Any) -> None:
         if self.may_record_end(job):
-            super().handle_job_retry(job, queue, retry, started_job_registry, execution)
+            with _requeued_at_front(queue, retry):
+                super().handle_job_retry(job, queue, retry, started_job_registry, execution)
             self.after_retry(job, queue, retry)
 
     def handle_payload(self, message: Any) -> None:
@@ -157,3 +160,19 @@ class WorkerSeam(ChannelSeam):
     def request_stop(self, signum: int, frame: Any) -> None:
         if self.on_stop_signal():
             super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+
+@contextlib.contextmanager
+def _requeued_at_front(queue: Queue, retry: Retry) -> Iterator[None]:
+    """RQ 2.12 enqueues a job that returned a Retry at the back whatever its `enqueue_at_front`
+    (Job._handle_retry_result calls Queue._enqueue_job without it). Here the queue enqueues it at the front in
+    RQ's own pipeline: a work-horse killed before a later step (the shutdown budget) cannot leave it behind."""
+    if not retry.enqueue_at_front or any(retry.intervals):
+        yield
+        return
+    original = queue._enqueue_job
+    queue._enqueue_job = functools.partial(original, at_front=True)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del queue._enqueue_job

@@ -226,7 +226,7 @@ def fresh(conn: redis.Redis) -> Iterator[dict[str, Any]]:
     q = Queue("seam", connection=conn)
     yield {"Worker": Worker([q], connection=conn), "SimpleWorker": SimpleWorker([q], connection=conn),
            "Job": Job.create("tests.support.job_functions.add", args=(1, 2), connection=conn),
-           "WorkerPool": WorkerPool(["seam"], connection=conn), "rq.job": rq.job}
+           "WorkerPool": WorkerPool(["seam"], connection=conn), "Queue": q, "rq.job": rq.job}
 
 
 def rq_private_names() -> set[str]:
