@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +28,7 @@ from jobs.reconnect import refusal, writes_refused
 from jobs.refresh.manager import SyncTaskManager
 from jobs.upstream.sample import SampleDirectory
 from jobs.upstream.serve import RunningUpstream
+from tests.processes.test_process_lifecycle import _stop_and_time
 from tests.support.helpers import (
     alive,
     checksum,
@@ -373,13 +372,3 @@ def test_a_server_that_cannot_persist_is_waited_out_too_and_commands_say_why(
 ], ids=lambda value: value if isinstance(value, str) or value is None else type(value).__name__)
 def test_what_counts_as_refused_writes(error: Exception, reason: str | None) -> None:
     assert refusal(error) == reason
-
-
-def _stop_and_time(proc: subprocess.Popen[bytes]) -> float:
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        raise AssertionError("still running 30 s after SIGTERM") from None
-    return time.monotonic() - started
